@@ -1,0 +1,300 @@
+//! The settings of one CIM convolution layer and their validation.
+
+use std::fmt;
+
+use burn::config::Config;
+use serde::{Deserialize, Serialize};
+
+use crate::slicing::BitSlicing;
+use crate::tiling::Tiling;
+
+/// How a signed weight is stored in cells (DESIGN.md section 3, "Weight quantization").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Encoding {
+    /// Two's complement: one set of arrays, the top bit slice carries the sign.
+    #[default]
+    Twos,
+    /// w+ and w- on separate arrays, subtracted after the ADCs.
+    Differential,
+}
+
+/// Which elements share one LSQ step (weights) or one ADC step (partial sums).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Granularity {
+    /// One step for the whole layer (per bit slice for partial sums).
+    Layer,
+    /// One step per array: row tile g x column tile t.
+    Array,
+    /// One step per column of every row tile: (g, c).
+    #[default]
+    Column,
+}
+
+impl Encoding {
+    /// All encodings, in a fixed order (for sweeps and tests).
+    pub const ALL: [Encoding; 2] = [Encoding::Twos, Encoding::Differential];
+
+    /// The name used in configs and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Encoding::Twos => "twos",
+            Encoding::Differential => "differential",
+        }
+    }
+}
+
+impl Granularity {
+    /// All granularities, finest last.
+    pub const ALL: [Granularity; 3] = [Granularity::Layer, Granularity::Array, Granularity::Column];
+
+    /// The name used in configs and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Granularity::Layer => "layer",
+            Granularity::Array => "array",
+            Granularity::Column => "column",
+        }
+    }
+}
+
+impl fmt::Display for Encoding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl fmt::Display for Granularity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Encoding {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Encoding::ALL
+            .into_iter()
+            .find(|e| e.name() == s)
+            .ok_or_else(|| format!("unknown encoding `{s}`: expected `twos` or `differential`"))
+    }
+}
+
+impl std::str::FromStr for Granularity {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Granularity::ALL
+            .into_iter()
+            .find(|g| g.name() == s)
+            .ok_or_else(|| format!("unknown granularity `{s}`: expected `layer`, `array` or `column`"))
+    }
+}
+
+/// Largest bit width accepted for weights, activations and ADCs. Beyond it the integer partial
+/// sums of realistic layers no longer fit f32's exact integer range.
+pub const MAX_BITS: u32 = 16;
+
+/// Partial sums are computed in f32 by a convolution: they are exact only below 2^24.
+pub const MAX_EXACT_PSUM: f64 = (1u64 << 24) as f64;
+
+/// Why a CIM layer configuration is impossible.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum CimConfigError {
+    /// A bit width is zero or too large.
+    #[error("{what} = {value} is out of range: expected 1..={MAX_BITS}")]
+    BitsOutOfRange {
+        /// Which setting (`weight_bits`, `cell_bits`, ...).
+        what: &'static str,
+        /// The value given.
+        value: u32,
+    },
+    /// Cell bits must divide weight bits so that every slice holds the same number of bits.
+    #[error("cell_bits = {cell_bits} does not divide weight_bits = {weight_bits}: expected a divisor of {weight_bits}")]
+    CellBitsNotDividing {
+        /// Bits per cell.
+        cell_bits: u32,
+        /// Weight bits.
+        weight_bits: u32,
+    },
+    /// An array must hold at least one whole input channel (k x k rows).
+    #[error("array_size = {array_size} is smaller than kernel^2 = {rows}: an array must hold one whole input channel")]
+    ArrayTooSmall {
+        /// N.
+        array_size: usize,
+        /// k * k.
+        rows: usize,
+    },
+    /// A size is zero.
+    #[error("{what} = 0: expected a positive value")]
+    Zero {
+        /// Which setting.
+        what: &'static str,
+    },
+    /// The largest possible partial sum is not exactly representable in f32.
+    #[error(
+        "partial sums can reach {bound} (rows {rows} x max activation code {act_max} x max digit {digit_max}), above f32's exact integer range 2^24: use smaller arrays, fewer activation bits or fewer cell bits"
+    )]
+    PsumOverflow {
+        /// The bound on |p|.
+        bound: f64,
+        /// Rows per array in use.
+        rows: usize,
+        /// 2^A - 1.
+        act_max: u32,
+        /// Largest digit magnitude.
+        digit_max: u32,
+    },
+}
+
+/// Configuration of a [CIM convolution](crate::CimConv2d) (DESIGN.md section 3).
+#[derive(Config, Debug, PartialEq)]
+pub struct CimConvConfig {
+    /// C_in.
+    pub in_channels: usize,
+    /// C_out.
+    pub out_channels: usize,
+    /// k (square kernels).
+    pub kernel_size: usize,
+    /// Convolution stride.
+    #[config(default = 1)]
+    pub stride: usize,
+    /// Zero padding on every side.
+    #[config(default = 0)]
+    pub padding: usize,
+    /// N: rows and columns of one memory array.
+    #[config(default = 128)]
+    pub array_size: usize,
+    /// B_w.
+    #[config(default = 4)]
+    pub weight_bits: u32,
+    /// b_c: bits stored per memory cell.
+    #[config(default = 2)]
+    pub cell_bits: u32,
+    /// A: activation bits entering the arrays.
+    #[config(default = 4)]
+    pub act_bits: u32,
+    /// P: ADC resolution; `None` is an ideal ADC (no partial-sum quantization).
+    pub psum_bits: Option<u32>,
+    /// How signed weights are stored.
+    #[config(default = "Encoding::Twos")]
+    pub encoding: Encoding,
+    /// Who shares a weight step.
+    #[config(default = "Granularity::Column")]
+    pub weight_granularity: Granularity,
+    /// Who shares a partial-sum step.
+    #[config(default = "Granularity::Column")]
+    pub psum_granularity: Granularity,
+}
+
+impl CimConvConfig {
+    /// Checks every setting and returns the layer's geometry. Called by `init` before any tensor
+    /// is built, so an impossible setting never reaches the tensor code.
+    pub fn validate(&self) -> Result<(Tiling, BitSlicing), CimConfigError> {
+        for (what, value) in [
+            ("in_channels", self.in_channels),
+            ("out_channels", self.out_channels),
+            ("kernel_size", self.kernel_size),
+            ("stride", self.stride),
+            ("array_size", self.array_size),
+        ] {
+            if value == 0 {
+                return Err(CimConfigError::Zero { what });
+            }
+        }
+        let mut bits = vec![
+            ("weight_bits", self.weight_bits),
+            ("cell_bits", self.cell_bits),
+            ("act_bits", self.act_bits),
+        ];
+        if let Some(p) = self.psum_bits {
+            bits.push(("psum_bits", p));
+        }
+        for (what, value) in bits {
+            if value == 0 || value > MAX_BITS {
+                return Err(CimConfigError::BitsOutOfRange { what, value });
+            }
+        }
+        let slicing = BitSlicing::new(self.weight_bits, self.cell_bits, self.encoding)?;
+        let tiling = Tiling::new(
+            self.in_channels,
+            self.out_channels,
+            self.kernel_size,
+            self.array_size,
+        )?;
+        let act_max = (1u32 << self.act_bits) - 1;
+        let digit_max = slicing.max_digit_magnitude();
+        let rows = tiling.channels_per_array * self.kernel_size * self.kernel_size;
+        let bound = rows as f64 * act_max as f64 * digit_max as f64;
+        if bound >= MAX_EXACT_PSUM {
+            return Err(CimConfigError::PsumOverflow {
+                bound,
+                rows,
+                act_max,
+                digit_max,
+            });
+        }
+        Ok((tiling, slicing))
+    }
+
+    /// 2^A - 1: the activation code that stands for 1.0.
+    pub fn act_levels(&self) -> f32 {
+        ((1u64 << self.act_bits) - 1) as f32
+    }
+
+    /// Output spatial size for an input of `size` pixels.
+    pub fn output_size(&self, size: usize) -> usize {
+        (size + 2 * self.padding).saturating_sub(self.kernel_size) / self.stride + 1
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base() -> CimConvConfig {
+        CimConvConfig::new(16, 16, 3).with_psum_bits(Some(3))
+    }
+
+    #[test]
+    fn accepts_the_paper_setting() {
+        let (tiling, slicing) = base().validate().unwrap();
+        assert_eq!(tiling.channels_per_array, 14);
+        assert_eq!(slicing.slices(), 2);
+    }
+
+    #[test]
+    fn rejects_impossible_settings_with_named_errors() {
+        let e = base().with_cell_bits(3).validate().unwrap_err();
+        assert!(e.to_string().contains("cell_bits = 3 does not divide weight_bits = 4"), "{e}");
+        let e = base().with_array_size(8).validate().unwrap_err();
+        assert!(e.to_string().contains("array_size = 8"), "{e}");
+        let e = base().with_weight_bits(0).validate().unwrap_err();
+        assert!(e.to_string().contains("weight_bits = 0"), "{e}");
+        let e = base().with_psum_bits(Some(0)).validate().unwrap_err();
+        assert!(e.to_string().contains("psum_bits = 0"), "{e}");
+        let e = CimConvConfig::new(0, 4, 3).validate().unwrap_err();
+        assert!(e.to_string().contains("in_channels = 0"), "{e}");
+        let e = base().with_stride(0).validate().unwrap_err();
+        assert!(e.to_string().contains("stride = 0"), "{e}");
+        let e = CimConvConfig::new(512, 16, 3)
+            .with_array_size(4608)
+            .with_act_bits(8)
+            .with_weight_bits(8)
+            .with_cell_bits(8)
+            .validate()
+            .unwrap_err();
+        assert!(e.to_string().contains("2^24"), "{e}");
+    }
+
+    #[test]
+    fn names_round_trip() {
+        for e in Encoding::ALL {
+            assert_eq!(e.name().parse::<Encoding>().unwrap(), e);
+        }
+        for g in Granularity::ALL {
+            assert_eq!(g.name().parse::<Granularity>().unwrap(), g);
+        }
+        assert!("rowwise".parse::<Granularity>().unwrap_err().contains("rowwise"));
+    }
+}

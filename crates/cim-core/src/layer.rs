@@ -1,0 +1,571 @@
+//! The CIM convolution as a burn module: the fast path of DESIGN.md section 3.
+//!
+//! Every (slice, row tile, column) partial sum of the layer comes from ONE grouped convolution:
+//! the activation codes are padded to G*n_c channels and viewed as G groups, and the digit planes
+//! of all polarities and slices are stacked as [G * polarities * S * C_out, n_c, k, k] with
+//! groups = G. The fused ADC pass ([`crate::adc`]) then quantizes, dequantizes and accumulates.
+//!
+//! With an ideal ADC the layer is linear in the cells, so the same result is one plain
+//! convolution with the dequantized weights s_w * q / (2^A - 1) (with cell gains folded in when a
+//! variation hook is set); its gradient is the one the digit straight-through estimator defines.
+
+use std::sync::{Arc, Mutex};
+
+use burn::module::{Flag, Module, Param};
+use burn::tensor::module::conv2d;
+use burn::tensor::ops::ConvOptions;
+use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
+
+use crate::adc::adc_accumulate;
+use crate::config::{CimConfigError, CimConvConfig};
+use crate::lsq::{LsqRange, activation_codes, scale_grad};
+use crate::slicing::BitSlicing;
+use crate::tiling::{LayerCounts, Tiling};
+
+/// Host-side constants of a layer's fast path, derived once from its configuration.
+#[derive(Debug)]
+struct Plan {
+    tiling: Tiling,
+    slicing: BitSlicing,
+    /// Per (g, c): index into the flat weight steps.
+    weight_step_gc: Vec<i64>,
+    /// Per fast-path channel k = (g, polarity, slice, c): index into the flat weight steps.
+    weight_step_k: Vec<i64>,
+    /// Per k: index into the flat partial-sum steps.
+    psum_step_k: Vec<i64>,
+    /// Per k: sign * 2^(b_c*(S-1-s)) / (2^A - 1).
+    coef_k: Vec<f32>,
+    /// Per (polarity, slice): sign * 2^(b_c*(S-1-s)), to fold digit planes with an ideal ADC.
+    plane_weight: Vec<f32>,
+    /// LSQ gradient scale of every weight step.
+    weight_grad_scale: Vec<f32>,
+    /// Per flat partial-sum step: its ADC range.
+    psum_range: Vec<LsqRange>,
+    /// Per flat partial-sum step: (row tile, column) pairs sharing it.
+    psum_columns: Vec<usize>,
+}
+
+impl Plan {
+    fn new(config: &CimConvConfig) -> Result<Self, CimConfigError> {
+        let (tiling, slicing) = config.validate()?;
+        let (g_n, c_n) = (tiling.row_tiles, tiling.out_channels);
+        let (pol_n, s_n) = (slicing.polarities(), slicing.slices());
+        let wg = config.weight_granularity;
+        let pg = config.psum_granularity;
+        let p_groups = tiling.scale_groups(pg);
+        let levels = config.act_levels();
+        let mut weight_step_k = Vec::new();
+        let mut psum_step_k = Vec::new();
+        let mut coef_k = Vec::new();
+        for g in 0..g_n {
+            for pol in 0..pol_n {
+                for s in 0..s_n {
+                    for c in 0..c_n {
+                        weight_step_k.push(tiling.scale_group(wg, g, c) as i64);
+                        psum_step_k.push(((pol * s_n + s) * p_groups + tiling.scale_group(pg, g, c)) as i64);
+                        coef_k.push(slicing.polarity_sign(pol) * slicing.place_value(s) / levels);
+                    }
+                }
+            }
+        }
+        let weight_step_gc = (0..g_n)
+            .flat_map(|g| (0..c_n).map(move |c| (g, c)))
+            .map(|(g, c)| tiling.scale_group(wg, g, c) as i64)
+            .collect();
+        let plane_weight = (0..pol_n)
+            .flat_map(|pol| (0..s_n).map(move |s| (pol, s)))
+            .map(|(pol, s)| slicing.polarity_sign(pol) * slicing.place_value(s))
+            .collect();
+        let weight_range = slicing.weight_range();
+        let weight_grad_scale = tiling
+            .scale_group_members(wg)
+            .iter()
+            .map(|m| weight_range.grad_scale(m.weights))
+            .collect();
+        let members = tiling.scale_group_members(pg);
+        let mut psum_range = Vec::new();
+        let mut psum_columns = Vec::new();
+        for _pol in 0..pol_n {
+            for s in 0..s_n {
+                let range = slicing.adc_range(s, config.psum_bits.unwrap_or(1));
+                for m in &members {
+                    psum_range.push(range);
+                    psum_columns.push(m.columns);
+                }
+            }
+        }
+        Ok(Self {
+            tiling,
+            slicing,
+            weight_step_gc,
+            weight_step_k,
+            psum_step_k,
+            coef_k,
+            plane_weight,
+            weight_grad_scale,
+            psum_range,
+            psum_columns,
+        })
+    }
+
+    fn channels(&self) -> usize {
+        self.coef_k.len()
+    }
+}
+
+/// Partial-sum step initialization from data: armed before a calibration forward, filled by it.
+#[derive(Debug, Default)]
+struct CalibrationSlot {
+    armed: bool,
+    steps: Option<Vec<f32>>,
+}
+
+/// A convolution that runs on simulated N x N memory arrays (DESIGN.md section 3).
+#[derive(Module, Debug)]
+pub struct CimConv2d {
+    /// Float weights W [C_out, C_in, k, k] (the latent weights LSQ quantizes).
+    pub weight: Param<Tensor<4>>,
+    /// Weight steps s_w, row-major over [`Tiling::scale_shape`] of the weight granularity.
+    pub weight_scale: Param<Tensor<1>>,
+    /// ADC steps s_p, row-major over [polarities, S, scale shape of the partial-sum granularity].
+    pub psum_scale: Param<Tensor<1>>,
+    /// Whether to behave as during training (variation-aware noise). Cleared by `valid()`.
+    pub training: Param<Flag>,
+    #[module(skip)]
+    config: CimConvConfig,
+    #[module(skip)]
+    plan: Arc<Plan>,
+    /// Quantize partial sums (false: ideal ADC even if the config names P bits; the first
+    /// stage of two-stage training).
+    #[module(skip)]
+    adc_enabled: bool,
+    /// Conductance multiplier of every cell, [G, polarities * S, C_out, n_c * k * k]
+    /// (the variation hook; never part of the trained parameters).
+    #[module(skip)]
+    cell_gain: Option<Tensor<4>>,
+    /// Standard deviation of log-normal cell noise drawn afresh at every training forward
+    /// (variation-aware training).
+    #[module(skip)]
+    training_variation: Option<f64>,
+    #[module(skip)]
+    calibration: Arc<Mutex<CalibrationSlot>>,
+}
+
+impl CimConvConfig {
+    /// Builds the layer: Kaiming-normal weights (fan-in, gain sqrt(2), as ResNets use) with
+    /// LSQ-initialised weight steps; partial-sum steps are set from data by
+    /// [`CimConv2d::arm_psum_calibration`] before the first training step.
+    pub fn init(&self, device: &Device) -> Result<CimConv2d, CimConfigError> {
+        let plan = Plan::new(self)?;
+        let fan_in = self.in_channels * self.kernel_size * self.kernel_size;
+        let std = (2.0 / fan_in as f64).sqrt();
+        let shape = [self.out_channels, self.in_channels, self.kernel_size, self.kernel_size];
+        let weight = Tensor::<4>::random(shape, Distribution::Normal(0.0, std), device);
+        let psum_steps = plan.psum_range.len();
+        let mut layer = CimConv2d {
+            weight: Param::from_tensor(weight),
+            weight_scale: Param::from_tensor(Tensor::ones([plan.weight_grad_scale.len()], device)),
+            psum_scale: Param::from_tensor(Tensor::ones([psum_steps], device)),
+            training: Param::from_bool(true),
+            adc_enabled: self.psum_bits.is_some(),
+            config: self.clone(),
+            plan: Arc::new(plan),
+            cell_gain: None,
+            training_variation: None,
+            calibration: Arc::default(),
+        };
+        layer.init_weight_scale();
+        Ok(layer)
+    }
+}
+
+impl CimConv2d {
+    /// The layer's configuration.
+    pub fn config(&self) -> &CimConvConfig {
+        &self.config
+    }
+
+    /// How the layer is cut into arrays.
+    pub fn tiling(&self) -> &Tiling {
+        &self.plan.tiling
+    }
+
+    /// How weight codes are cut into cells.
+    pub fn slicing(&self) -> &BitSlicing {
+        &self.plan.slicing
+    }
+
+    /// Hardware counts of the layer (DESIGN.md: arrays, ADC conversions, dequantization).
+    pub fn counts(&self) -> LayerCounts {
+        self.plan.tiling.counts(
+            &self.plan.slicing,
+            self.config.weight_granularity,
+            self.config.psum_granularity,
+        )
+    }
+
+    /// Shape of the weight steps: layer [1], array [G, T], column [G, C_out].
+    pub fn weight_scale_shape(&self) -> Vec<usize> {
+        self.plan.tiling.scale_shape(self.config.weight_granularity)
+    }
+
+    /// Shape of the ADC steps: layer [polarities, S], array [polarities, S, G, T], column
+    /// [polarities, S, G, C_out].
+    pub fn psum_scale_shape(&self) -> Vec<usize> {
+        let mut shape = vec![self.plan.slicing.polarities(), self.plan.slicing.slices()];
+        if self.config.psum_granularity != crate::Granularity::Layer {
+            shape.extend(self.plan.tiling.scale_shape(self.config.psum_granularity));
+        }
+        shape
+    }
+
+    /// Shape of the cell-gain tensor the variation hook takes: [G, polarities * S, C_out, n_c*k*k].
+    pub fn cell_shape(&self) -> [usize; 4] {
+        let t = &self.plan.tiling;
+        let s = &self.plan.slicing;
+        [t.row_tiles, s.polarities() * s.slices(), t.out_channels, t.rows_per_tile()]
+    }
+
+    /// Whether partial sums are quantized in the forward pass.
+    pub fn adc_enabled(&self) -> bool {
+        self.adc_enabled
+    }
+
+    /// Switches partial-sum quantization on or off (two-stage training starts with it off).
+    /// Switching it on for a config without ADC bits is an error.
+    pub fn set_adc_enabled(&mut self, enabled: bool) -> Result<(), String> {
+        if enabled && self.config.psum_bits.is_none() {
+            return Err("cannot enable partial-sum quantization: psum_bits is not set (ideal ADC)".into());
+        }
+        self.adc_enabled = enabled;
+        Ok(())
+    }
+
+    /// Replaces the float weights (shape checked) and re-initializes the weight steps from them.
+    pub fn with_weight(mut self, weight: Tensor<4>) -> Result<Self, String> {
+        let expected = self.weight.val().dims();
+        if weight.dims() != expected {
+            return Err(format!("weight shape {:?} does not match the layer's {:?}", weight.dims(), expected));
+        }
+        self.weight = Param::from_tensor(weight);
+        self.init_weight_scale();
+        Ok(self)
+    }
+
+    /// Sets the weight steps (flat, row-major over [`Self::weight_scale_shape`]).
+    pub fn with_weight_scale(mut self, steps: Tensor<1>) -> Result<Self, String> {
+        check_len("weight_scale", steps.dims()[0], self.plan.weight_grad_scale.len())?;
+        self.weight_scale = Param::from_tensor(steps);
+        Ok(self)
+    }
+
+    /// Sets the ADC steps (flat, row-major over [`Self::psum_scale_shape`]).
+    pub fn with_psum_scale(mut self, steps: Tensor<1>) -> Result<Self, String> {
+        check_len("psum_scale", steps.dims()[0], self.plan.psum_range.len())?;
+        self.psum_scale = Param::from_tensor(steps);
+        Ok(self)
+    }
+
+    /// LSQ init of the weight steps from the current weights: 2 * mean|w| / sqrt(max(Qp, 1)) over
+    /// each group (for `differential`, over the magnitudes, one step for both polarities).
+    pub fn init_weight_scale(&mut self) {
+        let t = self.plan.tiling;
+        let k2 = t.kernel_size * t.kernel_size;
+        let w = self.weight.val().into_data().try_to_vec::<f32>().expect("f32 weights");
+        let gran = self.config.weight_granularity;
+        let mut sums = vec![0f64; t.scale_groups(gran)];
+        for c in 0..t.out_channels {
+            for g in 0..t.row_tiles {
+                let rows = t.row_tile_channels(g);
+                let start = (c * t.in_channels + rows.start) * k2;
+                let end = (c * t.in_channels + rows.end) * k2;
+                sums[t.scale_group(gran, g, c)] += w[start..end].iter().map(|x| f64::from(x.abs())).sum::<f64>();
+            }
+        }
+        let range = self.plan.slicing.weight_range();
+        let steps: Vec<f32> = sums
+            .iter()
+            .zip(t.scale_group_members(gran))
+            .map(|(sum, m)| range.init_step(sum / m.weights as f64))
+            .collect();
+        replace_value(&mut self.weight_scale, steps);
+    }
+
+    /// Arms data-driven initialization of the ADC steps: the next forward computes each group's
+    /// 2 * mean|p| / sqrt(max(Pp, 1)) from its own integer partial sums, quantizes with them, and
+    /// keeps them for [`Self::finish_psum_calibration`].
+    pub fn arm_psum_calibration(&self) {
+        let mut slot = self.calibration.lock().expect("calibration slot");
+        slot.armed = true;
+        slot.steps = None;
+    }
+
+    /// Stores the steps found by the calibration forward as the layer's ADC steps. Returns
+    /// whether the layer was calibrated (false: no forward ran since arming, or ideal ADC).
+    pub fn finish_psum_calibration(&mut self) -> bool {
+        let steps = {
+            let mut slot = self.calibration.lock().expect("calibration slot");
+            slot.armed = false;
+            slot.steps.take()
+        };
+        match steps {
+            Some(steps) => {
+                replace_value(&mut self.psum_scale, steps);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The variation hook: a conductance multiplier for every cell ([`Self::cell_shape`]), applied
+    /// in every forward until cleared with `None`. The trained parameters are not touched.
+    pub fn set_cell_gain(&mut self, gain: Option<Tensor<4>>) -> Result<(), String> {
+        if let Some(g) = &gain
+            && g.dims() != self.cell_shape()
+        {
+            return Err(format!("cell gain shape {:?} does not match the layer's cells {:?}", g.dims(), self.cell_shape()));
+        }
+        self.cell_gain = gain;
+        Ok(())
+    }
+
+    /// Log-normal cell noise with this sigma, drawn afresh at every training forward
+    /// (variation-aware training); `None` turns it off. Evaluation never draws it.
+    pub fn set_training_variation(&mut self, sigma: Option<f64>) {
+        self.training_variation = sigma.filter(|s| *s > 0.0);
+    }
+
+    /// The forward pass: activation codes, weight codes, digit planes, partial sums, ADC,
+    /// dequantization and accumulation.
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        let device = x.device();
+        let a = activation_codes(x, self.config.act_bits);
+        let weight_steps = self.weight_steps(&device);
+        let q = self.weight_codes(&weight_steps, &device);
+        let gain = self.effective_cell_gain(&device);
+        if !self.adc_enabled {
+            return self.forward_ideal(a, q, &weight_steps, gain, &device);
+        }
+        let planes = self.planes(q, gain);
+        let psums = self.grouped_psums(a, planes);
+        let steps = self.psum_steps(&psums);
+        let coef = weight_steps
+            .select(0, self.index(&self.plan.weight_step_k, &device))
+            .mul(self.floats(&self.plan.coef_k, &device));
+        let (low, high): (Vec<f32>, Vec<f32>) = self
+            .plan
+            .psum_step_k
+            .iter()
+            .map(|&i| (self.plan.psum_range[i as usize].low, self.plan.psum_range[i as usize].high))
+            .unzip();
+        adc_accumulate(
+            psums,
+            steps,
+            coef,
+            self.floats(&low, &device),
+            self.floats(&high, &device),
+            self.config.out_channels,
+        )
+    }
+
+    /// The integer partial sums of every array column before the ADC, laid out as the golden
+    /// cases are: [polarities, S, G, B, C_out, H_out, W_out].
+    pub fn psums(&self, x: Tensor<4>) -> Tensor<7> {
+        let device = x.device();
+        let a = activation_codes(x, self.config.act_bits);
+        let steps = self.weight_steps(&device);
+        let q = self.weight_codes(&steps, &device);
+        let gain = self.effective_cell_gain(&device);
+        let psums = self.grouped_psums(a, self.planes(q, gain));
+        let [b, _, h, w] = psums.dims();
+        let t = &self.plan.tiling;
+        let s = &self.plan.slicing;
+        psums
+            .reshape([b, t.row_tiles, s.polarities(), s.slices(), t.out_channels, h, w])
+            .permute([2, 3, 1, 0, 4, 5, 6])
+    }
+
+    fn is_training(&self, device: &Device) -> bool {
+        self.training.is_enabled() && device.is_autodiff()
+    }
+
+    fn index(&self, idx: &[i64], device: &Device) -> Tensor<1, Int> {
+        Tensor::from_data(TensorData::new(idx.to_vec(), [idx.len()]), device)
+    }
+
+    fn floats(&self, v: &[f32], device: &Device) -> Tensor<1> {
+        Tensor::from_data(TensorData::new(v.to_vec(), [v.len()]), device)
+    }
+
+    /// The weight steps with LSQ's gradient scale.
+    fn weight_steps(&self, device: &Device) -> Tensor<1> {
+        scale_grad(self.weight_scale.val(), self.floats(&self.plan.weight_grad_scale, device))
+    }
+
+    /// Integer weight codes q laid out per array column: [G, C_out, n_c*k*k] (padded rows are 0).
+    fn weight_codes(&self, weight_steps: &Tensor<1>, device: &Device) -> Tensor<3> {
+        let t = &self.plan.tiling;
+        let w = pad_channels(self.weight.val(), t.padded_in_channels());
+        let w = w.reshape([t.out_channels, t.row_tiles, t.rows_per_tile()]).swap_dims(0, 1);
+        let steps = weight_steps
+            .clone()
+            .select(0, self.index(&self.plan.weight_step_gc, device))
+            .reshape([t.row_tiles, t.out_channels, 1]);
+        self.plan.slicing.weight_range().codes(w, steps)
+    }
+
+    /// The cell gains in effect: the variation hook's, or fresh noise while training with
+    /// variation-aware training switched on.
+    fn effective_cell_gain(&self, device: &Device) -> Option<Tensor<4>> {
+        match self.training_variation {
+            Some(sigma) if self.is_training(device) => {
+                Some(Tensor::<4>::random(self.cell_shape(), Distribution::Normal(0.0, sigma), device).exp())
+            }
+            _ => self.cell_gain.clone().map(|g| g.to_device(device)),
+        }
+    }
+
+    /// Digit planes [G, polarities * S, C_out, R], times the cell gains when set.
+    fn planes(&self, q: Tensor<3>, gain: Option<Tensor<4>>) -> Tensor<4> {
+        let planes = self.plan.slicing.digit_planes(q);
+        match gain {
+            Some(g) => planes.mul(g),
+            None => planes,
+        }
+    }
+
+    /// All partial sums from one grouped convolution: [B, G * polarities * S * C_out, H', W'].
+    fn grouped_psums(&self, a: Tensor<4>, planes: Tensor<4>) -> Tensor<4> {
+        let t = &self.plan.tiling;
+        let k = t.kernel_size;
+        let weights = planes.reshape([self.plan.channels(), t.channels_per_array, k, k]);
+        let a = pad_channels(a, t.padded_in_channels());
+        conv2d(a, weights, None, self.conv_options(t.row_tiles))
+    }
+
+    fn conv_options(&self, groups: usize) -> ConvOptions<2> {
+        let (s, p) = (self.config.stride, self.config.padding);
+        ConvOptions::new([s, s], [p, p], [1, 1], groups)
+    }
+
+    /// Ideal ADC: one plain conv with the dequantized weights (cell gains folded in).
+    fn forward_ideal(
+        &self,
+        a: Tensor<4>,
+        q: Tensor<3>,
+        weight_steps: &Tensor<1>,
+        gain: Option<Tensor<4>>,
+        device: &Device,
+    ) -> Tensor<4> {
+        let t = &self.plan.tiling;
+        let (g_n, c_n, r) = (t.row_tiles, t.out_channels, t.rows_per_tile());
+        let cells = match gain {
+            None => q,
+            Some(gain) => {
+                let n = self.plan.plane_weight.len();
+                let plane_weight = self.floats(&self.plan.plane_weight, device).reshape([1, n, 1, 1]);
+                self.planes(q, Some(gain))
+                    .mul(plane_weight)
+                    .sum_dim(1)
+                    .reshape([g_n, c_n, r])
+            }
+        };
+        let steps = weight_steps
+            .clone()
+            .select(0, self.index(&self.plan.weight_step_gc, device))
+            .reshape([g_n, c_n, 1]);
+        let k = t.kernel_size;
+        let w = cells
+            .mul(steps)
+            .div_scalar(self.config.act_levels())
+            .swap_dims(0, 1)
+            .reshape([c_n, t.padded_in_channels(), k, k])
+            .narrow(1, 0, t.in_channels);
+        conv2d(a, w, None, self.conv_options(1))
+    }
+
+    /// ADC steps per fast-path channel [K] with LSQ's gradient scale; during a calibration
+    /// forward, the data-driven initial steps instead (stored for `finish_psum_calibration`).
+    fn psum_steps(&self, psums: &Tensor<4>) -> Tensor<1> {
+        let device = psums.device();
+        let [b, _, h, w] = psums.dims();
+        let per_step = {
+            let mut slot = self.calibration.lock().expect("calibration slot");
+            if slot.armed && slot.steps.is_none() {
+                let steps = self.data_init_steps(psums);
+                slot.steps = Some(steps.clone());
+                Some(steps)
+            } else {
+                None
+            }
+        };
+        let flat = match per_step {
+            Some(steps) => self.floats(&steps, &device),
+            None => {
+                let positions = b * h * w;
+                let scale: Vec<f32> = self
+                    .plan
+                    .psum_range
+                    .iter()
+                    .zip(&self.plan.psum_columns)
+                    .map(|(range, columns)| range.grad_scale(columns * positions))
+                    .collect();
+                scale_grad(self.psum_scale.val(), self.floats(&scale, &device))
+            }
+        };
+        flat.select(0, self.index(&self.plan.psum_step_k, &device))
+    }
+
+    /// LSQ init of every ADC step from this batch's integer partial sums.
+    fn data_init_steps(&self, psums: &Tensor<4>) -> Vec<f32> {
+        let [b, k, h, w] = psums.dims();
+        let abs_sum = psums
+            .clone()
+            .detach()
+            .abs()
+            .swap_dims(0, 1)
+            .reshape([k, b * h * w])
+            .sum_dim(1)
+            .into_data()
+            .convert::<f64>()
+            .try_to_vec::<f64>()
+            .expect("partial-sum sums");
+        let n = self.plan.psum_range.len();
+        let mut sums = vec![0f64; n];
+        let mut counts = vec![0usize; n];
+        for (kk, &i) in self.plan.psum_step_k.iter().enumerate() {
+            sums[i as usize] += abs_sum[kk];
+            counts[i as usize] += b * h * w;
+        }
+        (0..n)
+            .map(|i| self.plan.psum_range[i].init_step(sums[i] / counts[i] as f64))
+            .collect()
+    }
+}
+
+/// Zero channels appended to reach `channels` (whole row tiles).
+fn pad_channels(x: Tensor<4>, channels: usize) -> Tensor<4> {
+    let [b, c, h, w] = x.dims();
+    if c == channels {
+        return x;
+    }
+    let zeros = Tensor::zeros([b, channels - c, h, w], &x.device());
+    Tensor::cat(vec![x, zeros], 1)
+}
+
+/// Gives a parameter new values, keeping its id (optimizer state stays attached to it).
+fn replace_value(param: &mut Param<Tensor<1>>, values: Vec<f32>) {
+    let device = param.val().device();
+    let n = values.len();
+    let mut fresh = Param::from_tensor(Tensor::from_data(TensorData::new(values, [n]), &device));
+    fresh.id = param.id;
+    *param = fresh;
+}
+
+fn check_len(what: &str, got: usize, expected: usize) -> Result<(), String> {
+    if got == expected {
+        Ok(())
+    } else {
+        Err(format!("{what} has {got} steps, expected {expected}"))
+    }
+}

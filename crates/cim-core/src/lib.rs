@@ -1,0 +1,17 @@
+//! Crossbar semantics of a compute-in-memory convolution, exactly as DESIGN.md section 3 defines
+//! them: mapping and tiling onto N x N arrays ([`tiling`]), bit slicing of weight codes into cells
+//! ([`slicing`]), LSQ quantizers ([`lsq`]), the ADC with dequantization and accumulation
+//! ([`adc`]), and the layer that puts them together ([`CimConv2d`]).
+
+pub mod adc;
+pub mod config;
+pub mod layer;
+pub mod lsq;
+pub mod slicing;
+pub mod tiling;
+
+pub use config::{CimConfigError, CimConvConfig, Encoding, Granularity};
+pub use layer::CimConv2d;
+pub use lsq::LsqRange;
+pub use slicing::BitSlicing;
+pub use tiling::{LayerCounts, Tiling};

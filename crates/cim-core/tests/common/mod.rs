@@ -1,0 +1,442 @@
+//! Test-only helpers: a naive CIM simulator that walks the arrays one by one, written from
+//! DESIGN.md section 3 with plain loops and integers, and a reader for the golden-case format.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+use burn::tensor::{Device, Tensor, TensorData};
+use cim_core::{CimConvConfig, Encoding, Granularity};
+use serde::Deserialize;
+
+/// A dense row-major array of f64 values.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Dense {
+    pub shape: Vec<usize>,
+    pub data: Vec<f64>,
+}
+
+impl Dense {
+    pub fn tensor<const D: usize>(&self, device: &Device) -> Tensor<D> {
+        let data: Vec<f32> = self.data.iter().map(|&x| x as f32).collect();
+        Tensor::from_data(TensorData::new(data, self.shape.clone()), device)
+    }
+
+    /// All values as one flat tensor.
+    pub fn flat(&self, device: &Device) -> Tensor<1> {
+        let data: Vec<f32> = self.data.iter().map(|&x| x as f32).collect();
+        Tensor::from_data(TensorData::new(data, [self.data.len()]), device)
+    }
+
+    pub fn from_tensor<const D: usize>(t: Tensor<D>) -> Self {
+        let shape = t.dims().to_vec();
+        let data = t.into_data().convert::<f64>().try_to_vec::<f64>().unwrap();
+        Self { shape, data }
+    }
+}
+
+/// One golden case (format in ../shared/golden/README.md).
+#[derive(Debug, Clone, Deserialize)]
+pub struct GoldenCase {
+    #[serde(default)]
+    pub name: Option<String>,
+    pub config: GoldenConfig,
+    pub input: Dense,
+    pub weight: Dense,
+    pub weight_scale: Dense,
+    pub psum_scale: Dense,
+    pub psums: Dense,
+    pub expected_output: Dense,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct GoldenConfig {
+    pub array_size: usize,
+    pub kernel: usize,
+    pub stride: usize,
+    pub padding: usize,
+    pub in_channels: usize,
+    pub out_channels: usize,
+    pub weight_bits: u32,
+    pub cell_bits: u32,
+    pub act_bits: u32,
+    pub psum_bits: Option<u32>,
+    pub encoding: Encoding,
+    pub weight_granularity: Granularity,
+    pub psum_granularity: Granularity,
+}
+
+impl GoldenConfig {
+    pub fn cim(&self) -> CimConvConfig {
+        CimConvConfig::new(self.in_channels, self.out_channels, self.kernel)
+            .with_stride(self.stride)
+            .with_padding(self.padding)
+            .with_array_size(self.array_size)
+            .with_weight_bits(self.weight_bits)
+            .with_cell_bits(self.cell_bits)
+            .with_act_bits(self.act_bits)
+            .with_psum_bits(self.psum_bits)
+            .with_encoding(self.encoding)
+            .with_weight_granularity(self.weight_granularity)
+            .with_psum_granularity(self.psum_granularity)
+    }
+}
+
+/// The golden folder: `CIM_GOLDEN_DIR` when set, else ../shared/golden beside the checkout.
+pub fn golden_dir() -> PathBuf {
+    match std::env::var_os("CIM_GOLDEN_DIR") {
+        Some(dir) => PathBuf::from(dir),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/golden"),
+    }
+}
+
+/// Every `*.json` case of a folder, sorted by file name.
+pub fn read_cases(dir: &Path) -> Vec<(PathBuf, GoldenCase)> {
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("cannot read golden folder {}: {e} (set CIM_GOLDEN_DIR)", dir.display()))
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    paths.sort();
+    paths
+        .into_iter()
+        .map(|p| {
+            let text = std::fs::read_to_string(&p).unwrap();
+            let case: GoldenCase = serde_json::from_str(&text)
+                .unwrap_or_else(|e| panic!("{}: not a golden case: {e}", p.display()));
+            (p, case)
+        })
+        .collect()
+}
+
+/// The naive simulator: one array at a time.
+pub struct Naive {
+    pub cfg: CimConvConfig,
+    pub n_c: usize,
+    pub g_tiles: usize,
+    pub t_tiles: usize,
+    pub slices: usize,
+    pub pols: usize,
+}
+
+fn signed_range(bits: u32) -> (i64, i64) {
+    (-(1i64 << (bits - 1)), (1i64 << (bits - 1)) - 1)
+}
+
+impl Naive {
+    pub fn new(cfg: &CimConvConfig) -> Self {
+        let k2 = cfg.kernel_size * cfg.kernel_size;
+        let n_c = cfg.in_channels.min(cfg.array_size / k2);
+        Self {
+            cfg: cfg.clone(),
+            n_c,
+            g_tiles: cfg.in_channels.div_ceil(n_c),
+            t_tiles: cfg.out_channels.div_ceil(cfg.array_size),
+            slices: (cfg.weight_bits / cfg.cell_bits) as usize,
+            pols: if cfg.encoding == Encoding::Twos { 1 } else { 2 },
+        }
+    }
+
+    fn key(&self, gran: Granularity, g: usize, c: usize) -> usize {
+        match gran {
+            Granularity::Layer => 0,
+            Granularity::Array => g * self.t_tiles + c / self.cfg.array_size,
+            Granularity::Column => g * self.cfg.out_channels + c,
+        }
+    }
+
+    fn keys(&self, gran: Granularity) -> usize {
+        match gran {
+            Granularity::Layer => 1,
+            Granularity::Array => self.g_tiles * self.t_tiles,
+            Granularity::Column => self.g_tiles * self.cfg.out_channels,
+        }
+    }
+
+    /// Weight code range (Qn, Qp).
+    pub fn q_range(&self) -> (i64, i64) {
+        match self.cfg.encoding {
+            Encoding::Twos => signed_range(self.cfg.weight_bits),
+            Encoding::Differential => {
+                let top = (1i64 << self.cfg.weight_bits) - 1;
+                (-top, top)
+            }
+        }
+    }
+
+    /// ADC code range of slice s.
+    pub fn p_range(&self, s: usize) -> (i64, i64) {
+        let p = self.cfg.psum_bits.unwrap();
+        if self.cfg.encoding == Encoding::Twos && s == 0 {
+            signed_range(p)
+        } else {
+            (0, (1i64 << p) - 1)
+        }
+    }
+
+    /// LSQ init of the weight steps, in f64.
+    pub fn weight_steps_init(&self, weight: &[f64]) -> Vec<f64> {
+        let k2 = self.cfg.kernel_size * self.cfg.kernel_size;
+        let gran = self.cfg.weight_granularity;
+        let mut sum = vec![0f64; self.keys(gran)];
+        let mut n = vec![0usize; self.keys(gran)];
+        for c in 0..self.cfg.out_channels {
+            for ch in 0..self.cfg.in_channels {
+                for i in 0..k2 {
+                    let key = self.key(gran, ch / self.n_c, c);
+                    sum[key] += weight[(c * self.cfg.in_channels + ch) * k2 + i].abs();
+                    n[key] += 1;
+                }
+            }
+        }
+        let qp = self.q_range().1.max(1) as f64;
+        sum.iter()
+            .zip(&n)
+            .map(|(s, &n)| if *s == 0.0 { 1.0 } else { 2.0 * s / n as f64 / qp.sqrt() })
+            .collect()
+    }
+
+    /// Digits [pol][slice] of code q, built from scratch (no library code).
+    fn digits(&self, q: i64) -> Vec<Vec<i64>> {
+        let bc = self.cfg.cell_bits;
+        let base = 1i64 << bc;
+        let write = |u: i64| -> Vec<i64> {
+            (0..self.slices)
+                .map(|s| (u >> (bc as usize * (self.slices - 1 - s))) & (base - 1))
+                .collect()
+        };
+        match self.cfg.encoding {
+            Encoding::Twos => {
+                let mut d = write(q + (1i64 << (self.cfg.weight_bits - 1)));
+                d[0] -= base / 2;
+                vec![d]
+            }
+            Encoding::Differential => vec![write(q.max(0)), write((-q).max(0))],
+        }
+    }
+
+    fn act_code(&self, x: f64) -> i64 {
+        let levels = ((1u64 << self.cfg.act_bits) - 1) as f32;
+        ((x as f32).clamp(0.0, 1.0) * levels).round_ties_even() as i64
+    }
+
+    pub fn out_size(&self, size: usize) -> usize {
+        (size + 2 * self.cfg.padding - self.cfg.kernel_size) / self.cfg.stride + 1
+    }
+
+    /// Integer partial sums [pol, S, G, B, C_out, H', W'], walking every array. Weight codes use
+    /// f32 arithmetic with the given steps, as the layer does.
+    pub fn psums(&self, input: &Dense, weight: &[f64], weight_steps: &[f32]) -> Psums {
+        let cfg = &self.cfg;
+        let [b_n, c_in, h, w] = [input.shape[0], input.shape[1], input.shape[2], input.shape[3]];
+        let (ho, wo) = (self.out_size(h), self.out_size(w));
+        let k = cfg.kernel_size;
+        let (qn, qp) = self.q_range();
+        let mut out = vec![0i64; self.pols * self.slices * self.g_tiles * b_n * cfg.out_channels * ho * wo];
+        for g in 0..self.g_tiles {
+            let channels = g * self.n_c..((g + 1) * self.n_c).min(c_in);
+            for t in 0..self.t_tiles {
+                let columns = t * cfg.array_size..((t + 1) * cfg.array_size).min(cfg.out_channels);
+                // program the arrays of (g, t): cells[pol][s][row][col]
+                let rows: Vec<(usize, usize, usize)> = channels
+                    .clone()
+                    .flat_map(|ch| (0..k).flat_map(move |kh| (0..k).map(move |kw| (ch, kh, kw))))
+                    .collect();
+                assert!(rows.len() <= cfg.array_size);
+                let mut cells = vec![vec![vec![vec![0i64; columns.len()]; rows.len()]; self.slices]; self.pols];
+                for (ci, c) in columns.clone().enumerate() {
+                    let step = weight_steps[self.key(cfg.weight_granularity, g, c)];
+                    for (ri, &(ch, kh, kw)) in rows.iter().enumerate() {
+                        let wv = weight[((c * c_in + ch) * k + kh) * k + kw] as f32;
+                        let q = (wv / step).clamp(qn as f32, qp as f32).round_ties_even() as i64;
+                        for (pol, d) in self.digits(q).iter().enumerate() {
+                            for s in 0..self.slices {
+                                cells[pol][s][ri][ci] = d[s];
+                            }
+                        }
+                    }
+                }
+                // drive the word lines at every output position and read every bit line
+                for b in 0..b_n {
+                    for oy in 0..ho {
+                        for ox in 0..wo {
+                            let drive: Vec<i64> = rows
+                                .iter()
+                                .map(|&(ch, kh, kw)| {
+                                    let y = (oy * cfg.stride + kh) as isize - cfg.padding as isize;
+                                    let x = (ox * cfg.stride + kw) as isize - cfg.padding as isize;
+                                    if y < 0 || x < 0 || y >= h as isize || x >= w as isize {
+                                        0
+                                    } else {
+                                        self.act_code(input.data[((b * c_in + ch) * h + y as usize) * w + x as usize])
+                                    }
+                                })
+                                .collect();
+                            for pol in 0..self.pols {
+                                for s in 0..self.slices {
+                                    for (ci, c) in columns.clone().enumerate() {
+                                        let p: i64 = (0..rows.len()).map(|ri| drive[ri] * cells[pol][s][ri][ci]).sum();
+                                        let idx = (((((pol * self.slices + s) * self.g_tiles + g) * b_n + b)
+                                            * cfg.out_channels
+                                            + c)
+                                            * ho
+                                            + oy)
+                                            * wo
+                                            + ox;
+                                        out[idx] = p;
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        Psums {
+            data: out,
+            pols: self.pols,
+            slices: self.slices,
+            g_tiles: self.g_tiles,
+            b: b_n,
+            c: cfg.out_channels,
+            ho,
+            wo,
+        }
+    }
+
+    /// LSQ init of the ADC steps from integer partial sums, in f64: [pol, S, keys].
+    pub fn psum_steps_init(&self, p: &Psums) -> Vec<f64> {
+        let gran = self.cfg.psum_granularity;
+        let keys = self.keys(gran);
+        let mut sum = vec![0f64; self.pols * self.slices * keys];
+        let mut n = vec![0usize; sum.len()];
+        p.for_each(|pol, s, g, _b, c, _pos, v| {
+            let i = (pol * self.slices + s) * keys + self.key(gran, g, c);
+            sum[i] += v.abs() as f64;
+            n[i] += 1;
+        });
+        (0..sum.len())
+            .map(|i| {
+                let s = i / keys % self.slices;
+                let pp = self.p_range(s).1.max(1) as f64;
+                let mean = sum[i] / n[i] as f64;
+                if mean == 0.0 { 1.0 } else { 2.0 * mean / pp.sqrt() }
+            })
+            .collect()
+    }
+
+    /// sign * 2^(b_c*(S-1-s)) * s_w / (2^A - 1) for column c of row tile g.
+    fn coef(&self, pol: usize, s: usize, g: usize, c: usize, weight_steps: &[f32]) -> f64 {
+        let sign = if pol == 0 { 1.0 } else { -1.0 };
+        let place = (1u64 << (self.cfg.cell_bits as usize * (self.slices - 1 - s))) as f64;
+        let levels = ((1u64 << self.cfg.act_bits) - 1) as f64;
+        sign * place * weight_steps[self.key(self.cfg.weight_granularity, g, c)] as f64 / levels
+    }
+
+    fn psum_key(&self, pol: usize, s: usize, g: usize, c: usize) -> usize {
+        let gran = self.cfg.psum_granularity;
+        (pol * self.slices + s) * self.keys(gran) + self.key(gran, g, c)
+    }
+
+    /// ADC, dequantization and accumulation: y [B, C_out, H', W'] in f64 (p / s_p in f32, as the
+    /// layer computes it, so that both round the same way). `psum_steps: None` is an ideal ADC.
+    pub fn output(&self, p: &Psums, weight_steps: &[f32], psum_steps: Option<&[f32]>) -> Vec<f64> {
+        let c_n = self.cfg.out_channels;
+        let mut y = vec![0f64; p.b * c_n * p.ho * p.wo];
+        p.for_each(|pol, s, g, b, c, pos, v| {
+            let quantized = match psum_steps {
+                None => v as f64,
+                Some(steps) => {
+                    let step = steps[self.psum_key(pol, s, g, c)];
+                    let (lo, hi) = self.p_range(s);
+                    let code = (v as f32 / step).clamp(lo as f32, hi as f32).round_ties_even();
+                    code as f64 * step as f64
+                }
+            };
+            y[(b * c_n + c) * p.ho * p.wo + pos] += self.coef(pol, s, g, c, weight_steps) * quantized;
+        });
+        y
+    }
+
+    /// Hand-derived LSQ gradient of L = sum(y * r) with respect to every ADC step, including
+    /// LSQ's gradient scale 1/sqrt(n * max(Pp, 1)).
+    pub fn psum_step_grad(&self, p: &Psums, weight_steps: &[f32], psum_steps: &[f32], r: &[f64]) -> Vec<f64> {
+        let c_n = self.cfg.out_channels;
+        let mut grad = vec![0f64; psum_steps.len()];
+        let mut n = vec![0usize; psum_steps.len()];
+        p.for_each(|pol, s, g, b, c, pos, v| {
+            let i = self.psum_key(pol, s, g, c);
+            let step = psum_steps[i];
+            let (lo, hi) = self.p_range(s);
+            let ratio = v as f32 / step;
+            let code = ratio.clamp(lo as f32, hi as f32).round_ties_even() as f64;
+            let inside = ratio >= lo as f32 && ratio <= hi as f32;
+            let local = if inside { code - ratio as f64 } else { code };
+            grad[i] += r[(b * c_n + c) * p.ho * p.wo + pos] * self.coef(pol, s, g, c, weight_steps) * local;
+            n[i] += 1;
+        });
+        let keys = self.keys(self.cfg.psum_granularity);
+        grad.iter()
+            .enumerate()
+            .map(|(i, g)| {
+                let pp = self.p_range(i / keys % self.slices).1.max(1) as f64;
+                g / (n[i] as f64 * pp).sqrt()
+            })
+            .collect()
+    }
+}
+
+/// Integer partial sums [pol, S, G, B, C_out, H', W'].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Psums {
+    pub data: Vec<i64>,
+    pub pols: usize,
+    pub slices: usize,
+    pub g_tiles: usize,
+    pub b: usize,
+    pub c: usize,
+    pub ho: usize,
+    pub wo: usize,
+}
+
+impl Psums {
+    pub fn shape(&self) -> Vec<usize> {
+        vec![self.pols, self.slices, self.g_tiles, self.b, self.c, self.ho, self.wo]
+    }
+
+    /// Calls f(pol, s, g, b, c, position, value) for every element, in storage order.
+    pub fn for_each(&self, mut f: impl FnMut(usize, usize, usize, usize, usize, usize, i64)) {
+        let hw = self.ho * self.wo;
+        for (i, &v) in self.data.iter().enumerate() {
+            let pos = i % hw;
+            let c = i / hw % self.c;
+            let b = i / hw / self.c % self.b;
+            let g = i / hw / self.c / self.b % self.g_tiles;
+            let s = i / hw / self.c / self.b / self.g_tiles % self.slices;
+            let pol = i / hw / self.c / self.b / self.g_tiles / self.slices;
+            f(pol, s, g, b, c, pos, v);
+        }
+    }
+}
+
+/// SplitMix64: deterministic test data without extra dependencies.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in [lo, hi).
+    pub fn uniform(&mut self, lo: f64, hi: f64) -> f64 {
+        lo + (hi - lo) * (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    pub fn dense(&mut self, shape: Vec<usize>, lo: f64, hi: f64) -> Dense {
+        let n = shape.iter().product();
+        Dense { shape, data: (0..n).map(|_| self.uniform(lo, hi)).collect() }
+    }
+}
