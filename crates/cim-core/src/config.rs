@@ -87,7 +87,9 @@ impl std::str::FromStr for Granularity {
         Granularity::ALL
             .into_iter()
             .find(|g| g.name() == s)
-            .ok_or_else(|| format!("unknown granularity `{s}`: expected `layer`, `array` or `column`"))
+            .ok_or_else(|| {
+                format!("unknown granularity `{s}`: expected `layer`, `array` or `column`")
+            })
     }
 }
 
@@ -110,7 +112,9 @@ pub enum CimConfigError {
         value: u32,
     },
     /// Cell bits must divide weight bits so that every slice holds the same number of bits.
-    #[error("cell_bits = {cell_bits} does not divide weight_bits = {weight_bits}: expected a divisor of {weight_bits}")]
+    #[error(
+        "cell_bits = {cell_bits} does not divide weight_bits = {weight_bits}: expected a divisor of {weight_bits}"
+    )]
     CellBitsNotDividing {
         /// Bits per cell.
         cell_bits: u32,
@@ -118,7 +122,9 @@ pub enum CimConfigError {
         weight_bits: u32,
     },
     /// An array must hold at least one whole input channel (k x k rows).
-    #[error("array_size = {array_size} is smaller than kernel^2 = {rows}: an array must hold one whole input channel")]
+    #[error(
+        "array_size = {array_size} is smaller than kernel^2 = {rows}: an array must hold one whole input channel"
+    )]
     ArrayTooSmall {
         /// N.
         array_size: usize,
@@ -266,7 +272,11 @@ mod tests {
     #[test]
     fn rejects_impossible_settings_with_named_errors() {
         let e = base().with_cell_bits(3).validate().unwrap_err();
-        assert!(e.to_string().contains("cell_bits = 3 does not divide weight_bits = 4"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("cell_bits = 3 does not divide weight_bits = 4"),
+            "{e}"
+        );
         let e = base().with_array_size(8).validate().unwrap_err();
         assert!(e.to_string().contains("array_size = 8"), "{e}");
         let e = base().with_weight_bits(0).validate().unwrap_err();
@@ -295,6 +305,11 @@ mod tests {
         for g in Granularity::ALL {
             assert_eq!(g.name().parse::<Granularity>().unwrap(), g);
         }
-        assert!("rowwise".parse::<Granularity>().unwrap_err().contains("rowwise"));
+        assert!(
+            "rowwise"
+                .parse::<Granularity>()
+                .unwrap_err()
+                .contains("rowwise")
+        );
     }
 }

@@ -1,9 +1,9 @@
 //! The CIM convolution as a burn module: the fast path of DESIGN.md section 3.
 //!
-//! Every (slice, row tile, column) partial sum of the layer comes from ONE grouped convolution:
-//! the activation codes are padded to G*n_c channels and viewed as G groups, and the digit planes
-//! of all polarities and slices are stacked as [G * polarities * S * C_out, n_c, k, k] with
-//! groups = G. The fused ADC pass ([`crate::adc`]) then quantizes, dequantizes and accumulates.
+//! Every (slice, row tile, column) partial sum of the layer comes from ONE grouped convolution
+//! ([`crate::psums`]): the activation codes are padded to G*n_c channels and viewed as G groups,
+//! and the digit planes of all polarities and slices are stacked per row tile. The fused ADC pass
+//! ([`crate::adc`]) then quantizes, dequantizes and accumulates.
 //!
 //! With an ideal ADC the layer is linear in the cells, so the same result is one plain
 //! convolution with the dequantized weights s_w * q / (2^A - 1) (with cell gains folded in when a
@@ -19,6 +19,7 @@ use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
 use crate::adc::adc_accumulate;
 use crate::config::{CimConfigError, CimConvConfig};
 use crate::lsq::{LsqRange, activation_codes, scale_grad};
+use crate::psums::{PsumGeometry, grouped_psums};
 use crate::slicing::BitSlicing;
 use crate::tiling::{LayerCounts, Tiling};
 
@@ -62,7 +63,9 @@ impl Plan {
                 for s in 0..s_n {
                     for c in 0..c_n {
                         weight_step_k.push(tiling.scale_group(wg, g, c) as i64);
-                        psum_step_k.push(((pol * s_n + s) * p_groups + tiling.scale_group(pg, g, c)) as i64);
+                        psum_step_k.push(
+                            ((pol * s_n + s) * p_groups + tiling.scale_group(pg, g, c)) as i64,
+                        );
                         coef_k.push(slicing.polarity_sign(pol) * slicing.place_value(s) / levels);
                     }
                 }
@@ -159,7 +162,12 @@ impl CimConvConfig {
         let plan = Plan::new(self)?;
         let fan_in = self.in_channels * self.kernel_size * self.kernel_size;
         let std = (2.0 / fan_in as f64).sqrt();
-        let shape = [self.out_channels, self.in_channels, self.kernel_size, self.kernel_size];
+        let shape = [
+            self.out_channels,
+            self.in_channels,
+            self.kernel_size,
+            self.kernel_size,
+        ];
         let weight = Tensor::<4>::random(shape, Distribution::Normal(0.0, std), device);
         let psum_steps = plan.psum_range.len();
         let mut layer = CimConv2d {
@@ -223,7 +231,12 @@ impl CimConv2d {
     pub fn cell_shape(&self) -> [usize; 4] {
         let t = &self.plan.tiling;
         let s = &self.plan.slicing;
-        [t.row_tiles, s.polarities() * s.slices(), t.out_channels, t.rows_per_tile()]
+        [
+            t.row_tiles,
+            s.polarities() * s.slices(),
+            t.out_channels,
+            t.rows_per_tile(),
+        ]
     }
 
     /// Whether partial sums are quantized in the forward pass.
@@ -235,7 +248,9 @@ impl CimConv2d {
     /// Switching it on for a config without ADC bits is an error.
     pub fn set_adc_enabled(&mut self, enabled: bool) -> Result<(), String> {
         if enabled && self.config.psum_bits.is_none() {
-            return Err("cannot enable partial-sum quantization: psum_bits is not set (ideal ADC)".into());
+            return Err(
+                "cannot enable partial-sum quantization: psum_bits is not set (ideal ADC)".into(),
+            );
         }
         self.adc_enabled = enabled;
         Ok(())
@@ -245,24 +260,32 @@ impl CimConv2d {
     pub fn with_weight(mut self, weight: Tensor<4>) -> Result<Self, String> {
         let expected = self.weight.val().dims();
         if weight.dims() != expected {
-            return Err(format!("weight shape {:?} does not match the layer's {:?}", weight.dims(), expected));
+            return Err(format!(
+                "weight shape {:?} does not match the layer's {:?}",
+                weight.dims(),
+                expected
+            ));
         }
-        self.weight = Param::from_tensor(weight);
+        self.weight = Param::from_tensor(weight.detach());
         self.init_weight_scale();
         Ok(self)
     }
 
     /// Sets the weight steps (flat, row-major over [`Self::weight_scale_shape`]).
     pub fn with_weight_scale(mut self, steps: Tensor<1>) -> Result<Self, String> {
-        check_len("weight_scale", steps.dims()[0], self.plan.weight_grad_scale.len())?;
-        self.weight_scale = Param::from_tensor(steps);
+        check_len(
+            "weight_scale",
+            steps.dims()[0],
+            self.plan.weight_grad_scale.len(),
+        )?;
+        self.weight_scale = Param::from_tensor(steps.detach());
         Ok(self)
     }
 
     /// Sets the ADC steps (flat, row-major over [`Self::psum_scale_shape`]).
     pub fn with_psum_scale(mut self, steps: Tensor<1>) -> Result<Self, String> {
         check_len("psum_scale", steps.dims()[0], self.plan.psum_range.len())?;
-        self.psum_scale = Param::from_tensor(steps);
+        self.psum_scale = Param::from_tensor(steps.detach());
         Ok(self)
     }
 
@@ -271,7 +294,12 @@ impl CimConv2d {
     pub fn init_weight_scale(&mut self) {
         let t = self.plan.tiling;
         let k2 = t.kernel_size * t.kernel_size;
-        let w = self.weight.val().into_data().try_to_vec::<f32>().expect("f32 weights");
+        let w = self
+            .weight
+            .val()
+            .into_data()
+            .try_to_vec::<f32>()
+            .expect("f32 weights");
         let gran = self.config.weight_granularity;
         let mut sums = vec![0f64; t.scale_groups(gran)];
         for c in 0..t.out_channels {
@@ -279,7 +307,10 @@ impl CimConv2d {
                 let rows = t.row_tile_channels(g);
                 let start = (c * t.in_channels + rows.start) * k2;
                 let end = (c * t.in_channels + rows.end) * k2;
-                sums[t.scale_group(gran, g, c)] += w[start..end].iter().map(|x| f64::from(x.abs())).sum::<f64>();
+                sums[t.scale_group(gran, g, c)] += w[start..end]
+                    .iter()
+                    .map(|x| f64::from(x.abs()))
+                    .sum::<f64>();
             }
         }
         let range = self.plan.slicing.weight_range();
@@ -323,7 +354,11 @@ impl CimConv2d {
         if let Some(g) = &gain
             && g.dims() != self.cell_shape()
         {
-            return Err(format!("cell gain shape {:?} does not match the layer's cells {:?}", g.dims(), self.cell_shape()));
+            return Err(format!(
+                "cell gain shape {:?} does not match the layer's cells {:?}",
+                g.dims(),
+                self.cell_shape()
+            ));
         }
         self.cell_gain = gain;
         Ok(())
@@ -356,7 +391,12 @@ impl CimConv2d {
             .plan
             .psum_step_k
             .iter()
-            .map(|&i| (self.plan.psum_range[i as usize].low, self.plan.psum_range[i as usize].high))
+            .map(|&i| {
+                (
+                    self.plan.psum_range[i as usize].low,
+                    self.plan.psum_range[i as usize].high,
+                )
+            })
             .unzip();
         adc_accumulate(
             psums,
@@ -377,12 +417,20 @@ impl CimConv2d {
         let q = self.weight_codes(&steps, &device);
         let gain = self.effective_cell_gain(&device);
         let psums = self.grouped_psums(a, self.planes(q, gain));
-        let [b, _, h, w] = psums.dims();
+        let [_, b, h, w] = psums.dims();
         let t = &self.plan.tiling;
         let s = &self.plan.slicing;
         psums
-            .reshape([b, t.row_tiles, s.polarities(), s.slices(), t.out_channels, h, w])
-            .permute([2, 3, 1, 0, 4, 5, 6])
+            .reshape([
+                t.row_tiles,
+                s.polarities(),
+                s.slices(),
+                t.out_channels,
+                b,
+                h,
+                w,
+            ])
+            .permute([1, 2, 0, 4, 3, 5, 6])
     }
 
     fn is_training(&self, device: &Device) -> bool {
@@ -399,14 +447,19 @@ impl CimConv2d {
 
     /// The weight steps with LSQ's gradient scale.
     fn weight_steps(&self, device: &Device) -> Tensor<1> {
-        scale_grad(self.weight_scale.val(), self.floats(&self.plan.weight_grad_scale, device))
+        scale_grad(
+            self.weight_scale.val(),
+            self.floats(&self.plan.weight_grad_scale, device),
+        )
     }
 
     /// Integer weight codes q laid out per array column: [G, C_out, n_c*k*k] (padded rows are 0).
     fn weight_codes(&self, weight_steps: &Tensor<1>, device: &Device) -> Tensor<3> {
         let t = &self.plan.tiling;
         let w = pad_channels(self.weight.val(), t.padded_in_channels());
-        let w = w.reshape([t.out_channels, t.row_tiles, t.rows_per_tile()]).swap_dims(0, 1);
+        let w = w
+            .reshape([t.out_channels, t.row_tiles, t.rows_per_tile()])
+            .swap_dims(0, 1);
         let steps = weight_steps
             .clone()
             .select(0, self.index(&self.plan.weight_step_gc, device))
@@ -418,9 +471,10 @@ impl CimConv2d {
     /// variation-aware training switched on.
     fn effective_cell_gain(&self, device: &Device) -> Option<Tensor<4>> {
         match self.training_variation {
-            Some(sigma) if self.is_training(device) => {
-                Some(Tensor::<4>::random(self.cell_shape(), Distribution::Normal(0.0, sigma), device).exp())
-            }
+            Some(sigma) if self.is_training(device) => Some(
+                Tensor::<4>::random(self.cell_shape(), Distribution::Normal(0.0, sigma), device)
+                    .exp(),
+            ),
             _ => self.cell_gain.clone().map(|g| g.to_device(device)),
         }
     }
@@ -434,18 +488,21 @@ impl CimConv2d {
         }
     }
 
-    /// All partial sums from one grouped convolution: [B, G * polarities * S * C_out, H', W'].
+    /// All partial sums from one grouped convolution: [G * polarities * S * C_out, B, H', W'].
     fn grouped_psums(&self, a: Tensor<4>, planes: Tensor<4>) -> Tensor<4> {
         let t = &self.plan.tiling;
-        let k = t.kernel_size;
-        let weights = planes.reshape([self.plan.channels(), t.channels_per_array, k, k]);
+        let planes = planes.reshape([
+            t.row_tiles,
+            self.plan.channels() / t.row_tiles,
+            t.rows_per_tile(),
+        ]);
         let a = pad_channels(a, t.padded_in_channels());
-        conv2d(a, weights, None, self.conv_options(t.row_tiles))
-    }
-
-    fn conv_options(&self, groups: usize) -> ConvOptions<2> {
-        let (s, p) = (self.config.stride, self.config.padding);
-        ConvOptions::new([s, s], [p, p], [1, 1], groups)
+        let geometry = PsumGeometry {
+            kernel: t.kernel_size,
+            stride: self.config.stride,
+            padding: self.config.padding,
+        };
+        grouped_psums(a, planes, geometry)
     }
 
     /// Ideal ADC: one plain conv with the dequantized weights (cell gains folded in).
@@ -463,7 +520,9 @@ impl CimConv2d {
             None => q,
             Some(gain) => {
                 let n = self.plan.plane_weight.len();
-                let plane_weight = self.floats(&self.plan.plane_weight, device).reshape([1, n, 1, 1]);
+                let plane_weight = self
+                    .floats(&self.plan.plane_weight, device)
+                    .reshape([1, n, 1, 1]);
                 self.planes(q, Some(gain))
                     .mul(plane_weight)
                     .sum_dim(1)
@@ -481,14 +540,15 @@ impl CimConv2d {
             .swap_dims(0, 1)
             .reshape([c_n, t.padded_in_channels(), k, k])
             .narrow(1, 0, t.in_channels);
-        conv2d(a, w, None, self.conv_options(1))
+        let (s, p) = (self.config.stride, self.config.padding);
+        conv2d(a, w, None, ConvOptions::new([s, s], [p, p], [1, 1], 1))
     }
 
     /// ADC steps per fast-path channel [K] with LSQ's gradient scale; during a calibration
     /// forward, the data-driven initial steps instead (stored for `finish_psum_calibration`).
     fn psum_steps(&self, psums: &Tensor<4>) -> Tensor<1> {
         let device = psums.device();
-        let [b, _, h, w] = psums.dims();
+        let [_, b, h, w] = psums.dims();
         let per_step = {
             let mut slot = self.calibration.lock().expect("calibration slot");
             if slot.armed && slot.steps.is_none() {
@@ -518,12 +578,11 @@ impl CimConv2d {
 
     /// LSQ init of every ADC step from this batch's integer partial sums.
     fn data_init_steps(&self, psums: &Tensor<4>) -> Vec<f32> {
-        let [b, k, h, w] = psums.dims();
+        let [k, b, h, w] = psums.dims();
         let abs_sum = psums
             .clone()
             .detach()
             .abs()
-            .swap_dims(0, 1)
             .reshape([k, b * h * w])
             .sum_dim(1)
             .into_data()

@@ -5,8 +5,11 @@
 
 pub mod adc;
 pub mod config;
+mod kernels;
 pub mod layer;
 pub mod lsq;
+pub mod memory;
+pub mod psums;
 pub mod slicing;
 pub mod tiling;
 

@@ -25,7 +25,11 @@ pub struct BitSlicing {
 
 impl BitSlicing {
     /// b_c must divide B_w.
-    pub fn new(weight_bits: u32, cell_bits: u32, encoding: Encoding) -> Result<Self, CimConfigError> {
+    pub fn new(
+        weight_bits: u32,
+        cell_bits: u32,
+        encoding: Encoding,
+    ) -> Result<Self, CimConfigError> {
         if cell_bits == 0 || weight_bits == 0 || weight_bits % cell_bits != 0 {
             return Err(CimConfigError::CellBitsNotDividing {
                 cell_bits,
@@ -158,7 +162,9 @@ impl BitSlicing {
         };
         let ste: Vec<Tensor<3>> = routes
             .iter()
-            .flat_map(|route| (0..self.slices()).map(|s| route.clone().mul_scalar(self.digit_ste(s))))
+            .flat_map(|route| {
+                (0..self.slices()).map(|s| route.clone().mul_scalar(self.digit_ste(s)))
+            })
             .collect();
         let values = Tensor::stack::<4>(values, 1);
         let ste = Tensor::stack::<4>(ste, 1);
@@ -179,7 +185,9 @@ mod tests {
             let r = sl.weight_range();
             for q in r.low as i64..=r.high as i64 {
                 let d = &sl.digits(q)[0];
-                let back: i64 = (0..sl.slices()).map(|s| d[s] * sl.place_value(s) as i64).sum();
+                let back: i64 = (0..sl.slices())
+                    .map(|s| d[s] * sl.place_value(s) as i64)
+                    .sum();
                 assert_eq!(back, q, "B={b} b_c={bc} q={q} digits={d:?}");
                 assert!(d[0] >= -(1 << (bc - 1)) && d[0] < (1 << (bc - 1)));
                 assert!(d[1..].iter().all(|&x| (0..1 << bc).contains(&x)));

@@ -44,7 +44,11 @@ impl Tiling {
         }
         if in_channels == 0 || out_channels == 0 {
             return Err(CimConfigError::Zero {
-                what: if in_channels == 0 { "in_channels" } else { "out_channels" },
+                what: if in_channels == 0 {
+                    "in_channels"
+                } else {
+                    "out_channels"
+                },
             });
         }
         let channels_per_array = in_channels.min(array_size / rows);
@@ -237,7 +241,10 @@ mod tests {
     fn k_squared_larger_than_n_is_an_error() {
         assert_eq!(
             Tiling::new(4, 4, 3, 8).unwrap_err(),
-            CimConfigError::ArrayTooSmall { array_size: 8, rows: 9 }
+            CimConfigError::ArrayTooSmall {
+                array_size: 8,
+                rows: 9
+            }
         );
     }
 
@@ -268,7 +275,10 @@ mod tests {
         // column-wise partial sums.
         let lc = t.counts(&s, Granularity::Layer, Granularity::Column);
         assert_eq!(lc.dequant_multipliers, cc.dequant_multipliers);
-        assert_eq!(lc.dequant_multiplies_per_pixel, cc.dequant_multiplies_per_pixel);
+        assert_eq!(
+            lc.dequant_multiplies_per_pixel,
+            cc.dequant_multiplies_per_pixel
+        );
         let ll = t.counts(&s, Granularity::Layer, Granularity::Layer);
         assert_eq!(ll.dequant_multipliers, 2);
         assert_eq!(ll.dequant_multiplies_per_pixel, 2 * 64);
@@ -276,6 +286,10 @@ mod tests {
         let aa = t.counts(&s, Granularity::Array, Granularity::Array);
         assert_eq!(aa.dequant_multipliers, 2 * 5);
         let d = BitSlicing::new(4, 2, Encoding::Differential).unwrap();
-        assert_eq!(t.counts(&d, Granularity::Column, Granularity::Column).arrays, 2 * 2 * 5);
+        assert_eq!(
+            t.counts(&d, Granularity::Column, Granularity::Column)
+                .arrays,
+            2 * 2 * 5
+        );
     }
 }

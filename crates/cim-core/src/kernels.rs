@@ -1,0 +1,74 @@
+//! Shared plumbing of the hand-written Flex passes ([`crate::adc`], [`crate::psums`]).
+
+use std::borrow::Cow;
+
+use burn::backend::DispatchDevice;
+use burn::backend::flex::FlexTensor;
+use burn::tensor::{Device, TensorData};
+
+/// Whether the hand-written passes can run on this device (Flex, with or without autodiff).
+/// Other backends take the reference paths made of generic tensor ops.
+pub(crate) fn fused_available(device: &Device) -> bool {
+    matches!(
+        device.clone().inner().as_dispatch(),
+        DispatchDevice::Flex(_)
+    )
+}
+
+/// The values of a float tensor in row-major order, copied only when not contiguous.
+pub(crate) fn f32_slice(t: &FlexTensor) -> Cow<'_, [f32]> {
+    match t.as_slice::<f32>() {
+        Some(s) if t.is_contiguous() => Cow::Borrowed(s),
+        _ => Cow::Owned(
+            t.to_contiguous()
+                .as_slice::<f32>()
+                .expect("an f32 tensor")
+                .to_vec(),
+        ),
+    }
+}
+
+/// A contiguous Flex tensor from row-major values.
+pub(crate) fn flex_tensor(data: Vec<f32>, shape: Vec<usize>) -> FlexTensor {
+    FlexTensor::from_data(TensorData::new(data, shape))
+}
+
+/// Rounds half to even with the 1.5 * 2^23 trick, which vectorizes on baseline x86-64 (no
+/// SSE4.1 `roundps`). Exact for |x| < 2^22; callers clamp to ADC ranges of at most 2^16.
+#[inline(always)]
+pub(crate) fn round_half_even(x: f32) -> f32 {
+    const MAGIC: f32 = 12_582_912.0; // 1.5 * 2^23
+    (x + MAGIC) - MAGIC
+}
+
+/// Compiles a body that calls `#[inline(always)]` kernels once for AVX2 and once for the
+/// baseline, and picks at run time. Without fast-math both give bit-identical results.
+macro_rules! with_best_simd {
+    (( $($arg:ident : $ty:ty),* ) -> $ret:ty $body:block) => {
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = "avx2")]
+        unsafe fn avx2($($arg: $ty),*) -> $ret $body
+        fn baseline($($arg: $ty),*) -> $ret $body
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU supports AVX2, checked just above.
+            return unsafe { avx2($($arg),*) };
+        }
+        return baseline($($arg),*);
+    };
+}
+pub(crate) use with_best_simd;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn magic_rounding_is_half_to_even() {
+        for x in [
+            -4.5f32, -3.5, -2.5, -0.5, 0.5, 1.5, 2.5, 7.49, 65535.5, -32768.5, 3.0, -0.0,
+        ] {
+            assert_eq!(round_half_even(x), x.round_ties_even(), "{x}");
+        }
+    }
+}

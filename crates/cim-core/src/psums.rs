@@ -1,0 +1,542 @@
+//! All (slice, row tile, column) partial sums of a layer in one pass (DESIGN.md section 3, "Fast
+//! path vs. definition").
+//!
+//! The definition is a grouped convolution: the activation codes padded to G*n_c channels viewed
+//! as G groups, against the digit planes stacked as [G * polarities * S * C_out, n_c, k, k].
+//! Here the planes come as [G, P, R] (P = polarities * S * C_out planes of R = n_c*k*k word lines
+//! per row tile) and the partial sums leave channel-major, [K, B, H', W'] with K = G * P ordered
+//! (row tile, polarity, slice, column): each row tile is then ONE matrix product
+//! [P, R] x [R, B*H'*W'] over the im2col of its channels, forward and backward, which is what the
+//! Flex implementation does. Other backends run the grouped convolution
+//! ([`grouped_psums_reference`]).
+
+use burn::backend::autodiff::NodeId;
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::flex::FlexTensor;
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{Autodiff, Backend, Flex, backend_extension};
+use burn::tensor::Tensor;
+use burn::tensor::module::conv2d;
+use burn::tensor::ops::ConvOptions;
+use rayon::prelude::*;
+
+use crate::kernels::{f32_slice, flex_tensor, fused_available};
+
+/// Square-kernel convolution geometry of the partial-sum pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PsumGeometry {
+    /// k.
+    pub kernel: usize,
+    /// Stride.
+    pub stride: usize,
+    /// Zero padding.
+    pub padding: usize,
+}
+
+impl PsumGeometry {
+    fn out_size(&self, size: usize) -> usize {
+        (size + 2 * self.padding - self.kernel) / self.stride + 1
+    }
+}
+
+/// The partial-sum pass as a backend extension (Flex, and autodiff over it).
+#[backend_extension(Flex, Autodiff)]
+pub trait PsumOps: Backend {
+    /// Activation codes [B, G*n_c, H, W] and digit planes [G, P, R] to partial sums
+    /// [G*P, B, H', W'].
+    fn cim_psums(
+        codes: FloatTensor<Self>,
+        planes: FloatTensor<Self>,
+        kernel: usize,
+        stride: usize,
+        padding: usize,
+    ) -> FloatTensor<Self>;
+
+    /// Gradients of [`Self::cim_psums`] with respect to the codes and the planes.
+    fn cim_psums_backward(
+        grad: FloatTensor<Self>,
+        codes: FloatTensor<Self>,
+        planes: FloatTensor<Self>,
+        kernel: usize,
+        stride: usize,
+        padding: usize,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>);
+}
+
+/// Sizes of one call, read off the tensors.
+#[derive(Clone, Copy)]
+struct Dims {
+    batch: usize,
+    channels: usize,
+    h: usize,
+    w: usize,
+    groups: usize,
+    planes: usize,
+    rows: usize,
+    ho: usize,
+    wo: usize,
+    geo: PsumGeometry,
+}
+
+impl Dims {
+    fn new(codes: &FlexTensor, planes: &FlexTensor, geo: PsumGeometry) -> Self {
+        let a = codes.layout().shape().to_vec();
+        let p = planes.layout().shape().to_vec();
+        Self {
+            batch: a[0],
+            channels: a[1],
+            h: a[2],
+            w: a[3],
+            groups: p[0],
+            planes: p[1],
+            rows: p[2],
+            ho: geo.out_size(a[2]),
+            wo: geo.out_size(a[3]),
+            geo,
+        }
+    }
+
+    /// Output pixels of all images: the columns of the im2col matrix.
+    fn columns(&self) -> usize {
+        self.batch * self.ho * self.wo
+    }
+}
+
+thread_local! {
+    /// The im2col matrix is as large as the partial sums and lives only during one call: keeping
+    /// its buffer spares the kernel from handing out (and zeroing) fresh pages at every call.
+    static COLUMNS: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` on this thread's reusable im2col buffer of `len` values (contents unspecified).
+fn with_columns<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    COLUMNS.with(|cell| {
+        let mut buf = cell.take();
+        buf.resize(len, 0.0);
+        let out = f(&mut buf[..len]);
+        cell.replace(buf);
+        out
+    })
+}
+
+/// The output positions `o` whose input coordinate `o * stride + offset - padding` lies in
+/// [0, size): a contiguous range, so the loops below need no per-pixel bounds checks.
+fn valid_outputs(out_size: usize, size: usize, offset: usize, geo: PsumGeometry) -> std::ops::Range<usize> {
+    let (s, p) = (geo.stride as isize, geo.padding as isize);
+    let shift = offset as isize - p; // input = o * s + shift
+    let lo = if shift >= 0 { 0 } else { (-shift + s - 1) / s };
+    let hi = ((size as isize - 1 - shift).div_euclid(s) + 1).clamp(0, out_size as isize);
+    (lo.min(hi) as usize)..(hi as usize)
+}
+
+/// im2col of all images into `cols` [channels * k * k, B * H' * W'], rows ordered
+/// (channel, kh, kw); every entry is written.
+fn im2col(a: &[f32], d: Dims, cols: &mut [f32]) {
+    let k = d.geo.kernel;
+    let (stride, pad) = (d.geo.stride, d.geo.padding);
+    let hw_out = d.ho * d.wo;
+    cols.par_chunks_mut(d.columns()).enumerate().for_each(|(row, out)| {
+        let (c, kh, kw) = (row / (k * k), row / k % k, row % k);
+        let rows = valid_outputs(d.ho, d.h, kh, d.geo);
+        let xs = valid_outputs(d.wo, d.w, kw, d.geo);
+        for b in 0..d.batch {
+            let img = &a[(b * d.channels + c) * d.h * d.w..][..d.h * d.w];
+            let o = &mut out[b * hw_out..][..hw_out];
+            for (oy, o_row) in o.chunks_exact_mut(d.wo).enumerate() {
+                if !rows.contains(&oy) {
+                    o_row.fill(0.0);
+                    continue;
+                }
+                let src = &img[(oy * stride + kh - pad) * d.w..][..d.w];
+                o_row[..xs.start].fill(0.0);
+                o_row[xs.end..].fill(0.0);
+                let x0 = xs.start * stride + kw - pad;
+                if stride == 1 {
+                    o_row[xs.clone()].copy_from_slice(&src[x0..x0 + xs.len()]);
+                } else {
+                    for (i, o) in o_row[xs.clone()].iter_mut().enumerate() {
+                        *o = src[x0 + i * stride];
+                    }
+                }
+            }
+        }
+    });
+}
+
+/// col2im: adds every column entry back onto the pixel it was read from; [B, channels, H, W].
+fn col2im(cols: &[f32], d: Dims) -> Vec<f32> {
+    let k = d.geo.kernel;
+    let (stride, pad) = (d.geo.stride, d.geo.padding);
+    let hw_out = d.ho * d.wo;
+    let mut a = vec![0f32; d.batch * d.channels * d.h * d.w];
+    // one image plane per task, a fixed summation order within it: deterministic
+    a.par_chunks_mut(d.h * d.w).enumerate().for_each(|(plane, img)| {
+        let (b, c) = (plane / d.channels, plane % d.channels);
+        for kh in 0..k {
+            let rows = valid_outputs(d.ho, d.h, kh, d.geo);
+            for kw in 0..k {
+                let xs = valid_outputs(d.wo, d.w, kw, d.geo);
+                let row = (c * k + kh) * k + kw;
+                let src = &cols[row * d.columns() + b * hw_out..][..hw_out];
+                let x0 = xs.start * stride + kw - pad;
+                for oy in rows.clone() {
+                    let dst = &mut img[(oy * stride + kh - pad) * d.w..][..d.w];
+                    let s_row = &src[oy * d.wo..][xs.clone()];
+                    if stride == 1 {
+                        for (o, v) in dst[x0..x0 + xs.len()].iter_mut().zip(s_row) {
+                            *o += v;
+                        }
+                    } else {
+                        for (i, v) in s_row.iter().enumerate() {
+                            dst[x0 + i * stride] += v;
+                        }
+                    }
+                }
+            }
+        }
+    });
+    a
+}
+
+/// dst[m, n] = lhs[m, k] * rhs[k, n], each given by (pointer, row stride, column stride).
+#[allow(clippy::too_many_arguments)]
+fn matmul(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: &mut [f32],
+    lhs: &[f32],
+    (lhs_rs, lhs_cs): (isize, isize),
+    rhs: &[f32],
+    (rhs_rs, rhs_cs): (isize, isize),
+) {
+    assert!(dst.len() >= m * n);
+    // SAFETY: every index the strides reach lies inside the slices (checked by the callers'
+    // shapes: lhs covers m x k, rhs k x n, dst m x n, row-major or transposed).
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            false,
+            lhs.as_ptr(),
+            lhs_cs,
+            lhs_rs,
+            rhs.as_ptr(),
+            rhs_cs,
+            rhs_rs,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::Rayon(0),
+        );
+    }
+}
+
+impl PsumOps for Flex {
+    fn cim_psums(
+        codes: FlexTensor,
+        planes: FlexTensor,
+        kernel: usize,
+        stride: usize,
+        padding: usize,
+    ) -> FlexTensor {
+        let d = Dims::new(
+            &codes,
+            &planes,
+            PsumGeometry {
+                kernel,
+                stride,
+                padding,
+            },
+        );
+        let planes = f32_slice(&planes);
+        let n = d.columns();
+        let mut out = vec![0f32; d.groups * d.planes * n];
+        with_columns(d.channels * kernel * kernel * n, |cols| {
+            im2col(&f32_slice(&codes), d, cols);
+            for g in 0..d.groups {
+                matmul(
+                    d.planes,
+                    n,
+                    d.rows,
+                    &mut out[g * d.planes * n..][..d.planes * n],
+                    &planes[g * d.planes * d.rows..],
+                    (d.rows as isize, 1),
+                    &cols[g * d.rows * n..],
+                    (n as isize, 1),
+                );
+            }
+        });
+        flex_tensor(out, vec![d.groups * d.planes, d.batch, d.ho, d.wo])
+    }
+
+    fn cim_psums_backward(
+        grad: FlexTensor,
+        codes: FlexTensor,
+        planes: FlexTensor,
+        kernel: usize,
+        stride: usize,
+        padding: usize,
+    ) -> (FlexTensor, FlexTensor) {
+        let d = Dims::new(
+            &codes,
+            &planes,
+            PsumGeometry {
+                kernel,
+                stride,
+                padding,
+            },
+        );
+        let (grad, planes) = (f32_slice(&grad), f32_slice(&planes));
+        let n = d.columns();
+        let mut grad_planes = vec![0f32; d.groups * d.planes * d.rows];
+        // recomputed rather than kept from the forward pass: it is as large as the partial sums
+        let grad_codes = with_columns(d.channels * kernel * kernel * n, |cols| {
+            im2col(&f32_slice(&codes), d, cols);
+            for g in 0..d.groups {
+                let grad_g = &grad[g * d.planes * n..][..d.planes * n];
+                let cols_g = &mut cols[g * d.rows * n..][..d.rows * n];
+                // d/dplanes[g] = grad_g [P, n] x cols_g^T [n, R]
+                matmul(
+                    d.planes,
+                    d.rows,
+                    n,
+                    &mut grad_planes[g * d.planes * d.rows..][..d.planes * d.rows],
+                    grad_g,
+                    (n as isize, 1),
+                    cols_g,
+                    (1, n as isize),
+                );
+                // d/dcols_g = planes[g]^T [R, P] x grad_g [P, n], written over cols_g
+                matmul(
+                    d.rows,
+                    n,
+                    d.planes,
+                    cols_g,
+                    &planes[g * d.planes * d.rows..],
+                    (1, d.rows as isize),
+                    grad_g,
+                    (n as isize, 1),
+                );
+            }
+            col2im(cols, d)
+        });
+        (
+            flex_tensor(grad_codes, vec![d.batch, d.channels, d.h, d.w]),
+            flex_tensor(grad_planes, vec![d.groups, d.planes, d.rows]),
+        )
+    }
+}
+
+#[derive(Debug)]
+struct PsumsBackward;
+
+impl<B: Backend + PsumOps> Backward<B, 2> for PsumsBackward {
+    type State = (NodeId, NodeId, PsumGeometry);
+
+    fn backward(
+        self,
+        ops: Ops<Self::State, 2>,
+        grads: &mut Gradients,
+        checkpointer: &mut Checkpointer,
+    ) {
+        let [node_codes, node_planes] = ops.parents;
+        let grad = grads.consume::<B>(&ops.node);
+        let (codes, planes, geo) = ops.state;
+        let codes = checkpointer.retrieve_node_output::<B::FloatTensorPrimitive>(codes);
+        let planes = checkpointer.retrieve_node_output::<B::FloatTensorPrimitive>(planes);
+        let (gc, gp) =
+            B::cim_psums_backward(grad, codes, planes, geo.kernel, geo.stride, geo.padding);
+        if let Some(node) = node_codes {
+            grads.register::<B>(node.id, gc);
+        }
+        if let Some(node) = node_planes {
+            grads.register::<B>(node.id, gp);
+        }
+    }
+}
+
+type AutodiffTensor<B, C> = FloatTensor<Autodiff<B, C>>;
+
+impl<B: Backend + PsumOps, C: CheckpointStrategy> PsumOps for Autodiff<B, C> {
+    fn cim_psums(
+        codes: AutodiffTensor<B, C>,
+        planes: AutodiffTensor<B, C>,
+        kernel: usize,
+        stride: usize,
+        padding: usize,
+    ) -> AutodiffTensor<B, C> {
+        let geo = PsumGeometry {
+            kernel,
+            stride,
+            padding,
+        };
+        let run = |c: &AutodiffTensor<B, C>, p: &AutodiffTensor<B, C>| {
+            B::cim_psums(
+                c.primitive().clone(),
+                p.primitive().clone(),
+                kernel,
+                stride,
+                padding,
+            )
+        };
+        match PsumsBackward
+            .prepare::<C>([codes.node(), planes.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(mut prep) => {
+                let state = (prep.checkpoint(&codes), prep.checkpoint(&planes), geo);
+                let out = run(&codes, &planes);
+                prep.finish(state, out)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(run(&codes, &planes)),
+        }
+    }
+
+    fn cim_psums_backward(
+        grad: AutodiffTensor<B, C>,
+        codes: AutodiffTensor<B, C>,
+        planes: AutodiffTensor<B, C>,
+        kernel: usize,
+        stride: usize,
+        padding: usize,
+    ) -> (AutodiffTensor<B, C>, AutodiffTensor<B, C>) {
+        // Second-order gradients are not needed: the result is a constant.
+        let (gc, gp) = B::cim_psums_backward(
+            grad.into_primitive(),
+            codes.into_primitive(),
+            planes.into_primitive(),
+            kernel,
+            stride,
+            padding,
+        );
+        (
+            AutodiffTensor::<B, C>::new(gc),
+            AutodiffTensor::<B, C>::new(gp),
+        )
+    }
+}
+
+/// Partial sums [G*P, B, H', W'] of activation codes [B, G*n_c, H, W] and digit planes [G, P, R]:
+/// the im2col + matrix-product pass on Flex, [`grouped_psums_reference`] elsewhere.
+pub fn grouped_psums(codes: Tensor<4>, planes: Tensor<3>, geo: PsumGeometry) -> Tensor<4> {
+    if !fused_available(&codes.device()) {
+        return grouped_psums_reference(codes, planes, geo);
+    }
+    Tensor::from_dispatch(<burn::backend::Dispatch as PsumOps>::cim_psums(
+        codes.into_dispatch(),
+        planes.into_dispatch(),
+        geo.kernel,
+        geo.stride,
+        geo.padding,
+    ))
+}
+
+/// The same partial sums from burn's grouped convolution (any backend).
+pub fn grouped_psums_reference(
+    codes: Tensor<4>,
+    planes: Tensor<3>,
+    geo: PsumGeometry,
+) -> Tensor<4> {
+    let [groups, p, rows] = planes.dims();
+    let k = geo.kernel;
+    let weights = planes.reshape([groups * p, rows / (k * k), k, k]);
+    let options = ConvOptions::new([geo.stride; 2], [geo.padding; 2], [1, 1], groups);
+    conv2d(codes, weights, None, options).swap_dims(0, 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::{Device, Distribution};
+
+    fn flat(t: Tensor<4>) -> Vec<f32> {
+        t.into_data().try_to_vec::<f32>().unwrap()
+    }
+
+    #[test]
+    fn valid_output_ranges() {
+        let geo = |stride, padding| PsumGeometry { kernel: 3, stride, padding };
+        assert_eq!(valid_outputs(8, 8, 0, geo(1, 1)), 1..8);
+        assert_eq!(valid_outputs(8, 8, 1, geo(1, 1)), 0..8);
+        assert_eq!(valid_outputs(8, 8, 2, geo(1, 1)), 0..7);
+        assert_eq!(valid_outputs(4, 8, 0, geo(2, 1)), 1..4);
+        assert_eq!(valid_outputs(4, 8, 2, geo(2, 1)), 0..4);
+        assert_eq!(valid_outputs(3, 7, 2, geo(2, 0)), 0..3);
+        assert!(valid_outputs(1, 1, 0, geo(1, 1)).is_empty());
+    }
+
+    #[test]
+    fn matches_the_grouped_convolution_forward_and_backward() {
+        let device = Device::flex().autodiff();
+        for (seed, (k, stride, padding, groups, n_c, p, h)) in [
+            (3, 1, 1, 3, 2, 5, 6),
+            (3, 2, 1, 2, 1, 4, 7),
+            (1, 2, 0, 4, 3, 3, 5),
+            (3, 2, 0, 1, 4, 2, 6),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            device.seed(seed as u64);
+            let geo = PsumGeometry {
+                kernel: k,
+                stride,
+                padding,
+            };
+            let codes = Tensor::<4>::random(
+                [2, groups * n_c, h, h + 1],
+                Distribution::Uniform(0.0, 7.0),
+                &device,
+            )
+            .round();
+            let planes = Tensor::<3>::random(
+                [groups, p, n_c * k * k],
+                Distribution::Uniform(-2.0, 4.0),
+                &device,
+            )
+            .round();
+            let mut results = Vec::new();
+            for fused in [true, false] {
+                let c = codes.clone().detach().require_grad();
+                let pl = planes.clone().detach().require_grad();
+                let f = if fused {
+                    grouped_psums
+                } else {
+                    grouped_psums_reference
+                };
+                let y = f(c.clone(), pl.clone(), geo);
+                device.seed(99);
+                let r = Tensor::<4>::random(y.dims(), Distribution::Default, &device);
+                let grads = y.clone().mul(r).sum().backward();
+                results.push((
+                    flat(y),
+                    flat(c.grad(&grads).unwrap()),
+                    pl.grad(&grads)
+                        .unwrap()
+                        .into_data()
+                        .try_to_vec::<f32>()
+                        .unwrap(),
+                ));
+            }
+            let (a, b) = (&results[0], &results[1]);
+            assert_eq!(a.0, b.0, "integer partial sums must be exact");
+            for (name, x, y) in [("d/dcodes", &a.1, &b.1), ("d/dplanes", &a.2, &b.2)] {
+                let scale = y.iter().fold(1e-3f32, |m, v| m.max(v.abs()));
+                for (i, (u, v)) in x.iter().zip(y.iter()).enumerate() {
+                    assert!((u - v).abs() <= 1e-5 * scale, "{name}[{i}]: {u} vs {v}");
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,252 @@
+//! Gradients of the CIM layer against hand-derived values (DESIGN.md section 3, "Gradient through
+//! bit slicing" and "LSQ details").
+
+mod common;
+
+use burn::tensor::module::conv2d;
+use burn::tensor::ops::ConvOptions;
+use burn::tensor::{Device, Tensor};
+use cim_core::lsq::{activation_codes, scale_grad};
+use cim_core::{CimConv2d, CimConvConfig, Encoding, Granularity};
+use common::{Dense, Naive, Rng};
+
+fn device() -> Device {
+    Device::flex().autodiff()
+}
+
+fn assert_close(what: &str, got: &[f64], expected: &[f64], tol: f64) {
+    assert_eq!(got.len(), expected.len(), "{what}: length");
+    let scale = expected.iter().fold(1e-6f64, |m, x| m.max(x.abs()));
+    for (i, (g, e)) in got.iter().zip(expected).enumerate() {
+        assert!(
+            (g - e).abs() <= tol * scale,
+            "{what}[{i}]: {g} vs expected {e} (scale {scale})"
+        );
+    }
+}
+
+struct Grads {
+    y: Vec<f64>,
+    x: Vec<f64>,
+    w: Vec<f64>,
+    s_w: Vec<f64>,
+}
+
+/// Forward + backward of `sum(y * r)` through the layer.
+fn layer_grads(layer: &CimConv2d, x: &Dense, r: &Dense) -> Grads {
+    let d = device();
+    let x_t: Tensor<4> = x.tensor::<4>(&d).require_grad();
+    let y = layer.forward(x_t.clone());
+    let grads = y.clone().mul(r.tensor::<4>(&d)).sum().backward();
+    Grads {
+        y: Dense::from_tensor(y).data,
+        x: Dense::from_tensor(x_t.grad(&grads).unwrap()).data,
+        w: Dense::from_tensor(layer.weight.val().grad(&grads).unwrap()).data,
+        s_w: Dense::from_tensor(layer.weight_scale.val().grad(&grads).unwrap()).data,
+    }
+}
+
+/// The hand-derived reference: a plain convolution of a_int / (2^A - 1) with LSQ weights
+/// s_w * q (round and clamp straight through, LSQ's step gradient and its scale).
+fn plain_conv_grads(layer: &CimConv2d, x: &Dense, r: &Dense) -> Grads {
+    let d = device();
+    let cfg = layer.config().clone();
+    let t = *layer.tiling();
+    let x_t: Tensor<4> = x.tensor::<4>(&d).require_grad();
+    let w = layer.weight.val().detach().require_grad();
+    let s = layer.weight_scale.val().detach().require_grad();
+    // expand the steps to every weight, with LSQ's gradient scale per group
+    let members = t.scale_group_members(cfg.weight_granularity);
+    let range = layer.slicing().weight_range();
+    let g: Vec<f32> = members
+        .iter()
+        .map(|m| range.grad_scale(m.weights))
+        .collect();
+    let s_scaled = scale_grad(s.clone(), Tensor::from_floats(g.as_slice(), &d));
+    let k2 = cfg.kernel_size * cfg.kernel_size;
+    let mut index = Vec::new();
+    for c in 0..cfg.out_channels {
+        for ch in 0..cfg.in_channels {
+            for _ in 0..k2 {
+                index.push(
+                    t.scale_group(cfg.weight_granularity, ch / t.channels_per_array, c) as i64,
+                );
+            }
+        }
+    }
+    let n = index.len();
+    let idx =
+        Tensor::<1, burn::tensor::Int>::from_data(burn::tensor::TensorData::new(index, [n]), &d);
+    let s_full = s_scaled.select(0, idx).reshape(w.dims());
+    let w_hat = range.codes(w.clone(), s_full.clone()).mul(s_full);
+    let a = activation_codes(x_t.clone(), cfg.act_bits).div_scalar(cfg.act_levels());
+    let opts = ConvOptions::new([cfg.stride; 2], [cfg.padding; 2], [1, 1], 1);
+    let y = conv2d(a, w_hat, None, opts);
+    let grads = y.clone().mul(r.tensor::<4>(&d)).sum().backward();
+    Grads {
+        y: Dense::from_tensor(y).data,
+        x: Dense::from_tensor(x_t.grad(&grads).unwrap()).data,
+        w: Dense::from_tensor(w.grad(&grads).unwrap()).data,
+        s_w: Dense::from_tensor(s.grad(&grads).unwrap()).data,
+    }
+}
+
+fn setup(cfg: &CimConvConfig, seed: u64) -> (CimConv2d, Dense, Dense) {
+    let d = device();
+    let mut rng = Rng(seed);
+    let x = rng.dense(vec![2, cfg.in_channels, 5, 5], -0.2, 1.2);
+    let w = rng.dense(
+        vec![
+            cfg.out_channels,
+            cfg.in_channels,
+            cfg.kernel_size,
+            cfg.kernel_size,
+        ],
+        -1.0,
+        1.0,
+    );
+    let layer = cfg
+        .init(&d)
+        .unwrap()
+        .with_weight(w.tensor::<4>(&d))
+        .unwrap();
+    let y_shape = vec![2, cfg.out_channels, cfg.output_size(5), cfg.output_size(5)];
+    let r = rng.dense(y_shape, -1.0, 1.0);
+    (layer, x, r)
+}
+
+fn configs() -> Vec<CimConvConfig> {
+    let mut out = Vec::new();
+    for encoding in Encoding::ALL {
+        for wg in Granularity::ALL {
+            for bc in [1, 2, 4] {
+                out.push(
+                    CimConvConfig::new(5, 11, 3)
+                        .with_padding(1)
+                        .with_array_size(18)
+                        .with_weight_bits(4)
+                        .with_cell_bits(bc)
+                        .with_act_bits(3)
+                        .with_encoding(encoding)
+                        .with_weight_granularity(wg),
+                );
+            }
+        }
+    }
+    out
+}
+
+/// With an ideal ADC the layer's gradient equals that of a plain conv with weights s_w * q, both
+/// on the collapsed fast path and through the digit planes (cell gains of 1 force that path, so
+/// the straight-through estimator d(d_s')/dq = 2^(-b_c*(S-1-s)) / S is what is tested).
+#[test]
+fn ideal_adc_gradient_is_the_plain_conv_gradient() {
+    for (i, cfg) in configs().into_iter().enumerate() {
+        let (mut layer, x, r) = setup(&cfg, 10 + i as u64);
+        let expected = plain_conv_grads(&layer, &x, &r);
+        let collapsed = layer_grads(&layer, &x, &r);
+        let ones = Tensor::ones(layer.cell_shape(), &device());
+        layer.set_cell_gain(Some(ones)).unwrap();
+        let through_digits = layer_grads(&layer, &x, &r);
+        for (name, got) in [("collapsed", &collapsed), ("digit planes", &through_digits)] {
+            let what = |p: &str| format!("{cfg:?} {name} {p}");
+            assert_close(&what("y"), &got.y, &expected.y, 1e-5);
+            assert_close(&what("dx"), &got.x, &expected.x, 1e-5);
+            assert_close(&what("dw"), &got.w, &expected.w, 1e-5);
+            assert_close(&what("ds_w"), &got.s_w, &expected.s_w, 1e-4);
+        }
+    }
+}
+
+/// A real ADC whose range covers every partial sum and whose step is 1 quantizes nothing: its
+/// path must then pass exactly the ideal-ADC gradients (each slice contributing its share).
+#[test]
+fn transparent_adc_passes_the_ideal_gradient() {
+    for (i, cfg) in configs().into_iter().enumerate() {
+        let cfg = cfg.with_psum_bits(Some(16));
+        let (layer, x, r) = setup(&cfg, 50 + i as u64);
+        let n = layer.psum_scale.val().dims()[0];
+        let layer = layer.with_psum_scale(Tensor::ones([n], &device())).unwrap();
+        let expected = plain_conv_grads(&layer, &x, &r);
+        let got = layer_grads(&layer, &x, &r);
+        let what = |p: &str| format!("{cfg:?} {p}");
+        assert_close(&what("y"), &got.y, &expected.y, 1e-5);
+        assert_close(&what("dx"), &got.x, &expected.x, 1e-5);
+        assert_close(&what("dw"), &got.w, &expected.w, 1e-5);
+        assert_close(&what("ds_w"), &got.s_w, &expected.s_w, 1e-4);
+    }
+}
+
+/// The ADC steps get LSQ's gradient, computed by hand from the naive simulator's partial sums:
+/// g * sum dL/dy * coef * (round(p/s) - p/s inside, Pn or Pp outside).
+#[test]
+fn adc_step_gradient_matches_the_hand_derived_lsq_gradient() {
+    for (i, cfg) in configs().into_iter().enumerate() {
+        for pg in Granularity::ALL {
+            let cfg = cfg
+                .clone()
+                .with_psum_bits(Some(3))
+                .with_psum_granularity(pg);
+            let (mut layer, x, r) = setup(&cfg, 90 + i as u64);
+            let d = device();
+            layer.arm_psum_calibration();
+            let _ = layer.forward(x.tensor::<4>(&d));
+            assert!(layer.finish_psum_calibration());
+            // shrink the steps so that some partial sums clip: both branches are exercised
+            let shrunk = layer.psum_scale.val().detach().mul_scalar(0.7);
+            let layer = layer.with_psum_scale(shrunk).unwrap();
+            let x_t: Tensor<4> = x.tensor(&d);
+            let y = layer.forward(x_t);
+            let grads = y.mul(r.tensor::<4>(&d)).sum().backward();
+            let got = Dense::from_tensor(layer.psum_scale.val().grad(&grads).unwrap()).data;
+
+            let naive = Naive::new(&cfg);
+            let as_f32 = |t: Tensor<1>| -> Vec<f32> {
+                Dense::from_tensor(t)
+                    .data
+                    .iter()
+                    .map(|&v| v as f32)
+                    .collect()
+            };
+            let ws = as_f32(layer.weight_scale.val());
+            let ps = as_f32(layer.psum_scale.val());
+            let p = naive.psums(&x, &Dense::from_tensor(layer.weight.val()).data, &ws);
+            let expected = naive.psum_step_grad(&p, &ws, &ps, &r.data);
+            assert_close(&format!("{cfg:?} ds_p"), &got, &expected, 1e-4);
+        }
+    }
+}
+
+/// Partial-sum steps are not touched by an ideal-ADC forward, and calibrating twice from the
+/// same batch gives the same steps.
+#[test]
+fn calibration_is_deterministic_and_skipped_with_an_ideal_adc() {
+    let cfg = CimConvConfig::new(5, 11, 3)
+        .with_array_size(18)
+        .with_psum_bits(Some(3));
+    let (mut layer, x, _) = setup(&cfg, 7);
+    let d = device();
+    layer.set_adc_enabled(false).unwrap();
+    layer.arm_psum_calibration();
+    let _ = layer.forward(x.tensor::<4>(&d));
+    assert!(!layer.finish_psum_calibration());
+    layer.set_adc_enabled(true).unwrap();
+    let mut steps = Vec::new();
+    for _ in 0..2 {
+        layer.arm_psum_calibration();
+        let _ = layer.forward(x.tensor::<4>(&d));
+        assert!(layer.finish_psum_calibration());
+        steps.push(Dense::from_tensor(layer.psum_scale.val()).data);
+    }
+    assert_eq!(steps[0], steps[1]);
+    let mut ideal = CimConvConfig::new(5, 11, 3)
+        .with_array_size(18)
+        .init(&d)
+        .unwrap();
+    assert!(
+        ideal
+            .set_adc_enabled(true)
+            .unwrap_err()
+            .contains("psum_bits")
+    );
+}
