@@ -1,0 +1,126 @@
+//! Image-folder trees, `root/<class>/*.{jpg,jpeg,png}` (the ImageNet / torchvision layout): class
+//! order is the sorted folder names, files are sorted within a class.
+
+use std::path::{Path, PathBuf};
+
+use image::imageops::FilterType;
+use rayon::prelude::*;
+
+use crate::imageset::ImageSet;
+use crate::{DataError, Result};
+
+/// The files of a tree and their labels.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FolderIndex {
+    /// The tree.
+    pub root: PathBuf,
+    /// Class folder names, sorted.
+    pub classes: Vec<String>,
+    /// Every image file and its class.
+    pub items: Vec<(PathBuf, u16)>,
+}
+
+/// How decoded images are brought to the model's input size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Preprocess {
+    /// [channels (1 or 3), height, width] of the result.
+    pub shape: [usize; 3],
+    /// Resize so that the short side has this many pixels (ImageNet: 256).
+    pub resize_short: Option<u32>,
+    /// Center-crop to this square size (ImageNet: 224); without resize/crop images must already
+    /// have the target size.
+    pub center_crop: Option<u32>,
+}
+
+fn is_image(p: &Path) -> bool {
+    p.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| matches!(e.to_ascii_lowercase().as_str(), "jpg" | "jpeg" | "png"))
+}
+
+/// Lists a tree. An empty tree, or a class folder without images, is an error.
+pub fn index_folder(root: &Path) -> Result<FolderIndex> {
+    let read = |dir: &Path| -> Result<Vec<PathBuf>> {
+        let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+            .map_err(|e| DataError::io(dir, e))?
+            .map(|e| e.map(|e| e.path()).map_err(|e| DataError::io(dir, e)))
+            .collect::<Result<_>>()?;
+        v.sort();
+        Ok(v)
+    };
+    let class_dirs: Vec<PathBuf> = read(root)?.into_iter().filter(|p| p.is_dir()).collect();
+    if class_dirs.is_empty() {
+        return Err(DataError::corrupt(root, "no class folders: expected root/<class>/*.jpg|png"));
+    }
+    if class_dirs.len() > u16::MAX as usize {
+        return Err(DataError::corrupt(root, format!("{} class folders, at most {} supported", class_dirs.len(), u16::MAX)));
+    }
+    let mut classes = Vec::new();
+    let mut items = Vec::new();
+    for (label, dir) in class_dirs.iter().enumerate() {
+        let files: Vec<PathBuf> = read(dir)?.into_iter().filter(|p| p.is_file() && is_image(p)).collect();
+        if files.is_empty() {
+            return Err(DataError::corrupt(dir, "class folder holds no .jpg/.jpeg/.png image"));
+        }
+        classes.push(dir.file_name().unwrap_or_default().to_string_lossy().to_string());
+        items.extend(files.into_iter().map(|f| (f, label as u16)));
+    }
+    Ok(FolderIndex { root: root.to_path_buf(), classes, items })
+}
+
+/// Decodes one file to CHW bytes of `prep.shape`.
+pub fn decode(path: &Path, prep: &Preprocess) -> Result<Vec<u8>> {
+    let img = image::ImageReader::open(path)
+        .map_err(|e| DataError::io(path, e))?
+        .with_guessed_format()
+        .map_err(|e| DataError::io(path, e))?
+        .decode()
+        .map_err(|e| DataError::corrupt(path, format!("cannot decode image: {e}")))?;
+    let mut img = img;
+    if let Some(short) = prep.resize_short {
+        let (w, h) = (img.width(), img.height());
+        let scale = short as f64 / w.min(h) as f64;
+        let (nw, nh) = (((w as f64 * scale).round() as u32).max(short), ((h as f64 * scale).round() as u32).max(short));
+        img = img.resize_exact(nw, nh, FilterType::Triangle);
+    }
+    if let Some(crop) = prep.center_crop {
+        let (w, h) = (img.width(), img.height());
+        if w < crop || h < crop {
+            return Err(DataError::corrupt(path, format!("{w}x{h} image is smaller than the {crop}x{crop} crop")));
+        }
+        img = img.crop_imm((w - crop) / 2, (h - crop) / 2, crop, crop);
+    }
+    let [c, th, tw] = prep.shape;
+    if img.width() as usize != tw || img.height() as usize != th {
+        return Err(DataError::corrupt(
+            path,
+            format!("{}x{} image, expected {tw}x{th} (set resize/crop for trees of other sizes)", img.width(), img.height()),
+        ));
+    }
+    let hw = th * tw;
+    let mut out = vec![0u8; c * hw];
+    match c {
+        1 => out.copy_from_slice(img.to_luma8().as_raw()),
+        3 => {
+            let rgb = img.to_rgb8();
+            for (i, px) in rgb.as_raw().chunks_exact(3).enumerate() {
+                for ch in 0..3 {
+                    out[ch * hw + i] = px[ch];
+                }
+            }
+        }
+        _ => return Err(DataError::Invalid(format!("image folders give 1 or 3 channels, {c} were asked"))),
+    }
+    Ok(out)
+}
+
+/// Decodes a whole tree into memory, in parallel; the first unreadable file stops it, named.
+pub fn load_folder(index: &FolderIndex, prep: &Preprocess) -> Result<ImageSet> {
+    let decoded: Vec<Vec<u8>> = index.items.par_iter().map(|(p, _)| decode(p, prep)).collect::<Result<_>>()?;
+    Ok(ImageSet {
+        shape: prep.shape,
+        classes: index.classes.clone(),
+        pixels: decoded.concat(),
+        labels: index.items.iter().map(|(_, l)| *l).collect(),
+    })
+}

@@ -1,0 +1,189 @@
+//! The data directory: `<dir>/<data set>/<file>`, with a `<file>.verified` marker written after a
+//! successful check, and rejected files moved to `<dir>/<data set>/rejected/`.
+
+use std::fs::File;
+use std::io::{BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::time::UNIX_EPOCH;
+
+use flate2::read::MultiGzDecoder;
+use sha2::{Digest, Sha256};
+
+use crate::manifest::{DigestOf, FileSpec, Manifest};
+use crate::{DataError, Result};
+
+/// Environment variable naming the data directory.
+pub const DATA_DIR_ENV: &str = "CIM_DATA_DIR";
+
+/// The root of all data sets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DataDir {
+    root: PathBuf,
+}
+
+/// What is known about one file of a data set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileStatus {
+    /// Not there.
+    Missing,
+    /// There, not (or no longer) verified.
+    Downloaded,
+    /// There and verified since it last changed.
+    Verified,
+}
+
+impl FileStatus {
+    /// Lowercase name for listings.
+    pub fn name(self) -> &'static str {
+        match self {
+            FileStatus::Missing => "missing",
+            FileStatus::Downloaded => "downloaded",
+            FileStatus::Verified => "verified",
+        }
+    }
+}
+
+impl DataDir {
+    /// `explicit`, else `$CIM_DATA_DIR`, else `./data`.
+    pub fn resolve(explicit: Option<&Path>) -> Self {
+        let root = match explicit {
+            Some(p) => p.to_path_buf(),
+            None => std::env::var_os(DATA_DIR_ENV).map(PathBuf::from).unwrap_or_else(|| PathBuf::from("data")),
+        };
+        Self { root }
+    }
+
+    /// A data directory at `root`.
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+
+    /// The root folder.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The folder of one data set.
+    pub fn dataset(&self, name: &str) -> PathBuf {
+        self.root.join(name)
+    }
+
+    /// Where a file of a data set is installed.
+    pub fn file(&self, manifest: &Manifest, spec: &FileSpec) -> PathBuf {
+        self.dataset(&manifest.name).join(&spec.name)
+    }
+
+    /// Status of one file: the marker must match the file's current size and mtime.
+    pub fn status(&self, manifest: &Manifest, spec: &FileSpec) -> FileStatus {
+        let path = self.file(manifest, spec);
+        let Ok(meta) = std::fs::metadata(&path) else {
+            return FileStatus::Missing;
+        };
+        match std::fs::read_to_string(marker_path(&path)) {
+            Ok(text) if text.trim() == marker_text(&meta, &spec.sha256) => FileStatus::Verified,
+            _ => FileStatus::Downloaded,
+        }
+    }
+
+    /// Verifies an installed file against its spec; marks it verified, or moves it aside.
+    pub fn verify(&self, manifest: &Manifest, spec: &FileSpec) -> Result<()> {
+        let path = self.file(manifest, spec);
+        if !path.exists() {
+            return Err(DataError::Invalid(format!("{}: missing (run `cargo xtask data fetch {}`)", path.display(), manifest.name)));
+        }
+        check_file(&path, spec, &path)?;
+        mark_verified(&path, spec)
+    }
+}
+
+fn marker_path(path: &Path) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".verified");
+    path.with_file_name(name)
+}
+
+fn marker_text(meta: &std::fs::Metadata, sha256: &str) -> String {
+    let mtime = meta.modified().ok().and_then(|t| t.duration_since(UNIX_EPOCH).ok()).map(|d| d.as_nanos()).unwrap_or(0);
+    format!("sha256={sha256} size={} mtime_ns={mtime}", meta.len())
+}
+
+/// Writes the verified marker of an installed file (atomically).
+pub(crate) fn mark_verified(path: &Path, spec: &FileSpec) -> Result<()> {
+    let meta = std::fs::metadata(path).map_err(|e| DataError::io(path, e))?;
+    write_atomic(&marker_path(path), marker_text(&meta, &spec.sha256).as_bytes())
+}
+
+/// Writes a file through a temporary sibling and a rename, so that readers never see half of it.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| DataError::io(dir, e))?;
+    }
+    let tmp = path.with_extension(format!("{}.tmp", path.extension().and_then(|e| e.to_str()).unwrap_or("")));
+    std::fs::write(&tmp, bytes).map_err(|e| DataError::io(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| DataError::io(path, e))
+}
+
+/// SHA-256 and byte count of a stream.
+pub(crate) fn sha256_of(mut reader: impl Read, path: &Path) -> Result<(String, u64)> {
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    let mut total = 0u64;
+    loop {
+        let n = reader.read(&mut buf).map_err(|e| DataError::io(path, e))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        total += n as u64;
+    }
+    Ok((hex::encode(hasher.finalize()), total))
+}
+
+/// Digest and size of a file as its spec defines them (the file, or its gunzipped content).
+pub(crate) fn digest_file(path: &Path, spec: &FileSpec) -> Result<(String, u64)> {
+    let file = File::open(path).map_err(|e| DataError::io(path, e))?;
+    match spec.digest_of {
+        DigestOf::File => sha256_of(BufReader::new(file), path),
+        DigestOf::Decompressed => sha256_of(MultiGzDecoder::new(BufReader::new(file)), path),
+    }
+}
+
+/// Checks `candidate` against `spec`; on a mismatch moves it to `rejected/` beside
+/// `install_path` and returns the error naming `install_path`, both digests and the new place.
+pub(crate) fn check_file(candidate: &Path, spec: &FileSpec, install_path: &Path) -> Result<()> {
+    let expected_size = match spec.digest_of {
+        DigestOf::File => Some(spec.size),
+        DigestOf::Decompressed => spec.decompressed_size,
+    };
+    let (actual, size) = match digest_file(candidate, spec) {
+        Ok(v) => v,
+        // a truncated gzip stream is a bad file like any other
+        Err(DataError::Io { source, .. }) if spec.digest_of == DigestOf::Decompressed => {
+            (format!("(unreadable gzip: {source})"), 0)
+        }
+        Err(e) => return Err(e),
+    };
+    if actual == spec.sha256 && expected_size.is_none_or(|s| s == size) {
+        return Ok(());
+    }
+    let moved_to = move_aside(candidate, install_path)?;
+    Err(DataError::DigestMismatch {
+        path: install_path.to_path_buf(),
+        expected: spec.sha256.clone(),
+        actual,
+        size,
+        moved_to,
+    })
+}
+
+/// Moves a bad file into `rejected/` beside where it would be installed (never loaded from there).
+pub(crate) fn move_aside(bad: &Path, install_path: &Path) -> Result<PathBuf> {
+    let dir = install_path.parent().unwrap_or(Path::new(".")).join("rejected");
+    std::fs::create_dir_all(&dir).map_err(|e| DataError::io(&dir, e))?;
+    let stamp = std::time::SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
+    let name = install_path.file_name().unwrap_or_default().to_string_lossy();
+    let target = dir.join(format!("{name}.{stamp}.bad"));
+    std::fs::rename(bad, &target).map_err(|e| DataError::io(bad, e))?;
+    let _ = std::fs::remove_file(marker_path(install_path));
+    Ok(target)
+}
