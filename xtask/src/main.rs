@@ -1,1 +1,37 @@
-fn main(){}
+//! `cargo xtask`: the command line of the harness, a thin layer over the library crates.
+
+mod data_cmd;
+mod train_cmd;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "Column-wise CIM quantization harness", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Data sets: list, fetch, verify, import, load.
+    #[command(subcommand)]
+    Data(data_cmd::DataCommand),
+    /// Train one run (flags or a TOML run config).
+    Train(train_cmd::TrainArgs),
+    /// Evaluate a trained run on its own or another data set.
+    Eval(train_cmd::EvalArgs),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Data(cmd) => data_cmd::run(cmd),
+        Command::Train(args) => train_cmd::train(args),
+        Command::Eval(args) => train_cmd::eval(args),
+    };
+    if let Err(e) = result {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}

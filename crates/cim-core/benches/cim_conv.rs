@@ -43,8 +43,7 @@ fn setup() -> Setup {
     layer.arm_psum_calibration();
     let _ = layer.forward(x.clone());
     assert!(layer.finish_psum_calibration());
-    let weight = Tensor::<4>::random([64, 64, 3, 3], Distribution::Normal(0.0, 0.06), &device)
-        .require_grad();
+    let weight = Tensor::<4>::random([64, 64, 3, 3], Distribution::Normal(0.0, 0.06), &device).require_grad();
     Setup { layer, weight, x }
 }
 
@@ -64,9 +63,7 @@ fn plain_step(s: &Setup) {
 fn criterion_benches(c: &mut Criterion) {
     let s = setup();
     let mut group = c.benchmark_group("resnet20_stage3_fwd_bwd");
-    group
-        .sample_size(20)
-        .measurement_time(Duration::from_secs(8));
+    group.sample_size(20).measurement_time(Duration::from_secs(8));
     group.bench_function("cim_column_column_P3", |b| b.iter(|| cim_step(&s)));
     group.bench_function("plain_conv2d", |b| b.iter(|| plain_step(&s)));
     group.finish();
@@ -102,14 +99,8 @@ fn ratio_report() {
     let plain_peak = peak_bytes() - base;
     let (c, p) = (median(cim), median(plain));
     println!("\nResNet-20 stage 3, batch {BATCH}, fwd+bwd, medians of 15 interleaved runs:");
-    println!(
-        "  CIM layer (column/column, P 3): {c:8.2} ms   heap peak {:7.1} MiB",
-        mib(cim_peak)
-    );
-    println!(
-        "  plain conv2d:                   {p:8.2} ms   heap peak {:7.1} MiB",
-        mib(plain_peak)
-    );
+    println!("  CIM layer (column/column, P 3): {c:8.2} ms   heap peak {:7.1} MiB", mib(cim_peak));
+    println!("  plain conv2d:                   {p:8.2} ms   heap peak {:7.1} MiB", mib(plain_peak));
     println!("  ratio CIM / plain: {:.2} (target <= 3)", c / p);
     if let Some(rss) = peak_rss_bytes() {
         println!("  process peak RSS: {:.1} MiB", mib(rss));

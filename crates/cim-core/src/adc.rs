@@ -72,15 +72,7 @@ const LANES: usize = 8;
 /// One image of the forward pass: `out_b` [C_out, HW] += the dequantized ADC codes of image `b`
 /// of every channel of `p` [K, B, HW].
 #[inline(always)]
-fn forward_image(
-    out_b: &mut [f32],
-    p: &[f32],
-    b: usize,
-    batch: usize,
-    ch: &Channels,
-    out_channels: usize,
-    hw: usize,
-) {
+fn forward_image(out_b: &mut [f32], p: &[f32], b: usize, batch: usize, ch: &Channels, out_channels: usize, hw: usize) {
     for kk in 0..ch.step.len() {
         let row = &p[(kk * batch + b) * hw..][..hw];
         let s = ch.step[kk];
@@ -109,11 +101,7 @@ fn backward_channel(
     let (lo, hi, cf) = (ch.low[kk], ch.high[kk], ch.coef[kk]);
     let mut acc_step = [0f32; LANES];
     let mut acc_code = [0f32; LANES];
-    for (b, (row, gp)) in p_k
-        .chunks_exact(hw)
-        .zip(gp_k.chunks_exact_mut(hw))
-        .enumerate()
-    {
+    for (b, (row, gp)) in p_k.chunks_exact(hw).zip(gp_k.chunks_exact_mut(hw)).enumerate() {
         let g_row = &gy[(b * out_channels + kk % out_channels) * hw..][..hw];
         let mut lane = |i: usize, gp: &mut f32, v: f32, g: f32| {
             let ratio = v / s;
@@ -131,19 +119,12 @@ fn backward_channel(
                 lane(i, &mut gp8[i], v8[i], g8[i]);
             }
         }
-        let rest = gp_chunks
-            .into_remainder()
-            .iter_mut()
-            .zip(v_chunks.remainder())
-            .zip(g_chunks.remainder());
+        let rest = gp_chunks.into_remainder().iter_mut().zip(v_chunks.remainder()).zip(g_chunks.remainder());
         for (i, ((gp, &v), &g)) in rest.enumerate() {
             lane(i, gp, v, g);
         }
     }
-    (
-        acc_step.iter().sum::<f32>() * cf,
-        acc_code.iter().sum::<f32>() * s,
-    )
+    (acc_step.iter().sum::<f32>() * cf, acc_code.iter().sum::<f32>() * s)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -188,25 +169,13 @@ impl AdcOps for Flex {
         let dims = psums.layout().shape().to_vec();
         let [_, batch, h, w] = [dims[0], dims[1], dims[2], dims[3]];
         let hw = h * w;
-        let (p, step, coef, low, high) = (
-            f32_slice(&psums),
-            f32_slice(&step),
-            f32_slice(&coef),
-            f32_slice(&low),
-            f32_slice(&high),
-        );
-        let ch = Channels {
-            step: &step,
-            coef: &coef,
-            low: &low,
-            high: &high,
-        };
+        let (p, step, coef, low, high) =
+            (f32_slice(&psums), f32_slice(&step), f32_slice(&coef), f32_slice(&low), f32_slice(&high));
+        let ch = Channels { step: &step, coef: &coef, low: &low, high: &high };
         let mut out = vec![0f32; batch * out_channels * hw];
         out.par_chunks_mut(out_channels * hw)
             .enumerate()
-            .for_each(|(b, out_b)| {
-                forward_image_dispatch(out_b, &p, b, batch, &ch, out_channels, hw)
-            });
+            .for_each(|(b, out_b)| forward_image_dispatch(out_b, &p, b, batch, &ch, out_channels, hw));
         flex_tensor(out, vec![batch, out_channels, h, w])
     }
 
@@ -223,33 +192,17 @@ impl AdcOps for Flex {
         let [k, batch, h, w] = [dims[0], dims[1], dims[2], dims[3]];
         let hw = h * w;
         let (gy, p) = (f32_slice(&grad), f32_slice(&psums));
-        let (step, coef, low, high) = (
-            f32_slice(&step),
-            f32_slice(&coef),
-            f32_slice(&low),
-            f32_slice(&high),
-        );
-        let ch = Channels {
-            step: &step,
-            coef: &coef,
-            low: &low,
-            high: &high,
-        };
+        let (step, coef, low, high) = (f32_slice(&step), f32_slice(&coef), f32_slice(&low), f32_slice(&high));
+        let ch = Channels { step: &step, coef: &coef, low: &low, high: &high };
         let mut grad_p = vec![0f32; k * batch * hw];
         // one channel per task, images summed in order within it: no dependence on scheduling
         let (grad_step, grad_coef): (Vec<f32>, Vec<f32>) = grad_p
             .par_chunks_mut(batch * hw)
             .zip(p.par_chunks(batch * hw))
             .enumerate()
-            .map(|(kk, (gp_k, p_k))| {
-                backward_channel_dispatch(gp_k, p_k, &gy, kk, &ch, out_channels, hw)
-            })
+            .map(|(kk, (gp_k, p_k))| backward_channel_dispatch(gp_k, p_k, &gy, kk, &ch, out_channels, hw))
             .unzip();
-        (
-            flex_tensor(grad_p, vec![k, batch, h, w]),
-            flex_tensor(grad_step, vec![k]),
-            flex_tensor(grad_coef, vec![k]),
-        )
+        (flex_tensor(grad_p, vec![k, batch, h, w]), flex_tensor(grad_step, vec![k]), flex_tensor(grad_coef, vec![k]))
     }
 }
 
@@ -261,12 +214,7 @@ type AdcState = (NodeId, NodeId, NodeId, NodeId, NodeId, usize);
 impl<B: Backend + AdcOps> Backward<B, 3> for AdcAccumulateBackward {
     type State = AdcState;
 
-    fn backward(
-        self,
-        ops: Ops<Self::State, 3>,
-        grads: &mut Gradients,
-        checkpointer: &mut Checkpointer,
-    ) {
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, checkpointer: &mut Checkpointer) {
         let [node_p, node_step, node_coef] = ops.parents;
         let grad = grads.consume::<B>(&ops.node);
         let (p, step, coef, low, high, out_channels) = ops.state;
@@ -293,10 +241,8 @@ impl<B: Backend + AdcOps, C: CheckpointStrategy> AdcOps for Autodiff<B, C> {
         high: AutodiffTensor<B, C>,
         out_channels: usize,
     ) -> AutodiffTensor<B, C> {
-        let prep = AdcAccumulateBackward
-            .prepare::<C>([psums.node(), step.node(), coef.node()])
-            .compute_bound()
-            .stateful();
+        let prep =
+            AdcAccumulateBackward.prepare::<C>([psums.node(), step.node(), coef.node()]).compute_bound().stateful();
         let run = |p: &AutodiffTensor<B, C>,
                    s: &AutodiffTensor<B, C>,
                    c: &AutodiffTensor<B, C>,
@@ -336,11 +282,7 @@ impl<B: Backend + AdcOps, C: CheckpointStrategy> AdcOps for Autodiff<B, C> {
         low: AutodiffTensor<B, C>,
         high: AutodiffTensor<B, C>,
         out_channels: usize,
-    ) -> (
-        AutodiffTensor<B, C>,
-        AutodiffTensor<B, C>,
-        AutodiffTensor<B, C>,
-    ) {
+    ) -> (AutodiffTensor<B, C>, AutodiffTensor<B, C>, AutodiffTensor<B, C>) {
         // Second-order gradients through the ADC are not needed: the result is a constant.
         let (gp, gs, gc) = B::adc_accumulate_backward(
             grad.into_primitive(),
@@ -351,11 +293,7 @@ impl<B: Backend + AdcOps, C: CheckpointStrategy> AdcOps for Autodiff<B, C> {
             high.into_primitive(),
             out_channels,
         );
-        (
-            AutodiffTensor::<B, C>::new(gp),
-            AutodiffTensor::<B, C>::new(gs),
-            AutodiffTensor::<B, C>::new(gc),
-        )
+        (AutodiffTensor::<B, C>::new(gp), AutodiffTensor::<B, C>::new(gs), AutodiffTensor::<B, C>::new(gc))
     }
 }
 
@@ -412,32 +350,17 @@ pub fn adc_accumulate_reference(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use burn::tensor::{Device, Distribution};
+    use burn::tensor::Device;
 
-    fn setup(
-        device: &Device,
-        seed: u64,
-    ) -> (Tensor<4>, Tensor<1>, Tensor<1>, Tensor<1>, Tensor<1>) {
-        device.seed(seed);
+    fn setup(device: &Device, seed: u64) -> (Tensor<4>, Tensor<1>, Tensor<1>, Tensor<1>, Tensor<1>) {
         let (k, c) = (12, 3);
-        let psums =
-            Tensor::<4>::random([k, 2, 3, 4], Distribution::Uniform(-30.0, 60.0), device).round();
-        let step = Tensor::<1>::random([k], Distribution::Uniform(0.8, 6.0), device);
-        let coef = Tensor::<1>::random([k], Distribution::Uniform(-2.0, 2.0), device);
+        let psums = crate::test_tensor([k, 2, 3, 4], -30.0..60.0, seed, device).round();
+        let step = crate::test_tensor([k], 0.8..6.0, seed + 1, device);
+        let coef = crate::test_tensor([k], -2.0..2.0, seed + 2, device);
         // slice 0 signed 3-bit, others unsigned 3-bit (like twos, S = 2 ... repeated)
-        let low: Vec<f32> = (0..k)
-            .map(|i| if (i / c) % 2 == 0 { -4.0 } else { 0.0 })
-            .collect();
-        let high: Vec<f32> = (0..k)
-            .map(|i| if (i / c) % 2 == 0 { 3.0 } else { 7.0 })
-            .collect();
-        (
-            psums,
-            step,
-            coef,
-            Tensor::from_floats(low.as_slice(), device),
-            Tensor::from_floats(high.as_slice(), device),
-        )
+        let low: Vec<f32> = (0..k).map(|i| if (i / c) % 2 == 0 { -4.0 } else { 0.0 }).collect();
+        let high: Vec<f32> = (0..k).map(|i| if (i / c) % 2 == 0 { 3.0 } else { 7.0 }).collect();
+        (psums, step, coef, Tensor::from_floats(low.as_slice(), device), Tensor::from_floats(high.as_slice(), device))
     }
 
     fn assert_close(a: Tensor<1>, b: Tensor<1>, tol: f32, what: &str) {
@@ -446,10 +369,7 @@ mod tests {
         assert_eq!(a.len(), b.len());
         let scale = b.iter().fold(1e-3f32, |m, x| m.max(x.abs()));
         for (i, (x, y)) in a.iter().zip(&b).enumerate() {
-            assert!(
-                (x - y).abs() <= tol * scale,
-                "{what}[{i}]: fused {x} vs reference {y}"
-            );
+            assert!((x - y).abs() <= tol * scale, "{what}[{i}]: fused {x} vs reference {y}");
         }
     }
 
@@ -464,14 +384,9 @@ mod tests {
                 let p = p.clone().detach().require_grad();
                 let s = s.clone().detach().require_grad();
                 let c = c.clone().detach().require_grad();
-                let f = if fused {
-                    adc_accumulate
-                } else {
-                    adc_accumulate_reference
-                };
+                let f = if fused { adc_accumulate } else { adc_accumulate_reference };
                 let y = f(p.clone(), s.clone(), c.clone(), lo.clone(), hi.clone(), 3);
-                device.seed(seed + 100); // the same loss weights for both passes
-                let weight = Tensor::<4>::random(y.dims(), Distribution::Default, &device);
+                let weight = crate::test_tensor(y.dims(), 0.0..1.0, seed + 100, &device);
                 let grads = y.clone().mul(weight).sum().backward();
                 outs.push(y.flatten::<1>(0, 3));
                 grads_all.push([

@@ -87,9 +87,7 @@ impl std::str::FromStr for Granularity {
         Granularity::ALL
             .into_iter()
             .find(|g| g.name() == s)
-            .ok_or_else(|| {
-                format!("unknown granularity `{s}`: expected `layer`, `array` or `column`")
-            })
+            .ok_or_else(|| format!("unknown granularity `{s}`: expected `layer`, `array` or `column`"))
     }
 }
 
@@ -112,9 +110,7 @@ pub enum CimConfigError {
         value: u32,
     },
     /// Cell bits must divide weight bits so that every slice holds the same number of bits.
-    #[error(
-        "cell_bits = {cell_bits} does not divide weight_bits = {weight_bits}: expected a divisor of {weight_bits}"
-    )]
+    #[error("cell_bits = {cell_bits} does not divide weight_bits = {weight_bits}: expected a divisor of {weight_bits}")]
     CellBitsNotDividing {
         /// Bits per cell.
         cell_bits: u32,
@@ -122,9 +118,7 @@ pub enum CimConfigError {
         weight_bits: u32,
     },
     /// An array must hold at least one whole input channel (k x k rows).
-    #[error(
-        "array_size = {array_size} is smaller than kernel^2 = {rows}: an array must hold one whole input channel"
-    )]
+    #[error("array_size = {array_size} is smaller than kernel^2 = {rows}: an array must hold one whole input channel")]
     ArrayTooSmall {
         /// N.
         array_size: usize,
@@ -208,11 +202,8 @@ impl CimConvConfig {
                 return Err(CimConfigError::Zero { what });
             }
         }
-        let mut bits = vec![
-            ("weight_bits", self.weight_bits),
-            ("cell_bits", self.cell_bits),
-            ("act_bits", self.act_bits),
-        ];
+        let mut bits =
+            vec![("weight_bits", self.weight_bits), ("cell_bits", self.cell_bits), ("act_bits", self.act_bits)];
         if let Some(p) = self.psum_bits {
             bits.push(("psum_bits", p));
         }
@@ -222,23 +213,13 @@ impl CimConvConfig {
             }
         }
         let slicing = BitSlicing::new(self.weight_bits, self.cell_bits, self.encoding)?;
-        let tiling = Tiling::new(
-            self.in_channels,
-            self.out_channels,
-            self.kernel_size,
-            self.array_size,
-        )?;
+        let tiling = Tiling::new(self.in_channels, self.out_channels, self.kernel_size, self.array_size)?;
         let act_max = (1u32 << self.act_bits) - 1;
         let digit_max = slicing.max_digit_magnitude();
         let rows = tiling.channels_per_array * self.kernel_size * self.kernel_size;
         let bound = rows as f64 * act_max as f64 * digit_max as f64;
         if bound >= MAX_EXACT_PSUM {
-            return Err(CimConfigError::PsumOverflow {
-                bound,
-                rows,
-                act_max,
-                digit_max,
-            });
+            return Err(CimConfigError::PsumOverflow { bound, rows, act_max, digit_max });
         }
         Ok((tiling, slicing))
     }
@@ -272,11 +253,7 @@ mod tests {
     #[test]
     fn rejects_impossible_settings_with_named_errors() {
         let e = base().with_cell_bits(3).validate().unwrap_err();
-        assert!(
-            e.to_string()
-                .contains("cell_bits = 3 does not divide weight_bits = 4"),
-            "{e}"
-        );
+        assert!(e.to_string().contains("cell_bits = 3 does not divide weight_bits = 4"), "{e}");
         let e = base().with_array_size(8).validate().unwrap_err();
         assert!(e.to_string().contains("array_size = 8"), "{e}");
         let e = base().with_weight_bits(0).validate().unwrap_err();
@@ -305,11 +282,6 @@ mod tests {
         for g in Granularity::ALL {
             assert_eq!(g.name().parse::<Granularity>().unwrap(), g);
         }
-        assert!(
-            "rowwise"
-                .parse::<Granularity>()
-                .unwrap_err()
-                .contains("rowwise")
-        );
+        assert!("rowwise".parse::<Granularity>().unwrap_err().contains("rowwise"));
     }
 }

@@ -9,22 +9,14 @@ use burn::tensor::{Device, TensorData};
 /// Whether the hand-written passes can run on this device (Flex, with or without autodiff).
 /// Other backends take the reference paths made of generic tensor ops.
 pub(crate) fn fused_available(device: &Device) -> bool {
-    matches!(
-        device.clone().inner().as_dispatch(),
-        DispatchDevice::Flex(_)
-    )
+    matches!(device.clone().inner().as_dispatch(), DispatchDevice::Flex(_))
 }
 
 /// The values of a float tensor in row-major order, copied only when not contiguous.
 pub(crate) fn f32_slice(t: &FlexTensor) -> Cow<'_, [f32]> {
     match t.as_slice::<f32>() {
         Some(s) if t.is_contiguous() => Cow::Borrowed(s),
-        _ => Cow::Owned(
-            t.to_contiguous()
-                .as_slice::<f32>()
-                .expect("an f32 tensor")
-                .to_vec(),
-        ),
+        _ => Cow::Owned(t.to_contiguous().as_slice::<f32>().expect("an f32 tensor").to_vec()),
     }
 }
 
@@ -65,9 +57,7 @@ mod tests {
 
     #[test]
     fn magic_rounding_is_half_to_even() {
-        for x in [
-            -4.5f32, -3.5, -2.5, -0.5, 0.5, 1.5, 2.5, 7.49, 65535.5, -32768.5, 3.0, -0.0,
-        ] {
+        for x in [-4.5f32, -3.5, -2.5, -0.5, 0.5, 1.5, 2.5, 7.49, 65535.5, -32768.5, 3.0, -0.0] {
             assert_eq!(round_half_even(x), x.round_ties_even(), "{x}");
         }
     }

@@ -63,9 +63,7 @@ impl Plan {
                 for s in 0..s_n {
                     for c in 0..c_n {
                         weight_step_k.push(tiling.scale_group(wg, g, c) as i64);
-                        psum_step_k.push(
-                            ((pol * s_n + s) * p_groups + tiling.scale_group(pg, g, c)) as i64,
-                        );
+                        psum_step_k.push(((pol * s_n + s) * p_groups + tiling.scale_group(pg, g, c)) as i64);
                         coef_k.push(slicing.polarity_sign(pol) * slicing.place_value(s) / levels);
                     }
                 }
@@ -80,11 +78,8 @@ impl Plan {
             .map(|(pol, s)| slicing.polarity_sign(pol) * slicing.place_value(s))
             .collect();
         let weight_range = slicing.weight_range();
-        let weight_grad_scale = tiling
-            .scale_group_members(wg)
-            .iter()
-            .map(|m| weight_range.grad_scale(m.weights))
-            .collect();
+        let weight_grad_scale =
+            tiling.scale_group_members(wg).iter().map(|m| weight_range.grad_scale(m.weights)).collect();
         let members = tiling.scale_group_members(pg);
         let mut psum_range = Vec::new();
         let mut psum_columns = Vec::new();
@@ -132,6 +127,12 @@ pub struct CimConv2d {
     pub weight_scale: Param<Tensor<1>>,
     /// ADC steps s_p, row-major over [polarities, S, scale shape of the partial-sum granularity].
     pub psum_scale: Param<Tensor<1>>,
+    /// The data-driven initial ADC steps (not trained). s_p lives in integer partial-sum units,
+    /// O(100), while its LSQ gradient comes through dequantization coefficients O(1e-2): plain
+    /// SGD would leave it frozen. Its gradient is therefore multiplied by this unit squared,
+    /// which makes SGD act on s_p / unit, a step of order 1, exactly as if the step had been
+    /// parametrized relative to its initial value (weight decay is unaffected).
+    pub psum_scale_unit: Param<Tensor<1>>,
     /// Whether to behave as during training (variation-aware noise). Cleared by `valid()`.
     pub training: Param<Flag>,
     #[module(skip)]
@@ -146,10 +147,10 @@ pub struct CimConv2d {
     /// (the variation hook; never part of the trained parameters).
     #[module(skip)]
     cell_gain: Option<Tensor<4>>,
-    /// Standard deviation of log-normal cell noise drawn afresh at every training forward
-    /// (variation-aware training).
+    /// Log-normal cell noise (sigma, seed) of the next training forwards (variation-aware
+    /// training); the trainer gives every step and layer its own seed.
     #[module(skip)]
-    training_variation: Option<f64>,
+    training_variation: Option<(f64, u64)>,
     #[module(skip)]
     calibration: Arc<Mutex<CalibrationSlot>>,
 }
@@ -162,18 +163,14 @@ impl CimConvConfig {
         let plan = Plan::new(self)?;
         let fan_in = self.in_channels * self.kernel_size * self.kernel_size;
         let std = (2.0 / fan_in as f64).sqrt();
-        let shape = [
-            self.out_channels,
-            self.in_channels,
-            self.kernel_size,
-            self.kernel_size,
-        ];
+        let shape = [self.out_channels, self.in_channels, self.kernel_size, self.kernel_size];
         let weight = Tensor::<4>::random(shape, Distribution::Normal(0.0, std), device);
         let psum_steps = plan.psum_range.len();
         let mut layer = CimConv2d {
             weight: Param::from_tensor(weight),
             weight_scale: Param::from_tensor(Tensor::ones([plan.weight_grad_scale.len()], device)),
             psum_scale: Param::from_tensor(Tensor::ones([psum_steps], device)),
+            psum_scale_unit: Param::from_tensor(Tensor::ones([psum_steps], device)).set_require_grad(false),
             training: Param::from_bool(true),
             adc_enabled: self.psum_bits.is_some(),
             config: self.clone(),
@@ -205,11 +202,7 @@ impl CimConv2d {
 
     /// Hardware counts of the layer (DESIGN.md: arrays, ADC conversions, dequantization).
     pub fn counts(&self) -> LayerCounts {
-        self.plan.tiling.counts(
-            &self.plan.slicing,
-            self.config.weight_granularity,
-            self.config.psum_granularity,
-        )
+        self.plan.tiling.counts(&self.plan.slicing, self.config.weight_granularity, self.config.psum_granularity)
     }
 
     /// Shape of the weight steps: layer [1], array [G, T], column [G, C_out].
@@ -231,12 +224,7 @@ impl CimConv2d {
     pub fn cell_shape(&self) -> [usize; 4] {
         let t = &self.plan.tiling;
         let s = &self.plan.slicing;
-        [
-            t.row_tiles,
-            s.polarities() * s.slices(),
-            t.out_channels,
-            t.rows_per_tile(),
-        ]
+        [t.row_tiles, s.polarities() * s.slices(), t.out_channels, t.rows_per_tile()]
     }
 
     /// Whether partial sums are quantized in the forward pass.
@@ -248,9 +236,7 @@ impl CimConv2d {
     /// Switching it on for a config without ADC bits is an error.
     pub fn set_adc_enabled(&mut self, enabled: bool) -> Result<(), String> {
         if enabled && self.config.psum_bits.is_none() {
-            return Err(
-                "cannot enable partial-sum quantization: psum_bits is not set (ideal ADC)".into(),
-            );
+            return Err("cannot enable partial-sum quantization: psum_bits is not set (ideal ADC)".into());
         }
         self.adc_enabled = enabled;
         Ok(())
@@ -260,11 +246,7 @@ impl CimConv2d {
     pub fn with_weight(mut self, weight: Tensor<4>) -> Result<Self, String> {
         let expected = self.weight.val().dims();
         if weight.dims() != expected {
-            return Err(format!(
-                "weight shape {:?} does not match the layer's {:?}",
-                weight.dims(),
-                expected
-            ));
+            return Err(format!("weight shape {:?} does not match the layer's {:?}", weight.dims(), expected));
         }
         self.weight = Param::from_tensor(weight.detach());
         self.init_weight_scale();
@@ -273,11 +255,7 @@ impl CimConv2d {
 
     /// Sets the weight steps (flat, row-major over [`Self::weight_scale_shape`]).
     pub fn with_weight_scale(mut self, steps: Tensor<1>) -> Result<Self, String> {
-        check_len(
-            "weight_scale",
-            steps.dims()[0],
-            self.plan.weight_grad_scale.len(),
-        )?;
+        check_len("weight_scale", steps.dims()[0], self.plan.weight_grad_scale.len())?;
         self.weight_scale = Param::from_tensor(steps.detach());
         Ok(self)
     }
@@ -294,12 +272,7 @@ impl CimConv2d {
     pub fn init_weight_scale(&mut self) {
         let t = self.plan.tiling;
         let k2 = t.kernel_size * t.kernel_size;
-        let w = self
-            .weight
-            .val()
-            .into_data()
-            .try_to_vec::<f32>()
-            .expect("f32 weights");
+        let w = self.weight.val().into_data().try_to_vec::<f32>().expect("f32 weights");
         let gran = self.config.weight_granularity;
         let mut sums = vec![0f64; t.scale_groups(gran)];
         for c in 0..t.out_channels {
@@ -307,10 +280,7 @@ impl CimConv2d {
                 let rows = t.row_tile_channels(g);
                 let start = (c * t.in_channels + rows.start) * k2;
                 let end = (c * t.in_channels + rows.end) * k2;
-                sums[t.scale_group(gran, g, c)] += w[start..end]
-                    .iter()
-                    .map(|x| f64::from(x.abs()))
-                    .sum::<f64>();
+                sums[t.scale_group(gran, g, c)] += w[start..end].iter().map(|x| f64::from(x.abs())).sum::<f64>();
             }
         }
         let range = self.plan.slicing.weight_range();
@@ -341,7 +311,9 @@ impl CimConv2d {
         };
         match steps {
             Some(steps) => {
-                replace_value(&mut self.psum_scale, steps);
+                replace_value(&mut self.psum_scale, steps.clone());
+                replace_value(&mut self.psum_scale_unit, steps);
+                self.psum_scale_unit = self.psum_scale_unit.clone().set_require_grad(false);
                 true
             }
             None => false,
@@ -364,10 +336,11 @@ impl CimConv2d {
         Ok(())
     }
 
-    /// Log-normal cell noise with this sigma, drawn afresh at every training forward
-    /// (variation-aware training); `None` turns it off. Evaluation never draws it.
-    pub fn set_training_variation(&mut self, sigma: Option<f64>) {
-        self.training_variation = sigma.filter(|s| *s > 0.0);
+    /// Log-normal cell noise of this sigma in training forwards (variation-aware training),
+    /// drawn from `seed`: the trainer passes a new seed at every step. `None` or 0 turns it off;
+    /// evaluation never draws it.
+    pub fn set_training_variation(&mut self, sigma: Option<f64>, seed: u64) {
+        self.training_variation = sigma.filter(|s| *s > 0.0).map(|s| (s, seed));
     }
 
     /// The forward pass: activation codes, weight codes, digit planes, partial sums, ADC,
@@ -391,12 +364,7 @@ impl CimConv2d {
             .plan
             .psum_step_k
             .iter()
-            .map(|&i| {
-                (
-                    self.plan.psum_range[i as usize].low,
-                    self.plan.psum_range[i as usize].high,
-                )
-            })
+            .map(|&i| (self.plan.psum_range[i as usize].low, self.plan.psum_range[i as usize].high))
             .unzip();
         adc_accumulate(
             psums,
@@ -420,17 +388,7 @@ impl CimConv2d {
         let [_, b, h, w] = psums.dims();
         let t = &self.plan.tiling;
         let s = &self.plan.slicing;
-        psums
-            .reshape([
-                t.row_tiles,
-                s.polarities(),
-                s.slices(),
-                t.out_channels,
-                b,
-                h,
-                w,
-            ])
-            .permute([1, 2, 0, 4, 3, 5, 6])
+        psums.reshape([t.row_tiles, s.polarities(), s.slices(), t.out_channels, b, h, w]).permute([1, 2, 0, 4, 3, 5, 6])
     }
 
     fn is_training(&self, device: &Device) -> bool {
@@ -447,23 +405,19 @@ impl CimConv2d {
 
     /// The weight steps with LSQ's gradient scale.
     fn weight_steps(&self, device: &Device) -> Tensor<1> {
-        scale_grad(
-            self.weight_scale.val(),
-            self.floats(&self.plan.weight_grad_scale, device),
-        )
+        scale_grad(self.weight_scale.val(), self.floats(&self.plan.weight_grad_scale, device))
     }
 
     /// Integer weight codes q laid out per array column: [G, C_out, n_c*k*k] (padded rows are 0).
     fn weight_codes(&self, weight_steps: &Tensor<1>, device: &Device) -> Tensor<3> {
         let t = &self.plan.tiling;
         let w = pad_channels(self.weight.val(), t.padded_in_channels());
-        let w = w
-            .reshape([t.out_channels, t.row_tiles, t.rows_per_tile()])
-            .swap_dims(0, 1);
-        let steps = weight_steps
-            .clone()
-            .select(0, self.index(&self.plan.weight_step_gc, device))
-            .reshape([t.row_tiles, t.out_channels, 1]);
+        let w = w.reshape([t.out_channels, t.row_tiles, t.rows_per_tile()]).swap_dims(0, 1);
+        let steps = weight_steps.clone().select(0, self.index(&self.plan.weight_step_gc, device)).reshape([
+            t.row_tiles,
+            t.out_channels,
+            1,
+        ]);
         self.plan.slicing.weight_range().codes(w, steps)
     }
 
@@ -471,10 +425,9 @@ impl CimConv2d {
     /// variation-aware training switched on.
     fn effective_cell_gain(&self, device: &Device) -> Option<Tensor<4>> {
         match self.training_variation {
-            Some(sigma) if self.is_training(device) => Some(
-                Tensor::<4>::random(self.cell_shape(), Distribution::Normal(0.0, sigma), device)
-                    .exp(),
-            ),
+            Some((sigma, seed)) if self.is_training(device) => {
+                Some(crate::variation::lognormal_gains(self.cell_shape(), sigma, seed, device))
+            }
             _ => self.cell_gain.clone().map(|g| g.to_device(device)),
         }
     }
@@ -491,17 +444,9 @@ impl CimConv2d {
     /// All partial sums from one grouped convolution: [G * polarities * S * C_out, B, H', W'].
     fn grouped_psums(&self, a: Tensor<4>, planes: Tensor<4>) -> Tensor<4> {
         let t = &self.plan.tiling;
-        let planes = planes.reshape([
-            t.row_tiles,
-            self.plan.channels() / t.row_tiles,
-            t.rows_per_tile(),
-        ]);
+        let planes = planes.reshape([t.row_tiles, self.plan.channels() / t.row_tiles, t.rows_per_tile()]);
         let a = pad_channels(a, t.padded_in_channels());
-        let geometry = PsumGeometry {
-            kernel: t.kernel_size,
-            stride: self.config.stride,
-            padding: self.config.padding,
-        };
+        let geometry = PsumGeometry { kernel: t.kernel_size, stride: self.config.stride, padding: self.config.padding };
         grouped_psums(a, planes, geometry)
     }
 
@@ -520,19 +465,12 @@ impl CimConv2d {
             None => q,
             Some(gain) => {
                 let n = self.plan.plane_weight.len();
-                let plane_weight = self
-                    .floats(&self.plan.plane_weight, device)
-                    .reshape([1, n, 1, 1]);
-                self.planes(q, Some(gain))
-                    .mul(plane_weight)
-                    .sum_dim(1)
-                    .reshape([g_n, c_n, r])
+                let plane_weight = self.floats(&self.plan.plane_weight, device).reshape([1, n, 1, 1]);
+                self.planes(q, Some(gain)).mul(plane_weight).sum_dim(1).reshape([g_n, c_n, r])
             }
         };
-        let steps = weight_steps
-            .clone()
-            .select(0, self.index(&self.plan.weight_step_gc, device))
-            .reshape([g_n, c_n, 1]);
+        let steps =
+            weight_steps.clone().select(0, self.index(&self.plan.weight_step_gc, device)).reshape([g_n, c_n, 1]);
         let k = t.kernel_size;
         let w = cells
             .mul(steps)
@@ -570,7 +508,9 @@ impl CimConv2d {
                     .zip(&self.plan.psum_columns)
                     .map(|(range, columns)| range.grad_scale(columns * positions))
                     .collect();
-                scale_grad(self.psum_scale.val(), self.floats(&scale, &device))
+                let unit = self.psum_scale_unit.val().detach();
+                let scale = self.floats(&scale, &device).mul(unit.clone().mul(unit));
+                scale_grad(self.psum_scale.val(), scale)
             }
         };
         flat.select(0, self.index(&self.plan.psum_step_k, &device))
@@ -596,9 +536,7 @@ impl CimConv2d {
             sums[i as usize] += abs_sum[kk];
             counts[i as usize] += b * h * w;
         }
-        (0..n)
-            .map(|i| self.plan.psum_range[i].init_step(sums[i] / counts[i] as f64))
-            .collect()
+        (0..n).map(|i| self.plan.psum_range[i].init_step(sums[i] / counts[i] as f64)).collect()
     }
 }
 
@@ -622,9 +560,5 @@ fn replace_value(param: &mut Param<Tensor<1>>, values: Vec<f32>) {
 }
 
 fn check_len(what: &str, got: usize, expected: usize) -> Result<(), String> {
-    if got == expected {
-        Ok(())
-    } else {
-        Err(format!("{what} has {got} steps, expected {expected}"))
-    }
+    if got == expected { Ok(()) } else { Err(format!("{what} has {got} steps, expected {expected}")) }
 }

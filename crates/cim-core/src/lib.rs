@@ -13,6 +13,7 @@ pub mod method;
 pub mod psums;
 pub mod slicing;
 pub mod tiling;
+pub mod variation;
 
 pub use config::{CimConfigError, CimConvConfig, Encoding, Granularity};
 pub use layer::CimConv2d;
@@ -20,3 +21,17 @@ pub use lsq::LsqRange;
 pub use method::{Method, Recipe, Scheme, validate_method};
 pub use slicing::BitSlicing;
 pub use tiling::{LayerCounts, Tiling};
+
+/// Test data from a host RNG: tests run in parallel threads, and burn's device RNG is global.
+#[cfg(test)]
+pub(crate) fn test_tensor<const D: usize>(
+    shape: [usize; D],
+    range: std::ops::Range<f32>,
+    seed: u64,
+    device: &burn::tensor::Device,
+) -> burn::tensor::Tensor<D> {
+    use rand::{RngExt, SeedableRng};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let values: Vec<f32> = (0..shape.iter().product()).map(|_| rng.random_range(range.clone())).collect();
+    burn::tensor::Tensor::from_data(burn::tensor::TensorData::new(values, shape), device)
+}

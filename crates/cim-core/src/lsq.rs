@@ -38,11 +38,7 @@ impl LsqRange {
     /// LSQ's initial step from the mean |v| of a group: 2 * mean / sqrt(max(Qp, 1)), or 1.0 where
     /// the mean is 0 (a group of zeros would otherwise get a zero step).
     pub fn init_step(&self, mean_abs: f64) -> f32 {
-        if mean_abs == 0.0 {
-            1.0
-        } else {
-            (2.0 * mean_abs / f64::from(self.high.max(1.0)).sqrt()) as f32
-        }
+        if mean_abs == 0.0 { 1.0 } else { (2.0 * mean_abs / f64::from(self.high.max(1.0)).sqrt()) as f32 }
     }
 
     /// LSQ's gradient scale for a step shared by `n` elements: 1 / sqrt(n * max(Qp, 1)).
@@ -69,11 +65,12 @@ pub fn round_ste<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     x.add(residual)
 }
 
-/// Identity in the forward pass; multiplies the gradient by `scale` (LSQ's step gradient scale).
+/// Identity in the forward pass (exactly: `x + (a - a)`); multiplies the gradient by `scale`
+/// (LSQ's step gradient scale).
 pub fn scale_grad<const D: usize>(x: Tensor<D>, scale: Tensor<D>) -> Tensor<D> {
     let scaled = x.clone().mul(scale);
-    let rest = x.sub(scaled.clone()).detach();
-    scaled.add(rest)
+    let zero_with_grad = scaled.clone().sub(scaled.detach());
+    x.detach().add(zero_with_grad)
 }
 
 /// A-bit activation codes entering the arrays: round(clamp(x, 0, 1) * (2^A - 1)), with the
@@ -157,13 +154,16 @@ mod tests {
         assert_eq!(vec1(y.clone()), vec![2.0, 3.0]);
         let grads = y.mul_scalar(3.0).sum().backward();
         assert_eq!(vec1(x.grad(&grads).unwrap()), vec![1.5, 0.75]);
+        // exact in the forward pass even for large scales
+        let v = 241.01f32;
+        let y = scale_grad(Tensor::<1>::from_floats([v], &d), Tensor::from_floats([57_000.3f32], &d));
+        assert_eq!(vec1(y), vec![v]);
     }
 
     #[test]
     fn activation_codes_clamp_round_and_pass_gradient_inside() {
         let d = device();
-        let x = Tensor::<1>::from_data(TensorData::from([-0.2f32, 0.1, 0.5, 1.0, 1.3]), &d)
-            .require_grad();
+        let x = Tensor::<1>::from_data(TensorData::from([-0.2f32, 0.1, 0.5, 1.0, 1.3]), &d).require_grad();
         let a = activation_codes(x.clone(), 2); // levels 3
         assert_eq!(vec1(a.clone()), vec![0.0, 0.0, 2.0, 3.0, 3.0]); // 1.5 rounds to 2
         let grads = a.sum().backward();

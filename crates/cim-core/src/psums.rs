@@ -242,22 +242,8 @@ fn matmul(
 }
 
 impl PsumOps for Flex {
-    fn cim_psums(
-        codes: FlexTensor,
-        planes: FlexTensor,
-        kernel: usize,
-        stride: usize,
-        padding: usize,
-    ) -> FlexTensor {
-        let d = Dims::new(
-            &codes,
-            &planes,
-            PsumGeometry {
-                kernel,
-                stride,
-                padding,
-            },
-        );
+    fn cim_psums(codes: FlexTensor, planes: FlexTensor, kernel: usize, stride: usize, padding: usize) -> FlexTensor {
+        let d = Dims::new(&codes, &planes, PsumGeometry { kernel, stride, padding });
         let planes = f32_slice(&planes);
         let n = d.columns();
         let mut out = vec![0f32; d.groups * d.planes * n];
@@ -287,15 +273,7 @@ impl PsumOps for Flex {
         stride: usize,
         padding: usize,
     ) -> (FlexTensor, FlexTensor) {
-        let d = Dims::new(
-            &codes,
-            &planes,
-            PsumGeometry {
-                kernel,
-                stride,
-                padding,
-            },
-        );
+        let d = Dims::new(&codes, &planes, PsumGeometry { kernel, stride, padding });
         let (grad, planes) = (f32_slice(&grad), f32_slice(&planes));
         let n = d.columns();
         let mut grad_planes = vec![0f32; d.groups * d.planes * d.rows];
@@ -343,19 +321,13 @@ struct PsumsBackward;
 impl<B: Backend + PsumOps> Backward<B, 2> for PsumsBackward {
     type State = (NodeId, NodeId, PsumGeometry);
 
-    fn backward(
-        self,
-        ops: Ops<Self::State, 2>,
-        grads: &mut Gradients,
-        checkpointer: &mut Checkpointer,
-    ) {
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, checkpointer: &mut Checkpointer) {
         let [node_codes, node_planes] = ops.parents;
         let grad = grads.consume::<B>(&ops.node);
         let (codes, planes, geo) = ops.state;
         let codes = checkpointer.retrieve_node_output::<B::FloatTensorPrimitive>(codes);
         let planes = checkpointer.retrieve_node_output::<B::FloatTensorPrimitive>(planes);
-        let (gc, gp) =
-            B::cim_psums_backward(grad, codes, planes, geo.kernel, geo.stride, geo.padding);
+        let (gc, gp) = B::cim_psums_backward(grad, codes, planes, geo.kernel, geo.stride, geo.padding);
         if let Some(node) = node_codes {
             grads.register::<B>(node.id, gc);
         }
@@ -375,25 +347,11 @@ impl<B: Backend + PsumOps, C: CheckpointStrategy> PsumOps for Autodiff<B, C> {
         stride: usize,
         padding: usize,
     ) -> AutodiffTensor<B, C> {
-        let geo = PsumGeometry {
-            kernel,
-            stride,
-            padding,
-        };
+        let geo = PsumGeometry { kernel, stride, padding };
         let run = |c: &AutodiffTensor<B, C>, p: &AutodiffTensor<B, C>| {
-            B::cim_psums(
-                c.primitive().clone(),
-                p.primitive().clone(),
-                kernel,
-                stride,
-                padding,
-            )
+            B::cim_psums(c.primitive().clone(), p.primitive().clone(), kernel, stride, padding)
         };
-        match PsumsBackward
-            .prepare::<C>([codes.node(), planes.node()])
-            .compute_bound()
-            .stateful()
-        {
+        match PsumsBackward.prepare::<C>([codes.node(), planes.node()]).compute_bound().stateful() {
             OpsKind::Tracked(mut prep) => {
                 let state = (prep.checkpoint(&codes), prep.checkpoint(&planes), geo);
                 let out = run(&codes, &planes);
@@ -420,10 +378,7 @@ impl<B: Backend + PsumOps, C: CheckpointStrategy> PsumOps for Autodiff<B, C> {
             stride,
             padding,
         );
-        (
-            AutodiffTensor::<B, C>::new(gc),
-            AutodiffTensor::<B, C>::new(gp),
-        )
+        (AutodiffTensor::<B, C>::new(gc), AutodiffTensor::<B, C>::new(gp))
     }
 }
 
@@ -443,11 +398,7 @@ pub fn grouped_psums(codes: Tensor<4>, planes: Tensor<3>, geo: PsumGeometry) -> 
 }
 
 /// The same partial sums from burn's grouped convolution (any backend).
-pub fn grouped_psums_reference(
-    codes: Tensor<4>,
-    planes: Tensor<3>,
-    geo: PsumGeometry,
-) -> Tensor<4> {
+pub fn grouped_psums_reference(codes: Tensor<4>, planes: Tensor<3>, geo: PsumGeometry) -> Tensor<4> {
     let [groups, p, rows] = planes.dims();
     let k = geo.kernel;
     let weights = planes.reshape([groups * p, rows / (k * k), k, k]);
@@ -458,7 +409,7 @@ pub fn grouped_psums_reference(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use burn::tensor::{Device, Distribution};
+    use burn::tensor::Device;
 
     fn flat(t: Tensor<4>) -> Vec<f32> {
         t.into_data().try_to_vec::<f32>().unwrap()
@@ -479,54 +430,26 @@ mod tests {
     #[test]
     fn matches_the_grouped_convolution_forward_and_backward() {
         let device = Device::flex().autodiff();
-        for (seed, (k, stride, padding, groups, n_c, p, h)) in [
-            (3, 1, 1, 3, 2, 5, 6),
-            (3, 2, 1, 2, 1, 4, 7),
-            (1, 2, 0, 4, 3, 3, 5),
-            (3, 2, 0, 1, 4, 2, 6),
-        ]
-        .into_iter()
-        .enumerate()
+        for (seed, (k, stride, padding, groups, n_c, p, h)) in
+            [(3, 1, 1, 3, 2, 5, 6), (3, 2, 1, 2, 1, 4, 7), (1, 2, 0, 4, 3, 3, 5), (3, 2, 0, 1, 4, 2, 6)]
+                .into_iter()
+                .enumerate()
         {
-            device.seed(seed as u64);
-            let geo = PsumGeometry {
-                kernel: k,
-                stride,
-                padding,
-            };
-            let codes = Tensor::<4>::random(
-                [2, groups * n_c, h, h + 1],
-                Distribution::Uniform(0.0, 7.0),
-                &device,
-            )
-            .round();
-            let planes = Tensor::<3>::random(
-                [groups, p, n_c * k * k],
-                Distribution::Uniform(-2.0, 4.0),
-                &device,
-            )
-            .round();
+            let geo = PsumGeometry { kernel: k, stride, padding };
+            let codes = crate::test_tensor([2, groups * n_c, h, h + 1], 0.0..7.0, seed as u64, &device).round();
+            let planes = crate::test_tensor([groups, p, n_c * k * k], -2.0..4.0, seed as u64 + 50, &device).round();
             let mut results = Vec::new();
             for fused in [true, false] {
                 let c = codes.clone().detach().require_grad();
                 let pl = planes.clone().detach().require_grad();
-                let f = if fused {
-                    grouped_psums
-                } else {
-                    grouped_psums_reference
-                };
+                let f = if fused { grouped_psums } else { grouped_psums_reference };
                 let y = f(c.clone(), pl.clone(), geo);
-                device.seed(99);
-                let r = Tensor::<4>::random(y.dims(), Distribution::Default, &device);
+                let r = crate::test_tensor(y.dims(), 0.0..1.0, 99, &device);
                 let grads = y.clone().mul(r).sum().backward();
                 results.push((
                     flat(y),
                     flat(c.grad(&grads).unwrap()),
-                    pl.grad(&grads)
-                        .unwrap()
-                        .into_data()
-                        .try_to_vec::<f32>()
-                        .unwrap(),
+                    pl.grad(&grads).unwrap().into_data().try_to_vec::<f32>().unwrap(),
                 ));
             }
             let (a, b) = (&results[0], &results[1]);

@@ -25,22 +25,11 @@ pub struct BitSlicing {
 
 impl BitSlicing {
     /// b_c must divide B_w.
-    pub fn new(
-        weight_bits: u32,
-        cell_bits: u32,
-        encoding: Encoding,
-    ) -> Result<Self, CimConfigError> {
+    pub fn new(weight_bits: u32, cell_bits: u32, encoding: Encoding) -> Result<Self, CimConfigError> {
         if cell_bits == 0 || weight_bits == 0 || weight_bits % cell_bits != 0 {
-            return Err(CimConfigError::CellBitsNotDividing {
-                cell_bits,
-                weight_bits,
-            });
+            return Err(CimConfigError::CellBitsNotDividing { cell_bits, weight_bits });
         }
-        Ok(Self {
-            weight_bits,
-            cell_bits,
-            encoding,
-        })
+        Ok(Self { weight_bits, cell_bits, encoding })
     }
 
     /// S = B_w / b_c.
@@ -87,11 +76,7 @@ impl BitSlicing {
     /// The ADC code range of slice `s` on a P-bit converter: signed [-2^(P-1), 2^(P-1)-1] when the
     /// slice's digits can be negative, unsigned [0, 2^P-1] otherwise.
     pub fn adc_range(&self, s: usize, psum_bits: u32) -> LsqRange {
-        if self.slice_is_signed(s) {
-            LsqRange::signed(psum_bits)
-        } else {
-            LsqRange::unsigned(psum_bits)
-        }
+        if self.slice_is_signed(s) { LsqRange::signed(psum_bits) } else { LsqRange::unsigned(psum_bits) }
     }
 
     /// Largest |digit| any cell holds.
@@ -162,9 +147,7 @@ impl BitSlicing {
         };
         let ste: Vec<Tensor<3>> = routes
             .iter()
-            .flat_map(|route| {
-                (0..self.slices()).map(|s| route.clone().mul_scalar(self.digit_ste(s)))
-            })
+            .flat_map(|route| (0..self.slices()).map(|s| route.clone().mul_scalar(self.digit_ste(s))))
             .collect();
         let values = Tensor::stack::<4>(values, 1);
         let ste = Tensor::stack::<4>(ste, 1);
@@ -185,9 +168,7 @@ mod tests {
             let r = sl.weight_range();
             for q in r.low as i64..=r.high as i64 {
                 let d = &sl.digits(q)[0];
-                let back: i64 = (0..sl.slices())
-                    .map(|s| d[s] * sl.place_value(s) as i64)
-                    .sum();
+                let back: i64 = (0..sl.slices()).map(|s| d[s] * sl.place_value(s) as i64).sum();
                 assert_eq!(back, q, "B={b} b_c={bc} q={q} digits={d:?}");
                 assert!(d[0] >= -(1 << (bc - 1)) && d[0] < (1 << (bc - 1)));
                 assert!(d[1..].iter().all(|&x| (0..1 << bc).contains(&x)));

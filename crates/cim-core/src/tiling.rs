@@ -43,13 +43,7 @@ impl Tiling {
             return Err(CimConfigError::ArrayTooSmall { array_size, rows });
         }
         if in_channels == 0 || out_channels == 0 {
-            return Err(CimConfigError::Zero {
-                what: if in_channels == 0 {
-                    "in_channels"
-                } else {
-                    "out_channels"
-                },
-            });
+            return Err(CimConfigError::Zero { what: if in_channels == 0 { "in_channels" } else { "out_channels" } });
         }
         let channels_per_array = in_channels.min(array_size / rows);
         Ok(Self {
@@ -202,8 +196,7 @@ impl std::ops::Add for LayerCounts {
             arrays: self.arrays + o.arrays,
             adc_conversions_per_pixel: self.adc_conversions_per_pixel + o.adc_conversions_per_pixel,
             dequant_multipliers: self.dequant_multipliers + o.dequant_multipliers,
-            dequant_multiplies_per_pixel: self.dequant_multiplies_per_pixel
-                + o.dequant_multiplies_per_pixel,
+            dequant_multiplies_per_pixel: self.dequant_multiplies_per_pixel + o.dequant_multiplies_per_pixel,
             weight_scales: self.weight_scales + o.weight_scales,
             psum_scales: self.psum_scales + o.psum_scales,
         }
@@ -239,13 +232,7 @@ mod tests {
 
     #[test]
     fn k_squared_larger_than_n_is_an_error() {
-        assert_eq!(
-            Tiling::new(4, 4, 3, 8).unwrap_err(),
-            CimConfigError::ArrayTooSmall {
-                array_size: 8,
-                rows: 9
-            }
-        );
+        assert_eq!(Tiling::new(4, 4, 3, 8).unwrap_err(), CimConfigError::ArrayTooSmall { array_size: 8, rows: 9 });
     }
 
     #[test]
@@ -275,10 +262,7 @@ mod tests {
         // column-wise partial sums.
         let lc = t.counts(&s, Granularity::Layer, Granularity::Column);
         assert_eq!(lc.dequant_multipliers, cc.dequant_multipliers);
-        assert_eq!(
-            lc.dequant_multiplies_per_pixel,
-            cc.dequant_multiplies_per_pixel
-        );
+        assert_eq!(lc.dequant_multiplies_per_pixel, cc.dequant_multiplies_per_pixel);
         let ll = t.counts(&s, Granularity::Layer, Granularity::Layer);
         assert_eq!(ll.dequant_multipliers, 2);
         assert_eq!(ll.dequant_multiplies_per_pixel, 2 * 64);
@@ -286,10 +270,6 @@ mod tests {
         let aa = t.counts(&s, Granularity::Array, Granularity::Array);
         assert_eq!(aa.dequant_multipliers, 2 * 5);
         let d = BitSlicing::new(4, 2, Encoding::Differential).unwrap();
-        assert_eq!(
-            t.counts(&d, Granularity::Column, Granularity::Column)
-                .arrays,
-            2 * 2 * 5
-        );
+        assert_eq!(t.counts(&d, Granularity::Column, Granularity::Column).arrays, 2 * 2 * 5);
     }
 }

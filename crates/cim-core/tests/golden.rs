@@ -10,11 +10,7 @@ use common::{Dense, GoldenCase, Naive, golden_dir, read_cases};
 
 fn close_rel(name: &str, got: &[f64], expected: &[f64], tol: f64, errors: &mut Vec<String>) {
     if got.len() != expected.len() {
-        errors.push(format!(
-            "{name}: {} values, expected {}",
-            got.len(),
-            expected.len()
-        ));
+        errors.push(format!("{name}: {} values, expected {}", got.len(), expected.len()));
         return;
     }
     for (i, (g, e)) in got.iter().zip(expected).enumerate() {
@@ -28,18 +24,12 @@ fn close_rel(name: &str, got: &[f64], expected: &[f64], tol: f64, errors: &mut V
 fn close_abs(name: &str, got: &[f64], expected: &[f64], tol: f64, errors: &mut Vec<String>) {
     let scale = expected.iter().fold(0f64, |m, x| m.max(x.abs())).max(1e-12);
     if got.len() != expected.len() {
-        errors.push(format!(
-            "{name}: {} values, expected {}",
-            got.len(),
-            expected.len()
-        ));
+        errors.push(format!("{name}: {} values, expected {}", got.len(), expected.len()));
         return;
     }
     for (i, (g, e)) in got.iter().zip(expected).enumerate() {
         if (g - e).abs() > tol * scale {
-            errors.push(format!(
-                "{name}[{i}]: {g} vs expected {e} (max |expected| {scale})"
-            ));
+            errors.push(format!("{name}[{i}]: {g} vs expected {e} (max |expected| {scale})"));
             return;
         }
     }
@@ -47,17 +37,11 @@ fn close_abs(name: &str, got: &[f64], expected: &[f64], tol: f64, errors: &mut V
 
 fn exact(name: &str, got: &Dense, expected: &Dense, errors: &mut Vec<String>) {
     if got.shape != expected.shape {
-        errors.push(format!(
-            "{name}: shape {:?}, expected {:?}",
-            got.shape, expected.shape
-        ));
+        errors.push(format!("{name}: shape {:?}, expected {:?}", got.shape, expected.shape));
         return;
     }
     if let Some(i) = (0..got.data.len()).find(|&i| got.data[i] != expected.data[i]) {
-        errors.push(format!(
-            "{name}[{i}]: {} vs expected {}",
-            got.data[i], expected.data[i]
-        ));
+        errors.push(format!("{name}[{i}]: {} vs expected {}", got.data[i], expected.data[i]));
     }
 }
 
@@ -75,25 +59,15 @@ fn check_case(case: &GoldenCase, device: &Device) -> Vec<String> {
     // tiling: the case's step and partial-sum shapes follow from G, T, S and the polarities
     let layer: CimConv2d = cfg.init(device).unwrap();
     if layer.weight_scale_shape() != case.weight_scale.shape {
-        errors.push(format!(
-            "weight_scale shape {:?} vs {:?}",
-            layer.weight_scale_shape(),
-            case.weight_scale.shape
-        ));
+        errors.push(format!("weight_scale shape {:?} vs {:?}", layer.weight_scale_shape(), case.weight_scale.shape));
     }
     if case.config.psum_bits.is_some() && layer.psum_scale_shape() != case.psum_scale.shape {
-        errors.push(format!(
-            "psum_scale shape {:?} vs {:?}",
-            layer.psum_scale_shape(),
-            case.psum_scale.shape
-        ));
+        errors.push(format!("psum_scale shape {:?} vs {:?}", layer.psum_scale_shape(), case.psum_scale.shape));
     }
     let p_shape = &case.psums.shape;
     let tiling_dims = [slicing.polarities(), slicing.slices(), tiling.row_tiles];
     if p_shape[..3] != tiling_dims {
-        errors.push(format!(
-            "(polarities, S, G) = {tiling_dims:?} vs psums shape {p_shape:?}"
-        ));
+        errors.push(format!("(polarities, S, G) = {tiling_dims:?} vs psums shape {p_shape:?}"));
     }
     if !errors.is_empty() {
         return errors;
@@ -104,65 +78,27 @@ fn check_case(case: &GoldenCase, device: &Device) -> Vec<String> {
     let mut layer = layer.with_weight(weight).unwrap();
 
     // LSQ init of the weight steps
-    close_rel(
-        "weight_scale init",
-        &values(layer.weight_scale.val()),
-        &case.weight_scale.data,
-        1e-5,
-        &mut errors,
-    );
+    close_rel("weight_scale init", &values(layer.weight_scale.val()), &case.weight_scale.data, 1e-5, &mut errors);
 
     // integer partial sums and the data-driven ADC steps, with our own weight steps
-    exact(
-        "psums (own steps)",
-        &Dense::from_tensor(layer.psums(input.clone())),
-        &case.psums,
-        &mut errors,
-    );
+    exact("psums (own steps)", &Dense::from_tensor(layer.psums(input.clone())), &case.psums, &mut errors);
     if case.config.psum_bits.is_some() {
         layer.arm_psum_calibration();
         let _ = layer.forward(input.clone());
         assert!(layer.finish_psum_calibration());
-        close_rel(
-            "psum_scale init",
-            &values(layer.psum_scale.val()),
-            &case.psum_scale.data,
-            1e-5,
-            &mut errors,
-        );
+        close_rel("psum_scale init", &values(layer.psum_scale.val()), &case.psum_scale.data, 1e-5, &mut errors);
     }
     let out = Dense::from_tensor(layer.forward(input.clone()));
-    close_abs(
-        "output (own steps)",
-        &out.data,
-        &case.expected_output.data,
-        1e-5,
-        &mut errors,
-    );
+    close_abs("output (own steps)", &out.data, &case.expected_output.data, 1e-5, &mut errors);
 
     // the case's steps injected: ADC and dequantization independent of our inits
-    let mut injected = layer
-        .with_weight_scale(case.weight_scale.flat(device))
-        .unwrap();
+    let mut injected = layer.with_weight_scale(case.weight_scale.flat(device)).unwrap();
     if case.config.psum_bits.is_some() {
-        injected = injected
-            .with_psum_scale(case.psum_scale.flat(device))
-            .unwrap();
+        injected = injected.with_psum_scale(case.psum_scale.flat(device)).unwrap();
     }
-    exact(
-        "psums (injected steps)",
-        &Dense::from_tensor(injected.psums(input.clone())),
-        &case.psums,
-        &mut errors,
-    );
+    exact("psums (injected steps)", &Dense::from_tensor(injected.psums(input.clone())), &case.psums, &mut errors);
     let out = Dense::from_tensor(injected.forward(input));
-    close_abs(
-        "output (injected steps)",
-        &out.data,
-        &case.expected_output.data,
-        1e-5,
-        &mut errors,
-    );
+    close_abs("output (injected steps)", &out.data, &case.expected_output.data, 1e-5, &mut errors);
 
     // the test oracle itself agrees with the independent implementation
     let naive = Naive::new(&cfg);
@@ -175,32 +111,14 @@ fn check_case(case: &GoldenCase, device: &Device) -> Vec<String> {
     );
     let ws: Vec<f32> = case.weight_scale.data.iter().map(|&x| x as f32).collect();
     let p = naive.psums(&case.input, &case.weight.data, &ws);
-    let as_dense = Dense {
-        shape: p.shape(),
-        data: p.data.iter().map(|&x| x as f64).collect(),
-    };
+    let as_dense = Dense { shape: p.shape(), data: p.data.iter().map(|&x| x as f64).collect() };
     exact("naive psums", &as_dense, &case.psums, &mut errors);
-    let ps: Option<Vec<f32>> = case
-        .config
-        .psum_bits
-        .map(|_| case.psum_scale.data.iter().map(|&x| x as f32).collect());
+    let ps: Option<Vec<f32>> = case.config.psum_bits.map(|_| case.psum_scale.data.iter().map(|&x| x as f32).collect());
     if ps.is_some() {
-        close_rel(
-            "naive psum_scale init",
-            &naive.psum_steps_init(&p),
-            &case.psum_scale.data,
-            1e-9,
-            &mut errors,
-        );
+        close_rel("naive psum_scale init", &naive.psum_steps_init(&p), &case.psum_scale.data, 1e-9, &mut errors);
     }
     // (steps rounded to f32, as the layer holds them)
-    close_abs(
-        "naive output",
-        &naive.output(&p, &ws, ps.as_deref()),
-        &case.expected_output.data,
-        1e-6,
-        &mut errors,
-    );
+    close_abs("naive output", &naive.output(&p, &ws, ps.as_deref()), &case.expected_output.data, 1e-6, &mut errors);
     errors
 }
 
@@ -217,10 +135,5 @@ fn every_golden_case_matches() {
         }
     }
     eprintln!("checked {} golden cases in {}", cases.len(), dir.display());
-    assert!(
-        failures.is_empty(),
-        "{} mismatches:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
+    assert!(failures.is_empty(), "{} mismatches:\n{}", failures.len(), failures.join("\n"));
 }

@@ -18,10 +18,7 @@ fn assert_close(what: &str, got: &[f64], expected: &[f64], tol: f64) {
     assert_eq!(got.len(), expected.len(), "{what}: length");
     let scale = expected.iter().fold(1e-6f64, |m, x| m.max(x.abs()));
     for (i, (g, e)) in got.iter().zip(expected).enumerate() {
-        assert!(
-            (g - e).abs() <= tol * scale,
-            "{what}[{i}]: {g} vs expected {e} (scale {scale})"
-        );
+        assert!((g - e).abs() <= tol * scale, "{what}[{i}]: {g} vs expected {e} (scale {scale})");
     }
 }
 
@@ -58,25 +55,19 @@ fn plain_conv_grads(layer: &CimConv2d, x: &Dense, r: &Dense) -> Grads {
     // expand the steps to every weight, with LSQ's gradient scale per group
     let members = t.scale_group_members(cfg.weight_granularity);
     let range = layer.slicing().weight_range();
-    let g: Vec<f32> = members
-        .iter()
-        .map(|m| range.grad_scale(m.weights))
-        .collect();
+    let g: Vec<f32> = members.iter().map(|m| range.grad_scale(m.weights)).collect();
     let s_scaled = scale_grad(s.clone(), Tensor::from_floats(g.as_slice(), &d));
     let k2 = cfg.kernel_size * cfg.kernel_size;
     let mut index = Vec::new();
     for c in 0..cfg.out_channels {
         for ch in 0..cfg.in_channels {
             for _ in 0..k2 {
-                index.push(
-                    t.scale_group(cfg.weight_granularity, ch / t.channels_per_array, c) as i64,
-                );
+                index.push(t.scale_group(cfg.weight_granularity, ch / t.channels_per_array, c) as i64);
             }
         }
     }
     let n = index.len();
-    let idx =
-        Tensor::<1, burn::tensor::Int>::from_data(burn::tensor::TensorData::new(index, [n]), &d);
+    let idx = Tensor::<1, burn::tensor::Int>::from_data(burn::tensor::TensorData::new(index, [n]), &d);
     let s_full = s_scaled.select(0, idx).reshape(w.dims());
     let w_hat = range.codes(w.clone(), s_full.clone()).mul(s_full);
     let a = activation_codes(x_t.clone(), cfg.act_bits).div_scalar(cfg.act_levels());
@@ -95,21 +86,8 @@ fn setup(cfg: &CimConvConfig, seed: u64) -> (CimConv2d, Dense, Dense) {
     let d = device();
     let mut rng = Rng(seed);
     let x = rng.dense(vec![2, cfg.in_channels, 5, 5], -0.2, 1.2);
-    let w = rng.dense(
-        vec![
-            cfg.out_channels,
-            cfg.in_channels,
-            cfg.kernel_size,
-            cfg.kernel_size,
-        ],
-        -1.0,
-        1.0,
-    );
-    let layer = cfg
-        .init(&d)
-        .unwrap()
-        .with_weight(w.tensor::<4>(&d))
-        .unwrap();
+    let w = rng.dense(vec![cfg.out_channels, cfg.in_channels, cfg.kernel_size, cfg.kernel_size], -1.0, 1.0);
+    let layer = cfg.init(&d).unwrap().with_weight(w.tensor::<4>(&d)).unwrap();
     let y_shape = vec![2, cfg.out_channels, cfg.output_size(5), cfg.output_size(5)];
     let r = rng.dense(y_shape, -1.0, 1.0);
     (layer, x, r)
@@ -178,15 +156,13 @@ fn transparent_adc_passes_the_ideal_gradient() {
 }
 
 /// The ADC steps get LSQ's gradient, computed by hand from the naive simulator's partial sums:
-/// g * sum dL/dy * coef * (round(p/s) - p/s inside, Pn or Pp outside).
+/// g * sum dL/dy * coef * (round(p/s) - p/s inside, Pn or Pp outside), times the square of the
+/// step's unit (its data-driven initial value, see `CimConv2d::psum_scale_unit`).
 #[test]
 fn adc_step_gradient_matches_the_hand_derived_lsq_gradient() {
     for (i, cfg) in configs().into_iter().enumerate() {
         for pg in Granularity::ALL {
-            let cfg = cfg
-                .clone()
-                .with_psum_bits(Some(3))
-                .with_psum_granularity(pg);
+            let cfg = cfg.clone().with_psum_bits(Some(3)).with_psum_granularity(pg);
             let (mut layer, x, r) = setup(&cfg, 90 + i as u64);
             let d = device();
             layer.arm_psum_calibration();
@@ -201,17 +177,14 @@ fn adc_step_gradient_matches_the_hand_derived_lsq_gradient() {
             let got = Dense::from_tensor(layer.psum_scale.val().grad(&grads).unwrap()).data;
 
             let naive = Naive::new(&cfg);
-            let as_f32 = |t: Tensor<1>| -> Vec<f32> {
-                Dense::from_tensor(t)
-                    .data
-                    .iter()
-                    .map(|&v| v as f32)
-                    .collect()
-            };
+            let as_f32 = |t: Tensor<1>| -> Vec<f32> { Dense::from_tensor(t).data.iter().map(|&v| v as f32).collect() };
             let ws = as_f32(layer.weight_scale.val());
             let ps = as_f32(layer.psum_scale.val());
             let p = naive.psums(&x, &Dense::from_tensor(layer.weight.val()).data, &ws);
-            let expected = naive.psum_step_grad(&p, &ws, &ps, &r.data);
+            let unit = Dense::from_tensor(layer.psum_scale_unit.val()).data;
+            let expected: Vec<f64> =
+                naive.psum_step_grad(&p, &ws, &ps, &r.data).iter().zip(&unit).map(|(g, u)| g * u * u).collect();
+            assert!(unit.iter().any(|&u| u != 1.0), "calibrated units: {unit:?}");
             assert_close(&format!("{cfg:?} ds_p"), &got, &expected, 1e-4);
         }
     }
@@ -221,9 +194,7 @@ fn adc_step_gradient_matches_the_hand_derived_lsq_gradient() {
 /// same batch gives the same steps.
 #[test]
 fn calibration_is_deterministic_and_skipped_with_an_ideal_adc() {
-    let cfg = CimConvConfig::new(5, 11, 3)
-        .with_array_size(18)
-        .with_psum_bits(Some(3));
+    let cfg = CimConvConfig::new(5, 11, 3).with_array_size(18).with_psum_bits(Some(3));
     let (mut layer, x, _) = setup(&cfg, 7);
     let d = device();
     layer.set_adc_enabled(false).unwrap();
@@ -239,14 +210,6 @@ fn calibration_is_deterministic_and_skipped_with_an_ideal_adc() {
         steps.push(Dense::from_tensor(layer.psum_scale.val()).data);
     }
     assert_eq!(steps[0], steps[1]);
-    let mut ideal = CimConvConfig::new(5, 11, 3)
-        .with_array_size(18)
-        .init(&d)
-        .unwrap();
-    assert!(
-        ideal
-            .set_adc_enabled(true)
-            .unwrap_err()
-            .contains("psum_bits")
-    );
+    let mut ideal = CimConvConfig::new(5, 11, 3).with_array_size(18).init(&d).unwrap();
+    assert!(ideal.set_adc_enabled(true).unwrap_err().contains("psum_bits"));
 }

@@ -13,26 +13,13 @@ fn compare(cfg: &CimConvConfig, batch: usize, size: usize, seed: u64) -> Result<
     let device = Device::flex();
     let mut rng = Rng(seed);
     let input = rng.dense(vec![batch, cfg.in_channels, size, size], -0.2, 1.2);
-    let weight = rng.dense(
-        vec![
-            cfg.out_channels,
-            cfg.in_channels,
-            cfg.kernel_size,
-            cfg.kernel_size,
-        ],
-        -1.0,
-        1.0,
-    );
+    let weight = rng.dense(vec![cfg.out_channels, cfg.in_channels, cfg.kernel_size, cfg.kernel_size], -1.0, 1.0);
     let mut layer = cfg.init(&device).map_err(|e| e.to_string())?;
     layer = layer.with_weight(weight.tensor::<4>(&device))?;
     let x: Tensor<4> = input.tensor(&device);
     let naive = Naive::new(cfg);
 
-    let ws: Vec<f32> = Dense::from_tensor(layer.weight_scale.val())
-        .data
-        .iter()
-        .map(|&v| v as f32)
-        .collect();
+    let ws: Vec<f32> = Dense::from_tensor(layer.weight_scale.val()).data.iter().map(|&v| v as f32).collect();
     let init = naive.weight_steps_init(&weight.data);
     for (a, b) in ws.iter().zip(&init) {
         if (*a as f64 - b).abs() > 1e-5 * b.abs() {
@@ -42,27 +29,16 @@ fn compare(cfg: &CimConvConfig, batch: usize, size: usize, seed: u64) -> Result<
     let expected = naive.psums(&input, &weight.data, &ws);
     let got = Dense::from_tensor(layer.psums(x.clone()));
     if got.shape != expected.shape() {
-        return Err(format!(
-            "psums shape {:?} vs naive {:?}",
-            got.shape,
-            expected.shape()
-        ));
+        return Err(format!("psums shape {:?} vs naive {:?}", got.shape, expected.shape()));
     }
     if let Some(i) = (0..got.data.len()).find(|&i| got.data[i] != expected.data[i] as f64) {
-        return Err(format!(
-            "psum[{i}] {} vs naive {}",
-            got.data[i], expected.data[i]
-        ));
+        return Err(format!("psum[{i}] {} vs naive {}", got.data[i], expected.data[i]));
     }
     let psum_steps = if cfg.psum_bits.is_some() {
         layer.arm_psum_calibration();
         let _ = layer.forward(x.clone());
         layer.finish_psum_calibration();
-        let steps: Vec<f32> = Dense::from_tensor(layer.psum_scale.val())
-            .data
-            .iter()
-            .map(|&v| v as f32)
-            .collect();
+        let steps: Vec<f32> = Dense::from_tensor(layer.psum_scale.val()).data.iter().map(|&v| v as f32).collect();
         for (a, b) in steps.iter().zip(naive.psum_steps_init(&expected)) {
             if (*a as f64 - b).abs() > 1e-5 * b.abs() {
                 return Err(format!("psum step init {a} vs naive {b}"));
@@ -103,10 +79,7 @@ fn config_strategy() -> impl Strategy<Value = (CimConvConfig, usize, u64)> {
         any::<u64>(),
     );
     (shape, bits).prop_map(
-        |(
-            (k, stride, pad, cin, cout, units, extra, size),
-            (bc, slices, act, psum, (e, wg, pg), seed),
-        )| {
+        |((k, stride, pad, cin, cout, units, extra, size), (bc, slices, act, psum, (e, wg, pg), seed))| {
             let cfg = CimConvConfig::new(cin, cout, k)
                 .with_stride(stride)
                 .with_padding(pad * (k / 2))
@@ -137,12 +110,7 @@ proptest! {
 #[test]
 fn every_setting_on_awkward_shapes() {
     let mut seed = 1;
-    for (k, array_size, cin, cout, stride) in [
-        (3, 18, 5, 20, 1),
-        (1, 3, 7, 5, 2),
-        (3, 27, 4, 30, 2),
-        (1, 4, 6, 9, 1),
-    ] {
+    for (k, array_size, cin, cout, stride) in [(3, 18, 5, 20, 1), (1, 3, 7, 5, 2), (3, 27, 4, 30, 2), (1, 4, 6, 9, 1)] {
         for encoding in Encoding::ALL {
             for wg in Granularity::ALL {
                 for pg in Granularity::ALL {

@@ -26,7 +26,10 @@ pub fn parse_records(
     if bytes.is_empty() || bytes.len() % record != 0 {
         return Err(DataError::corrupt(
             origin,
-            format!("{} bytes is not a whole number of {record}-byte records (truncated or not a CIFAR batch?)", bytes.len()),
+            format!(
+                "{} bytes is not a whole number of {record}-byte records (truncated or not a CIFAR batch?)",
+                bytes.len()
+            ),
         ));
     }
     for (i, rec) in bytes.chunks_exact(record).enumerate() {

@@ -82,7 +82,11 @@ pub fn fetch_file(
             Ok(()) => return Ok(target),
             // the bad copy is already moved aside: download a fresh one
             Err(DataError::DigestMismatch { moved_to, .. }) => {
-                eprintln!("{}: existing copy failed verification, moved to {}; downloading again", target.display(), moved_to.display());
+                eprintln!(
+                    "{}: existing copy failed verification, moved to {}; downloading again",
+                    target.display(),
+                    moved_to.display()
+                );
             }
             Err(e) => return Err(e),
         },
@@ -144,7 +148,12 @@ pub fn fetch_file(
 pub fn import_file(dir: &DataDir, manifest: &Manifest, spec: &FileSpec, from: &Path) -> Result<PathBuf> {
     let source = from.join(&spec.name);
     if !source.exists() {
-        return Err(DataError::Invalid(format!("{}: not found (expected {} from the manifest of {})", source.display(), spec.name, manifest.name)));
+        return Err(DataError::Invalid(format!(
+            "{}: not found (expected {} from the manifest of {})",
+            source.display(),
+            spec.name,
+            manifest.name
+        )));
     }
     let target = dir.file(manifest, spec);
     let folder = dir.dataset(&manifest.name);
@@ -196,7 +205,11 @@ fn transfer(
         return Err(Failure::Retry(format!("HTTP {}", status.as_u16())));
     }
     if !status.is_success() {
-        return Err(Failure::Fatal(DataError::Http { url: url.to_string(), status: status.as_u16(), file: spec.name.clone() }));
+        return Err(Failure::Fatal(DataError::Http {
+            url: url.to_string(),
+            status: status.as_u16(),
+            file: spec.name.clone(),
+        }));
     }
     let announced = response.content_length();
     let mut hasher = Sha256::new();
@@ -255,7 +268,13 @@ mod tests {
     fn mirrors_replace_scheme_host_and_port() {
         let url = "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz";
         assert_eq!(mirror_url(url, None), url);
-        assert_eq!(mirror_url(url, Some("http://127.0.0.1:8080")), "http://127.0.0.1:8080/~kriz/cifar-10-binary.tar.gz");
-        assert_eq!(mirror_url(url, Some("http://m.example/data/")), "http://m.example/data/~kriz/cifar-10-binary.tar.gz");
+        assert_eq!(
+            mirror_url(url, Some("http://127.0.0.1:8080")),
+            "http://127.0.0.1:8080/~kriz/cifar-10-binary.tar.gz"
+        );
+        assert_eq!(
+            mirror_url(url, Some("http://m.example/data/")),
+            "http://m.example/data/~kriz/cifar-10-binary.tar.gz"
+        );
     }
 }

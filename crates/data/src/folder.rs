@@ -53,7 +53,10 @@ pub fn index_folder(root: &Path) -> Result<FolderIndex> {
         return Err(DataError::corrupt(root, "no class folders: expected root/<class>/*.jpg|png"));
     }
     if class_dirs.len() > u16::MAX as usize {
-        return Err(DataError::corrupt(root, format!("{} class folders, at most {} supported", class_dirs.len(), u16::MAX)));
+        return Err(DataError::corrupt(
+            root,
+            format!("{} class folders, at most {} supported", class_dirs.len(), u16::MAX),
+        ));
     }
     let mut classes = Vec::new();
     let mut items = Vec::new();
@@ -94,7 +97,11 @@ pub fn decode(path: &Path, prep: &Preprocess) -> Result<Vec<u8>> {
     if img.width() as usize != tw || img.height() as usize != th {
         return Err(DataError::corrupt(
             path,
-            format!("{}x{} image, expected {tw}x{th} (set resize/crop for trees of other sizes)", img.width(), img.height()),
+            format!(
+                "{}x{} image, expected {tw}x{th} (set resize/crop for trees of other sizes)",
+                img.width(),
+                img.height()
+            ),
         ));
     }
     let hw = th * tw;

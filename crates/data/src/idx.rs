@@ -29,16 +29,23 @@ fn read_maybe_gz(path: &Path) -> Result<Vec<u8>> {
 fn header(bytes: &[u8], path: &Path, magic: u32, dims: usize) -> Result<Vec<usize>> {
     let need = 4 + 4 * dims;
     if bytes.len() < need {
-        return Err(DataError::corrupt(path, format!("{} bytes is shorter than an idx header ({need} bytes)", bytes.len())));
+        return Err(DataError::corrupt(
+            path,
+            format!("{} bytes is shorter than an idx header ({need} bytes)", bytes.len()),
+        ));
     }
     let found = u32::from_be_bytes(bytes[0..4].try_into().unwrap());
     if found != magic {
         return Err(DataError::corrupt(path, format!("idx magic 0x{found:08x}, expected 0x{magic:08x}")));
     }
-    let sizes: Vec<usize> = (0..dims).map(|d| u32::from_be_bytes(bytes[4 + 4 * d..8 + 4 * d].try_into().unwrap()) as usize).collect();
+    let sizes: Vec<usize> =
+        (0..dims).map(|d| u32::from_be_bytes(bytes[4 + 4 * d..8 + 4 * d].try_into().unwrap()) as usize).collect();
     let payload = sizes.iter().product::<usize>();
     if bytes.len() != need + payload {
-        return Err(DataError::corrupt(path, format!("dimensions {sizes:?} need {} bytes, the file has {}", need + payload, bytes.len())));
+        return Err(DataError::corrupt(
+            path,
+            format!("dimensions {sizes:?} need {} bytes, the file has {}", need + payload, bytes.len()),
+        ));
     }
     Ok(sizes)
 }
@@ -56,5 +63,10 @@ pub fn read_idx(images: &Path, labels: &Path, classes: &[String]) -> Result<Imag
     if let Some((i, l)) = labels_out.iter().enumerate().find(|(_, l)| **l as usize >= classes.len()) {
         return Err(DataError::corrupt(labels, format!("label {i}: {l} out of range 0..{}", classes.len())));
     }
-    Ok(ImageSet { shape: [1, dims[1], dims[2]], classes: classes.to_vec(), pixels: img[16..].to_vec(), labels: labels_out })
+    Ok(ImageSet {
+        shape: [1, dims[1], dims[2]],
+        classes: classes.to_vec(),
+        pixels: img[16..].to_vec(),
+        labels: labels_out,
+    })
 }

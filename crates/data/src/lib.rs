@@ -9,6 +9,7 @@ pub mod idx;
 pub mod imageset;
 pub mod manifest;
 pub mod pipeline;
+pub mod source;
 pub mod store;
 pub mod synthetic;
 
@@ -17,6 +18,7 @@ use std::path::PathBuf;
 pub use imageset::ImageSet;
 pub use manifest::{Manifest, builtin, find_manifest};
 pub use pipeline::{Augment, Batch, BatchLoader, Normalize};
+pub use source::{LoadedData, load_dataset};
 pub use store::{DataDir, FileStatus};
 
 /// Everything that can go wrong with data, each naming the file or value at fault.
@@ -128,7 +130,13 @@ pub fn load_split(dir: &DataDir, manifest: &Manifest, split: Split) -> Result<Im
             let files = if split == Split::Train { train } else { test };
             // the archive, or the folder it was extracted into
             let archive_path = folder.join(archive);
-            let source = if archive_path.exists() { archive_path } else if folder.is_dir() { folder.clone() } else { return Err(missing(&archive_path)) };
+            let source = if archive_path.exists() {
+                archive_path
+            } else if folder.is_dir() {
+                folder.clone()
+            } else {
+                return Err(missing(&archive_path));
+            };
             cifar::read_cifar(&source, files, *label_bytes, *label_index, &manifest.classes)?
         }
         Layout::Idx { train_images, train_labels, test_images, test_labels } => {
@@ -151,13 +159,23 @@ pub fn load_split(dir: &DataDir, manifest: &Manifest, split: Split) -> Result<Im
             folder::load_folder(&index, &prep)?
         }
         Layout::Synthetic { seed, label_noise } => {
-            let [train, test] = synthetic::ensure_written(&folder, *seed, manifest.splits.train, manifest.splits.test, *label_noise)?;
+            let [train, test] =
+                synthetic::ensure_written(&folder, *seed, manifest.splits.train, manifest.splits.test, *label_noise)?;
             let file = if split == Split::Train { train } else { test };
-            cifar::read_cifar(&folder, &[file.file_name().unwrap().to_string_lossy().to_string()], 1, 0, &manifest.classes)?
+            cifar::read_cifar(
+                &folder,
+                &[file.file_name().unwrap().to_string_lossy().to_string()],
+                1,
+                0,
+                &manifest.classes,
+            )?
         }
     };
     if set.shape != manifest.image_shape {
-        return Err(DataError::Invalid(format!("{}: images are {:?}, the manifest says {:?}", manifest.name, set.shape, manifest.image_shape)));
+        return Err(DataError::Invalid(format!(
+            "{}: images are {:?}, the manifest says {:?}",
+            manifest.name, set.shape, manifest.image_shape
+        )));
     }
     Ok(set)
 }

@@ -223,7 +223,10 @@ pub fn find_manifest(name: &str) -> Result<Manifest> {
     }
     builtin().into_iter().find(|m| m.name == name).ok_or_else(|| {
         let known: Vec<String> = builtin().into_iter().map(|m| m.name).collect();
-        DataError::Invalid(format!("unknown data set `{name}`: expected one of {} or a manifest .toml path", known.join(", ")))
+        DataError::Invalid(format!(
+            "unknown data set `{name}`: expected one of {} or a manifest .toml path",
+            known.join(", ")
+        ))
     })
 }
 
@@ -247,7 +250,8 @@ mod tests {
         let text = include_str!("../../../datasets/cifar10.toml").replace("c4a38c50", "C4A38C50");
         let e = Manifest::parse(&text, "x.toml").unwrap_err().to_string();
         assert!(e.contains("x.toml") && e.contains("sha256"), "{e}");
-        let text = include_str!("../../../datasets/cifar10.toml").replace("mean = [0.4914, 0.4822, 0.4465]", "mean = [0.5]");
+        let text =
+            include_str!("../../../datasets/cifar10.toml").replace("mean = [0.4914, 0.4822, 0.4465]", "mean = [0.5]");
         let e = Manifest::parse(&text, "y.toml").unwrap_err().to_string();
         assert!(e.contains("1 means"), "{e}");
     }

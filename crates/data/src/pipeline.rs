@@ -74,7 +74,13 @@ pub fn epoch_order(indices: &[usize], seed: u64, epoch: usize, shuffle: bool) ->
 }
 
 /// Writes image `src` (CHW bytes) into `dst` as normalized floats, cropped and flipped.
-fn prepare_image(src: &[u8], shape: [usize; 3], norm: &Normalize, transform: Option<(isize, isize, bool)>, dst: &mut [f32]) {
+fn prepare_image(
+    src: &[u8],
+    shape: [usize; 3],
+    norm: &Normalize,
+    transform: Option<(isize, isize, bool)>,
+    dst: &mut [f32],
+) {
     let [c, h, w] = shape;
     for ch in 0..c {
         let (scale, shift) = (1.0 / (255.0 * norm.std[ch]), norm.mean[ch] / norm.std[ch]);
@@ -122,7 +128,10 @@ pub fn make_batch(
     images.par_chunks_mut(n).zip(items.par_iter().enumerate()).for_each(|(dst, (pos, &i))| {
         let transform = augment.map(|a| {
             let position = (b * batch_size + pos) as u64;
-            let mut rng = ChaCha8Rng::seed_from_u64(seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ position.wrapping_mul(0xC2B2_AE3D_27D4_EB4F).rotate_left(17));
+            let mut rng = ChaCha8Rng::seed_from_u64(
+                seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+                    ^ position.wrapping_mul(0xC2B2_AE3D_27D4_EB4F).rotate_left(17),
+            );
             let p = a.pad as i64;
             let dy = rng.random_range(-p..=p) as isize;
             let dx = rng.random_range(-p..=p) as isize;
@@ -131,11 +140,7 @@ pub fn make_batch(
         prepare_image(set.image(i), set.shape, norm, transform, dst);
     });
     let [c, h, w] = set.shape;
-    Batch {
-        images,
-        labels: items.iter().map(|&i| set.labels[i] as i64).collect(),
-        shape: [items.len(), c, h, w],
-    }
+    Batch { images, labels: items.iter().map(|&i| set.labels[i] as i64).collect(), shape: [items.len(), c, h, w] }
 }
 
 /// The batches of one epoch, prepared ahead on a background thread (two in flight).
@@ -223,7 +228,8 @@ mod tests {
         let norm = Normalize { mean: vec![0.0], std: vec![1.0] };
         let aug = Some(Augment { pad: 1, flip: true });
         let run = |seed, epoch| -> Vec<Batch> {
-            BatchLoader::new(set.clone(), &(0..8).collect::<Vec<_>>(), 3, true, false, aug, norm.clone(), seed, epoch).collect()
+            BatchLoader::new(set.clone(), &(0..8).collect::<Vec<_>>(), 3, true, false, aug, norm.clone(), seed, epoch)
+                .collect()
         };
         let a = run(5, 0);
         assert_eq!(a, run(5, 0));
@@ -233,7 +239,8 @@ mod tests {
         let mut labels: Vec<i64> = a.iter().flat_map(|b| b.labels.clone()).collect();
         labels.sort();
         assert_eq!(labels, vec![0, 0, 0, 0, 1, 1, 1, 1]);
-        let dropped: Vec<Batch> = BatchLoader::new(set.clone(), &(0..8).collect::<Vec<_>>(), 3, true, true, None, norm, 5, 0).collect();
+        let dropped: Vec<Batch> =
+            BatchLoader::new(set.clone(), &(0..8).collect::<Vec<_>>(), 3, true, true, None, norm, 5, 0).collect();
         assert_eq!(dropped.len(), 2);
     }
 

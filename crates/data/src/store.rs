@@ -89,7 +89,11 @@ impl DataDir {
     pub fn verify(&self, manifest: &Manifest, spec: &FileSpec) -> Result<()> {
         let path = self.file(manifest, spec);
         if !path.exists() {
-            return Err(DataError::Invalid(format!("{}: missing (run `cargo xtask data fetch {}`)", path.display(), manifest.name)));
+            return Err(DataError::Invalid(format!(
+                "{}: missing (run `cargo xtask data fetch {}`)",
+                path.display(),
+                manifest.name
+            )));
         }
         check_file(&path, spec, &path)?;
         mark_verified(&path, spec)

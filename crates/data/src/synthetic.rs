@@ -22,7 +22,9 @@ const SIZE: usize = 32;
 
 /// One record (label byte + 3072 pixels) of image `index` of a split.
 pub fn record(seed: u64, split: u64, index: u64, label_noise: f64) -> Vec<u8> {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ split.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ index.wrapping_mul(0xD1B5_4A32_D192_ED03));
+    let mut rng = ChaCha8Rng::seed_from_u64(
+        seed ^ split.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ index.wrapping_mul(0xD1B5_4A32_D192_ED03),
+    );
     let class = (index % 10) as usize;
     let mut img = [[0f32; SIZE * SIZE]; 3];
     // background: a random colour with a gentle gradient
@@ -60,15 +62,15 @@ pub fn record(seed: u64, split: u64, index: u64, label_noise: f64) -> Vec<u8> {
 fn shape(class: usize, fx: f32, fy: f32, r: f32, period: f32, x: f32, y: f32) -> bool {
     let d = (fx * fx + fy * fy).sqrt();
     match class {
-        0 => d < r,                                                  // disc
-        1 => fx.abs() < r * 0.85 && fy.abs() < r * 0.85,             // square
-        2 => fy < r * 0.8 && fy > -r && fx.abs() < (fy + r) * 0.55,  // triangle
+        0 => d < r,                                                                        // disc
+        1 => fx.abs() < r * 0.85 && fy.abs() < r * 0.85,                                   // square
+        2 => fy < r * 0.8 && fy > -r && fx.abs() < (fy + r) * 0.55,                        // triangle
         3 => (fx.abs() < r * 0.3 && fy.abs() < r) || (fy.abs() < r * 0.3 && fx.abs() < r), // cross
-        4 => d < r && d > r * 0.55,                                  // ring
-        5 => ((y / period).floor() as i64) % 2 == 0,                 // horizontal stripes
-        6 => ((x / period).floor() as i64) % 2 == 0,                 // vertical stripes
-        7 => (((x + y) / period).floor() as i64) % 2 == 0,           // diagonal stripes
-        8 => (((x / period).floor() + (y / period).floor()) as i64) % 2 == 0, // checker
+        4 => d < r && d > r * 0.55,                                                        // ring
+        5 => ((y / period).floor() as i64) % 2 == 0,                                       // horizontal stripes
+        6 => ((x / period).floor() as i64) % 2 == 0,                                       // vertical stripes
+        7 => (((x + y) / period).floor() as i64) % 2 == 0,                                 // diagonal stripes
+        8 => (((x / period).floor() + (y / period).floor()) as i64) % 2 == 0,              // checker
         _ => {
             let d2 = ((fx - r * 0.6).powi(2) + fy * fy).sqrt();
             let d3 = ((fx + r * 0.6).powi(2) + fy * fy).sqrt();

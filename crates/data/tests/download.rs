@@ -69,7 +69,8 @@ fn a_download_cut_half_way_resumes_with_a_range_request() {
     let log = server.requests.lock().unwrap();
     assert_eq!(log.len(), 2, "{log:?}");
     assert_eq!(log[0].1, None);
-    let offset: usize = log[1].1.as_deref().unwrap().trim_start_matches("bytes=").trim_end_matches('-').parse().unwrap();
+    let offset: usize =
+        log[1].1.as_deref().unwrap().trim_start_matches("bytes=").trim_end_matches('-').parse().unwrap();
     assert!(offset > 0 && offset < bytes.len(), "resume offset {offset}");
 }
 
@@ -89,7 +90,8 @@ fn a_wrong_digest_is_rejected_and_moved_aside() {
     assert!(moved_to.exists() && moved_to.starts_with(dir.path().join("toy/rejected")));
     assert!(!data.file(&m, &m.files[0]).exists());
     assert_eq!(data.status(&m, &m.files[0]), FileStatus::Missing);
-    let leftovers: Vec<_> = std::fs::read_dir(dir.path().join("toy")).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let leftovers: Vec<_> =
+        std::fs::read_dir(dir.path().join("toy")).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(leftovers, vec![std::ffi::OsString::from("rejected")]);
 }
 

@@ -125,13 +125,19 @@ fn synthetic_set_is_deterministic_balanced_and_labelled_within_range() {
     let n = train.image_len() / 3;
     let stats: Vec<(f64, f64)> = (0..3)
         .map(|ch| {
-            let vals: Vec<f64> = (0..train.len()).flat_map(|i| train.image(i)[ch * n..(ch + 1) * n].to_vec()).map(|p| p as f64 / 255.0).collect();
+            let vals: Vec<f64> = (0..train.len())
+                .flat_map(|i| train.image(i)[ch * n..(ch + 1) * n].to_vec())
+                .map(|p| p as f64 / 255.0)
+                .collect();
             let mean = vals.iter().sum::<f64>() / vals.len() as f64;
             (mean, (vals.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / vals.len() as f64).sqrt())
         })
         .collect();
     for (ch, (mean, std)) in stats.iter().enumerate() {
-        assert!((mean - m.normalization.mean[ch] as f64).abs() < 0.005, "channel {ch}: mean {mean:.4}, measured {stats:?}");
+        assert!(
+            (mean - m.normalization.mean[ch] as f64).abs() < 0.005,
+            "channel {ch}: mean {mean:.4}, measured {stats:?}"
+        );
         assert!((std - m.normalization.std[ch] as f64).abs() < 0.005, "channel {ch}: std {std:.4}, measured {stats:?}");
     }
 }
@@ -140,8 +146,14 @@ fn synthetic_set_is_deterministic_balanced_and_labelled_within_range() {
 /// installs it), imported and loaded: 60,000 + 10,000 verified images.
 #[test]
 fn fashion_mnist_from_the_debian_package() {
-    let from = std::env::var_os("CIM_FASHION_MNIST_DIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/usr/share/datasets/fashion-mnist"));
-    assert!(from.exists(), "{} missing: apt-get install dataset-fashion-mnist (or set CIM_FASHION_MNIST_DIR)", from.display());
+    let from = std::env::var_os("CIM_FASHION_MNIST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/usr/share/datasets/fashion-mnist"));
+    assert!(
+        from.exists(),
+        "{} missing: apt-get install dataset-fashion-mnist (or set CIM_FASHION_MNIST_DIR)",
+        from.display()
+    );
     let dir = tempfile::tempdir().unwrap();
     let data = DataDir::new(dir.path());
     let m = find_manifest("fashion-mnist").unwrap();

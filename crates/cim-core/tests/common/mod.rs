@@ -92,12 +92,7 @@ pub fn golden_dir() -> PathBuf {
 /// Every `*.json` case of a folder, sorted by file name.
 pub fn read_cases(dir: &Path) -> Vec<(PathBuf, GoldenCase)> {
     let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap_or_else(|e| {
-            panic!(
-                "cannot read golden folder {}: {e} (set CIM_GOLDEN_DIR)",
-                dir.display()
-            )
-        })
+        .unwrap_or_else(|e| panic!("cannot read golden folder {}: {e} (set CIM_GOLDEN_DIR)", dir.display()))
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|x| x == "json"))
         .collect();
@@ -106,8 +101,8 @@ pub fn read_cases(dir: &Path) -> Vec<(PathBuf, GoldenCase)> {
         .into_iter()
         .map(|p| {
             let text = std::fs::read_to_string(&p).unwrap();
-            let case: GoldenCase = serde_json::from_str(&text)
-                .unwrap_or_else(|e| panic!("{}: not a golden case: {e}", p.display()));
+            let case: GoldenCase =
+                serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: not a golden case: {e}", p.display()));
             (p, case)
         })
         .collect()
@@ -171,11 +166,7 @@ impl Naive {
     /// ADC code range of slice s.
     pub fn p_range(&self, s: usize) -> (i64, i64) {
         let p = self.cfg.psum_bits.unwrap();
-        if self.cfg.encoding == Encoding::Twos && s == 0 {
-            signed_range(p)
-        } else {
-            (0, (1i64 << p) - 1)
-        }
+        if self.cfg.encoding == Encoding::Twos && s == 0 { signed_range(p) } else { (0, (1i64 << p) - 1) }
     }
 
     /// LSQ init of the weight steps, in f64.
@@ -194,16 +185,7 @@ impl Naive {
             }
         }
         let qp = self.q_range().1.max(1) as f64;
-        sum.iter()
-            .zip(&n)
-            .map(|(s, &n)| {
-                if *s == 0.0 {
-                    1.0
-                } else {
-                    2.0 * s / n as f64 / qp.sqrt()
-                }
-            })
-            .collect()
+        sum.iter().zip(&n).map(|(s, &n)| if *s == 0.0 { 1.0 } else { 2.0 * s / n as f64 / qp.sqrt() }).collect()
     }
 
     /// Digits [pol][slice] of code q, built from scratch (no library code).
@@ -211,9 +193,7 @@ impl Naive {
         let bc = self.cfg.cell_bits;
         let base = 1i64 << bc;
         let write = |u: i64| -> Vec<i64> {
-            (0..self.slices)
-                .map(|s| (u >> (bc as usize * (self.slices - 1 - s))) & (base - 1))
-                .collect()
+            (0..self.slices).map(|s| (u >> (bc as usize * (self.slices - 1 - s))) & (base - 1)).collect()
         };
         match self.cfg.encoding {
             Encoding::Twos => {
@@ -238,17 +218,11 @@ impl Naive {
     /// f32 arithmetic with the given steps, as the layer does.
     pub fn psums(&self, input: &Dense, weight: &[f64], weight_steps: &[f32]) -> Psums {
         let cfg = &self.cfg;
-        let [b_n, c_in, h, w] = [
-            input.shape[0],
-            input.shape[1],
-            input.shape[2],
-            input.shape[3],
-        ];
+        let [b_n, c_in, h, w] = [input.shape[0], input.shape[1], input.shape[2], input.shape[3]];
         let (ho, wo) = (self.out_size(h), self.out_size(w));
         let k = cfg.kernel_size;
         let (qn, qp) = self.q_range();
-        let mut out =
-            vec![0i64; self.pols * self.slices * self.g_tiles * b_n * cfg.out_channels * ho * wo];
+        let mut out = vec![0i64; self.pols * self.slices * self.g_tiles * b_n * cfg.out_channels * ho * wo];
         for g in 0..self.g_tiles {
             let channels = g * self.n_c..((g + 1) * self.n_c).min(c_in);
             for t in 0..self.t_tiles {
@@ -259,8 +233,7 @@ impl Naive {
                     .flat_map(|ch| (0..k).flat_map(move |kh| (0..k).map(move |kw| (ch, kh, kw))))
                     .collect();
                 assert!(rows.len() <= cfg.array_size);
-                let mut cells =
-                    vec![vec![vec![vec![0i64; columns.len()]; rows.len()]; self.slices]; self.pols];
+                let mut cells = vec![vec![vec![vec![0i64; columns.len()]; rows.len()]; self.slices]; self.pols];
                 for (ci, c) in columns.clone().enumerate() {
                     let step = weight_steps[self.key(cfg.weight_granularity, g, c)];
                     for (ri, &(ch, kh, kw)) in rows.iter().enumerate() {
@@ -285,23 +258,15 @@ impl Naive {
                                     if y < 0 || x < 0 || y >= h as isize || x >= w as isize {
                                         0
                                     } else {
-                                        self.act_code(
-                                            input.data[((b * c_in + ch) * h + y as usize) * w
-                                                + x as usize],
-                                        )
+                                        self.act_code(input.data[((b * c_in + ch) * h + y as usize) * w + x as usize])
                                     }
                                 })
                                 .collect();
                             for pol in 0..self.pols {
                                 for s in 0..self.slices {
                                     for (ci, c) in columns.clone().enumerate() {
-                                        let p: i64 = (0..rows.len())
-                                            .map(|ri| drive[ri] * cells[pol][s][ri][ci])
-                                            .sum();
-                                        let idx = (((((pol * self.slices + s) * self.g_tiles
-                                            + g)
-                                            * b_n
-                                            + b)
+                                        let p: i64 = (0..rows.len()).map(|ri| drive[ri] * cells[pol][s][ri][ci]).sum();
+                                        let idx = (((((pol * self.slices + s) * self.g_tiles + g) * b_n + b)
                                             * cfg.out_channels
                                             + c)
                                             * ho
@@ -345,11 +310,7 @@ impl Naive {
                 let s = i / keys % self.slices;
                 let pp = self.p_range(s).1.max(1) as f64;
                 let mean = sum[i] / n[i] as f64;
-                if mean == 0.0 {
-                    1.0
-                } else {
-                    2.0 * mean / pp.sqrt()
-                }
+                if mean == 0.0 { 1.0 } else { 2.0 * mean / pp.sqrt() }
             })
             .collect()
     }
@@ -378,27 +339,18 @@ impl Naive {
                 Some(steps) => {
                     let step = steps[self.psum_key(pol, s, g, c)];
                     let (lo, hi) = self.p_range(s);
-                    let code = (v as f32 / step)
-                        .clamp(lo as f32, hi as f32)
-                        .round_ties_even();
+                    let code = (v as f32 / step).clamp(lo as f32, hi as f32).round_ties_even();
                     code as f64 * step as f64
                 }
             };
-            y[(b * c_n + c) * p.ho * p.wo + pos] +=
-                self.coef(pol, s, g, c, weight_steps) * quantized;
+            y[(b * c_n + c) * p.ho * p.wo + pos] += self.coef(pol, s, g, c, weight_steps) * quantized;
         });
         y
     }
 
     /// Hand-derived LSQ gradient of L = sum(y * r) with respect to every ADC step, including
     /// LSQ's gradient scale 1/sqrt(n * max(Pp, 1)).
-    pub fn psum_step_grad(
-        &self,
-        p: &Psums,
-        weight_steps: &[f32],
-        psum_steps: &[f32],
-        r: &[f64],
-    ) -> Vec<f64> {
+    pub fn psum_step_grad(&self, p: &Psums, weight_steps: &[f32], psum_steps: &[f32], r: &[f64]) -> Vec<f64> {
         let c_n = self.cfg.out_channels;
         let mut grad = vec![0f64; psum_steps.len()];
         let mut n = vec![0usize; psum_steps.len()];
@@ -410,9 +362,7 @@ impl Naive {
             let code = ratio.clamp(lo as f32, hi as f32).round_ties_even() as f64;
             let inside = ratio >= lo as f32 && ratio <= hi as f32;
             let local = if inside { code - ratio as f64 } else { code };
-            grad[i] += r[(b * c_n + c) * p.ho * p.wo + pos]
-                * self.coef(pol, s, g, c, weight_steps)
-                * local;
+            grad[i] += r[(b * c_n + c) * p.ho * p.wo + pos] * self.coef(pol, s, g, c, weight_steps) * local;
             n[i] += 1;
         });
         let keys = self.keys(self.cfg.psum_granularity);
@@ -441,15 +391,7 @@ pub struct Psums {
 
 impl Psums {
     pub fn shape(&self) -> Vec<usize> {
-        vec![
-            self.pols,
-            self.slices,
-            self.g_tiles,
-            self.b,
-            self.c,
-            self.ho,
-            self.wo,
-        ]
+        vec![self.pols, self.slices, self.g_tiles, self.b, self.c, self.ho, self.wo]
     }
 
     /// Calls f(pol, s, g, b, c, position, value) for every element, in storage order.
@@ -486,9 +428,6 @@ impl Rng {
 
     pub fn dense(&mut self, shape: Vec<usize>, lo: f64, hi: f64) -> Dense {
         let n = shape.iter().product();
-        Dense {
-            shape,
-            data: (0..n).map(|_| self.uniform(lo, hi)).collect(),
-        }
+        Dense { shape, data: (0..n).map(|_| self.uniform(lo, hi)).collect() }
     }
 }

@@ -80,7 +80,11 @@ fn handle(mut stream: TcpStream, behaviour: &Behaviour, nth: usize, log: &Mutex<
         .and_then(|r| r.trim_end_matches('-').parse().ok())
         .unwrap_or(0);
     let body = &bytes[start.min(bytes.len())..];
-    let status = if start > 0 { format!("206 Partial Content\r\nContent-Range: bytes {start}-{}/{}", bytes.len() - 1, bytes.len()) } else { "200 OK".to_string() };
+    let status = if start > 0 {
+        format!("206 Partial Content\r\nContent-Range: bytes {start}-{}/{}", bytes.len() - 1, bytes.len())
+    } else {
+        "200 OK".to_string()
+    };
     let head = format!("HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
     let _ = stream.write_all(head.as_bytes());
     if matches!(behaviour, Behaviour::CutOffOnce(_)) && nth == 1 {

@@ -1,0 +1,128 @@
+//! The 3x3 convolution of a residual block: on CIM arrays or in floating point.
+
+use burn::module::Module;
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::{Initializer, PaddingConfig2d};
+use burn::tensor::{Device, Tensor};
+use cim_core::{CimConfigError, CimConv2d, CimConvConfig, Encoding, Granularity};
+use serde::{Deserialize, Serialize};
+
+/// Array and quantizer settings shared by every CIM layer of a model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CimSettings {
+    /// N.
+    pub array_size: usize,
+    /// B_w.
+    pub weight_bits: u32,
+    /// b_c.
+    pub cell_bits: u32,
+    /// A.
+    pub act_bits: u32,
+    /// P; `None` is an ideal ADC.
+    pub psum_bits: Option<u32>,
+    /// Weight encoding.
+    pub encoding: Encoding,
+    /// Weight-step granularity.
+    pub weight_granularity: Granularity,
+    /// ADC-step granularity.
+    pub psum_granularity: Granularity,
+}
+
+impl CimSettings {
+    /// The configuration of one k x k layer.
+    pub fn layer(
+        &self,
+        in_channels: usize,
+        out_channels: usize,
+        kernel: usize,
+        stride: usize,
+        padding: usize,
+    ) -> CimConvConfig {
+        CimConvConfig::new(in_channels, out_channels, kernel)
+            .with_stride(stride)
+            .with_padding(padding)
+            .with_array_size(self.array_size)
+            .with_weight_bits(self.weight_bits)
+            .with_cell_bits(self.cell_bits)
+            .with_act_bits(self.act_bits)
+            .with_psum_bits(self.psum_bits)
+            .with_encoding(self.encoding)
+            .with_weight_granularity(self.weight_granularity)
+            .with_psum_granularity(self.psum_granularity)
+    }
+}
+
+/// What the block convs are made of.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ConvKind {
+    /// Plain floating-point convs.
+    Float,
+    /// CIM layers with these settings.
+    Cim(CimSettings),
+}
+
+/// A 3x3 conv of a residual block (padding 1, no bias).
+#[derive(Module, Debug)]
+pub enum Conv3x3 {
+    /// Floating point.
+    Float(Conv2d),
+    /// On CIM arrays.
+    Cim(CimConv2d),
+}
+
+impl Conv3x3 {
+    /// A 3x3 conv of `kind`.
+    pub fn new(
+        kind: &ConvKind,
+        in_channels: usize,
+        out_channels: usize,
+        stride: usize,
+        device: &Device,
+    ) -> Result<Self, CimConfigError> {
+        Ok(match kind {
+            ConvKind::Float => Conv3x3::Float(float_conv(in_channels, out_channels, 3, stride, 1, device)),
+            ConvKind::Cim(s) => Conv3x3::Cim(s.layer(in_channels, out_channels, 3, stride, 1).init(device)?),
+        })
+    }
+
+    /// Applies the conv.
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        match self {
+            Conv3x3::Float(c) => c.forward(x),
+            Conv3x3::Cim(c) => c.forward(x),
+        }
+    }
+
+    /// The CIM layer, if this conv is one.
+    pub fn cim(&self) -> Option<&CimConv2d> {
+        match self {
+            Conv3x3::Cim(c) => Some(c),
+            Conv3x3::Float(_) => None,
+        }
+    }
+
+    /// The CIM layer, mutably.
+    pub fn cim_mut(&mut self) -> Option<&mut CimConv2d> {
+        match self {
+            Conv3x3::Cim(c) => Some(c),
+            Conv3x3::Float(_) => None,
+        }
+    }
+}
+
+/// A floating-point conv without bias, Kaiming-normal (fan-in, gain sqrt 2) like the CIM layers.
+pub fn float_conv(
+    in_channels: usize,
+    out_channels: usize,
+    kernel: usize,
+    stride: usize,
+    padding: usize,
+    device: &Device,
+) -> Conv2d {
+    Conv2dConfig::new([in_channels, out_channels], [kernel, kernel])
+        .with_stride([stride, stride])
+        .with_padding(PaddingConfig2d::Explicit(padding, padding, padding, padding))
+        .with_bias(false)
+        .with_initializer(Initializer::KaimingNormal { gain: std::f64::consts::SQRT_2, fan_out_only: false })
+        .init(device)
+}

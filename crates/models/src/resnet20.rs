@@ -1,0 +1,117 @@
+//! Pre-activation ResNet-20 for 32x32 inputs (He et al. 2016, "Identity Mappings"): a 3x3 stem,
+//! three stages of three basic blocks with 16, 32 and 64 channels, BN-ReLU before every conv,
+//! 1x1 projection shortcuts where the shape changes, then BN-ReLU, global average pooling and a
+//! linear classifier.
+
+use burn::module::Module;
+use burn::nn::conv::Conv2d;
+use burn::nn::pool::{AdaptiveAvgPool2d, AdaptiveAvgPool2dConfig};
+use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig};
+use burn::tensor::activation::relu;
+use burn::tensor::{Device, Tensor};
+use cim_core::CimConfigError;
+
+use crate::conv::{Conv3x3, ConvKind, float_conv};
+
+/// One pre-activation basic block.
+#[derive(Module, Debug)]
+pub struct PreActBlock {
+    bn1: BatchNorm,
+    conv1: Conv3x3,
+    bn2: BatchNorm,
+    conv2: Conv3x3,
+    shortcut: Option<Conv2d>,
+    stride: usize,
+}
+
+impl PreActBlock {
+    fn new(
+        kind: &ConvKind,
+        in_channels: usize,
+        out_channels: usize,
+        stride: usize,
+        device: &Device,
+    ) -> Result<Self, CimConfigError> {
+        let shortcut = (stride != 1 || in_channels != out_channels)
+            .then(|| float_conv(in_channels, out_channels, 1, stride, 0, device));
+        Ok(Self {
+            bn1: BatchNormConfig::new(in_channels).init(device),
+            conv1: Conv3x3::new(kind, in_channels, out_channels, stride, device)?,
+            bn2: BatchNormConfig::new(out_channels).init(device),
+            conv2: Conv3x3::new(kind, out_channels, out_channels, 1, device)?,
+            shortcut,
+            stride,
+        })
+    }
+
+    fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        let pre = relu(self.bn1.forward(x.clone()));
+        let skip = match &self.shortcut {
+            Some(conv) => conv.forward(pre.clone()),
+            None => x,
+        };
+        let out = self.conv1.forward(pre);
+        let out = self.conv2.forward(relu(self.bn2.forward(out)));
+        out.add(skip)
+    }
+}
+
+/// Pre-activation ResNet-20.
+#[derive(Module, Debug)]
+pub struct ResNet20 {
+    stem: Conv2d,
+    blocks: Vec<PreActBlock>,
+    bn: BatchNorm,
+    pool: AdaptiveAvgPool2d,
+    fc: Linear,
+}
+
+impl ResNet20 {
+    /// Builds the network.
+    pub fn new(in_channels: usize, classes: usize, kind: &ConvKind, device: &Device) -> Result<Self, CimConfigError> {
+        let mut blocks = Vec::new();
+        let mut channels = 16;
+        for (stage, width) in [16, 32, 64].into_iter().enumerate() {
+            for b in 0..3 {
+                let stride = if stage > 0 && b == 0 { 2 } else { 1 };
+                blocks.push(PreActBlock::new(kind, channels, width, stride, device)?);
+                channels = width;
+            }
+        }
+        Ok(Self {
+            stem: float_conv(in_channels, 16, 3, 1, 1, device),
+            blocks,
+            bn: BatchNormConfig::new(64).init(device),
+            pool: AdaptiveAvgPool2dConfig::new([1, 1]).init(),
+            fc: LinearConfig::new(64, classes).init(device),
+        })
+    }
+
+    /// Logits of a batch.
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
+        let mut x = self.stem.forward(x);
+        for block in &self.blocks {
+            x = block.forward(x);
+        }
+        let x = self.pool.forward(relu(self.bn.forward(x)));
+        self.fc.forward(x.flatten(1, 3))
+    }
+
+    pub(crate) fn convs(&self) -> Vec<&Conv3x3> {
+        self.blocks.iter().flat_map(|b| [&b.conv1, &b.conv2]).collect()
+    }
+
+    pub(crate) fn convs_mut(&mut self) -> Vec<&mut Conv3x3> {
+        self.blocks.iter_mut().flat_map(|b| [&mut b.conv1, &mut b.conv2]).collect()
+    }
+
+    pub(crate) fn cim_output_pixels(&self, input_size: usize) -> Vec<usize> {
+        let mut size = input_size;
+        let mut out = Vec::new();
+        for b in &self.blocks {
+            size = (size + 2 - 3) / b.stride + 1;
+            out.extend([size * size, size * size]);
+        }
+        out
+    }
+}

@@ -1,0 +1,90 @@
+//! ResNet-20 training step at batch 128: floating point against CIM (W4 A4, cell bits 2, P 3,
+//! N 128, column/column, twos), measured interleaved in one run, with the ratio and the heap peak
+//! of each step. Targets: CIM <= 2.5x floating point, CIM peak <= 4 GiB.
+//!
+//! `cargo bench -p train --bench train_step`
+
+use std::time::Instant;
+
+use burn::nn::loss::CrossEntropyLossConfig;
+use burn::optim::{GradientsParams, ModuleOptimizer};
+use burn::tensor::{Distribution, Int, Tensor, TensorData};
+use cim_core::memory::{TrackingAllocator, live_bytes, mib, peak_bytes, peak_rss_bytes, reset_peak};
+use models::Model;
+use train::RunConfig;
+
+#[global_allocator]
+static ALLOC: TrackingAllocator = TrackingAllocator;
+
+const BATCH: usize = 128;
+
+struct Net {
+    name: &'static str,
+    model: Option<Model>,
+    optim: ModuleOptimizer,
+    times: Vec<f64>,
+    peak: usize,
+}
+
+fn main() {
+    let device = train::trainer::training_device();
+    let x = Tensor::<4>::random([BATCH, 3, 32, 32], Distribution::Normal(0.0, 1.0), &device);
+    let y = Tensor::<1, Int>::from_data(
+        TensorData::new((0..BATCH as i64).map(|i| i % 10).collect::<Vec<_>>(), [BATCH]),
+        &device,
+    );
+    let loss_fn = CrossEntropyLossConfig::new().init(&device);
+    let mut nets: Vec<Net> = [("floating point", "fp"), ("CIM column/column P3", "columnwise")]
+        .into_iter()
+        .map(|(name, method)| {
+            let config = RunConfig { method: method.into(), ..RunConfig::default() };
+            let run = config.resolve().expect("valid config");
+            let mut model = train::trainer::build_model(&run, [3, 32, 32], 10, &device).expect("model");
+            // the ADC steps are set from data before the first step, as in training
+            model.cim_layers().iter().for_each(|l| l.arm_psum_calibration());
+            let _ = model.forward(x.clone());
+            model.cim_layers_mut().into_iter().for_each(|l| {
+                l.finish_psum_calibration();
+            });
+            Net { name, model: Some(model), optim: train::trainer::optimizer(&config), times: Vec::new(), peak: 0 }
+        })
+        .collect();
+    let step = |net: &mut Net| -> (f64, usize) {
+        reset_peak();
+        let base = live_bytes();
+        let start = Instant::now();
+        let model = net.model.take().unwrap();
+        let loss = loss_fn.forward(model.forward(x.clone()), y.clone());
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        net.model = Some(net.optim.step(0.01, model, grads));
+        (start.elapsed().as_secs_f64(), peak_bytes().saturating_sub(base))
+    };
+    for round in 0..7 {
+        for net in nets.iter_mut() {
+            let (t, peak) = step(net);
+            if round >= 2 {
+                net.times.push(t);
+                net.peak = net.peak.max(peak);
+            }
+        }
+    }
+    println!("ResNet-20 train step, batch {BATCH}, burn-flex, medians of 5 interleaved steps:");
+    let mut medians = Vec::new();
+    for net in &mut nets {
+        net.times.sort_by(f64::total_cmp);
+        let m = net.times[net.times.len() / 2];
+        medians.push(m);
+        println!(
+            "  {:<22} {:7.3} s/step  {:6.0} img/s  heap peak during a step {:8.1} MiB",
+            net.name,
+            m,
+            BATCH as f64 / m,
+            mib(net.peak)
+        );
+    }
+    println!("  ratio CIM / floating point: {:.2} (target <= 2.5)", medians[1] / medians[0]);
+    println!("  CIM heap peak {:.2} GiB (target <= 4 GiB)", nets[1].peak as f64 / (1u64 << 30) as f64);
+    if let Some(rss) = peak_rss_bytes() {
+        println!("  process peak RSS {:.1} MiB", mib(rss));
+    }
+}

@@ -1,0 +1,57 @@
+//! Training and evaluation of CIM models (DESIGN.md section 4): SGD with momentum and weight
+//! decay, a cosine learning-rate schedule, one- and two-stage recipes, test accuracy after every
+//! epoch, atomic checkpoints at every epoch, and bit-identical resume.
+
+pub mod config;
+pub mod eval;
+pub mod run;
+pub mod trainer;
+
+pub use config::{ResolvedRun, RunConfig};
+pub use eval::{EvalResult, evaluate, evaluate_run};
+pub use run::{EpochRecord, RunDir, Summary};
+pub use trainer::{TrainOptions, train};
+
+/// The code version compiled into this binary (git commit, `-dirty` with uncommitted changes).
+pub const CODE_VERSION: &str = env!("CIM_CODE_VERSION");
+
+/// Why a run could not start or finish.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    /// The configuration is invalid (names the field, the value and what was expected).
+    #[error("{0}")]
+    Config(String),
+    /// Data could not be loaded.
+    #[error(transparent)]
+    Data(#[from] data::DataError),
+    /// A file of the run folder could not be read or written.
+    #[error("{path}: {message}")]
+    Io {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What failed.
+        message: String,
+    },
+    /// The loss became NaN or infinite; the last good checkpoint was kept.
+    #[error(
+        "epoch {epoch}, step {step}: the loss is {value} (not finite); stopped. The last good checkpoint (after epoch {last_good}) is kept in {dir}; lower --lr or check the data"
+    )]
+    NonFinite {
+        /// Epoch (0-based).
+        epoch: usize,
+        /// Step within the epoch.
+        step: usize,
+        /// The loss value.
+        value: f32,
+        /// Epochs completed in the kept checkpoint.
+        last_good: usize,
+        /// The run folder.
+        dir: std::path::PathBuf,
+    },
+}
+
+impl TrainError {
+    pub(crate) fn io(path: impl Into<std::path::PathBuf>, message: impl std::fmt::Display) -> Self {
+        TrainError::Io { path: path.into(), message: message.to_string() }
+    }
+}

@@ -1,0 +1,305 @@
+//! The training loop.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use burn::module::Module;
+use burn::nn::loss::CrossEntropyLossConfig;
+use burn::optim::decay::WeightDecayConfig;
+use burn::optim::momentum::MomentumConfig;
+use burn::optim::{GradientsParams, ModuleOptimizer, OptimizerRecord, SgdConfig};
+use burn::store::ModuleRecord;
+use burn::tensor::{Bytes, Device, Int, Tensor, TensorData};
+use data::{BatchLoader, DataDir, ImageSet, LoadedData};
+use indicatif::{ProgressBar, ProgressStyle};
+use models::Model;
+
+use crate::config::{ResolvedRun, RunConfig};
+use crate::eval::evaluate;
+use crate::run::{CheckpointState, EpochRecord, RunDir, Summary, metrics_lines, write_atomic, write_json};
+use crate::{CODE_VERSION, TrainError};
+
+/// How to run.
+#[derive(Debug, Clone)]
+pub struct TrainOptions {
+    /// Where data sets live.
+    pub data_dir: DataDir,
+    /// Show a progress bar on stderr.
+    pub progress: bool,
+    /// Stop after this many epochs in this session (the run stays resumable); for tests and for
+    /// splitting long runs.
+    pub stop_after: Option<usize>,
+}
+
+/// The training data of a run: both splits after the configured limits.
+pub struct RunData {
+    /// Loaded data set.
+    pub data: LoadedData,
+    /// Training images.
+    pub train: Arc<ImageSet>,
+    /// Test images.
+    pub test: Arc<ImageSet>,
+}
+
+/// Loads the data of a configuration, applying `limit_train` and `limit_test` as seeded,
+/// class-balanced subsets.
+pub fn load_run_data(config: &RunConfig, dir: &DataDir) -> Result<RunData, TrainError> {
+    let data = data::load_dataset(&config.dataset, dir, config.folder_holdout)?;
+    let subset = |set: &ImageSet, limit: Option<usize>, seed: u64| -> Result<ImageSet, TrainError> {
+        Ok(match limit {
+            Some(n) => set.select(&set.balanced_subset(n, seed)?),
+            None => set.clone(),
+        })
+    };
+    let train = Arc::new(subset(&data.train, config.limit_train, config.seed)?);
+    let test = Arc::new(subset(&data.test, config.limit_test, config.seed.wrapping_add(1))?);
+    Ok(RunData { data, train, test })
+}
+
+/// The device runs train on: the Flex CPU backend with autodiff.
+pub fn training_device() -> Device {
+    Device::flex().autodiff()
+}
+
+/// Builds the model of a resolved run for a data set's images.
+pub fn build_model(run: &ResolvedRun, shape: [usize; 3], classes: usize, device: &Device) -> Result<Model, TrainError> {
+    let [c, h, w] = shape;
+    if h < 8 || w < 8 {
+        return Err(TrainError::Config(format!(
+            "images of {h}x{w} pixels are too small for {}: at least 8x8",
+            run.config.model.name()
+        )));
+    }
+    Model::new(run.config.model, c, classes, &run.conv, run.config.seed, device)
+        .map_err(|e| TrainError::Config(e.to_string()))
+}
+
+/// SGD with momentum (no dampening, as PyTorch) and weight decay, as the run configures it.
+pub fn optimizer(config: &RunConfig) -> ModuleOptimizer {
+    SgdConfig::new()
+        .with_momentum(Some(MomentumConfig::new().with_momentum(config.momentum).with_dampening(0.0)))
+        .with_weight_decay((config.weight_decay > 0.0).then(|| WeightDecayConfig::new(config.weight_decay as f32)))
+        .init()
+}
+
+/// Trains (or resumes, or just reports) the run of `config` in `out`. Returns the summary, or
+/// `None` when `stop_after` ended the session first.
+pub fn train(config: &RunConfig, out: &Path, opts: &TrainOptions) -> Result<Option<Summary>, TrainError> {
+    let run = config.resolve()?;
+    let dir = RunDir::new(out);
+    std::fs::create_dir_all(out).map_err(|e| TrainError::io(out, e))?;
+    match dir.read_config()? {
+        Some(existing) if existing != *config => {
+            return Err(TrainError::Config(format!(
+                "{} holds a run of another configuration (hash {}, this one {}): use another --out or remove it",
+                out.display(),
+                existing.hash(),
+                config.hash()
+            )));
+        }
+        Some(_) => {}
+        None => write_atomic(&dir.config_path(), config.to_toml().as_bytes())?,
+    }
+    if let Some(summary) = dir.read_summary()? {
+        return Ok(Some(summary));
+    }
+
+    let data = load_run_data(config, &opts.data_dir)?;
+    let device = training_device();
+    let mut model = build_model(&run, data.train.shape, data.train.classes.len(), &device)?;
+    let mut optim = optimizer(config);
+    let (mut history, start) = match dir.latest_checkpoint()? {
+        Some((state, ckpt)) => {
+            if state.config_hash != config.hash() {
+                return Err(TrainError::io(
+                    &ckpt,
+                    format!("checkpoint of config {}, expected {}", state.config_hash, config.hash()),
+                ));
+            }
+            let read = |name: &str| std::fs::read(ckpt.join(name)).map_err(|e| TrainError::io(ckpt.join(name), e));
+            let record = ModuleRecord::from_bytes(Bytes::from_bytes_vec(read("model.bpk")?))
+                .map_err(|e| TrainError::io(ckpt.join("model.bpk"), format!("{e:?}")))?;
+            model =
+                model.try_load_record(record).map_err(|e| TrainError::io(ckpt.join("model.bpk"), format!("{e:?}")))?;
+            let record = OptimizerRecord::from_bytes(Bytes::from_bytes_vec(read("optim.bpk")?))
+                .map_err(|e| TrainError::io(ckpt.join("optim.bpk"), format!("{e:?}")))?;
+            optim = optim.load_record(record);
+            (state.history, state.epochs_done)
+        }
+        None => (Vec::new(), 0),
+    };
+    let loss_fn = CrossEntropyLossConfig::new().init(&device);
+    let train_indices: Vec<usize> = (0..data.train.len()).collect();
+    let wall_before = history.last().map(|r| r.wall_seconds).unwrap_or(0.0);
+    let session = Instant::now();
+    let bar = if opts.progress { ProgressBar::new(0) } else { ProgressBar::hidden() };
+    bar.set_style(
+        ProgressStyle::with_template("{prefix} [{bar:25}] {pos}/{len} {msg} ETA {eta}")
+            .expect("template")
+            .progress_chars("=> "),
+    );
+
+    for epoch in start..config.epochs {
+        if opts.stop_after.is_some_and(|n| epoch - start >= n) {
+            bar.finish_and_clear();
+            return Ok(None);
+        }
+        let epoch_start = Instant::now();
+        if epoch == run.stage1_epochs && epoch > 0 && epoch != start {
+            optim = optimizer(config); // the fine-tuning stage starts with fresh momentum
+        }
+        let calibrate = run.calibrates_at(epoch);
+        for layer in model.cim_layers_mut() {
+            layer.set_adc_enabled(run.adc_enabled(epoch)).map_err(TrainError::Config)?;
+        }
+        let loader = BatchLoader::new(
+            data.train.clone(),
+            &train_indices,
+            config.batch_size.min(data.train.len()),
+            true,
+            true,
+            data.data.augment,
+            data.data.normalize.clone(),
+            config.seed,
+            epoch,
+        );
+        let steps = loader.len();
+        bar.set_length(steps as u64);
+        bar.set_position(0);
+        bar.set_prefix(format!("{} epoch {}/{}", config.method, epoch + 1, config.epochs));
+        let (mut loss_sum, mut correct, mut seen, mut lr) = (0f64, 0i64, 0usize, 0f64);
+        for (step, batch) in loader.enumerate() {
+            let b = batch.labels.len();
+            let x = Tensor::<4>::from_data(TensorData::new(batch.images, batch.shape), &device);
+            let y = Tensor::<1, Int>::from_data(TensorData::new(batch.labels, [b]), &device);
+            let armed = calibrate && step == 0;
+            if config.train_variation_sigma > 0.0 {
+                // fresh cell noise at every step, a function of (seed, epoch, step, layer)
+                let step_seed = cim_core::variation::cell_seed(config.seed ^ ((epoch as u64) << 32), step);
+                for (i, layer) in model.cim_layers_mut().into_iter().enumerate() {
+                    layer.set_training_variation(
+                        Some(config.train_variation_sigma),
+                        cim_core::variation::cell_seed(step_seed, i),
+                    );
+                }
+            }
+            if armed {
+                model.cim_layers().iter().for_each(|l| l.arm_psum_calibration());
+            }
+            let logits = model.forward(x);
+            let loss = loss_fn.forward(logits.clone(), y.clone());
+            let value = loss.clone().into_scalar::<f32>();
+            if !value.is_finite() {
+                bar.abandon();
+                return Err(TrainError::NonFinite {
+                    epoch,
+                    step,
+                    value,
+                    last_good: history.len(),
+                    dir: out.to_path_buf(),
+                });
+            }
+            correct += logits.argmax(1).flatten::<1>(0, 1).equal(y).int().sum().into_scalar::<i64>();
+            let grads = GradientsParams::from_grads(loss.backward(), &model);
+            lr = run.learning_rate(epoch, step, steps);
+            model = optim.step(lr, model, grads);
+            if armed {
+                for layer in model.cim_layers_mut() {
+                    layer.finish_psum_calibration();
+                }
+            }
+            loss_sum += value as f64 * b as f64;
+            seen += b;
+            bar.inc(1);
+            bar.set_message(format!(
+                "loss {:.3} acc {:.1}% {:.0} img/s",
+                loss_sum / seen as f64,
+                100.0 * correct as f64 / seen as f64,
+                seen as f64 / epoch_start.elapsed().as_secs_f64()
+            ));
+        }
+        let train_seconds = epoch_start.elapsed().as_secs_f64();
+        let test =
+            evaluate(&model.valid(), &data.test, config.batch_size, &data.data.normalize, &device.clone().inner());
+        let record = EpochRecord {
+            epoch: epoch + 1,
+            stage: run.stage(epoch),
+            train_loss: loss_sum / seen.max(1) as f64,
+            train_acc: correct as f64 / seen.max(1) as f64,
+            test_loss: test.loss,
+            test_acc: test.accuracy,
+            lr,
+            images_per_sec: seen as f64 / train_seconds,
+            epoch_seconds: epoch_start.elapsed().as_secs_f64(),
+            wall_seconds: wall_before + session.elapsed().as_secs_f64(),
+        };
+        if opts.progress {
+            bar.println(format!(
+                "{} epoch {}/{}: train loss {:.4} acc {:.2}% | test loss {:.4} acc {:.2}% | {:.0} img/s",
+                config.method,
+                record.epoch,
+                config.epochs,
+                record.train_loss,
+                100.0 * record.train_acc,
+                record.test_loss,
+                100.0 * record.test_acc,
+                record.images_per_sec
+            ));
+        }
+        history.push(record);
+        save_checkpoint(&dir, config, &model, &optim, &history)?;
+    }
+    bar.finish_and_clear();
+    let summary = summarize(config, &history, data.train.len(), data.test.len());
+    write_json(&dir.summary_path(), &summary)?;
+    Ok(Some(summary))
+}
+
+fn save_checkpoint(
+    dir: &RunDir,
+    config: &RunConfig,
+    model: &Model,
+    optim: &ModuleOptimizer,
+    history: &[EpochRecord],
+) -> Result<(), TrainError> {
+    let done = history.len();
+    let ckpt = dir.checkpoint_dir(done);
+    let _ = std::fs::remove_dir_all(&ckpt); // a leftover of an interrupted save
+    std::fs::create_dir_all(&ckpt).map_err(|e| TrainError::io(&ckpt, e))?;
+    let model_bytes = model
+        .clone()
+        .into_record()
+        .into_bytes()
+        .map_err(|e| TrainError::io(ckpt.join("model.bpk"), format!("{e:?}")))?;
+    write_atomic(&ckpt.join("model.bpk"), &model_bytes)?;
+    let optim_bytes = optim.into_bytes().map_err(|e| TrainError::io(ckpt.join("optim.bpk"), format!("{e:?}")))?;
+    write_atomic(&ckpt.join("optim.bpk"), &optim_bytes)?;
+    let state = CheckpointState { config_hash: config.hash(), epochs_done: done, history: history.to_vec() };
+    write_json(&ckpt.join("state.json"), &state)?;
+    dir.commit_checkpoint(done)?;
+    write_atomic(&dir.metrics_path(), metrics_lines(history).as_bytes())
+}
+
+fn summarize(config: &RunConfig, history: &[EpochRecord], train_images: usize, test_images: usize) -> Summary {
+    let best = history
+        .iter()
+        .max_by(|a, b| a.test_acc.total_cmp(&b.test_acc).then(b.epoch.cmp(&a.epoch)))
+        .expect("at least one epoch");
+    let last = history.last().expect("at least one epoch");
+    Summary {
+        method: config.method.clone(),
+        dataset: config.dataset.clone(),
+        config_hash: config.hash(),
+        best_test_acc: best.test_acc,
+        best_epoch: best.epoch,
+        final_test_acc: last.test_acc,
+        epochs: history.len(),
+        seed: config.seed,
+        code_version: CODE_VERSION.to_string(),
+        train_images,
+        test_images,
+        wall_seconds: last.wall_seconds,
+        images_per_sec: history.iter().map(|r| r.images_per_sec).sum::<f64>() / history.len() as f64,
+    }
+}

@@ -1,0 +1,103 @@
+//! Determinism, interruption and resume, bad runs: small CIM runs on the synthetic set.
+
+use std::path::Path;
+
+use data::DataDir;
+use serde_json::Value;
+use train::{RunConfig, TrainError, TrainOptions};
+
+fn config() -> RunConfig {
+    RunConfig {
+        method: "columnwise".into(),
+        epochs: 3,
+        batch_size: 32,
+        limit_train: Some(192),
+        limit_test: Some(64),
+        seed: 7,
+        ..RunConfig::default()
+    }
+}
+
+fn options(data: &Path, stop_after: Option<usize>) -> TrainOptions {
+    TrainOptions { data_dir: DataDir::new(data), progress: false, stop_after }
+}
+
+/// metrics.jsonl without the fields that measure the machine's speed.
+fn metrics_without_timing(run: &Path) -> Vec<Value> {
+    std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let mut v: Value = serde_json::from_str(l).unwrap();
+            for f in train::EpochRecord::TIMING_FIELDS {
+                v.as_object_mut().unwrap().remove(f);
+            }
+            v
+        })
+        .collect()
+}
+
+fn summary_without_timing(run: &Path) -> Value {
+    let mut v: Value = serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap();
+    for f in ["wall_seconds", "images_per_sec"] {
+        v.as_object_mut().unwrap().remove(f);
+    }
+    v
+}
+
+#[test]
+fn same_seed_twice_gives_identical_metrics_and_interrupted_runs_resume_bit_identically() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let (a, b, c) = (tmp.path().join("a"), tmp.path().join("b"), tmp.path().join("c"));
+    let cfg = config();
+    train::train(&cfg, &a, &options(&data, None)).unwrap().unwrap();
+    train::train(&cfg, &b, &options(&data, None)).unwrap().unwrap();
+    let ma = metrics_without_timing(&a);
+    assert_eq!(ma.len(), 3);
+    assert_eq!(ma, metrics_without_timing(&b), "same seed, same machine: identical metrics");
+
+    // interrupted after epoch 1 of 3, then resumed by re-running into the same folder
+    assert!(train::train(&cfg, &c, &options(&data, Some(1))).unwrap().is_none());
+    assert_eq!(metrics_without_timing(&c).len(), 1);
+    assert!(c.join("ckpt-0001/model.bpk").exists() && !c.join("summary.json").exists());
+    train::train(&cfg, &c, &options(&data, None)).unwrap().unwrap();
+    assert_eq!(summary_without_timing(&c), summary_without_timing(&a));
+    assert_eq!(metrics_without_timing(&c), ma);
+    assert!(!c.join("ckpt-0001").exists(), "older checkpoints are removed");
+
+    // a finished run is not trained again
+    let again = train::train(&cfg, &a, &options(&data, None)).unwrap().unwrap();
+    assert_eq!(
+        serde_json::to_value(&again).unwrap(),
+        serde_json::from_str::<Value>(&std::fs::read_to_string(a.join("summary.json")).unwrap()).unwrap()
+    );
+
+    // another configuration may not reuse the folder
+    let other = RunConfig { seed: 8, ..cfg };
+    let e = train::train(&other, &a, &options(&data, None)).unwrap_err().to_string();
+    assert!(e.contains("another configuration"), "{e}");
+}
+
+#[test]
+fn two_stage_switches_the_adc_on_for_the_last_epochs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = RunConfig { method: "layercol-2stage".into(), epochs: 2, limit_train: Some(96), ..config() };
+    train::train(&cfg, &tmp.path().join("r"), &options(&tmp.path().join("data"), None)).unwrap().unwrap();
+    let m = metrics_without_timing(&tmp.path().join("r"));
+    let stages: Vec<u64> = m.iter().map(|r| r["stage"].as_u64().unwrap()).collect();
+    assert_eq!(stages, vec![1, 2]);
+    // the fine-tuning stage restarts the schedule at lr * finetune_lr_scale, decaying from there
+    assert!(m[1]["lr"].as_f64().unwrap() < cfg.lr * cfg.finetune_lr_scale);
+}
+
+#[test]
+fn a_diverging_run_stops_with_a_clear_message() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = RunConfig { method: "fp".into(), lr: 1e12, epochs: 1, ..config() };
+    let err = train::train(&cfg, &tmp.path().join("r"), &options(&tmp.path().join("data"), None)).unwrap_err();
+    assert!(matches!(err, TrainError::NonFinite { .. }), "{err}");
+    let text = err.to_string();
+    assert!(text.contains("not finite") && text.contains("--lr"), "{text}");
+    assert!(!tmp.path().join("r/summary.json").exists());
+}
