@@ -1,6 +1,7 @@
 //! `cargo xtask`: the command line of the harness, a thin layer over the library crates.
 
 mod data_cmd;
+mod study_cmd;
 mod train_cmd;
 
 use clap::{Parser, Subcommand};
@@ -21,6 +22,14 @@ enum Command {
     Train(train_cmd::TrainArgs),
     /// Evaluate a trained run on its own or another data set.
     Eval(train_cmd::EvalArgs),
+    /// Train every cell of a study profile that has no finished result (resumable).
+    Reproduce(study_cmd::ReproduceArgs),
+    /// Tables, figures and README of a profile from its finished runs.
+    Report(study_cmd::ReportArgs),
+    /// Monte-Carlo accuracy of a trained run under memory-cell variation.
+    Variation(study_cmd::VariationArgs),
+    /// Run the benchmarks (CIM layer vs conv2d, CIM vs FP training step).
+    Bench,
 }
 
 fn main() {
@@ -29,6 +38,10 @@ fn main() {
         Command::Data(cmd) => data_cmd::run(cmd),
         Command::Train(args) => train_cmd::train(args),
         Command::Eval(args) => train_cmd::eval(args),
+        Command::Reproduce(args) => study_cmd::reproduce(args),
+        Command::Report(args) => study_cmd::report(args),
+        Command::Variation(args) => study_cmd::variation(args),
+        Command::Bench => study_cmd::bench(),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

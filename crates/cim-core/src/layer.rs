@@ -202,7 +202,11 @@ impl CimConv2d {
 
     /// Hardware counts of the layer (DESIGN.md: arrays, ADC conversions, dequantization).
     pub fn counts(&self) -> LayerCounts {
-        self.plan.tiling.counts(&self.plan.slicing, self.config.weight_granularity, self.config.psum_granularity)
+        self.plan.tiling.counts(
+            &self.plan.slicing,
+            self.config.weight_granularity,
+            self.config.psum_bits.map(|_| self.config.psum_granularity),
+        )
     }
 
     /// Shape of the weight steps: layer [1], array [G, T], column [G, C_out].

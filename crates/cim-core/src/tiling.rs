@@ -130,35 +130,45 @@ impl Tiling {
         members
     }
 
-    /// Hardware counts of this layer for a given bit slicing and pair of granularities.
+    /// Hardware counts of this layer for a given bit slicing and pair of granularities;
+    /// `psum_granularity` is `None` for an ideal ADC.
     pub fn counts(
         &self,
         slicing: &BitSlicing,
         weight_granularity: Granularity,
-        psum_granularity: Granularity,
+        psum_granularity: Option<Granularity>,
     ) -> LayerCounts {
         let planes = slicing.polarities() * slicing.slices();
         let columns_in_use = self.row_tiles * self.out_channels;
-        // A dequantization multiplier is needed wherever the product s_w * s_p can change: its key
-        // is the union of the weight key and the partial-sum key (the ADC codes of arrays that
-        // share both steps can be added as integers first).
-        let key_groups = match (weight_granularity, psum_granularity) {
-            (Granularity::Layer, Granularity::Layer) => 1,
-            (Granularity::Column, _) | (_, Granularity::Column) => columns_in_use,
-            _ => self.row_tiles * self.col_tiles,
+        let groups_of = |g: Granularity| match g {
+            Granularity::Layer => 1,
+            Granularity::Array => self.row_tiles * self.col_tiles,
+            Granularity::Column => columns_in_use,
         };
-        // Per output value, one multiply for every distinct step product that reaches it.
-        let per_output = match (weight_granularity, psum_granularity) {
-            (Granularity::Layer, Granularity::Layer) => 1,
-            _ => self.row_tiles,
+        // Per output value: one multiply for every distinct step product that reaches it (codes
+        // that share both steps are added as integers first).
+        let per_output = |g: Granularity| if g == Granularity::Layer { 1 } else { self.row_tiles };
+        let (dequant_multipliers, dequant_multiplies_per_pixel, psum_scales) = match psum_granularity {
+            // exact codes of all slices and polarities can be shift-added and subtracted before
+            // the one multiplication by s_w / (2^A - 1)
+            None => (groups_of(weight_granularity), per_output(weight_granularity) * self.out_channels, 0),
+            Some(p) => {
+                // a multiplier wherever s_w * s_p can change: the union of both keys
+                let key = match (weight_granularity, p) {
+                    (Granularity::Layer, Granularity::Layer) => Granularity::Layer,
+                    (Granularity::Column, _) | (_, Granularity::Column) => Granularity::Column,
+                    _ => Granularity::Array,
+                };
+                (planes * groups_of(key), planes * per_output(key) * self.out_channels, planes * self.scale_groups(p))
+            }
         };
         LayerCounts {
             arrays: planes * self.row_tiles * self.col_tiles,
             adc_conversions_per_pixel: planes * columns_in_use,
-            dequant_multipliers: planes * key_groups,
-            dequant_multiplies_per_pixel: planes * per_output * self.out_channels,
+            dequant_multipliers,
+            dequant_multiplies_per_pixel,
             weight_scales: self.scale_groups(weight_granularity),
-            psum_scales: planes * self.scale_groups(psum_granularity),
+            psum_scales,
         }
     }
 }
@@ -252,7 +262,7 @@ mod tests {
     fn counts_for_each_granularity_pair() {
         let t = Tiling::new(64, 64, 3, 128).unwrap();
         let s = BitSlicing::new(4, 2, Encoding::Twos).unwrap();
-        let cc = t.counts(&s, Granularity::Column, Granularity::Column);
+        let cc = t.counts(&s, Granularity::Column, Some(Granularity::Column));
         assert_eq!(cc.arrays, 2 * 5);
         assert_eq!(cc.adc_conversions_per_pixel, 2 * 5 * 64);
         assert_eq!(cc.dequant_multipliers, 2 * 5 * 64);
@@ -260,16 +270,23 @@ mod tests {
         assert_eq!(cc.psum_scales, 2 * 5 * 64);
         // The paper's point: column-wise weights add no multiplier over layer-wise weights with
         // column-wise partial sums.
-        let lc = t.counts(&s, Granularity::Layer, Granularity::Column);
+        let lc = t.counts(&s, Granularity::Layer, Some(Granularity::Column));
         assert_eq!(lc.dequant_multipliers, cc.dequant_multipliers);
         assert_eq!(lc.dequant_multiplies_per_pixel, cc.dequant_multiplies_per_pixel);
-        let ll = t.counts(&s, Granularity::Layer, Granularity::Layer);
+        let ll = t.counts(&s, Granularity::Layer, Some(Granularity::Layer));
         assert_eq!(ll.dequant_multipliers, 2);
         assert_eq!(ll.dequant_multiplies_per_pixel, 2 * 64);
         assert_eq!(ll.psum_scales, 2);
-        let aa = t.counts(&s, Granularity::Array, Granularity::Array);
+        let aa = t.counts(&s, Granularity::Array, Some(Granularity::Array));
         assert_eq!(aa.dequant_multipliers, 2 * 5);
         let d = BitSlicing::new(4, 2, Encoding::Differential).unwrap();
-        assert_eq!(t.counts(&d, Granularity::Column, Granularity::Column).arrays, 2 * 2 * 5);
+        assert_eq!(t.counts(&d, Granularity::Column, Some(Granularity::Column)).arrays, 2 * 2 * 5);
+        // ideal ADC: one multiplier per weight step, slices shift-added first, no ADC steps
+        let ideal = t.counts(&s, Granularity::Column, None);
+        assert_eq!(
+            (ideal.dequant_multipliers, ideal.dequant_multiplies_per_pixel, ideal.psum_scales),
+            (5 * 64, 5 * 64, 0)
+        );
+        assert_eq!(t.counts(&s, Granularity::Layer, None).dequant_multiplies_per_pixel, 64);
     }
 }

@@ -213,3 +213,39 @@ fn calibration_is_deterministic_and_skipped_with_an_ideal_adc() {
     let mut ideal = CimConvConfig::new(5, 11, 3).with_array_size(18).init(&d).unwrap();
     assert!(ideal.set_adc_enabled(true).unwrap_err().contains("psum_bits"));
 }
+
+/// The variation hook: gains of 1 change nothing, a chip's gains stay fixed from batch to batch,
+/// and the trained parameters are never touched.
+#[test]
+fn cell_gains_perturb_only_the_forward_pass() {
+    let d = Device::flex();
+    for psum in [None, Some(3)] {
+        let cfg = CimConvConfig::new(5, 11, 3).with_padding(1).with_array_size(18).with_psum_bits(psum);
+        let mut rng = Rng(3);
+        let w = rng.dense(vec![11, 5, 3, 3], -1.0, 1.0);
+        let (a, b) = (rng.dense(vec![2, 5, 6, 6], -0.2, 1.2), rng.dense(vec![2, 5, 6, 6], -0.2, 1.2));
+        let mut layer = cfg.init(&d).unwrap().with_weight(w.tensor::<4>(&d)).unwrap();
+        if psum.is_some() {
+            layer.arm_psum_calibration();
+            let _ = layer.forward(a.tensor::<4>(&d));
+            layer.finish_psum_calibration();
+        }
+        let run = |l: &CimConv2d, x: &Dense| Dense::from_tensor(l.forward(x.tensor::<4>(&d))).data;
+        let clean = run(&layer, &a);
+        let params = Dense::from_tensor(layer.weight.val()).data;
+        layer.set_cell_gain(Some(Tensor::ones(layer.cell_shape(), &d))).unwrap();
+        let ones = run(&layer, &a);
+        let scale = clean.iter().fold(1e-6f64, |m, v| m.max(v.abs()));
+        assert!(clean.iter().zip(&ones).all(|(x, y)| (x - y).abs() <= 1e-5 * scale), "gain 1 is the identity");
+        let chip = cim_core::variation::lognormal_gains(layer.cell_shape(), 0.2, 11, &d);
+        layer.set_cell_gain(Some(chip)).unwrap();
+        let first = run(&layer, &a);
+        let _ = run(&layer, &b);
+        assert_eq!(first, run(&layer, &a), "a chip stays the same from batch to batch");
+        assert_ne!(first, clean, "variation changes the output");
+        assert_eq!(Dense::from_tensor(layer.weight.val()).data, params, "parameters untouched");
+        layer.set_cell_gain(None).unwrap();
+        assert_eq!(run(&layer, &a), clean, "clearing the hook restores the exact arrays");
+        assert!(layer.set_cell_gain(Some(Tensor::ones([1, 1, 1, 1], &d))).unwrap_err().contains("cell gain shape"));
+    }
+}

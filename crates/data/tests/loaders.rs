@@ -167,3 +167,30 @@ fn fashion_mnist_from_the_debian_package() {
     assert_eq!(train.class_counts(), vec![6000; 10]);
     assert_eq!(train.shape, [1, 28, 28]);
 }
+
+/// The real CIFAR-10 JPEG export beside the checkout (../shared/data/cifar10-jpeg, or
+/// $CIM_CIFAR10_JPEG): all 50,000 images, 5,000 per class, labels from the folder names.
+#[test]
+fn image_folder_reads_the_cifar10_jpeg_tree() {
+    let root = std::env::var_os("CIM_CIFAR10_JPEG")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/cifar10-jpeg/train"));
+    assert!(root.exists(), "{} missing (set CIM_CIFAR10_JPEG)", root.display());
+    let start = std::time::Instant::now();
+    let index = folder::index_folder(&root).unwrap();
+    let prep = folder::Preprocess { shape: [3, 32, 32], resize_short: None, center_crop: None };
+    let set = folder::load_folder(&index, &prep).unwrap();
+    let secs = start.elapsed().as_secs_f64();
+    eprintln!("decoded {} images in {secs:.1} s ({:.0} images/s)", set.len(), set.len() as f64 / secs);
+    assert_eq!(set.len(), 50_000);
+    assert_eq!(set.classes, ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]);
+    assert_eq!(set.class_counts(), vec![5000; 10]);
+    // labels follow the folders: the first image of each class folder has that class
+    for (c, class) in set.classes.iter().enumerate() {
+        let first = index.items.iter().position(|(p, _)| p.parent().unwrap().ends_with(class)).unwrap();
+        assert_eq!(set.labels[first] as usize, c);
+    }
+    // the pixels are real images, not blank
+    let mean = set.pixels.iter().map(|&p| p as f64).sum::<f64>() / set.pixels.len() as f64;
+    assert!((90.0..160.0).contains(&mean), "mean pixel {mean}");
+}

@@ -41,6 +41,7 @@ pub static REGISTRY: &[&dyn Method] = &[
     &method_layerwise::LayerWise,
     &method_layerwise::LayerWeightsColumnPsumsTwoStage,
     &method_arraywise::ArrayWise,
+    &method_example::ArrayWeightsColumnPsums,
     &method_columnwise::ColumnWise,
 ];
 

@@ -6,11 +6,13 @@ pub mod config;
 pub mod eval;
 pub mod run;
 pub mod trainer;
+pub mod variation;
 
 pub use config::{ResolvedRun, RunConfig};
 pub use eval::{EvalResult, evaluate, evaluate_run};
 pub use run::{EpochRecord, RunDir, Summary};
 pub use trainer::{TrainOptions, train};
+pub use variation::{VariationReport, variation_study};
 
 /// The code version compiled into this binary (git commit, `-dirty` with uncommitted changes).
 pub const CODE_VERSION: &str = env!("CIM_CODE_VERSION");

@@ -1,0 +1,230 @@
+//! Figures (SVG and PNG): accuracy against ADC bits and against array size per method, and
+//! accuracy against cell variation with spread bands.
+
+use std::path::Path;
+use std::sync::Once;
+
+use plotters::coord::Shift;
+use plotters::prelude::*;
+use study::Study;
+use train::RunConfig;
+
+use crate::ReportError;
+use crate::results::CellResult;
+
+static FONT: &[u8] = include_bytes!("../assets/DejaVuSans.ttf");
+static REGISTER: Once = Once::new();
+
+fn register_font() {
+    REGISTER.call_once(|| {
+        if plotters::style::register_font("sans-serif", FontStyle::Normal, FONT).is_err() {
+            panic!("the embedded DejaVu Sans font does not parse: crates/report/assets/DejaVuSans.ttf is damaged");
+        }
+    });
+}
+
+/// One line of a figure: (x, mean, low, high) points.
+struct Line {
+    name: String,
+    points: Vec<(f64, f64, f64, f64)>,
+}
+
+const COLORS: [RGBColor; 8] = [
+    RGBColor(31, 119, 180),
+    RGBColor(255, 127, 14),
+    RGBColor(44, 160, 44),
+    RGBColor(214, 39, 40),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+    RGBColor(227, 119, 194),
+    RGBColor(127, 127, 127),
+];
+
+fn plot<DB: DrawingBackend>(
+    area: DrawingArea<DB, Shift>,
+    title: &str,
+    x_label: &str,
+    lines: &[Line],
+    bands: bool,
+) -> Result<(), String>
+where
+    DB::ErrorType: 'static,
+{
+    area.fill(&WHITE).map_err(|e| e.to_string())?;
+    let xs: Vec<f64> = lines.iter().flat_map(|l| l.points.iter().map(|p| p.0)).collect();
+    let ys: Vec<f64> = lines.iter().flat_map(|l| l.points.iter().flat_map(|p| [p.2, p.3])).collect();
+    let (x0, x1) =
+        (xs.iter().copied().fold(f64::INFINITY, f64::min), xs.iter().copied().fold(f64::NEG_INFINITY, f64::max));
+    let (y0, y1) =
+        (ys.iter().copied().fold(f64::INFINITY, f64::min), ys.iter().copied().fold(f64::NEG_INFINITY, f64::max));
+    let pad_x = ((x1 - x0) * 0.05).max(0.05);
+    let pad_y = ((y1 - y0) * 0.1).max(1.0);
+    let mut chart = ChartBuilder::on(&area)
+        .caption(title, ("sans-serif", 20))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(55)
+        .build_cartesian_2d((x0 - pad_x)..(x1 + pad_x), (y0 - pad_y).max(0.0)..(y1 + pad_y).min(100.0))
+        .map_err(|e| e.to_string())?;
+    chart
+        .configure_mesh()
+        .x_desc(x_label)
+        .y_desc("test accuracy (%)")
+        .label_style(("sans-serif", 14))
+        .draw()
+        .map_err(|e| e.to_string())?;
+    for (i, line) in lines.iter().enumerate() {
+        let color = COLORS[i % COLORS.len()];
+        if bands {
+            let mut poly: Vec<(f64, f64)> = line.points.iter().map(|p| (p.0, p.3)).collect();
+            poly.extend(line.points.iter().rev().map(|p| (p.0, p.2)));
+            chart.draw_series(std::iter::once(Polygon::new(poly, color.mix(0.15)))).map_err(|e| e.to_string())?;
+        }
+        chart
+            .draw_series(LineSeries::new(line.points.iter().map(|p| (p.0, p.1)), color.stroke_width(2)))
+            .map_err(|e| e.to_string())?
+            .label(line.name.clone())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2)));
+        chart
+            .draw_series(line.points.iter().map(|p| Circle::new((p.0, p.1), 3, color.filled())))
+            .map_err(|e| e.to_string())?;
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::LowerLeft)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 13))
+        .draw()
+        .map_err(|e| e.to_string())?;
+    area.present().map_err(|e| e.to_string())
+}
+
+fn render(out: &Path, stem: &str, title: &str, x_label: &str, lines: &[Line], bands: bool) -> Result<(), ReportError> {
+    register_font();
+    let svg = out.join(format!("{stem}.svg"));
+    plot(SVGBackend::new(&svg, (760, 480)).into_drawing_area(), title, x_label, lines, bands)
+        .map_err(|e| ReportError::io(&svg, e))?;
+    let png = out.join(format!("{stem}.png"));
+    plot(BitMapBackend::new(&png, (760, 480)).into_drawing_area(), title, x_label, lines, bands)
+        .map_err(|e| ReportError::io(&png, e))?;
+    Ok(())
+}
+
+fn mean_spread(values: &[f64]) -> (f64, f64, f64) {
+    let n = values.len() as f64;
+    let m = values.iter().sum::<f64>() / n;
+    let s =
+        if values.len() > 1 { (values.iter().map(|v| (v - m).powi(2)).sum::<f64>() / (n - 1.0)).sqrt() } else { 0.0 };
+    (100.0 * m, 100.0 * (m - s), 100.0 * (m + s))
+}
+
+/// Lines of final accuracy against one swept field, the other settings at the benchmark's base.
+fn sweep_lines(study: &Study, bench: &str, results: &[CellResult], field: &str) -> Vec<Line> {
+    let Some(b) = study.benchmark.iter().find(|b| b.name == bench) else { return Vec::new() };
+    let base = {
+        let mut t = toml::Table::try_from(RunConfig::default()).expect("table");
+        for (k, v) in &b.base {
+            t.insert(k.clone(), v.clone());
+        }
+        t
+    };
+    let fixed = [
+        "psum_bits",
+        "array_size",
+        "cell_bits",
+        "weight_bits",
+        "act_bits",
+        "encoding",
+        "recipe",
+        "train_variation_sigma",
+    ];
+    let mut lines = Vec::new();
+    for method in &b.methods {
+        let uses_field = match methods::find(method).ok().and_then(|m| m.scheme()) {
+            None => false,
+            Some(s) => field != "psum_bits" || s.psum.is_some(),
+        };
+        let mut by_x: std::collections::BTreeMap<i64, Vec<f64>> = std::collections::BTreeMap::new();
+        for r in results.iter().filter(|r| r.cell.benchmark == bench && &r.cell.config.method == method) {
+            let Some(s) = &r.summary else { continue };
+            let t = toml::Table::try_from(&r.cell.config).expect("table");
+            let at_base = fixed.iter().filter(|f| **f != field).all(|f| t.get(*f) == base.get(*f) || !uses_field);
+            if !at_base {
+                continue;
+            }
+            let x = t.get(field).and_then(|v| v.as_integer()).unwrap_or(0);
+            by_x.entry(x).or_default().push(s.final_test_acc);
+        }
+        if by_x.is_empty() {
+            continue;
+        }
+        let points: Vec<(f64, f64, f64, f64)> = by_x
+            .iter()
+            .map(|(x, v)| {
+                let (m, lo, hi) = mean_spread(v);
+                (*x as f64, m, lo, hi)
+            })
+            .collect();
+        lines.push(Line { name: method.clone(), points });
+    }
+    // methods that do not depend on the field (fp, ideal-adc for ADC bits) are drawn flat
+    // across the range of the others
+    let xs: Vec<f64> = lines.iter().flat_map(|l| l.points.iter().map(|p| p.0)).collect();
+    let (lo, hi) =
+        (xs.iter().copied().fold(f64::INFINITY, f64::min), xs.iter().copied().fold(f64::NEG_INFINITY, f64::max));
+    for l in &mut lines {
+        if l.points.len() == 1 && lo < hi {
+            let p = l.points[0];
+            l.points = vec![(lo, p.1, p.2, p.3), (hi, p.1, p.2, p.3)];
+            l.name += " (independent)";
+        }
+    }
+    lines
+}
+
+/// Draws every figure the results support; returns their file stems.
+pub fn draw(study: &Study, results: &[CellResult], out: &Path) -> Result<Vec<String>, ReportError> {
+    let mut stems = Vec::new();
+    for (i, b) in study.benchmark.iter().enumerate() {
+        for (field, x_label, stem) in
+            [("psum_bits", "ADC bits (P)", "acc_vs_adc_bits"), ("array_size", "array size (N)", "acc_vs_array_size")]
+        {
+            let lines = sweep_lines(study, &b.name, results, field);
+            let distinct: std::collections::BTreeSet<i64> =
+                lines.iter().flat_map(|l| l.points.iter().map(|p| p.0 as i64)).collect();
+            if distinct.len() < 2 {
+                continue;
+            }
+            let stem = if study.benchmark.len() > 1 { format!("{stem}_{i}") } else { stem.to_string() };
+            render(out, &stem, &format!("{}: accuracy vs {x_label}", b.name), x_label, &lines, false)?;
+            stems.push(stem);
+        }
+    }
+    let lines: Vec<Line> = results
+        .iter()
+        .filter_map(|r| {
+            let v = r.variation.as_ref()?;
+            Some(Line {
+                name: format!("{} seed {}", r.cell.config.method, r.cell.config.seed),
+                points: v
+                    .results
+                    .iter()
+                    .map(|s| (s.sigma, 100.0 * s.mean, 100.0 * (s.mean - s.std), 100.0 * (s.mean + s.std)))
+                    .collect(),
+            })
+        })
+        .collect();
+    if !lines.is_empty() {
+        render(
+            out,
+            "acc_vs_sigma",
+            "Accuracy vs cell variation (mean ± std over chips)",
+            "σ of log-normal cell variation",
+            &lines,
+            true,
+        )?;
+        stems.push("acc_vs_sigma".into());
+    }
+    Ok(stems)
+}

@@ -1,0 +1,106 @@
+//! `cargo xtask report`: reads the finished runs of a study profile and writes, into
+//! `reports/<profile>/`, the accuracy table (method x setting, mean and spread over seeds, best
+//! and final epoch), the paper-claim table, the one-stage vs two-stage table, the hardware-cost
+//! table, the variation table, figures (SVG and PNG), every table as CSV, a copy of every run's
+//! configuration and results, and a README that stitches them together. Missing and partial
+//! results are shown as such.
+
+mod figures;
+mod results;
+mod tables;
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use study::Study;
+
+pub use results::{CellResult, load_results};
+pub use tables::Tables;
+
+/// Why a report could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    /// A file could not be read or written.
+    #[error("{path}: {message}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// What failed.
+        message: String,
+    },
+    /// Input is invalid.
+    #[error("{0}")]
+    Invalid(String),
+    /// A table operation failed.
+    #[error("table: {0}")]
+    Polars(#[from] polars::error::PolarsError),
+    /// A study error.
+    #[error(transparent)]
+    Study(#[from] study::StudyError),
+}
+
+impl ReportError {
+    pub(crate) fn io(path: impl Into<PathBuf>, e: impl std::fmt::Display) -> Self {
+        ReportError::Io { path: path.into(), message: e.to_string() }
+    }
+}
+
+/// A claim of the paper, with its source.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Claim {
+    /// What the claim is about.
+    pub benchmark: String,
+    /// Claimed accuracy gain of column/column over the best related work, in points.
+    pub gain_points: f64,
+    /// Where it is stated.
+    pub source: String,
+}
+
+/// `baselines/paper-claims.toml`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Claims {
+    /// Provenance of the file.
+    pub provenance: String,
+    /// Claims by key.
+    pub claims: std::collections::BTreeMap<String, Claim>,
+}
+
+impl Claims {
+    /// Reads the claims file.
+    pub fn load(path: &Path) -> Result<Self, ReportError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ReportError::io(path, e))?;
+        toml::from_str(&text).map_err(|e| ReportError::io(path, e))
+    }
+}
+
+/// Where a report reads from and writes to.
+#[derive(Debug, Clone)]
+pub struct ReportOptions {
+    /// Run folders: `<runs_root>/<profile>/<hash>/`.
+    pub runs_root: PathBuf,
+    /// The profile's report folder (`reports/<profile>`), which holds `study.toml`.
+    pub out_dir: PathBuf,
+    /// `baselines/paper-claims.toml`.
+    pub claims: PathBuf,
+    /// Also draw figures (SVG and PNG).
+    pub figures: bool,
+}
+
+/// Writes the whole report of `study`; returns the tables.
+pub fn generate(study: &Study, opts: &ReportOptions) -> Result<Tables, ReportError> {
+    let results = load_results(study, &opts.runs_root)?;
+    results::archive(&results, &opts.out_dir)?;
+    let claims = Claims::load(&opts.claims)?;
+    let tables = Tables::build(study, &results, &claims)?;
+    tables.write(&opts.out_dir)?;
+    let figures = if opts.figures { figures::draw(study, &results, &opts.out_dir)? } else { Vec::new() };
+    let readme = tables.readme(study, &results, &claims, &figures);
+    write_atomic(&opts.out_dir.join("README.md"), readme.as_bytes())?;
+    Ok(tables)
+}
+
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ReportError> {
+    train::run::write_atomic(path, bytes).map_err(|e| ReportError::io(path, e))
+}

@@ -1,0 +1,601 @@
+//! The report's tables: built as polars frames (written as CSV), rendered as Markdown.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use burn::tensor::Device;
+use cim_core::Recipe;
+use polars::prelude::*;
+use study::{Cell, CellState, Study};
+use train::RunConfig;
+
+use crate::results::CellResult;
+use crate::{Claims, ReportError, write_atomic};
+
+/// Every table of a report: frames (for CSV) and their Markdown renderings, by file stem.
+pub struct Tables {
+    /// (stem, frame, markdown)
+    pub tables: Vec<(String, DataFrame, String)>,
+}
+
+/// Methods whose results count as "related work" in the claim table: every registered method
+/// with a partial-sum quantizer other than the proposed one.
+const PROPOSED: &str = "columnwise";
+
+fn pct(x: f64) -> String {
+    format!("{:.2}", 100.0 * x)
+}
+
+fn mean_std(values: &[f64]) -> (f64, f64) {
+    let n = values.len() as f64;
+    let mean = values.iter().sum::<f64>() / n;
+    let std = if values.len() > 1 {
+        (values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt()
+    } else {
+        0.0
+    };
+    (mean, std)
+}
+
+/// Markdown table.
+pub fn markdown(headers: &[String], rows: &[Vec<String>]) -> String {
+    let mut s = format!("| {} |\n", headers.join(" | "));
+    s += &format!("|{}\n", headers.iter().map(|h| if h.is_empty() { "---|" } else { "---|" }).collect::<String>());
+    for r in rows {
+        s += &format!("| {} |\n", r.join(" | "));
+    }
+    s
+}
+
+/// The setting of a cell: the quantities its method uses (no P for an ideal ADC, nothing for
+/// floating point).
+pub fn setting_label(c: &RunConfig) -> String {
+    let scheme = methods::find(&c.method).ok().and_then(|m| m.scheme());
+    let Some(scheme) = scheme
+        .or(methods::find("columnwise").ok().and_then(|m| m.scheme()).filter(|_| methods::find(&c.method).is_err()))
+    else {
+        return "—".into();
+    };
+    let adc = if scheme.psum.is_some() { format!("P{} ", c.psum_bits) } else { String::new() };
+    let mut s = format!("{adc}N{} c{} W{}A{} {}", c.array_size, c.cell_bits, c.weight_bits, c.act_bits, c.encoding);
+    if let Some(r) = c.recipe {
+        s += &format!(" {}", r.name());
+    }
+    if c.train_variation_sigma > 0.0 {
+        s += &format!(" vat{}", c.train_variation_sigma);
+    }
+    s
+}
+
+/// Whether `cell` belongs in the column whose template is `column` (same settings, as far as the
+/// cell's method uses them).
+fn in_column(cell: &Cell, column: &Cell) -> bool {
+    let mut t = column.config.clone();
+    t.method = cell.config.method.clone();
+    t.seed = cell.config.seed;
+    study::canonical(t) == cell.config
+}
+
+/// Column templates of a benchmark: one cell per distinct setting among methods with an ADC.
+fn columns<'a>(results: &'a [&'a CellResult]) -> Vec<&'a Cell> {
+    let mut cols: Vec<&Cell> = Vec::new();
+    for r in results {
+        let has_adc = methods::find(&r.cell.config.method).ok().and_then(|m| m.scheme()).and_then(|s| s.psum).is_some();
+        if has_adc && !cols.iter().any(|c| setting_label(&c.config) == setting_label(&r.cell.config)) {
+            cols.push(&r.cell);
+        }
+    }
+    if cols.is_empty() {
+        // only fp / ideal-adc: one column
+        if let Some(r) = results.first() {
+            cols.push(&r.cell);
+        }
+    }
+    cols
+}
+
+/// Methods in the order of the benchmark's list.
+fn method_order(study: &Study, benchmark: &str) -> Vec<String> {
+    study.benchmark.iter().find(|b| b.name == benchmark).map(|b| b.methods.clone()).unwrap_or_default()
+}
+
+/// Finished final and best accuracies of matching cells, and a state note for the others.
+struct Agg {
+    finals: Vec<f64>,
+    bests: Vec<f64>,
+    expected: usize,
+    note: Option<String>,
+}
+
+fn aggregate(cells: &[&CellResult]) -> Agg {
+    let mut a = Agg { finals: Vec::new(), bests: Vec::new(), expected: cells.len(), note: None };
+    let mut partial = 0;
+    for r in cells {
+        match (&r.summary, r.state) {
+            (Some(s), _) => {
+                a.finals.push(s.final_test_acc);
+                a.bests.push(s.best_test_acc);
+            }
+            (None, CellState::Partial(_)) => partial += 1,
+            _ => {}
+        }
+    }
+    let missing = cells.len() - a.finals.len() - partial;
+    if partial > 0 || missing > 0 {
+        a.note = Some(match (partial, missing) {
+            (0, m) => format!("{m} missing"),
+            (p, 0) => format!("{p} partial"),
+            (p, m) => format!("{p} partial, {m} missing"),
+        });
+    }
+    a
+}
+
+fn agg_text(a: &Agg) -> String {
+    if a.expected == 0 {
+        return "—".into();
+    }
+    if a.finals.is_empty() {
+        return a.note.clone().unwrap_or_else(|| "missing".into());
+    }
+    let (m, s) = mean_std(&a.finals);
+    let (bm, _) = mean_std(&a.bests);
+    let spread = if a.finals.len() > 1 { format!(" ± {}", pct(s)) } else { String::new() };
+    let mut t = format!("{}{spread} (best {})", pct(m), pct(bm));
+    if a.finals.len() > 1 || a.expected > 1 {
+        t += &format!(" n={}", a.finals.len());
+    }
+    if let Some(n) = &a.note {
+        t += &format!(" [{n}]");
+    }
+    t
+}
+
+fn opt_series(name: &str, v: Vec<Option<f64>>) -> Column {
+    Column::new(name.into(), v)
+}
+
+impl Tables {
+    /// Builds every table from the results.
+    pub fn build(study: &Study, results: &[CellResult], claims: &Claims) -> Result<Self, ReportError> {
+        let mut tables = Vec::new();
+        tables.push(accuracy_table(study, results)?);
+        tables.push(claim_table(study, results, claims)?);
+        tables.push(stage_table(study, results)?);
+        tables.push(hardware_table(study, results)?);
+        tables.push(variation_table(study, results)?);
+        Ok(Self { tables })
+    }
+
+    /// Writes `<stem>.csv` and `<stem>.md` for every table.
+    pub fn write(&self, out: &Path) -> Result<(), ReportError> {
+        for (stem, df, md) in &self.tables {
+            let mut df = df.clone();
+            let mut buf = Vec::new();
+            CsvWriter::new(&mut buf).finish(&mut df)?;
+            write_atomic(&out.join(format!("{stem}.csv")), &buf)?;
+            write_atomic(&out.join(format!("{stem}.md")), md.as_bytes())?;
+        }
+        Ok(())
+    }
+
+    /// The Markdown of one table.
+    pub fn markdown(&self, stem: &str) -> &str {
+        self.tables.iter().find(|(s, _, _)| s == stem).map(|(_, _, m)| m.as_str()).unwrap_or("")
+    }
+
+    /// The profile's README: tables, figures, configurations and code versions.
+    pub fn readme(&self, study: &Study, results: &[CellResult], claims: &Claims, figures: &[String]) -> String {
+        let finished = results.iter().filter(|r| r.summary.is_some()).count();
+        let mut versions: Vec<String> =
+            results.iter().filter_map(|r| r.summary.as_ref().map(|s| s.code_version.clone())).collect();
+        versions.sort();
+        versions.dedup();
+        let mut s = format!("# Report: profile `{}`\n\n{}\n\n", study.name, study.description.trim());
+        s += &format!(
+            "Generated by `cargo xtask report --profile {}` from {} of {} runs finished (code version{} {}). Every number below comes from the runs listed at the end, whose configurations and results are copied under [`runs/`](runs/). Accuracies are test accuracies in percent after the last epoch (mean ± sample standard deviation over seeds, best epoch in brackets).\n\n",
+            study.name,
+            finished,
+            results.len(),
+            if versions.len() == 1 { "" } else { "s" },
+            if versions.is_empty() { "none".to_string() } else { versions.join(", ") }
+        );
+        let titles = [
+            ("accuracy", "Accuracy: method x setting"),
+            ("claims", "The paper's claim: column/column minus the best related work"),
+            ("stages", "One-stage vs two-stage training"),
+            ("hardware", "Hardware cost per model"),
+            ("variation", "Memory-cell variation (accuracy in percent over simulated chips)"),
+        ];
+        for (stem, title) in titles {
+            s += &format!("## {title}\n\n{}\n(CSV: [`{stem}.csv`]({stem}.csv))\n\n", self.markdown(stem));
+        }
+        if !figures.is_empty() {
+            s += "## Figures\n\n";
+            for f in figures {
+                s += &format!("![{f}]({f}.svg)\n\n[SVG]({f}.svg) · [PNG]({f}.png)\n\n");
+            }
+        }
+        s += &format!("## Claims compared\n\nSource: {}\n\n", claims.provenance.trim());
+        s += "## Runs\n\n| key | benchmark | cell | state | final | best | epochs |\n|---|---|---|---|---|---|---|\n";
+        for r in results {
+            let (fin, best, ep) = match &r.summary {
+                Some(x) => (pct(x.final_test_acc), pct(x.best_test_acc), x.epochs.to_string()),
+                None => ("—".into(), "—".into(), r.history.len().to_string()),
+            };
+            let key = r.cell.key();
+            let link = if r.summary.is_some() || !r.history.is_empty() {
+                format!("[`{key}`](runs/{key}/config.toml)")
+            } else {
+                format!("`{key}`")
+            };
+            s += &format!(
+                "| {link} | {} | {} | {} | {fin} | {best} | {ep} |\n",
+                r.cell.benchmark,
+                r.cell.label(),
+                r.state
+            );
+        }
+        s
+    }
+}
+
+fn benchmark_results<'a>(results: &'a [CellResult], benchmark: &str) -> Vec<&'a CellResult> {
+    results.iter().filter(|r| r.cell.benchmark == benchmark).collect()
+}
+
+fn accuracy_table(study: &Study, results: &[CellResult]) -> Result<(String, DataFrame, String), ReportError> {
+    let (mut b_col, mut m_col, mut s_col, mut seed_col, mut state_col) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut fin_col, mut best_col) = (Vec::new(), Vec::new());
+    let mut md = String::new();
+    for b in &study.benchmark {
+        let rs = benchmark_results(results, &b.name);
+        let cols = columns(&rs);
+        let mut headers = vec!["method".to_string()];
+        headers.extend(cols.iter().map(|c| setting_label(&c.config)));
+        let mut rows = Vec::new();
+        for method in method_order(study, &b.name) {
+            let mut row = vec![method.clone()];
+            for col in &cols {
+                let cells: Vec<&CellResult> =
+                    rs.iter().copied().filter(|r| r.cell.config.method == method && in_column(&r.cell, col)).collect();
+                row.push(agg_text(&aggregate(&cells)));
+                for r in cells {
+                    b_col.push(b.name.clone());
+                    m_col.push(method.clone());
+                    s_col.push(setting_label(&col.config));
+                    seed_col.push(r.cell.config.seed);
+                    state_col.push(r.state.to_string());
+                    fin_col.push(r.summary.as_ref().map(|s| s.final_test_acc));
+                    best_col.push(r.summary.as_ref().map(|s| s.best_test_acc));
+                }
+            }
+            rows.push(row);
+        }
+        md += &format!("### {}\n\n{}\n", b.name, markdown(&headers, &rows));
+    }
+    let df = DataFrame::new_infer_height(vec![
+        Column::new("benchmark".into(), b_col),
+        Column::new("method".into(), m_col),
+        Column::new("setting".into(), s_col),
+        Column::new("seed".into(), seed_col),
+        Column::new("state".into(), state_col),
+        opt_series("final_acc", fin_col),
+        opt_series("best_acc", best_col),
+    ])?;
+    // the per-(benchmark, method, setting) statistics, as the Markdown shows them
+    let stats = df
+        .clone()
+        .lazy()
+        .group_by_stable([col("benchmark"), col("method"), col("setting")])
+        .agg([
+            col("final_acc").mean().alias("final_mean"),
+            col("final_acc").std(1).alias("final_std"),
+            col("best_acc").mean().alias("best_mean"),
+            col("final_acc").count().alias("finished"),
+            col("seed").count().alias("cells"),
+        ])
+        .collect()?;
+    Ok(("accuracy".into(), stats, md))
+}
+
+fn claim_table(
+    study: &Study,
+    results: &[CellResult],
+    claims: &Claims,
+) -> Result<(String, DataFrame, String), ReportError> {
+    let headers: Vec<String> = [
+        "benchmark",
+        "setting",
+        "column/column",
+        "best related work",
+        "measured gain",
+        "claimed gain",
+        "gain > seed spread",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let mut rows = Vec::new();
+    let (mut bc, mut sc, mut gc, mut cc, mut ec) = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for b in &study.benchmark {
+        let Some(key) = &b.claim else { continue };
+        let claim = claims.claims.get(key).ok_or_else(|| {
+            ReportError::Invalid(format!("benchmark `{}`: no claim `{key}` in the claims file", b.name))
+        })?;
+        let rs = benchmark_results(results, &b.name);
+        // the claim is about one-stage training at the paper's settings: recipe overrides are
+        // compared in the stage table instead
+        for col in columns(&rs).into_iter().filter(|c| c.config.recipe.is_none()) {
+            let agg_of = |m: &str| -> Agg {
+                let cells: Vec<&CellResult> =
+                    rs.iter().copied().filter(|r| r.cell.config.method == m && in_column(&r.cell, col)).collect();
+                aggregate(&cells)
+            };
+            let ours = agg_of(PROPOSED);
+            let related: Vec<(String, Agg)> = b
+                .methods
+                .iter()
+                .filter(|m| m.as_str() != PROPOSED)
+                .filter(|m| methods::find(m).ok().and_then(|x| x.scheme()).and_then(|s| s.psum).is_some())
+                .map(|m| (m.clone(), agg_of(m)))
+                .filter(|(_, a)| !a.finals.is_empty())
+                .collect();
+            let best = related.iter().max_by(|a, b| mean_std(&a.1.finals).0.total_cmp(&mean_std(&b.1.finals).0));
+            let (gain, text, beyond) = match (ours.finals.is_empty(), best) {
+                (false, Some((name, a))) => {
+                    let (mo, so) = mean_std(&ours.finals);
+                    let (mb, sb) = mean_std(&a.finals);
+                    let gain = 100.0 * (mo - mb);
+                    let beyond = if ours.finals.len() > 1 && a.finals.len() > 1 {
+                        let spread = 100.0 * (so * so + sb * sb).sqrt();
+                        format!("{} (spread {spread:.2})", if gain.abs() > spread { "yes" } else { "no" })
+                    } else {
+                        "n/a (one seed)".into()
+                    };
+                    (Some(gain), (format!("{} ({name})", pct(mb)), format!("{gain:+.2}")), beyond)
+                }
+                _ => (None, ("missing".into(), "—".into()), "—".into()),
+            };
+            rows.push(vec![
+                b.name.clone(),
+                setting_label(&col.config),
+                agg_text(&ours),
+                text.0,
+                text.1,
+                format!("{:+.2} ({key})", claim.gain_points),
+                beyond.clone(),
+            ]);
+            bc.push(b.name.clone());
+            sc.push(setting_label(&col.config));
+            gc.push(gain);
+            cc.push(claim.gain_points);
+            ec.push(beyond);
+        }
+    }
+    let df = DataFrame::new_infer_height(vec![
+        Column::new("benchmark".into(), bc),
+        Column::new("setting".into(), sc),
+        opt_series("measured_gain_points", gc),
+        Column::new("claimed_gain_points".into(), cc),
+        Column::new("beyond_seed_spread".into(), ec),
+    ])?;
+    let md = if rows.is_empty() {
+        "No benchmark of this profile checks a claim of the paper.\n".to_string()
+    } else {
+        markdown(&headers, &rows)
+    };
+    Ok(("claims".into(), df, md))
+}
+
+fn stage_table(study: &Study, results: &[CellResult]) -> Result<(String, DataFrame, String), ReportError> {
+    let headers: Vec<String> = ["benchmark", "method", "setting", "one-stage", "two-stage", "two minus one"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let mut rows = Vec::new();
+    let (mut bc, mut mc, mut sc, mut oc, mut tc) = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for b in &study.benchmark {
+        let rs = benchmark_results(results, &b.name);
+        // pair every two-stage cell with the same configuration trained in one stage
+        let mut seen = Vec::new();
+        for r in rs.iter().filter(|r| r.cell.config.recipe == Some(Recipe::TwoStage)) {
+            let mut one = r.cell.config.clone();
+            one.recipe = None;
+            let label = format!("{} {}", one.method, setting_label(&one));
+            if seen.contains(&label) {
+                continue;
+            }
+            seen.push(label);
+            let matching = |recipe: Option<Recipe>| -> Agg {
+                let cells: Vec<&CellResult> = rs
+                    .iter()
+                    .copied()
+                    .filter(|x| {
+                        let mut c = x.cell.config.clone();
+                        c.seed = one.seed;
+                        c.recipe == recipe && {
+                            c.recipe = None;
+                            c == one
+                        }
+                    })
+                    .collect();
+                aggregate(&cells)
+            };
+            let (o, t) = (matching(None), matching(Some(Recipe::TwoStage)));
+            let diff = (!o.finals.is_empty() && !t.finals.is_empty())
+                .then(|| 100.0 * (mean_std(&t.finals).0 - mean_std(&o.finals).0));
+            rows.push(vec![
+                b.name.clone(),
+                one.method.clone(),
+                setting_label(&one),
+                agg_text(&o),
+                agg_text(&t),
+                diff.map(|d| format!("{d:+.2}")).unwrap_or("—".into()),
+            ]);
+            bc.push(b.name.clone());
+            mc.push(one.method.clone());
+            sc.push(setting_label(&one));
+            oc.push((!o.finals.is_empty()).then(|| mean_std(&o.finals).0));
+            tc.push((!t.finals.is_empty()).then(|| mean_std(&t.finals).0));
+        }
+    }
+    let df = DataFrame::new_infer_height(vec![
+        Column::new("benchmark".into(), bc),
+        Column::new("method".into(), mc),
+        Column::new("setting".into(), sc),
+        opt_series("one_stage_final", oc),
+        opt_series("two_stage_final", tc),
+    ])?;
+    let md = if rows.is_empty() {
+        "No cell of this profile is trained both ways (add a sweep with `recipe = [\"two-stage\"]`).\n".to_string()
+    } else {
+        markdown(&headers, &rows)
+    };
+    Ok(("stages".into(), df, md))
+}
+
+fn hardware_table(study: &Study, results: &[CellResult]) -> Result<(String, DataFrame, String), ReportError> {
+    let headers: Vec<String> = [
+        "benchmark",
+        "method",
+        "setting",
+        "CIM layers",
+        "arrays",
+        "ADC bits",
+        "ADC conversions / image",
+        "dequant. multipliers",
+        "dequant. multiplies / image",
+        "weight scales",
+        "psum scales",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let mut rows = Vec::new();
+    let mut frame: BTreeMap<&str, Vec<u64>> = BTreeMap::new();
+    let (mut bc, mut mc, mut sc) = (Vec::new(), Vec::new(), Vec::new());
+    let device = Device::flex();
+    for b in &study.benchmark {
+        let rs = benchmark_results(results, &b.name);
+        let mut done = Vec::new();
+        for r in &rs {
+            let c = &r.cell.config;
+            let key = format!("{} {}", c.method, setting_label(c));
+            if done.contains(&key) {
+                continue;
+            }
+            done.push(key);
+            let run = c.resolve().map_err(|e| ReportError::Invalid(e.to_string()))?;
+            let manifest_shape = |spec: &str| data_shape(spec);
+            let (shape, classes) = manifest_shape(&c.dataset);
+            let model = models::Model::new(c.model, shape[0], classes, &run.conv, 0, &device)
+                .map_err(|e| ReportError::Invalid(e.to_string()))?;
+            let counts = model.hardware_counts(shape[1]);
+            let adc_bits = match run.method.scheme() {
+                None => "—".to_string(),
+                Some(s) if s.psum.is_none() => "ideal".to_string(),
+                Some(_) => c.psum_bits.to_string(),
+            };
+            let sum = counts.per_layer_sum;
+            let values = [
+                ("cim_layers", counts.layers as u64),
+                ("arrays", sum.arrays as u64),
+                ("adc_conversions_per_image", counts.adc_conversions_per_image as u64),
+                ("dequant_multipliers", sum.dequant_multipliers as u64),
+                ("dequant_multiplies_per_image", counts.dequant_multiplies_per_image as u64),
+                ("weight_scales", sum.weight_scales as u64),
+                ("psum_scales", sum.psum_scales as u64),
+            ];
+            let setting = setting_label(c);
+            let mut row = vec![b.name.clone(), c.method.clone(), setting.clone()];
+            for (i, (name, v)) in values.iter().enumerate() {
+                frame.entry(name).or_default().push(*v);
+                row.push(if run.method.scheme().is_none() { "—".into() } else { v.to_string() });
+                if i == 1 {
+                    row.push(adc_bits.clone());
+                }
+            }
+            rows.push(row);
+            bc.push(b.name.clone());
+            mc.push(c.method.clone());
+            sc.push(setting);
+        }
+    }
+    let mut cols =
+        vec![Column::new("benchmark".into(), bc), Column::new("method".into(), mc), Column::new("setting".into(), sc)];
+    for (name, v) in frame {
+        cols.push(Column::new(name.into(), v));
+    }
+    let df = DataFrame::new_infer_height(cols)?;
+    let md = markdown(&headers, &rows)
+        + "\nArrays, scales and distinct dequantization multipliers are summed over the CIM layers; ADC conversions and dequantization multiplies are per classified image. Column-wise weights add no multiplier over layer-wise weights with column-wise partial sums (one per slice, row tile and column either way).\n";
+    Ok(("hardware".into(), df, md))
+}
+
+/// Image shape and class count of a data-set spec, for counting hardware (the class count only
+/// changes the floating-point classifier). Folder trees are counted as 32x32 RGB.
+fn data_shape(spec: &str) -> ([usize; 3], usize) {
+    match data::find_manifest(spec) {
+        Ok(m) if m.classes.is_empty() => (m.image_shape, 1000), // ImageNet: classes come from the folders
+        Ok(m) => (m.image_shape, m.classes.len()),
+        Err(_) => ([3, 32, 32], 10),
+    }
+}
+
+fn variation_table(study: &Study, results: &[CellResult]) -> Result<(String, DataFrame, String), ReportError> {
+    let Some(v) = &study.variation else {
+        let df = DataFrame::new_infer_height(vec![Column::new("method".into(), Vec::<String>::new())])?;
+        return Ok(("variation".into(), df, "This profile has no variation study.\n".into()));
+    };
+    let cells = study.variation_cells()?;
+    let mut headers = vec!["method".to_string(), "setting".to_string(), "seed".to_string(), "no variation".to_string()];
+    headers.extend(v.sigmas.iter().map(|s| format!("σ = {s}")));
+    let mut rows = Vec::new();
+    let (mut mc, mut sc, mut seedc, mut sigc, mut meanc, mut stdc, mut minc, mut maxc) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for cell in cells {
+        let Some(r) = results.iter().find(|r| r.cell == cell) else { continue };
+        let mut row = vec![cell.config.method.clone(), setting_label(&cell.config), cell.config.seed.to_string()];
+        match &r.variation {
+            None => {
+                row.push(format!("missing ({})", r.state));
+                row.extend(v.sigmas.iter().map(|_| "—".to_string()));
+            }
+            Some(rep) => {
+                row.push(pct(rep.noiseless));
+                for res in &rep.results {
+                    row.push(format!("{} ± {} [{}, {}]", pct(res.mean), pct(res.std), pct(res.min), pct(res.max)));
+                    mc.push(cell.config.method.clone());
+                    sc.push(setting_label(&cell.config));
+                    seedc.push(cell.config.seed);
+                    sigc.push(res.sigma);
+                    meanc.push(res.mean);
+                    stdc.push(res.std);
+                    minc.push(res.min);
+                    maxc.push(res.max);
+                }
+            }
+        }
+        rows.push(row);
+    }
+    let df = DataFrame::new_infer_height(vec![
+        Column::new("method".into(), mc),
+        Column::new("setting".into(), sc),
+        Column::new("seed".into(), seedc),
+        Column::new("sigma".into(), sigc),
+        Column::new("mean_acc".into(), meanc),
+        Column::new("std_acc".into(), stdc),
+        Column::new("min_acc".into(), minc),
+        Column::new("max_acc".into(), maxc),
+    ])?;
+    let md = markdown(&headers, &rows)
+        + &format!(
+            "\n{} simulated chips per σ (chip seeds {}..{}); every cell's conductance is multiplied by exp(θ), θ ~ N(0, σ²), fixed per chip. Entries: mean ± standard deviation [min, max] over chips.\n",
+            v.chips,
+            v.chip_seed,
+            v.chip_seed + v.chips as u64 - 1
+        );
+    Ok(("variation".into(), df, md))
+}

@@ -1,0 +1,181 @@
+//! Report snapshots: (1) a report generated from fixed result fixtures (every table and CSV),
+//! showing missing and partial runs and a user's method crate appearing in every table as a
+//! row; (2) the committed smoke report, regenerated from the results archived beside it.
+
+use std::path::{Path, PathBuf};
+
+use report::{ReportOptions, generate};
+use study::Study;
+use train::run::{EpochRecord, write_json};
+use train::{Summary, VariationReport};
+
+const STUDY: &str = r#"
+name = "fixture"
+description = "Fixture results (made-up numbers) for the report's snapshot tests."
+
+[[benchmark]]
+name = "ResNet-20 / fixture"
+claim = "resnet20-cifar10"
+methods = ["fp", "ideal-adc", "layerwise", "layercol-2stage", "arraywise", "array-column", "columnwise"]
+seeds = [0, 1]
+base = { dataset = "synthetic", epochs = 2, limit_train = 100, limit_test = 50 }
+sweep = [{ psum_bits = [2, 3] }, { methods = ["columnwise"], psum_bits = [3], recipe = ["two-stage"] }]
+
+[variation]
+benchmark = "ResNet-20 / fixture"
+methods = ["layerwise", "columnwise"]
+at = { psum_bits = 3 }
+sigmas = [0.0, 0.1]
+chips = 3
+"#;
+
+fn claims() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../baselines/paper-claims.toml")
+}
+
+/// A made-up but fixed accuracy for a cell.
+fn accuracy(i: usize, method: &str, psum_bits: u32, seed: u64) -> f64 {
+    let base = match method {
+        "fp" => 0.90,
+        "ideal-adc" => 0.88,
+        "columnwise" => 0.85,
+        "array-column" => 0.84,
+        "arraywise" => 0.83,
+        "layercol-2stage" => 0.82,
+        _ => 0.80,
+    };
+    base - 0.02 * (3 - psum_bits.min(3)) as f64 + 0.004 * seed as f64 + 0.0001 * (i % 3) as f64
+}
+
+fn write_fixtures(study: &Study, runs: &Path) {
+    for (i, cell) in study.cells().unwrap().into_iter().enumerate() {
+        let dir = cell.dir(runs, &study.name);
+        std::fs::create_dir_all(&dir).unwrap();
+        let c = &cell.config;
+        // one pending cell (nothing written) and one partial cell (one epoch, no summary)
+        if c.method == "arraywise" && c.psum_bits == 2 && c.seed == 1 {
+            continue;
+        }
+        let epochs = if c.method == "layerwise" && c.psum_bits == 2 && c.seed == 1 { 1 } else { 2 };
+        let acc = accuracy(i, &c.method, c.psum_bits, c.seed) - if c.recipe.is_some() { 0.01 } else { 0.0 };
+        let history: Vec<EpochRecord> = (1..=epochs)
+            .map(|e| EpochRecord {
+                epoch: e,
+                stage: 1,
+                train_loss: 1.0 / e as f64,
+                train_acc: acc - 0.05,
+                test_loss: 0.5 / e as f64,
+                test_acc: acc - 0.01 * (2 - e) as f64,
+                lr: 0.01,
+                images_per_sec: 100.0,
+                epoch_seconds: 1.0,
+                wall_seconds: e as f64,
+            })
+            .collect();
+        std::fs::write(dir.join("config.toml"), c.to_toml()).unwrap();
+        std::fs::write(dir.join("metrics.jsonl"), train::run::metrics_lines(&history)).unwrap();
+        if epochs == 1 {
+            let pointer = serde_json::json!({ "dir": "ckpt-0001" });
+            write_json(&dir.join("checkpoint.json"), &pointer).unwrap();
+            let state = serde_json::json!({ "config_hash": cell.key(), "epochs_done": 1, "history": history });
+            write_json(&dir.join("ckpt-0001/state.json"), &state).unwrap();
+            continue;
+        }
+        let summary = Summary {
+            method: c.method.clone(),
+            dataset: c.dataset.clone(),
+            config_hash: cell.key(),
+            best_test_acc: acc,
+            best_epoch: 2,
+            final_test_acc: acc,
+            epochs: 2,
+            seed: c.seed,
+            code_version: "fixture".into(),
+            train_images: 100,
+            test_images: 50,
+            wall_seconds: 2.0,
+            images_per_sec: 100.0,
+        };
+        write_json(&dir.join("summary.json"), &summary).unwrap();
+    }
+    for cell in study.variation_cells().unwrap() {
+        let dir = cell.dir(runs, &study.name);
+        let base = accuracy(0, &cell.config.method, 3, cell.config.seed);
+        let drop = if cell.config.method == "columnwise" { 0.02 } else { 0.05 };
+        let results = [0.0, 0.1]
+            .iter()
+            .map(|&sigma| {
+                let accs: Vec<f64> = (0..3).map(|c| base - drop * sigma * 10.0 - 0.001 * c as f64 * sigma * 10.0).collect();
+                let mean = accs.iter().sum::<f64>() / 3.0;
+                let std = (accs.iter().map(|a| (a - mean).powi(2)).sum::<f64>() / 2.0).sqrt();
+                serde_json::json!({ "sigma": sigma, "accuracies": accs, "mean": mean, "std": std,
+                    "min": accs.iter().cloned().fold(f64::INFINITY, f64::min), "max": accs.iter().cloned().fold(f64::NEG_INFINITY, f64::max) })
+            })
+            .collect::<Vec<_>>();
+        let v = serde_json::json!({ "method": cell.config.method, "config_hash": cell.key(), "chips": 3, "base_seed": 0,
+            "images": 50, "noiseless": base, "results": results });
+        let v: VariationReport = serde_json::from_value(v).unwrap();
+        write_json(&dir.join("variation.json"), &v).unwrap();
+    }
+}
+
+#[test]
+fn report_of_fixed_results() {
+    let study: Study = toml::from_str(STUDY).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let runs = tmp.path().join("runs");
+    let out = tmp.path().join("report");
+    write_fixtures(&study, &runs);
+    let opts = ReportOptions { runs_root: runs, out_dir: out.clone(), claims: claims(), figures: true };
+    let tables = generate(&study, &opts).unwrap();
+    for stem in ["accuracy", "claims", "stages", "hardware", "variation"] {
+        insta::assert_snapshot!(format!("fixture_{stem}_md"), tables.markdown(stem));
+        insta::assert_snapshot!(
+            format!("fixture_{stem}_csv"),
+            std::fs::read_to_string(out.join(format!("{stem}.csv"))).unwrap()
+        );
+    }
+    // the user's method crate is a row of every table it belongs in
+    for stem in ["accuracy", "hardware"] {
+        assert!(tables.markdown(stem).contains("| array-column |"), "{stem}");
+    }
+    // missing and partial runs are shown, not dropped
+    let acc = tables.markdown("accuracy");
+    assert!(acc.contains("1 missing") && acc.contains("1 partial"), "{acc}");
+    // figures and the README exist
+    for f in ["acc_vs_adc_bits.svg", "acc_vs_adc_bits.png", "acc_vs_sigma.svg", "acc_vs_sigma.png", "README.md"] {
+        assert!(out.join(f).exists(), "{f}");
+    }
+    let readme = std::fs::read_to_string(out.join("README.md")).unwrap();
+    assert!(readme.contains("runs/") && readme.contains("fixture"), "{readme}");
+}
+
+/// The committed smoke report, regenerated from the results archived under reports/smoke/runs:
+/// its tables must not change unless the results (or the report code) do.
+#[test]
+fn committed_smoke_report_regenerates_identically() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../reports/smoke");
+    let study = Study::load(&root.join("study.toml")).unwrap();
+    let archived = root.join("runs");
+    assert!(archived.exists(), "{} missing: run `cargo xtask reproduce && cargo xtask report`", archived.display());
+    let tmp = tempfile::tempdir().unwrap();
+    let runs = tmp.path().join("runs").join(&study.name);
+    std::fs::create_dir_all(&runs).unwrap();
+    for entry in std::fs::read_dir(&archived).unwrap() {
+        let entry = entry.unwrap();
+        let to = runs.join(entry.file_name());
+        std::fs::create_dir_all(&to).unwrap();
+        for f in std::fs::read_dir(entry.path()).unwrap() {
+            let f = f.unwrap();
+            std::fs::copy(f.path(), to.join(f.file_name())).unwrap();
+        }
+    }
+    let out = tmp.path().join("report");
+    let opts = ReportOptions { runs_root: tmp.path().join("runs"), out_dir: out, claims: claims(), figures: false };
+    let tables = generate(&study, &opts).unwrap();
+    for stem in ["accuracy", "claims", "stages", "hardware", "variation"] {
+        let committed = std::fs::read_to_string(root.join(format!("{stem}.md"))).unwrap();
+        assert_eq!(tables.markdown(stem), committed, "reports/smoke/{stem}.md");
+        insta::assert_snapshot!(format!("smoke_{stem}_md"), tables.markdown(stem));
+    }
+}

@@ -1,0 +1,359 @@
+//! Studies: the experiment matrix of a profile as data (`reports/<profile>/study.toml`), its
+//! cells keyed by the hash of their resolved run configuration, and `reproduce`, which trains
+//! every cell that has no finished result (resuming interrupted ones) and runs the variation
+//! study where the profile asks for it.
+//!
+//! ```toml
+//! name = "smoke"
+//! description = "..."
+//!
+//! [[benchmark]]
+//! name = "ResNet-20 / synthetic"
+//! claim = "resnet20-cifar10"          # optional: a claim of baselines/paper-claims.toml
+//! methods = ["fp", "layerwise", "columnwise"]
+//! seeds = [0]
+//! base = { dataset = "synthetic", epochs = 2, limit_train = 1500 }   # RunConfig fields
+//! sweep = [{ psum_bits = [3, 4] }]    # each entry: the cartesian product of its lists
+//!
+//! [variation]                          # optional
+//! benchmark = "ResNet-20 / synthetic"
+//! methods = ["layerwise", "arraywise", "columnwise"]
+//! at = { psum_bits = 3 }
+//! sigmas = [0.0, 0.1, 0.2]
+//! chips = 10
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use train::RunConfig;
+
+mod reproduce;
+
+pub use reproduce::{CellState, ReproduceOptions, ReproduceOutcome, cell_state, reproduce};
+
+/// Why a study could not be read or run.
+#[derive(Debug, thiserror::Error)]
+pub enum StudyError {
+    /// The study file is invalid.
+    #[error("{0}")]
+    Invalid(String),
+    /// A run failed.
+    #[error(transparent)]
+    Train(#[from] train::TrainError),
+}
+
+/// One benchmark of a study: a data set and model, the methods, seeds and settings to run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Benchmark {
+    /// Display name, e.g. "ResNet-20 / CIFAR-10".
+    pub name: String,
+    /// Key of the paper claim this benchmark checks (in `baselines/paper-claims.toml`).
+    #[serde(default)]
+    pub claim: Option<String>,
+    /// Methods, in report order.
+    pub methods: Vec<String>,
+    /// Seeds.
+    #[serde(default = "default_seeds")]
+    pub seeds: Vec<u64>,
+    /// Run-config fields shared by every cell.
+    #[serde(default)]
+    pub base: toml::Table,
+    /// Settings swept: each entry maps fields to lists of values (cartesian product); the cells
+    /// of all entries are pooled (duplicates dropped). An entry's optional `methods` list limits
+    /// it to those methods.
+    #[serde(default)]
+    pub sweep: Vec<toml::Table>,
+    /// A named input the benchmark needs (e.g. `cifar10-jpeg`): its `{name}` placeholder in
+    /// `base.dataset` is replaced by the path given on the command line, and without one the
+    /// benchmark is skipped.
+    #[serde(default)]
+    pub requires: Option<String>,
+}
+
+fn default_seeds() -> Vec<u64> {
+    vec![0]
+}
+
+/// The variation study of a profile.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VariationSpec {
+    /// Which benchmark's runs.
+    pub benchmark: String,
+    /// Methods studied.
+    pub methods: Vec<String>,
+    /// Setting of the runs studied (fields that must match), e.g. `{ psum_bits = 3 }`.
+    #[serde(default)]
+    pub at: toml::Table,
+    /// Standard deviations of theta.
+    pub sigmas: Vec<f64>,
+    /// Simulated chips per sigma.
+    pub chips: usize,
+    /// Seed of the first chip.
+    #[serde(default)]
+    pub chip_seed: u64,
+    /// Evaluate every chip on a seeded, class-balanced subset of this many test images.
+    #[serde(default)]
+    pub limit_test: Option<usize>,
+}
+
+/// A profile's experiment matrix.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Study {
+    /// Profile name.
+    pub name: String,
+    /// What the profile is for.
+    pub description: String,
+    /// Benchmarks.
+    pub benchmark: Vec<Benchmark>,
+    /// Variation study.
+    #[serde(default)]
+    pub variation: Option<VariationSpec>,
+}
+
+/// One run of the matrix.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Cell {
+    /// The benchmark it belongs to.
+    pub benchmark: String,
+    /// Its resolved configuration.
+    pub config: RunConfig,
+}
+
+impl Cell {
+    /// The key of the cell: the hash of its configuration.
+    pub fn key(&self) -> String {
+        self.config.hash()
+    }
+
+    /// The cell's run folder under `runs_root/<profile>/`.
+    pub fn dir(&self, runs_root: &Path, profile: &str) -> PathBuf {
+        runs_root.join(profile).join(self.key())
+    }
+
+    /// A one-line description: data set, model, method, setting, seed.
+    pub fn label(&self) -> String {
+        let c = &self.config;
+        let mut s = format!("{} {} {}", c.dataset, c.model.name(), c.method);
+        if c.method != "fp" {
+            s += &format!(" W{}A{} c{} N{} {}", c.weight_bits, c.act_bits, c.cell_bits, c.array_size, c.encoding);
+            if c.method != "ideal-adc" {
+                s += &format!(" P{}", c.psum_bits);
+            }
+        }
+        s + &format!(" seed{}", c.seed)
+    }
+}
+
+/// The study file of a profile.
+pub fn study_path(reports_root: &Path, profile: &str) -> PathBuf {
+    reports_root.join(profile).join("study.toml")
+}
+
+fn overlay(config: &RunConfig, table: &toml::Table, origin: &str) -> Result<RunConfig, StudyError> {
+    let mut merged = toml::Table::try_from(config).expect("a run config is a table");
+    for (k, v) in table {
+        merged.insert(k.clone(), v.clone());
+    }
+    merged.try_into().map_err(|e| StudyError::Invalid(format!("{origin}: {e}")))
+}
+
+/// Every assignment of one sweep entry (cartesian product, keys in order).
+fn assignments(entry: &toml::Table, origin: &str) -> Result<Vec<toml::Table>, StudyError> {
+    let mut out = vec![toml::Table::new()];
+    for (key, values) in entry {
+        let list = values
+            .as_array()
+            .ok_or_else(|| StudyError::Invalid(format!("{origin}: sweep field `{key}` must be a list of values")))?;
+        if list.is_empty() {
+            return Err(StudyError::Invalid(format!("{origin}: sweep field `{key}` is an empty list")));
+        }
+        out = out
+            .into_iter()
+            .flat_map(|a| {
+                list.iter().map(move |v| {
+                    let mut a = a.clone();
+                    a.insert(key.clone(), v.clone());
+                    a
+                })
+            })
+            .collect();
+    }
+    Ok(out)
+}
+
+/// Resets the fields a method does not use to their defaults, so that e.g. `fp` is one cell
+/// however many ADC resolutions are swept.
+pub fn canonical(mut c: RunConfig) -> RunConfig {
+    let d = RunConfig::default();
+    match methods::find(&c.method).ok().map(|m| m.scheme()) {
+        Some(None) => {
+            c.weight_bits = d.weight_bits;
+            c.act_bits = d.act_bits;
+            c.psum_bits = d.psum_bits;
+            c.cell_bits = d.cell_bits;
+            c.array_size = d.array_size;
+            c.encoding = d.encoding;
+            c.train_variation_sigma = d.train_variation_sigma;
+        }
+        Some(Some(s)) if s.psum.is_none() => c.psum_bits = d.psum_bits,
+        _ => {}
+    }
+    c
+}
+
+impl Benchmark {
+    /// Whether every input the benchmark needs was given (see [`Study::provide`]).
+    pub fn is_runnable(&self) -> bool {
+        self.base.get("dataset").and_then(|d| d.as_str()).is_none_or(|d| !d.contains('{'))
+    }
+}
+
+impl Study {
+    /// Gives a named input: replaces `{name}` in the data-set spec of the benchmarks that
+    /// require it.
+    pub fn provide(&mut self, name: &str, value: &str) {
+        for b in &mut self.benchmark {
+            if let Some(toml::Value::String(d)) = b.base.get_mut("dataset") {
+                *d = d.replace(&format!("{{{name}}}"), value);
+            }
+        }
+    }
+
+    /// Benchmarks skipped for want of an input, with the input's name.
+    pub fn skipped(&self) -> Vec<(String, String)> {
+        self.benchmark
+            .iter()
+            .filter(|b| !b.is_runnable())
+            .map(|b| (b.name.clone(), b.requires.clone().unwrap_or_else(|| "an input".into())))
+            .collect()
+    }
+
+    /// Reads and checks a study file.
+    pub fn load(path: &Path) -> Result<Self, StudyError> {
+        let text =
+            std::fs::read_to_string(path).map_err(|e| StudyError::Invalid(format!("{}: {e}", path.display())))?;
+        let study: Study =
+            toml::from_str(&text).map_err(|e| StudyError::Invalid(format!("{}: {e}", path.display())))?;
+        study.cells().map_err(|e| StudyError::Invalid(format!("{}: {e}", path.display())))?;
+        Ok(study)
+    }
+
+    /// The cells of every benchmark, in order (benchmark, sweep, method, seed), each resolved.
+    pub fn cells(&self) -> Result<Vec<Cell>, StudyError> {
+        let mut cells: Vec<Cell> = Vec::new();
+        if self.benchmark.is_empty() {
+            return Err(StudyError::Invalid("no [[benchmark]]".into()));
+        }
+        for b in self.benchmark.iter().filter(|b| b.is_runnable()) {
+            let origin = format!("benchmark `{}`", b.name);
+            let base = overlay(&RunConfig::default(), &b.base, &origin)?;
+            let sweeps = if b.sweep.is_empty() { vec![toml::Table::new()] } else { b.sweep.clone() };
+            for entry in &sweeps {
+                let mut entry = entry.clone();
+                let only: Option<Vec<String>> = match entry.remove("methods") {
+                    None => None,
+                    Some(v) => {
+                        Some(v.try_into().map_err(|e| StudyError::Invalid(format!("{origin}: sweep `methods`: {e}")))?)
+                    }
+                };
+                for assignment in assignments(&entry, &origin)? {
+                    for method in b.methods.iter().filter(|m| only.as_ref().is_none_or(|o| o.contains(m))) {
+                        for &seed in &b.seeds {
+                            let mut config = overlay(&base, &assignment, &origin)?;
+                            config.method = method.clone();
+                            config.seed = seed;
+                            let config = canonical(config);
+                            config
+                                .resolve()
+                                .map_err(|e| StudyError::Invalid(format!("{origin}, method {method}: {e}")))?;
+                            let cell = Cell { benchmark: b.name.clone(), config };
+                            if !cells.iter().any(|c| c.key() == cell.key()) {
+                                cells.push(cell);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        if let Some(v) = &self.variation {
+            if !self.benchmark.iter().any(|b| b.name == v.benchmark && b.is_runnable()) {
+                return Err(StudyError::Invalid(format!("[variation]: no benchmark named `{}`", v.benchmark)));
+            }
+            if v.chips == 0 || v.sigmas.is_empty() {
+                return Err(StudyError::Invalid("[variation]: expected chips >= 1 and at least one sigma".into()));
+            }
+        }
+        Ok(cells)
+    }
+
+    /// The cells the variation study covers.
+    pub fn variation_cells(&self) -> Result<Vec<Cell>, StudyError> {
+        let Some(v) = &self.variation else { return Ok(Vec::new()) };
+        let cells = self.cells()?;
+        Ok(cells
+            .into_iter()
+            .filter(|c| c.benchmark == v.benchmark && v.methods.contains(&c.config.method))
+            .filter(|c| {
+                let table = toml::Table::try_from(&c.config).expect("a table");
+                v.at.iter().all(|(k, want)| table.get(k) == Some(want))
+            })
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const STUDY: &str = r#"
+name = "t"
+description = "test"
+[[benchmark]]
+name = "B"
+methods = ["fp", "ideal-adc", "columnwise"]
+seeds = [0, 1]
+base = { dataset = "synthetic", epochs = 2 }
+sweep = [{ psum_bits = [3, 4] }, { array_size = [64], psum_bits = [3] }, { methods = ["columnwise"], recipe = ["two-stage"] }]
+[variation]
+benchmark = "B"
+methods = ["columnwise"]
+at = { psum_bits = 3, array_size = 128 }
+sigmas = [0.0, 0.1]
+chips = 2
+"#;
+
+    #[test]
+    fn cells_are_the_deduplicated_product() {
+        let s: Study = toml::from_str(STUDY).unwrap();
+        let cells = s.cells().unwrap();
+        // fp and ideal-adc ignore P (and fp ignores N): 2 + 2*2 (ideal N128, N64) ... per seed
+        let count = |m: &str| cells.iter().filter(|c| c.config.method == m).count();
+        assert_eq!(count("fp"), 2);
+        assert_eq!(count("ideal-adc"), 4);
+        assert_eq!(count("columnwise"), 8); // 3 settings + the two-stage one, per seed
+        assert!(cells.iter().any(|c| c.config.recipe.is_some() && c.config.method == "columnwise"));
+        assert!(!cells.iter().any(|c| c.config.recipe.is_some() && c.config.method != "columnwise"));
+        assert!(cells.iter().all(|c| c.config.epochs == 2));
+        let v = s.variation_cells().unwrap();
+        assert_eq!(v.len(), 4); // one-stage and two-stage columnwise, two seeds
+        assert!(v.iter().all(|c| c.config.psum_bits == 3 && c.config.array_size == 128));
+        assert!(cells[0].label().starts_with("synthetic resnet20 fp seed0"));
+    }
+
+    #[test]
+    fn bad_studies_are_named() {
+        let bad = STUDY.replace("psum_bits = [3, 4]", "psum_bits = 3");
+        let e = toml::from_str::<Study>(&bad).unwrap().cells().unwrap_err().to_string();
+        assert!(e.contains("`psum_bits` must be a list"), "{e}");
+        let bad = STUDY.replace("\"columnwise\"]\nseeds", "\"rowwise\"]\nseeds");
+        let e = toml::from_str::<Study>(&bad).unwrap().cells().unwrap_err().to_string();
+        assert!(e.contains("rowwise"), "{e}");
+        let bad = STUDY.replace("epochs = 2", "epochz = 2");
+        let e = toml::from_str::<Study>(&bad).unwrap().cells().unwrap_err().to_string();
+        assert!(e.contains("epochz"), "{e}");
+    }
+}

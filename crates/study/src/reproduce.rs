@@ -1,0 +1,179 @@
+//! `reproduce`: train every cell of a study that has no finished result, resume interrupted
+//! ones, then run the variation study; a second call finds everything cached.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use data::DataDir;
+use train::run::RunDir;
+use train::{Summary, TrainOptions};
+
+use crate::{Cell, Study, StudyError};
+
+/// How to reproduce.
+#[derive(Debug, Clone)]
+pub struct ReproduceOptions {
+    /// Where run folders go: `<runs_root>/<profile>/<config hash>/`.
+    pub runs_root: PathBuf,
+    /// Where data sets live.
+    pub data_dir: DataDir,
+    /// Only cells whose label or benchmark contains this text.
+    pub filter: Option<String>,
+    /// List the cells, their state and an estimate; train nothing.
+    pub dry_run: bool,
+    /// Progress bars.
+    pub progress: bool,
+}
+
+/// Where a cell stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CellState {
+    /// Has a summary.
+    Finished,
+    /// Has a checkpoint after this many epochs.
+    Partial(usize),
+    /// Nothing yet.
+    Pending,
+}
+
+impl std::fmt::Display for CellState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CellState::Finished => write!(f, "finished"),
+            CellState::Partial(n) => write!(f, "partial ({n} epochs)"),
+            CellState::Pending => write!(f, "pending"),
+        }
+    }
+}
+
+/// The state of a run folder.
+pub fn cell_state(dir: &Path) -> CellState {
+    let run = RunDir::new(dir);
+    if run.summary_path().exists() {
+        return CellState::Finished;
+    }
+    match run.latest_checkpoint() {
+        Ok(Some((state, _))) => CellState::Partial(state.epochs_done),
+        _ => CellState::Pending,
+    }
+}
+
+/// What a reproduce call did.
+#[derive(Debug, Clone, Default)]
+pub struct ReproduceOutcome {
+    /// Cells selected.
+    pub selected: usize,
+    /// Cells that were already finished.
+    pub cached: usize,
+    /// Cells trained (or resumed) now.
+    pub trained: usize,
+    /// Cells that failed, with the error.
+    pub failed: Vec<(String, String)>,
+    /// Variation studies run or found.
+    pub variation: usize,
+    /// Summaries of every finished selected cell, with its label.
+    pub summaries: Vec<(String, Summary)>,
+    /// Seconds spent.
+    pub seconds: f64,
+}
+
+/// Seconds per image of one training step of ResNet-20 at 32x32 on this project's reference
+/// machine (2 cores, burn-flex; `cargo bench -p train`), floating point and CIM; a forward pass
+/// for testing costs about a third.
+const FP_SECONDS_PER_IMAGE: f64 = 0.011;
+const CIM_SECONDS_PER_IMAGE: f64 = 0.023;
+
+/// A rough duration of a cell, from its image counts and the reference costs above.
+pub fn estimate_seconds(cell: &Cell) -> Option<f64> {
+    let c = &cell.config;
+    let (train, test, pixels) = if c.dataset.starts_with(data::source::FOLDER_PREFIX) {
+        (c.limit_train?, c.limit_test?, 1024)
+    } else {
+        let m = data::find_manifest(&c.dataset).ok()?;
+        let pixels = m.image_shape[1] * m.image_shape[2];
+        (c.limit_train.unwrap_or(m.splits.train), c.limit_test.unwrap_or(m.splits.test), pixels)
+    };
+    if c.model != models::Arch::Resnet20 {
+        return None;
+    }
+    let per_image =
+        if c.method == "fp" { FP_SECONDS_PER_IMAGE } else { CIM_SECONDS_PER_IMAGE } * pixels as f64 / 1024.0;
+    Some(c.epochs as f64 * (train as f64 + test as f64 / 3.0) * per_image)
+}
+
+fn selected(study: &Study, filter: Option<&str>) -> Result<Vec<Cell>, StudyError> {
+    Ok(study
+        .cells()?
+        .into_iter()
+        .filter(|c| filter.is_none_or(|f| c.label().contains(f) || c.benchmark.contains(f)))
+        .collect())
+}
+
+/// Runs (or lists, with `dry_run`) the selected cells of `study`.
+pub fn reproduce(study: &Study, opts: &ReproduceOptions) -> Result<ReproduceOutcome, StudyError> {
+    let start = Instant::now();
+    let cells = selected(study, opts.filter.as_deref())?;
+    let mut out = ReproduceOutcome { selected: cells.len(), ..Default::default() };
+    if opts.dry_run {
+        let mut total = 0.0;
+        println!("{} cells of profile `{}`:", cells.len(), study.name);
+        for cell in &cells {
+            let state = cell_state(&cell.dir(&opts.runs_root, &study.name));
+            let estimate = match (state, estimate_seconds(cell)) {
+                (CellState::Finished, _) => "-".to_string(),
+                (_, Some(s)) => {
+                    total += s;
+                    format!("~{:.0} min", s / 60.0)
+                }
+                (_, None) => "unknown".to_string(),
+            };
+            println!("  {:<18} {:>10}  {}  [{}]", state.to_string(), estimate, cell.label(), cell.key());
+        }
+        println!("estimated training time of what is left: ~{:.0} min (reference machine: 2 cores)", total / 60.0);
+        return Ok(out);
+    }
+    for (i, cell) in cells.iter().enumerate() {
+        let dir = cell.dir(&opts.runs_root, &study.name);
+        let state = cell_state(&dir);
+        if state == CellState::Finished {
+            out.cached += 1;
+        } else {
+            if opts.progress {
+                eprintln!("[{}/{}] {} ({state})", i + 1, cells.len(), cell.label());
+            }
+            let train_opts =
+                TrainOptions { data_dir: opts.data_dir.clone(), progress: opts.progress, stop_after: None };
+            match train::train(&cell.config, &dir, &train_opts) {
+                Ok(_) => out.trained += 1,
+                Err(e) => {
+                    eprintln!("[{}/{}] {} failed: {e}", i + 1, cells.len(), cell.label());
+                    out.failed.push((cell.label(), e.to_string()));
+                    continue;
+                }
+            }
+        }
+        if let Some(summary) = RunDir::new(&dir).read_summary()? {
+            out.summaries.push((cell.label(), summary));
+        }
+    }
+    if let Some(v) = &study.variation {
+        for cell in study.variation_cells()? {
+            if !cells.contains(&cell) {
+                continue;
+            }
+            let dir = cell.dir(&opts.runs_root, &study.name);
+            if cell_state(&dir) != CellState::Finished {
+                continue;
+            }
+            if opts.progress {
+                eprintln!("variation: {} ({} sigmas x {} chips)", cell.label(), v.sigmas.len(), v.chips);
+            }
+            match train::variation_study(&dir, &v.sigmas, v.chips, v.chip_seed, v.limit_test, &opts.data_dir) {
+                Ok(_) => out.variation += 1,
+                Err(e) => out.failed.push((format!("variation of {}", cell.label()), e.to_string())),
+            }
+        }
+    }
+    out.seconds = start.elapsed().as_secs_f64();
+    Ok(out)
+}

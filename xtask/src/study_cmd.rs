@@ -1,0 +1,214 @@
+//! `cargo xtask reproduce`, `report`, `variation` and `bench`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use data::DataDir;
+use study::{ReproduceOptions, Study};
+
+/// The workspace root (this crate lives in `<root>/xtask`).
+pub fn project_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask sits in the workspace").to_path_buf()
+}
+
+#[derive(Args)]
+pub struct ProfileArgs {
+    /// Study profile: smoke (default), real-small, paper, or any folder of reports/ with a study.toml.
+    #[arg(long, default_value = "smoke")]
+    profile: String,
+    /// Where run folders go (default: runs/ in the workspace).
+    #[arg(long)]
+    runs: Option<PathBuf>,
+}
+
+impl ProfileArgs {
+    fn load(&self) -> Result<(Study, PathBuf, PathBuf)> {
+        let reports = project_root().join("reports");
+        let path = study::study_path(&reports, &self.profile);
+        if !path.exists() {
+            let known: Vec<String> = std::fs::read_dir(&reports)
+                .map(|d| {
+                    d.filter_map(|e| e.ok())
+                        .filter(|e| e.path().join("study.toml").exists())
+                        .map(|e| e.file_name().to_string_lossy().to_string())
+                        .collect()
+                })
+                .unwrap_or_default();
+            bail!("--profile {}: no {} (profiles: {})", self.profile, path.display(), known.join(", "));
+        }
+        let study = Study::load(&path)?;
+        let runs = self.runs.clone().unwrap_or_else(|| project_root().join("runs"));
+        Ok((study, runs, reports.join(&self.profile)))
+    }
+}
+
+#[derive(Args)]
+pub struct ReproduceArgs {
+    #[command(flatten)]
+    profile: ProfileArgs,
+    /// Only cells whose description or benchmark contains this text (e.g. `columnwise`, `P3`).
+    #[arg(long)]
+    only: Option<String>,
+    /// List the cells, their state and an estimated time; train nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Data directory (default: $CIM_DATA_DIR, else ./data).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// A CIFAR-10 image-folder tree (root/<class>/*.jpg) for the profiles' cifar10-jpeg benchmark.
+    #[arg(long)]
+    cifar10_jpeg: Option<PathBuf>,
+    /// Hide progress bars.
+    #[arg(long)]
+    quiet: bool,
+}
+
+pub fn reproduce(args: ReproduceArgs) -> Result<()> {
+    let (mut study, runs_root, _) = args.profile.load()?;
+    if let Some(dir) = &args.cifar10_jpeg {
+        if !dir.is_dir() {
+            bail!("--cifar10-jpeg {}: not a folder", dir.display());
+        }
+        study.provide("cifar10-jpeg", &dir.canonicalize()?.display().to_string());
+    }
+    for (bench, input) in study.skipped() {
+        eprintln!("skipping benchmark `{bench}`: it needs --{input} DIR");
+    }
+    let opts = ReproduceOptions {
+        runs_root: runs_root.clone(),
+        data_dir: DataDir::resolve(args.data_dir.as_deref()),
+        filter: args.only,
+        dry_run: args.dry_run,
+        progress: !args.quiet,
+    };
+    let out = study::reproduce(&study, &opts)?;
+    if args.dry_run {
+        return Ok(());
+    }
+    println!(
+        "\nprofile `{}`: {} cells selected, {} already finished, {} trained now, {} failed; {} variation studies; {:.0} s",
+        study.name,
+        out.selected,
+        out.cached,
+        out.trained,
+        out.failed.len(),
+        out.variation,
+        out.seconds
+    );
+    println!("{:<70} {:>8} {:>8}", "cell", "final %", "best %");
+    for (label, s) in &out.summaries {
+        println!("{label:<70} {:>8.2} {:>8.2}", 100.0 * s.final_test_acc, 100.0 * s.best_test_acc);
+    }
+    for (label, e) in &out.failed {
+        println!("FAILED {label}: {e}");
+    }
+    println!("runs in {}; tables: cargo xtask report --profile {}", runs_root.join(&study.name).display(), study.name);
+    if !out.failed.is_empty() {
+        bail!("{} cell(s) failed (re-run to retry; finished cells are kept)", out.failed.len());
+    }
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct ReportArgs {
+    #[command(flatten)]
+    profile: ProfileArgs,
+    /// A CIFAR-10 image-folder tree, as given to reproduce.
+    #[arg(long)]
+    cifar10_jpeg: Option<PathBuf>,
+    /// Skip the figures.
+    #[arg(long)]
+    no_figures: bool,
+}
+
+pub fn report(args: ReportArgs) -> Result<()> {
+    let (mut study, runs_root, out_dir) = args.profile.load()?;
+    if let Some(dir) = &args.cifar10_jpeg {
+        study.provide(
+            "cifar10-jpeg",
+            &dir.canonicalize().with_context(|| format!("--cifar10-jpeg {}", dir.display()))?.display().to_string(),
+        );
+    }
+    let opts = report::ReportOptions {
+        runs_root,
+        out_dir: out_dir.clone(),
+        claims: project_root().join("baselines/paper-claims.toml"),
+        figures: !args.no_figures,
+    };
+    let tables = report::generate(&study, &opts)?;
+    println!("{}", tables.markdown("accuracy"));
+    println!("{}", tables.markdown("claims"));
+    println!("report written to {}", out_dir.join("README.md").display());
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct VariationArgs {
+    /// A trained run folder.
+    #[arg(long)]
+    run: PathBuf,
+    /// Comma-separated standard deviations of theta.
+    #[arg(long, value_delimiter = ',', default_value = "0,0.05,0.1,0.15,0.2,0.3")]
+    sigmas: Vec<f64>,
+    /// Simulated chips per sigma.
+    #[arg(long, default_value_t = 10)]
+    chips: usize,
+    /// Seed of the first chip.
+    #[arg(long, default_value_t = 0)]
+    chip_seed: u64,
+    /// Evaluate on a seeded, class-balanced subset of N test images.
+    #[arg(long)]
+    limit_test: Option<usize>,
+    /// Data directory (default: $CIM_DATA_DIR, else ./data).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+}
+
+pub fn variation(args: VariationArgs) -> Result<()> {
+    let r = train::variation_study(
+        &args.run,
+        &args.sigmas,
+        args.chips,
+        args.chip_seed,
+        args.limit_test,
+        &DataDir::resolve(args.data_dir.as_deref()),
+    )?;
+    println!(
+        "{} (config {}), {} chips per sigma, {} test images; without variation {:.2}%",
+        r.method,
+        r.config_hash,
+        r.chips,
+        r.images,
+        100.0 * r.noiseless
+    );
+    println!("{:>7} {:>8} {:>7} {:>8} {:>8}", "sigma", "mean %", "std", "min %", "max %");
+    for s in &r.results {
+        println!(
+            "{:>7.3} {:>8.2} {:>7.2} {:>8.2} {:>8.2}",
+            s.sigma,
+            100.0 * s.mean,
+            100.0 * s.std,
+            100.0 * s.min,
+            100.0 * s.max
+        );
+    }
+    println!("written to {}", args.run.join("variation.json").display());
+    Ok(())
+}
+
+/// Runs both benchmarks (each prints its ratios).
+pub fn bench() -> Result<()> {
+    for (package, bench) in [("cim-core", "cim_conv"), ("train", "train_step")] {
+        let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .current_dir(project_root())
+            .args(["bench", "-p", package, "--bench", bench])
+            .status()
+            .with_context(|| format!("cannot run cargo bench -p {package}"))?;
+        if !status.success() {
+            bail!("cargo bench -p {package} --bench {bench} failed");
+        }
+    }
+    Ok(())
+}

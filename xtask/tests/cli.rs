@@ -1,0 +1,127 @@
+//! The command line as a user meets it: a bad download through `data fetch`, and a training run
+//! killed with SIGKILL after its first epoch, then resumed.
+
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn xtask() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_xtask"))
+}
+
+/// Answers every request with 200 and the same (wrong) bytes.
+fn serve_wrong_file() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut s) = stream else { continue };
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf);
+            let body = b"this is not the CIFAR-10 archive";
+            let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
+            let _ = s.write_all(head.as_bytes());
+            let _ = s.write_all(body);
+        }
+    });
+    port
+}
+
+#[test]
+fn fetch_from_a_mirror_serving_a_wrong_file_fails_and_installs_nothing() {
+    let port = serve_wrong_file();
+    let dir = tempfile::tempdir().unwrap();
+    let out = xtask()
+        .args(["data", "fetch", "cifar10", "--mirror", &format!("http://127.0.0.1:{port}"), "--dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("SHA-256") && stderr.contains("cifar-10-binary.tar.gz"), "{stderr}");
+    assert!(!dir.path().join("cifar10/cifar-10-binary.tar.gz").exists());
+    let rejected: Vec<_> = std::fs::read_dir(dir.path().join("cifar10/rejected")).unwrap().collect();
+    assert_eq!(rejected.len(), 1);
+}
+
+fn summary_without_timing(run: &Path) -> serde_json::Value {
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap();
+    for f in ["wall_seconds", "images_per_sec"] {
+        v.as_object_mut().unwrap().remove(f);
+    }
+    v
+}
+
+#[test]
+fn a_run_killed_after_its_first_epoch_resumes_to_the_same_result() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let args = |out: &Path| -> Vec<String> {
+        let mut v: Vec<String> = [
+            "train",
+            "--method",
+            "ideal-adc",
+            "--epochs",
+            "3",
+            "--limit-train",
+            "160",
+            "--limit-test",
+            "64",
+            "--batch-size",
+            "32",
+            "--seed",
+            "3",
+            "--quiet",
+            "--data-dir",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        v.push(data.display().to_string());
+        v.push("--out".into());
+        v.push(out.display().to_string());
+        v
+    };
+    let whole = tmp.path().join("whole");
+    assert!(xtask().args(args(&whole)).status().unwrap().success());
+
+    let killed = tmp.path().join("killed");
+    let mut child = xtask().args(args(&killed)).stdout(Stdio::null()).spawn().unwrap();
+    let start = Instant::now();
+    loop {
+        let done = std::fs::read_to_string(killed.join("checkpoint.json")).unwrap_or_default();
+        if done.contains("ckpt-0001") {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(300), "no checkpoint after 300 s");
+        assert!(child.try_wait().unwrap().is_none(), "the run ended before it could be killed");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    assert!(!killed.join("summary.json").exists());
+
+    let out = xtask()
+        .args(["train", "--resume", "--quiet", "--data-dir"])
+        .arg(&data)
+        .arg("--out")
+        .arg(&killed)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(summary_without_timing(&killed), summary_without_timing(&whole));
+}
+
+#[test]
+fn bad_flags_are_named() {
+    let out = xtask().args(["train", "--method", "rowwise", "--out", "/nonexistent/x"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("unknown method `rowwise`"), "{stderr}");
+    let out = xtask().args(["train", "--encoding", "ones", "--out", "/nonexistent/x"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("--encoding ones"), "{stderr}");
+    assert!(!Path::new("/nonexistent/x").exists());
+}
