@@ -138,9 +138,27 @@ pub fn report(args: ReportArgs) -> Result<()> {
         figures: !args.no_figures,
     };
     let tables = report::generate(&study, &opts)?;
+    if study.name == "smoke" {
+        update_readme(&project_root().join("README.md"), tables.markdown("accuracy"))?;
+    }
     println!("{}", tables.markdown("accuracy"));
     println!("{}", tables.markdown("claims"));
     println!("report written to {}", out_dir.join("README.md").display());
+    Ok(())
+}
+
+/// Puts the smoke profile's accuracy table into the workspace README, between its markers.
+fn update_readme(path: &Path, table: &str) -> Result<()> {
+    const START: &str = "<!-- smoke-accuracy:start -->";
+    const END: &str = "<!-- smoke-accuracy:end -->";
+    let text = std::fs::read_to_string(path).with_context(|| format!("{}: cannot read", path.display()))?;
+    let (Some(a), Some(b)) = (text.find(START), text.find(END)) else {
+        bail!("{}: the markers {START} and {END} are missing", path.display());
+    };
+    let updated = format!("{}{START}\n{}{}", &text[..a], table.trim_start_matches(|c| c != '|'), &text[b..]);
+    let tmp = path.with_extension("md.tmp");
+    std::fs::write(&tmp, updated).with_context(|| format!("{}: cannot write", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("{}: cannot replace", path.display()))?;
     Ok(())
 }
 

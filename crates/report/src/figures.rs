@@ -66,8 +66,14 @@ where
         .y_label_area_size(55)
         .build_cartesian_2d((x0 - pad_x)..(x1 + pad_x), (y0 - pad_y).max(0.0)..(y1 + pad_y).min(100.0))
         .map_err(|e| e.to_string())?;
+    let integer_x = xs.iter().all(|x| x.fract() == 0.0);
+    let distinct: std::collections::BTreeSet<i64> = xs.iter().map(|x| (x * 1000.0) as i64).collect();
+    let x_format = |x: &f64| if integer_x { format!("{x:.0}") } else { format!("{x:.2}") };
     chart
         .configure_mesh()
+        .light_line_style(WHITE)
+        .x_labels(if integer_x { distinct.len() } else { 8 })
+        .x_label_formatter(&x_format)
         .x_desc(x_label)
         .y_desc("test accuracy (%)")
         .label_style(("sans-serif", 14))
@@ -206,7 +212,10 @@ pub fn draw(study: &Study, results: &[CellResult], out: &Path) -> Result<Vec<Str
         .filter_map(|r| {
             let v = r.variation.as_ref()?;
             Some(Line {
-                name: format!("{} seed {}", r.cell.config.method, r.cell.config.seed),
+                name: match r.cell.config.recipe {
+                    Some(recipe) => format!("{} {} seed {}", r.cell.config.method, recipe.name(), r.cell.config.seed),
+                    None => format!("{} seed {}", r.cell.config.method, r.cell.config.seed),
+                },
                 points: v
                     .results
                     .iter()
