@@ -15,7 +15,8 @@ pub fn project_root() -> PathBuf {
 
 #[derive(Args)]
 pub struct ProfileArgs {
-    /// Study profile: smoke (default), real-small, paper, or any folder of reports/ with a study.toml.
+    /// Study profile: smoke (default), real-small, paper, any folder of reports/ with a study.toml,
+    /// or the path of your own study file (its report is written beside it).
     #[arg(long, default_value = "smoke")]
     profile: String,
     /// Where run folders go (default: runs/ in the workspace).
@@ -26,6 +27,17 @@ pub struct ProfileArgs {
 impl ProfileArgs {
     fn load(&self) -> Result<(Study, PathBuf, PathBuf)> {
         let reports = project_root().join("reports");
+        let runs = self.runs.clone().unwrap_or_else(|| project_root().join("runs"));
+        let given = Path::new(&self.profile);
+        if given.extension().is_some_and(|e| e == "toml") {
+            // a study file of the user's own, outside reports/
+            if !given.is_file() {
+                bail!("--profile {}: no such study file", given.display());
+            }
+            let study = Study::load(given)?;
+            let out = given.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf();
+            return Ok((study, runs, out));
+        }
         let path = study::study_path(&reports, &self.profile);
         if !path.exists() {
             let known: Vec<String> = std::fs::read_dir(&reports)
@@ -39,7 +51,6 @@ impl ProfileArgs {
             bail!("--profile {}: no {} (profiles: {})", self.profile, path.display(), known.join(", "));
         }
         let study = Study::load(&path)?;
-        let runs = self.runs.clone().unwrap_or_else(|| project_root().join("runs"));
         Ok((study, runs, reports.join(&self.profile)))
     }
 }
@@ -138,7 +149,7 @@ pub fn report(args: ReportArgs) -> Result<()> {
         figures: !args.no_figures,
     };
     let tables = report::generate(&study, &opts)?;
-    if study.name == "smoke" {
+    if out_dir == project_root().join("reports/smoke") {
         update_readme(&project_root().join("README.md"), tables.markdown("accuracy"))?;
     }
     println!("{}", tables.markdown("accuracy"));

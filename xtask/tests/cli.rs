@@ -1,5 +1,5 @@
-//! The command line as a user meets it: a bad download through `data fetch`, and a training run
-//! killed with SIGKILL after its first epoch, then resumed.
+//! The command line as a user meets it: a bad download through `data fetch`, a training run
+//! killed with SIGKILL after its first epoch, then resumed, and `reproduce` killed mid-matrix.
 
 use std::io::{Read, Write};
 use std::net::TcpListener;
@@ -113,6 +113,89 @@ fn a_run_killed_after_its_first_epoch_resumes_to_the_same_result() {
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(summary_without_timing(&killed), summary_without_timing(&whole));
+}
+
+/// The summaries under `runs`, by run folder.
+fn finished_cells(runs: &Path) -> Vec<(std::path::PathBuf, Vec<u8>, std::time::SystemTime)> {
+    let Ok(dirs) = std::fs::read_dir(runs) else { return Vec::new() };
+    let mut out: Vec<_> = dirs
+        .filter_map(|d| {
+            let s = d.ok()?.path().join("summary.json");
+            let bytes = std::fs::read(&s).ok()?;
+            let modified = std::fs::metadata(&s).ok()?.modified().ok()?;
+            Some((s, bytes, modified))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+#[test]
+fn reproduce_killed_mid_matrix_finishes_without_redoing_finished_cells() {
+    let tmp = tempfile::tempdir().unwrap();
+    let study = tmp.path().join("study.toml");
+    std::fs::write(
+        &study,
+        r#"name = "killed"
+description = "three tiny cells"
+[[benchmark]]
+name = "tiny"
+methods = ["fp"]
+seeds = [0, 1, 2]
+base = { dataset = "synthetic", model = "resnet20", epochs = 1, batch_size = 32, limit_train = 96, limit_test = 32 }
+"#,
+    )
+    .unwrap();
+    let reproduce = || {
+        let mut c = xtask();
+        c.args(["reproduce", "--quiet", "--profile"])
+            .arg(&study)
+            .arg("--runs")
+            .arg(tmp.path().join("runs"))
+            .arg("--data-dir")
+            .arg(tmp.path().join("data"));
+        c
+    };
+    let runs = tmp.path().join("runs/killed");
+    let mut child = reproduce().stdout(Stdio::null()).spawn().unwrap();
+    let start = Instant::now();
+    while finished_cells(&runs).is_empty() {
+        assert!(start.elapsed() < Duration::from_secs(300), "no cell finished after 300 s");
+        assert!(child.try_wait().unwrap().is_none(), "reproduce ended before it could be killed");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap(); // SIGKILL, mid-matrix
+    child.wait().unwrap();
+    let before = finished_cells(&runs);
+    assert!(!before.is_empty() && before.len() < 3, "{} cells finished before the kill", before.len());
+
+    let out = reproduce().output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    let expected =
+        format!("3 cells selected, {} already finished, {} trained now, 0 failed", before.len(), 3 - before.len());
+    assert!(stdout.contains(&expected), "{stdout}");
+    let after = finished_cells(&runs);
+    assert_eq!(after.len(), 3);
+    for cell in &before {
+        assert!(after.contains(cell), "{} was rewritten", cell.0.display());
+    }
+
+    let again = reproduce().output().unwrap();
+    let stdout = String::from_utf8_lossy(&again.stdout);
+    assert!(stdout.contains("3 cells selected, 3 already finished, 0 trained now"), "{stdout}");
+    assert_eq!(finished_cells(&runs), after);
+
+    // a study file of one's own gets its report beside it
+    let report = xtask()
+        .args(["report", "--no-figures", "--profile"])
+        .arg(&study)
+        .arg("--runs")
+        .arg(tmp.path().join("runs"))
+        .output()
+        .unwrap();
+    assert!(report.status.success(), "{}", String::from_utf8_lossy(&report.stderr));
+    assert!(std::fs::read_to_string(tmp.path().join("accuracy.md")).unwrap().contains("| fp |"));
 }
 
 #[test]
