@@ -172,7 +172,9 @@ impl Tables {
         for (stem, df, md) in &self.tables {
             let mut df = df.clone();
             let mut buf = Vec::new();
-            CsvWriter::new(&mut buf).finish(&mut df)?;
+            // accuracies are counts over at most a few 10^4 images: six decimals hold them exactly,
+            // and the files stay free of binary-fraction noise such as 0.8289999999999998
+            CsvWriter::new(&mut buf).with_float_precision(Some(6)).finish(&mut df)?;
             write_atomic(&out.join(format!("{stem}.csv")), &buf)?;
             write_atomic(&out.join(format!("{stem}.md")), md.as_bytes())?;
         }
