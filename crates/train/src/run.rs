@@ -48,7 +48,8 @@ pub struct Summary {
     pub dataset: String,
     /// Hash of the configuration.
     pub config_hash: String,
-    /// Best test accuracy over epochs.
+    /// Best test accuracy over the epochs of the final stage (a two-stage run's ideal-ADC first
+    /// stage does not count).
     pub best_test_acc: f64,
     /// Epoch (1-based) of the best test accuracy.
     pub best_epoch: usize,

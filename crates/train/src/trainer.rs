@@ -281,11 +281,19 @@ fn save_checkpoint(
     write_atomic(&dir.metrics_path(), metrics_lines(history).as_bytes())
 }
 
-fn summarize(config: &RunConfig, history: &[EpochRecord], train_images: usize, test_images: usize) -> Summary {
-    let best = history
+/// The epoch with the best test accuracy among those of the final stage (the earliest on a tie).
+/// The first stage of a two-stage recipe tests with an ideal ADC, so its accuracy is not the
+/// method's and must not count as its best.
+pub fn best_epoch(history: &[EpochRecord]) -> Option<&EpochRecord> {
+    let last = history.last()?;
+    history
         .iter()
+        .filter(|r| r.stage == last.stage)
         .max_by(|a, b| a.test_acc.total_cmp(&b.test_acc).then(b.epoch.cmp(&a.epoch)))
-        .expect("at least one epoch");
+}
+
+fn summarize(config: &RunConfig, history: &[EpochRecord], train_images: usize, test_images: usize) -> Summary {
+    let best = best_epoch(history).expect("at least one epoch");
     let last = history.last().expect("at least one epoch");
     Summary {
         method: config.method.clone(),
@@ -301,5 +309,34 @@ fn summarize(config: &RunConfig, history: &[EpochRecord], train_images: usize, t
         test_images,
         wall_seconds: last.wall_seconds,
         images_per_sec: history.iter().map(|r| r.images_per_sec).sum::<f64>() / history.len() as f64,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(epoch: usize, stage: usize, test_acc: f64) -> EpochRecord {
+        EpochRecord {
+            epoch,
+            stage,
+            train_loss: 1.0,
+            train_acc: 0.5,
+            test_loss: 1.0,
+            test_acc,
+            lr: 0.1,
+            images_per_sec: 1.0,
+            epoch_seconds: 1.0,
+            wall_seconds: epoch as f64,
+        }
+    }
+
+    #[test]
+    fn best_epoch_ignores_the_ideal_adc_stage_of_a_two_stage_run() {
+        let two_stage = [record(1, 1, 0.6), record(2, 1, 0.8), record(3, 2, 0.5), record(4, 2, 0.55)];
+        assert_eq!(best_epoch(&two_stage).unwrap().epoch, 4);
+        let one_stage = [record(1, 1, 0.6), record(2, 1, 0.8), record(3, 1, 0.8), record(4, 1, 0.7)];
+        assert_eq!(best_epoch(&one_stage).unwrap().epoch, 2, "earliest on a tie");
+        assert!(best_epoch(&[]).is_none());
     }
 }
