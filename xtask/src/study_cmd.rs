@@ -22,6 +22,10 @@ pub struct ProfileArgs {
     /// Where run folders go (default: runs/ in the workspace).
     #[arg(long)]
     runs: Option<PathBuf>,
+    /// A CIFAR-10 image-folder tree (root/<class>/*.jpg) for the profiles' cifar10-jpeg benchmark;
+    /// give the same to reproduce and report.
+    #[arg(long)]
+    cifar10_jpeg: Option<PathBuf>,
 }
 
 impl ProfileArgs {
@@ -34,7 +38,7 @@ impl ProfileArgs {
             if !given.is_file() {
                 bail!("--profile {}: no such study file", given.display());
             }
-            let study = Study::load(given)?;
+            let study = self.with_inputs(Study::load(given)?)?;
             let out = given.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf();
             return Ok((study, runs, out));
         }
@@ -50,8 +54,20 @@ impl ProfileArgs {
                 .unwrap_or_default();
             bail!("--profile {}: no {} (profiles: {})", self.profile, path.display(), known.join(", "));
         }
-        let study = Study::load(&path)?;
+        let study = self.with_inputs(Study::load(&path)?)?;
         Ok((study, runs, reports.join(&self.profile)))
+    }
+
+    /// Gives the study the input folders named on the command line.
+    fn with_inputs(&self, mut study: Study) -> Result<Study> {
+        if let Some(dir) = &self.cifar10_jpeg {
+            if !dir.is_dir() {
+                bail!("--cifar10-jpeg {}: not a folder (expected a tree root/<class>/*.jpg)", dir.display());
+            }
+            let dir = dir.canonicalize().with_context(|| format!("--cifar10-jpeg {}", dir.display()))?;
+            study.provide("cifar10-jpeg", &dir.display().to_string());
+        }
+        Ok(study)
     }
 }
 
@@ -68,22 +84,13 @@ pub struct ReproduceArgs {
     /// Data directory (default: $CIM_DATA_DIR, else ./data).
     #[arg(long)]
     data_dir: Option<PathBuf>,
-    /// A CIFAR-10 image-folder tree (root/<class>/*.jpg) for the profiles' cifar10-jpeg benchmark.
-    #[arg(long)]
-    cifar10_jpeg: Option<PathBuf>,
     /// Hide progress bars.
     #[arg(long)]
     quiet: bool,
 }
 
 pub fn reproduce(args: ReproduceArgs) -> Result<()> {
-    let (mut study, runs_root, _) = args.profile.load()?;
-    if let Some(dir) = &args.cifar10_jpeg {
-        if !dir.is_dir() {
-            bail!("--cifar10-jpeg {}: not a folder", dir.display());
-        }
-        study.provide("cifar10-jpeg", &dir.canonicalize()?.display().to_string());
-    }
+    let (study, runs_root, _) = args.profile.load()?;
     for (bench, input) in study.skipped() {
         eprintln!("skipping benchmark `{bench}`: it needs --{input} DIR");
     }
@@ -126,22 +133,13 @@ pub fn reproduce(args: ReproduceArgs) -> Result<()> {
 pub struct ReportArgs {
     #[command(flatten)]
     profile: ProfileArgs,
-    /// A CIFAR-10 image-folder tree, as given to reproduce.
-    #[arg(long)]
-    cifar10_jpeg: Option<PathBuf>,
     /// Skip the figures.
     #[arg(long)]
     no_figures: bool,
 }
 
 pub fn report(args: ReportArgs) -> Result<()> {
-    let (mut study, runs_root, out_dir) = args.profile.load()?;
-    if let Some(dir) = &args.cifar10_jpeg {
-        study.provide(
-            "cifar10-jpeg",
-            &dir.canonicalize().with_context(|| format!("--cifar10-jpeg {}", dir.display()))?.display().to_string(),
-        );
-    }
+    let (study, runs_root, out_dir) = args.profile.load()?;
     let opts = report::ReportOptions {
         runs_root,
         out_dir: out_dir.clone(),

@@ -38,9 +38,9 @@ fn mean_std(values: &[f64]) -> (f64, f64) {
 }
 
 /// Markdown table.
-pub fn markdown(headers: &[String], rows: &[Vec<String>]) -> String {
-    let mut s = format!("| {} |\n", headers.join(" | "));
-    s += &format!("|{}\n", headers.iter().map(|h| if h.is_empty() { "---|" } else { "---|" }).collect::<String>());
+pub fn markdown<H: AsRef<str>>(headers: &[H], rows: &[Vec<String>]) -> String {
+    let headers: Vec<&str> = headers.iter().map(AsRef::as_ref).collect();
+    let mut s = format!("| {} |\n|{}\n", headers.join(" | "), "---|".repeat(headers.len()));
     for r in rows {
         s += &format!("| {} |\n", r.join(" | "));
     }
@@ -315,7 +315,7 @@ fn claim_table(
     results: &[CellResult],
     claims: &Claims,
 ) -> Result<(String, DataFrame, String), ReportError> {
-    let headers: Vec<String> = [
+    let headers = [
         "benchmark",
         "setting",
         "column/column",
@@ -323,10 +323,7 @@ fn claim_table(
         "measured gain",
         "claimed gain",
         "gain > seed spread",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    ];
     let mut rows = Vec::new();
     let (mut bc, mut sc, mut gc, mut cc, mut ec) = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     // every benchmark gets its measured gain; those that stand for one of the paper's benchmarks
@@ -409,10 +406,7 @@ fn claim_table(
 }
 
 fn stage_table(study: &Study, results: &[CellResult]) -> Result<(String, DataFrame, String), ReportError> {
-    let headers: Vec<String> = ["benchmark", "method", "setting", "one-stage", "two-stage", "two minus one"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+    let headers = ["benchmark", "method", "setting", "one-stage", "two-stage", "two minus one"];
     let mut rows = Vec::new();
     let (mut bc, mut mc, mut sc, mut oc, mut tc) = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for b in &study.benchmark {
@@ -476,7 +470,7 @@ fn stage_table(study: &Study, results: &[CellResult]) -> Result<(String, DataFra
 }
 
 fn hardware_table(study: &Study, results: &[CellResult]) -> Result<(String, DataFrame, String), ReportError> {
-    let headers: Vec<String> = [
+    let headers = [
         "benchmark",
         "method",
         "setting",
@@ -488,10 +482,7 @@ fn hardware_table(study: &Study, results: &[CellResult]) -> Result<(String, Data
         "dequant. multiplies / image",
         "weight scales",
         "psum scales",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    ];
     let mut rows = Vec::new();
     let mut frame: BTreeMap<&str, Vec<u64>> = BTreeMap::new();
     let (mut bc, mut mc, mut sc) = (Vec::new(), Vec::new(), Vec::new());
