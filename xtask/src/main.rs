@@ -28,6 +28,8 @@ enum Command {
     Report(study_cmd::ReportArgs),
     /// Monte-Carlo accuracy of a trained run under memory-cell variation.
     Variation(study_cmd::VariationArgs),
+    /// ADC quality of a trained run: SQNR, clipping, codes used, digit levels per layer and slice.
+    Inspect(study_cmd::InspectArgs),
     /// Run the benchmarks (CIM layer vs conv2d, CIM vs FP training step).
     Bench,
 }
@@ -41,6 +43,7 @@ fn main() {
         Command::Reproduce(args) => study_cmd::reproduce(args),
         Command::Report(args) => study_cmd::report(args),
         Command::Variation(args) => study_cmd::variation(args),
+        Command::Inspect(args) => study_cmd::inspect(args),
         Command::Bench => study_cmd::bench(),
     };
     if let Err(e) = result {

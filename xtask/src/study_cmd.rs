@@ -106,12 +106,13 @@ pub fn reproduce(args: ReproduceArgs) -> Result<()> {
         return Ok(());
     }
     println!(
-        "\nprofile `{}`: {} cells selected, {} already finished, {} trained now, {} failed; {} variation studies; {:.0} s",
+        "\nprofile `{}`: {} cells selected, {} already finished, {} trained now, {} failed; {} ADC inspections; {} variation studies; {:.0} s",
         study.name,
         out.selected,
         out.cached,
         out.trained,
         out.failed.len(),
+        out.inspected,
         out.variation,
         out.seconds
     );
@@ -222,6 +223,49 @@ pub fn variation(args: VariationArgs) -> Result<()> {
         );
     }
     println!("written to {}", args.run.join("variation.json").display());
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct InspectArgs {
+    /// A trained run folder of a method with ADCs.
+    #[arg(long)]
+    run: PathBuf,
+    /// Test batches (of the run's batch size) to collect statistics on.
+    #[arg(long, default_value_t = train::DEFAULT_INSPECT_BATCHES)]
+    batches: usize,
+    /// Data directory (default: $CIM_DATA_DIR, else ./data).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+}
+
+pub fn inspect(args: InspectArgs) -> Result<()> {
+    let r = train::inspect_run(&args.run, args.batches, &DataDir::resolve(args.data_dir.as_deref()))?;
+    println!("{} (config {}), {} test images", r.method, r.config_hash, r.images);
+    println!(
+        "{:>5} {:<14} {:>3} {:>5} {:>9} {:>9} {:>9} {:>12} {:>10}  digit shares (lowest level first)",
+        "layer", "shape", "pol", "slice", "SQNR dB", "clip lo%", "clip hi%", "code H bits", "codes used"
+    );
+    for row in &r.rows {
+        let shares: Vec<String> = row.digit_shares.iter().map(|s| format!("{:.2}", s)).collect();
+        println!(
+            "{:>5} {:<14} {:>3} {:>5} {:>9} {:>9.2} {:>9.2} {:>12.2} {:>10}  [{}] from {}",
+            row.layer,
+            row.shape,
+            row.polarity,
+            row.slice,
+            row.sqnr_db.map(|x| format!("{x:.2}")).unwrap_or_else(|| "exact".into()),
+            100.0 * row.clipped_low,
+            100.0 * row.clipped_high,
+            row.code_entropy_bits,
+            format!("{}/{}", row.codes_used, row.codes),
+            shares.join(" "),
+            row.digit_low
+        );
+    }
+    let show = |v: Option<f64>| v.map(|x| format!("{x:.2} dB")).unwrap_or_else(|| "—".into());
+    println!("median ADC SQNR {}, worst {}", show(r.median_sqnr_db()), show(r.worst_sqnr_db()));
+    println!("written to {} and adc-quality.json", args.run.join("adc-quality.csv").display());
     Ok(())
 }
 

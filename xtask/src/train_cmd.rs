@@ -59,6 +59,12 @@ pub struct Overrides {
     /// twos | differential
     #[arg(long)]
     encoding: Option<String>,
+    /// ADC reference window: learned (default: offset calibrated, then trained) | zero
+    #[arg(long)]
+    adc_window: Option<String>,
+    /// ADC calibration: mse (default: per-group MSE-optimal window) | lsq (LSQ's step rule)
+    #[arg(long)]
+    adc_init: Option<String>,
     /// one-stage | two-stage (default: the method's)
     #[arg(long)]
     recipe: Option<String>,
@@ -120,6 +126,16 @@ impl Overrides {
         if let Some(v) = self.encoding {
             c.encoding = v.parse().map_err(|e| parse("encoding", &v, e))?;
         }
+        let mut adc_given = Vec::new();
+        if let Some(v) = self.adc_window {
+            c.adc_window = v.parse().map_err(|e| parse("adc-window", &v, e))?;
+            adc_given.push(("--adc-window".to_string(), v));
+        }
+        if let Some(v) = self.adc_init {
+            c.adc_init = v.parse().map_err(|e| parse("adc-init", &v, e))?;
+            adc_given.push(("--adc-init".to_string(), v));
+        }
+        c.check_adc_settings_apply(&adc_given)?;
         if let Some(v) = self.recipe {
             c.recipe = Some(v.parse().map_err(|e| parse("recipe", &v, e))?);
         }
@@ -166,13 +182,10 @@ fn read_config(path: &PathBuf) -> Result<RunConfig> {
 pub fn train(args: TrainArgs) -> Result<()> {
     let base = match (&args.config, args.resume) {
         (Some(path), _) => read_config(path)?,
-        (None, true) => {
-            let path = args.out.join("config.toml");
-            if !path.exists() {
-                bail!("--resume: {} has no config.toml (nothing to resume)", args.out.display());
-            }
-            read_config(&path)?
-        }
+        (None, true) => match train::RunDir::new(&args.out).read_config()? {
+            Some(stored) => stored,
+            None => bail!("--resume: {} has no config.toml (nothing to resume)", args.out.display()),
+        },
         (None, false) => RunConfig::default(),
     };
     let config = args.overrides.apply(base)?;

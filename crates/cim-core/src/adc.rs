@@ -4,10 +4,11 @@
 //! The partial sums arrive channel-major, as one tensor `p` [K, B, H, W] whose K = G *
 //! polarities * S * C_out channels are ordered (row tile, polarity, slice, column), column
 //! fastest (the layout [`crate::psums`] produces). Every channel k has
-//! its ADC step `step[k]`, code range [`low[k]`, `high[k]`] and dequantization coefficient
-//! `coef[k]` = sign * 2^(b_c*(S-1-s)) * s_w[g, c] / (2^A - 1), so that
+//! its ADC window (step `step[k]`, offset `offset[k]`), code range [`low[k]`, `high[k]`] and
+//! dequantization coefficient `coef[k]` = sign * 2^(b_c*(S-1-s)) * s_w[g, c] / (2^A - 1), so that
 //!
-//! `y[b, c] = sum over k with k mod C_out = c of coef[k] * step[k] * clamp(round(p[k, b] / step[k]), low[k], high[k])`.
+//! `y[b, c] = sum over k with k mod C_out = c of coef[k] * p_q[k, b]`, with
+//! `p_q = offset[k] + step[k] * clamp(round((p[k, b] - offset[k]) / step[k]), low[k], high[k])`.
 //!
 //! The partial-sum tensor is G*S (x2) times larger than the layer output, so a chain of generic
 //! tensor ops over it dominates the layer's cost. On the Flex backend this module runs the whole
@@ -36,6 +37,7 @@ pub trait AdcOps: Backend {
     fn adc_accumulate(
         psums: FloatTensor<Self>,
         step: FloatTensor<Self>,
+        offset: FloatTensor<Self>,
         coef: FloatTensor<Self>,
         low: FloatTensor<Self>,
         high: FloatTensor<Self>,
@@ -43,22 +45,24 @@ pub trait AdcOps: Backend {
     ) -> FloatTensor<Self>;
 
     /// Backward: gradients with respect to the partial sums (straight through inside the ADC
-    /// range), the steps (LSQ's: code - p/step inside, the clamped code outside; before LSQ's
-    /// gradient scale) and the coefficients.
-    #[allow(clippy::type_complexity)]
+    /// range), the steps (LSQ's: code - (p - z)/step inside, the clamped code outside; before
+    /// LSQ's gradient scale), the offsets (0 inside, 1 outside: LSQ+) and the coefficients.
+    #[allow(clippy::type_complexity, clippy::too_many_arguments)]
     fn adc_accumulate_backward(
         grad: FloatTensor<Self>,
         psums: FloatTensor<Self>,
         step: FloatTensor<Self>,
+        offset: FloatTensor<Self>,
         coef: FloatTensor<Self>,
         low: FloatTensor<Self>,
         high: FloatTensor<Self>,
         out_channels: usize,
-    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
 }
 
 struct Channels<'a> {
     step: &'a [f32],
+    offset: &'a [f32],
     coef: &'a [f32],
     low: &'a [f32],
     high: &'a [f32],
@@ -75,18 +79,18 @@ const LANES: usize = 8;
 fn forward_image(out_b: &mut [f32], p: &[f32], b: usize, batch: usize, ch: &Channels, out_channels: usize, hw: usize) {
     for kk in 0..ch.step.len() {
         let row = &p[(kk * batch + b) * hw..][..hw];
-        let s = ch.step[kk];
+        let (s, z) = (ch.step[kk], ch.offset[kk]);
         let (lo, hi) = (ch.low[kk], ch.high[kk]);
-        let scale = ch.coef[kk] * s;
+        let (scale, shift) = (ch.coef[kk] * s, ch.coef[kk] * z);
         let o = &mut out_b[(kk % out_channels) * hw..][..hw];
         for (o, &v) in o.iter_mut().zip(row) {
-            *o += scale * round_half_even((v / s).clamp(lo, hi));
+            *o += scale * round_half_even(((v - z) / s).clamp(lo, hi)) + shift;
         }
     }
 }
 
 /// One channel `kk` of the backward pass over all images: writes d/dp into `gp_k` [B, HW] and
-/// returns (d/dstep, d/dcoef) of the channel.
+/// returns (d/dstep, d/doffset, d/dcoef) of the channel.
 #[inline(always)]
 fn backward_channel(
     gp_k: &mut [f32],
@@ -96,20 +100,24 @@ fn backward_channel(
     ch: &Channels,
     out_channels: usize,
     hw: usize,
-) -> (f32, f32) {
-    let s = ch.step[kk];
+) -> (f32, f32, f32) {
+    let (s, z) = (ch.step[kk], ch.offset[kk]);
     let (lo, hi, cf) = (ch.low[kk], ch.high[kk], ch.coef[kk]);
     let mut acc_step = [0f32; LANES];
     let mut acc_code = [0f32; LANES];
+    let mut acc_clipped = [0f32; LANES];
+    let mut acc_grad = [0f32; LANES];
     for (b, (row, gp)) in p_k.chunks_exact(hw).zip(gp_k.chunks_exact_mut(hw)).enumerate() {
         let g_row = &gy[(b * out_channels + kk % out_channels) * hw..][..hw];
         let mut lane = |i: usize, gp: &mut f32, v: f32, g: f32| {
-            let ratio = v / s;
+            let ratio = (v - z) / s;
             let inside = ratio >= lo && ratio <= hi;
             let code = round_half_even(ratio.clamp(lo, hi));
             *gp = if inside { g * cf } else { 0.0 };
             acc_step[i] += g * (code - if inside { ratio } else { 0.0 });
             acc_code[i] += g * code;
+            acc_clipped[i] += if inside { 0.0 } else { g };
+            acc_grad[i] += g;
         };
         let mut gp_chunks = gp.chunks_exact_mut(LANES);
         let mut v_chunks = row.chunks_exact(LANES);
@@ -124,7 +132,8 @@ fn backward_channel(
             lane(i, gp, v, g);
         }
     }
-    (acc_step.iter().sum::<f32>() * cf, acc_code.iter().sum::<f32>() * s)
+    let sum = |acc: [f32; LANES]| acc.iter().sum::<f32>();
+    (sum(acc_step) * cf, sum(acc_clipped) * cf, sum(acc_code) * s + sum(acc_grad) * z)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -151,8 +160,8 @@ fn backward_channel_dispatch(
     ch: &Channels,
     out_channels: usize,
     hw: usize,
-) -> (f32, f32) {
-    with_best_simd!((gp_k: &mut [f32], p_k: &[f32], gy: &[f32], kk: usize, ch: &Channels, out_channels: usize, hw: usize) -> (f32, f32) {
+) -> (f32, f32, f32) {
+    with_best_simd!((gp_k: &mut [f32], p_k: &[f32], gy: &[f32], kk: usize, ch: &Channels, out_channels: usize, hw: usize) -> (f32, f32, f32) {
         backward_channel(gp_k, p_k, gy, kk, ch, out_channels, hw)
     });
 }
@@ -161,6 +170,7 @@ impl AdcOps for Flex {
     fn adc_accumulate(
         psums: FlexTensor,
         step: FlexTensor,
+        offset: FlexTensor,
         coef: FlexTensor,
         low: FlexTensor,
         high: FlexTensor,
@@ -169,9 +179,10 @@ impl AdcOps for Flex {
         let dims = psums.layout().shape().to_vec();
         let [_, batch, h, w] = [dims[0], dims[1], dims[2], dims[3]];
         let hw = h * w;
-        let (p, step, coef, low, high) =
-            (f32_slice(&psums), f32_slice(&step), f32_slice(&coef), f32_slice(&low), f32_slice(&high));
-        let ch = Channels { step: &step, coef: &coef, low: &low, high: &high };
+        let p = f32_slice(&psums);
+        let (step, offset, coef) = (f32_slice(&step), f32_slice(&offset), f32_slice(&coef));
+        let (low, high) = (f32_slice(&low), f32_slice(&high));
+        let ch = Channels { step: &step, offset: &offset, coef: &coef, low: &low, high: &high };
         let mut out = vec![0f32; batch * out_channels * hw];
         out.par_chunks_mut(out_channels * hw)
             .enumerate()
@@ -183,45 +194,48 @@ impl AdcOps for Flex {
         grad: FlexTensor,
         psums: FlexTensor,
         step: FlexTensor,
+        offset: FlexTensor,
         coef: FlexTensor,
         low: FlexTensor,
         high: FlexTensor,
         out_channels: usize,
-    ) -> (FlexTensor, FlexTensor, FlexTensor) {
+    ) -> (FlexTensor, FlexTensor, FlexTensor, FlexTensor) {
         let dims = psums.layout().shape().to_vec();
         let [k, batch, h, w] = [dims[0], dims[1], dims[2], dims[3]];
         let hw = h * w;
         let (gy, p) = (f32_slice(&grad), f32_slice(&psums));
-        let (step, coef, low, high) = (f32_slice(&step), f32_slice(&coef), f32_slice(&low), f32_slice(&high));
-        let ch = Channels { step: &step, coef: &coef, low: &low, high: &high };
+        let (step, offset, coef) = (f32_slice(&step), f32_slice(&offset), f32_slice(&coef));
+        let (low, high) = (f32_slice(&low), f32_slice(&high));
+        let ch = Channels { step: &step, offset: &offset, coef: &coef, low: &low, high: &high };
         let mut grad_p = vec![0f32; k * batch * hw];
         // one channel per task, images summed in order within it: no dependence on scheduling
-        let (grad_step, grad_coef): (Vec<f32>, Vec<f32>) = grad_p
+        let per_channel: Vec<(f32, f32, f32)> = grad_p
             .par_chunks_mut(batch * hw)
             .zip(p.par_chunks(batch * hw))
             .enumerate()
             .map(|(kk, (gp_k, p_k))| backward_channel_dispatch(gp_k, p_k, &gy, kk, &ch, out_channels, hw))
-            .unzip();
-        (flex_tensor(grad_p, vec![k, batch, h, w]), flex_tensor(grad_step, vec![k]), flex_tensor(grad_coef, vec![k]))
+            .collect();
+        let column = |f: fn(&(f32, f32, f32)) -> f32| flex_tensor(per_channel.iter().map(f).collect(), vec![k]);
+        (flex_tensor(grad_p, vec![k, batch, h, w]), column(|g| g.0), column(|g| g.1), column(|g| g.2))
     }
 }
 
 #[derive(Debug)]
 struct AdcAccumulateBackward;
 
-type AdcState = (NodeId, NodeId, NodeId, NodeId, NodeId, usize);
+type AdcState = (NodeId, NodeId, NodeId, NodeId, NodeId, NodeId, usize);
 
-impl<B: Backend + AdcOps> Backward<B, 3> for AdcAccumulateBackward {
+impl<B: Backend + AdcOps> Backward<B, 4> for AdcAccumulateBackward {
     type State = AdcState;
 
-    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, checkpointer: &mut Checkpointer) {
-        let [node_p, node_step, node_coef] = ops.parents;
+    fn backward(self, ops: Ops<Self::State, 4>, grads: &mut Gradients, checkpointer: &mut Checkpointer) {
+        let [node_p, node_step, node_offset, node_coef] = ops.parents;
         let grad = grads.consume::<B>(&ops.node);
-        let (p, step, coef, low, high, out_channels) = ops.state;
+        let (p, step, offset, coef, low, high, out_channels) = ops.state;
         let mut get = |id| checkpointer.retrieve_node_output::<B::FloatTensorPrimitive>(id);
-        let (p, step, coef, low, high) = (get(p), get(step), get(coef), get(low), get(high));
-        let (gp, gs, gc) = B::adc_accumulate_backward(grad, p, step, coef, low, high, out_channels);
-        for (node, g) in [(node_p, gp), (node_step, gs), (node_coef, gc)] {
+        let (p, step, offset, coef, low, high) = (get(p), get(step), get(offset), get(coef), get(low), get(high));
+        let (gp, gs, gz, gc) = B::adc_accumulate_backward(grad, p, step, offset, coef, low, high, out_channels);
+        for (node, g) in [(node_p, gp), (node_step, gs), (node_offset, gz), (node_coef, gc)] {
             if let Some(node) = node {
                 grads.register::<B>(node.id, g);
             }
@@ -236,21 +250,22 @@ impl<B: Backend + AdcOps, C: CheckpointStrategy> AdcOps for Autodiff<B, C> {
     fn adc_accumulate(
         psums: AutodiffTensor<B, C>,
         step: AutodiffTensor<B, C>,
+        offset: AutodiffTensor<B, C>,
         coef: AutodiffTensor<B, C>,
         low: AutodiffTensor<B, C>,
         high: AutodiffTensor<B, C>,
         out_channels: usize,
     ) -> AutodiffTensor<B, C> {
-        let prep =
-            AdcAccumulateBackward.prepare::<C>([psums.node(), step.node(), coef.node()]).compute_bound().stateful();
-        let run = |p: &AutodiffTensor<B, C>,
-                   s: &AutodiffTensor<B, C>,
-                   c: &AutodiffTensor<B, C>,
-                   l: &AutodiffTensor<B, C>,
-                   h: &AutodiffTensor<B, C>| {
+        let prep = AdcAccumulateBackward
+            .prepare::<C>([psums.node(), step.node(), offset.node(), coef.node()])
+            .compute_bound()
+            .stateful();
+        let inputs = [&psums, &step, &offset, &coef, &low, &high];
+        let run = |[p, s, z, c, l, h]: [&AutodiffTensor<B, C>; 6]| {
             B::adc_accumulate(
                 p.primitive().clone(),
                 s.primitive().clone(),
+                z.primitive().clone(),
                 c.primitive().clone(),
                 l.primitive().clone(),
                 h.primitive().clone(),
@@ -262,15 +277,16 @@ impl<B: Backend + AdcOps, C: CheckpointStrategy> AdcOps for Autodiff<B, C> {
                 let state = (
                     prep.checkpoint(&psums),
                     prep.checkpoint(&step),
+                    prep.checkpoint(&offset),
                     prep.checkpoint(&coef),
                     prep.checkpoint(&low),
                     prep.checkpoint(&high),
                     out_channels,
                 );
-                let out = run(&psums, &step, &coef, &low, &high);
+                let out = run(inputs);
                 prep.finish(state, out)
             }
-            OpsKind::UnTracked(prep) => prep.finish(run(&psums, &step, &coef, &low, &high)),
+            OpsKind::UnTracked(prep) => prep.finish(run(inputs)),
         }
     }
 
@@ -278,22 +294,25 @@ impl<B: Backend + AdcOps, C: CheckpointStrategy> AdcOps for Autodiff<B, C> {
         grad: AutodiffTensor<B, C>,
         psums: AutodiffTensor<B, C>,
         step: AutodiffTensor<B, C>,
+        offset: AutodiffTensor<B, C>,
         coef: AutodiffTensor<B, C>,
         low: AutodiffTensor<B, C>,
         high: AutodiffTensor<B, C>,
         out_channels: usize,
-    ) -> (AutodiffTensor<B, C>, AutodiffTensor<B, C>, AutodiffTensor<B, C>) {
+    ) -> (AutodiffTensor<B, C>, AutodiffTensor<B, C>, AutodiffTensor<B, C>, AutodiffTensor<B, C>) {
         // Second-order gradients through the ADC are not needed: the result is a constant.
-        let (gp, gs, gc) = B::adc_accumulate_backward(
+        let (gp, gs, gz, gc) = B::adc_accumulate_backward(
             grad.into_primitive(),
             psums.into_primitive(),
             step.into_primitive(),
+            offset.into_primitive(),
             coef.into_primitive(),
             low.into_primitive(),
             high.into_primitive(),
             out_channels,
         );
-        (AutodiffTensor::<B, C>::new(gp), AutodiffTensor::<B, C>::new(gs), AutodiffTensor::<B, C>::new(gc))
+        let wrap = AutodiffTensor::<B, C>::new;
+        (wrap(gp), wrap(gs), wrap(gz), wrap(gc))
     }
 }
 
@@ -302,17 +321,19 @@ impl<B: Backend + AdcOps, C: CheckpointStrategy> AdcOps for Autodiff<B, C> {
 pub fn adc_accumulate(
     psums: Tensor<4>,
     step: Tensor<1>,
+    offset: Tensor<1>,
     coef: Tensor<1>,
     low: Tensor<1>,
     high: Tensor<1>,
     out_channels: usize,
 ) -> Tensor<4> {
     if !fused_available(&psums.device()) {
-        return adc_accumulate_reference(psums, step, coef, low, high, out_channels);
+        return adc_accumulate_reference(psums, step, offset, coef, low, high, out_channels);
     }
     Tensor::from_dispatch(<burn::backend::Dispatch as AdcOps>::adc_accumulate(
         psums.into_dispatch(),
         step.into_dispatch(),
+        offset.into_dispatch(),
         coef.into_dispatch(),
         low.into_dispatch(),
         high.into_dispatch(),
@@ -324,6 +345,7 @@ pub fn adc_accumulate(
 pub fn adc_accumulate_reference(
     psums: Tensor<4>,
     step: Tensor<1>,
+    offset: Tensor<1>,
     coef: Tensor<1>,
     low: Tensor<1>,
     high: Tensor<1>,
@@ -331,15 +353,15 @@ pub fn adc_accumulate_reference(
 ) -> Tensor<4> {
     let [k, batch, h, w] = psums.dims();
     let per_channel = |t: Tensor<1>| t.reshape([k, 1, 1, 1]);
-    let step = per_channel(step);
-    let ratio = psums.div(step.clone());
+    let (step, offset) = (per_channel(step), per_channel(offset));
+    let ratio = psums.sub(offset.clone()).div(step.clone());
     // clamp against per-channel bounds, keeping LSQ's inclusive "inside" for the gradient
     let (low, high) = (per_channel(low), per_channel(high));
     let below = ratio.clone().lower(low.clone()).float();
     let above = ratio.clone().greater(high.clone()).float();
     let inside = below.clone().add(above.clone()).neg().add_scalar(1.0);
     let clamped = ratio.mul(inside).add(below.mul(low)).add(above.mul(high));
-    let dequantized = round_ste(clamped).mul(step).mul(per_channel(coef));
+    let dequantized = round_ste(clamped).mul(step).add(offset).mul(per_channel(coef));
     dequantized
         .reshape([k / out_channels, out_channels, batch, h, w])
         .sum_dim(0)
@@ -352,15 +374,27 @@ mod tests {
     use super::*;
     use burn::tensor::Device;
 
-    fn setup(device: &Device, seed: u64) -> (Tensor<4>, Tensor<1>, Tensor<1>, Tensor<1>, Tensor<1>) {
+    struct Case {
+        psums: Tensor<4>,
+        step: Tensor<1>,
+        offset: Tensor<1>,
+        coef: Tensor<1>,
+        low: Tensor<1>,
+        high: Tensor<1>,
+    }
+
+    fn setup(device: &Device, seed: u64) -> Case {
         let (k, c) = (12, 3);
         let psums = crate::test_tensor([k, 2, 3, 4], -30.0..60.0, seed, device).round();
         let step = crate::test_tensor([k], 0.8..6.0, seed + 1, device);
+        // windows shifted both ways, so that some values clip low and some high
+        let offset = crate::test_tensor([k], -20.0..30.0, seed + 3, device);
         let coef = crate::test_tensor([k], -2.0..2.0, seed + 2, device);
         // slice 0 signed 3-bit, others unsigned 3-bit (like twos, S = 2 ... repeated)
         let low: Vec<f32> = (0..k).map(|i| if (i / c) % 2 == 0 { -4.0 } else { 0.0 }).collect();
         let high: Vec<f32> = (0..k).map(|i| if (i / c) % 2 == 0 { 3.0 } else { 7.0 }).collect();
-        (psums, step, coef, Tensor::from_floats(low.as_slice(), device), Tensor::from_floats(high.as_slice(), device))
+        let (low, high) = (Tensor::from_floats(low.as_slice(), device), Tensor::from_floats(high.as_slice(), device));
+        Case { psums, step, offset, coef, low, high }
     }
 
     fn assert_close(a: Tensor<1>, b: Tensor<1>, tol: f32, what: &str) {
@@ -377,30 +411,34 @@ mod tests {
     fn fused_forward_and_backward_match_the_reference() {
         let device = Device::flex().autodiff();
         for seed in 0..4 {
-            let (p, s, c, lo, hi) = setup(&device, seed);
+            let case = setup(&device, seed);
             let mut grads_all = Vec::new();
             let mut outs = Vec::new();
             for fused in [true, false] {
-                let p = p.clone().detach().require_grad();
-                let s = s.clone().detach().require_grad();
-                let c = c.clone().detach().require_grad();
+                let track = |t: &Tensor<1>| t.clone().detach().require_grad();
+                let p = case.psums.clone().detach().require_grad();
+                let (s, z, c) = (track(&case.step), track(&case.offset), track(&case.coef));
                 let f = if fused { adc_accumulate } else { adc_accumulate_reference };
-                let y = f(p.clone(), s.clone(), c.clone(), lo.clone(), hi.clone(), 3);
+                let y = f(p.clone(), s.clone(), z.clone(), c.clone(), case.low.clone(), case.high.clone(), 3);
                 let weight = crate::test_tensor(y.dims(), 0.0..1.0, seed + 100, &device);
                 let grads = y.clone().mul(weight).sum().backward();
                 outs.push(y.flatten::<1>(0, 3));
                 grads_all.push([
                     p.grad(&grads).unwrap().flatten::<1>(0, 3),
                     s.grad(&grads).unwrap(),
+                    z.grad(&grads).unwrap(),
                     c.grad(&grads).unwrap(),
                 ]);
             }
             assert_close(outs[0].clone(), outs[1].clone(), 1e-6, "output");
-            let [gp, gs, gc] = grads_all.remove(0);
-            let [rp, rs, rc] = grads_all.remove(0);
+            let [gp, gs, gz, gc] = grads_all.remove(0);
+            let [rp, rs, rz, rc] = grads_all.remove(0);
             assert_close(gp, rp, 1e-6, "d/dpsums");
             assert_close(gs, rs, 1e-5, "d/dstep");
+            assert_close(gz.clone(), rz, 1e-5, "d/doffset");
             assert_close(gc, rc, 1e-5, "d/dcoef");
+            // the offsets were drawn so that some values clip: their gradient is not all zero
+            assert!(gz.abs().sum().into_scalar::<f32>() > 0.0);
         }
     }
 }

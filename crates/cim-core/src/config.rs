@@ -32,62 +32,73 @@ pub enum Granularity {
     Column,
 }
 
-impl Encoding {
-    /// All encodings, in a fixed order (for sweeps and tests).
-    pub const ALL: [Encoding; 2] = [Encoding::Twos, Encoding::Differential];
+/// The reference window of an ADC (DESIGN.md section 3, "ADC (partial-sum) quantization").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum AdcWindow {
+    /// z = 0 always: a zero-anchored reference.
+    Zero,
+    /// z calibrated, then trained like s_p (LSQ+).
+    #[default]
+    Learned,
+}
 
-    /// The name used in configs and on the command line.
-    pub fn name(self) -> &'static str {
-        match self {
-            Encoding::Twos => "twos",
-            Encoding::Differential => "differential",
+/// How an ADC's (s_p, z) are initialised from calibration data (DESIGN.md section 3, "ADC
+/// calibration").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum AdcInit {
+    /// Per group, the (s_p, z) - s_p alone for a zero window - that minimises the mean squared
+    /// error between p and p_q (LSQ+'s MSE init).
+    #[default]
+    Mse,
+    /// LSQ's rule s_p = 2 * mean|p| / sqrt(max(Pp, 1)), z = 0.
+    Lsq,
+}
+
+/// `ALL`, `name()`, `Display` and `FromStr` of a setting enum: the names used in configs, on the
+/// command line and in reports, defined once per variant.
+macro_rules! named_enum {
+    ($ty:ident, $what:literal, [$($variant:ident => $name:literal),+ $(,)?]) => {
+        impl $ty {
+            /// Every value, in a fixed order (for sweeps and tests).
+            pub const ALL: [$ty; [$($name),+].len()] = [$($ty::$variant),+];
+
+            /// The name used in configs and on the command line.
+            pub fn name(self) -> &'static str {
+                match self {
+                    $($ty::$variant => $name),+
+                }
+            }
         }
-    }
-}
 
-impl Granularity {
-    /// All granularities, finest last.
-    pub const ALL: [Granularity; 3] = [Granularity::Layer, Granularity::Array, Granularity::Column];
-
-    /// The name used in configs and on the command line.
-    pub fn name(self) -> &'static str {
-        match self {
-            Granularity::Layer => "layer",
-            Granularity::Array => "array",
-            Granularity::Column => "column",
+        impl fmt::Display for $ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.name())
+            }
         }
-    }
+
+        impl std::str::FromStr for $ty {
+            type Err = String;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                $ty::ALL.into_iter().find(|v| v.name() == s).ok_or_else(|| {
+                    let names: Vec<String> = $ty::ALL.iter().map(|v| format!("`{}`", v.name())).collect();
+                    format!("unknown {} `{s}`: expected one of {}", $what, names.join(", "))
+                })
+            }
+        }
+    };
 }
 
-impl fmt::Display for Encoding {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
+named_enum!(Encoding, "encoding", [Twos => "twos", Differential => "differential"]);
+named_enum!(Granularity, "granularity", [Layer => "layer", Array => "array", Column => "column"]);
+named_enum!(AdcWindow, "ADC window", [Zero => "zero", Learned => "learned"]);
+named_enum!(AdcInit, "ADC init", [Mse => "mse", Lsq => "lsq"]);
 
-impl fmt::Display for Granularity {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl std::str::FromStr for Encoding {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Encoding::ALL
-            .into_iter()
-            .find(|e| e.name() == s)
-            .ok_or_else(|| format!("unknown encoding `{s}`: expected `twos` or `differential`"))
-    }
-}
-
-impl std::str::FromStr for Granularity {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Granularity::ALL
-            .into_iter()
-            .find(|g| g.name() == s)
-            .ok_or_else(|| format!("unknown granularity `{s}`: expected `layer`, `array` or `column`"))
+impl AdcWindow {
+    /// Whether the offset z is a (calibrated, trained) parameter.
+    pub fn is_learned(self) -> bool {
+        self == AdcWindow::Learned
     }
 }
 
@@ -185,6 +196,12 @@ pub struct CimConvConfig {
     /// Who shares a partial-sum step.
     #[config(default = "Granularity::Column")]
     pub psum_granularity: Granularity,
+    /// The ADC's reference window: zero-anchored or learned offset.
+    #[config(default = "AdcWindow::Learned")]
+    pub adc_window: AdcWindow,
+    /// How the ADC steps (and offsets) are calibrated from data.
+    #[config(default = "AdcInit::Mse")]
+    pub adc_init: AdcInit,
 }
 
 impl CimConvConfig {
@@ -282,6 +299,14 @@ mod tests {
         for g in Granularity::ALL {
             assert_eq!(g.name().parse::<Granularity>().unwrap(), g);
         }
+        for w in AdcWindow::ALL {
+            assert_eq!(w.name().parse::<AdcWindow>().unwrap(), w);
+        }
+        for i in AdcInit::ALL {
+            assert_eq!(i.name().parse::<AdcInit>().unwrap(), i);
+        }
+        let e = "offset".parse::<AdcWindow>().unwrap_err();
+        assert!(e.contains("`offset`") && e.contains("`zero`, `learned`"), "{e}");
         assert!("rowwise".parse::<Granularity>().unwrap_err().contains("rowwise"));
     }
 }

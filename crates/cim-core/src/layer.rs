@@ -5,6 +5,10 @@
 //! and the digit planes of all polarities and slices are stacked per row tile. The fused ADC pass
 //! ([`crate::adc`]) then quantizes, dequantizes and accumulates.
 //!
+//! Every ADC group has a window: a step s_p and an offset z (DESIGN.md section 3, "ADC"). Both
+//! are calibrated from the partial sums of the first training batches ([`crate::calibration`]);
+//! a `learned` window then trains z like s_p, a `zero` window keeps z = 0.
+//!
 //! With an ideal ADC the layer is linear in the cells, so the same result is one plain
 //! convolution with the dequantized weights s_w * q / (2^A - 1) (with cell gains folded in when a
 //! variation hook is set); its gradient is the one the digit straight-through estimator defines.
@@ -17,9 +21,11 @@ use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
 
 use crate::adc::adc_accumulate;
+use crate::calibration::{GroupSamples, calibrate};
 use crate::config::{CimConfigError, CimConvConfig};
 use crate::lsq::{LsqRange, activation_codes, scale_grad};
 use crate::psums::{PsumGeometry, grouped_psums};
+use crate::quality::{ChannelWindow, DigitShares, SliceQuality, accumulate};
 use crate::slicing::BitSlicing;
 use crate::tiling::{LayerCounts, Tiling};
 
@@ -44,6 +50,9 @@ struct Plan {
     psum_range: Vec<LsqRange>,
     /// Per flat partial-sum step: (row tile, column) pairs sharing it.
     psum_columns: Vec<usize>,
+    /// Per flat partial-sum step: its (polarity, slice) index, polarity * S + s (the groups a
+    /// layer-granularity ADC would pool).
+    psum_slice: Vec<usize>,
 }
 
 impl Plan {
@@ -83,12 +92,14 @@ impl Plan {
         let members = tiling.scale_group_members(pg);
         let mut psum_range = Vec::new();
         let mut psum_columns = Vec::new();
-        for _pol in 0..pol_n {
+        let mut psum_slice = Vec::new();
+        for pol in 0..pol_n {
             for s in 0..s_n {
                 let range = slicing.adc_range(s, config.psum_bits.unwrap_or(1));
                 for m in &members {
                     psum_range.push(range);
                     psum_columns.push(m.columns);
+                    psum_slice.push(pol * s_n + s);
                 }
             }
         }
@@ -103,6 +114,7 @@ impl Plan {
             weight_grad_scale,
             psum_range,
             psum_columns,
+            psum_slice,
         })
     }
 
@@ -111,11 +123,16 @@ impl Plan {
     }
 }
 
-/// Partial-sum step initialization from data: armed before a calibration forward, filled by it.
+/// What forwards record about the partial sums, on request.
 #[derive(Debug, Default)]
-struct CalibrationSlot {
-    armed: bool,
-    steps: Option<Vec<f32>>,
+enum Recording {
+    /// Nothing.
+    #[default]
+    Off,
+    /// Calibration forwards: every ADC group's partial sums, merged over batches.
+    Calibration(Vec<GroupSamples>),
+    /// Inspection: ADC statistics per (polarity, slice).
+    Quality(Vec<SliceQuality>),
 }
 
 /// A convolution that runs on simulated N x N memory arrays (DESIGN.md section 3).
@@ -127,11 +144,15 @@ pub struct CimConv2d {
     pub weight_scale: Param<Tensor<1>>,
     /// ADC steps s_p, row-major over [polarities, S, scale shape of the partial-sum granularity].
     pub psum_scale: Param<Tensor<1>>,
+    /// ADC offsets z, one per step (integer partial-sum units). Trained for a `learned` window,
+    /// fixed at 0 for a `zero` window.
+    pub psum_offset: Param<Tensor<1>>,
     /// The data-driven initial ADC steps (not trained). s_p lives in integer partial-sum units,
     /// O(100), while its LSQ gradient comes through dequantization coefficients O(1e-2): plain
     /// SGD would leave it frozen. Its gradient is therefore multiplied by this unit squared,
     /// which makes SGD act on s_p / unit, a step of order 1, exactly as if the step had been
-    /// parametrized relative to its initial value (weight decay is unaffected).
+    /// parametrized relative to its initial value (weight decay is unaffected). The offset z,
+    /// in the same units, gets the same treatment.
     pub psum_scale_unit: Param<Tensor<1>>,
     /// Whether to behave as during training (variation-aware noise). Cleared by `valid()`.
     pub training: Param<Flag>,
@@ -152,12 +173,12 @@ pub struct CimConv2d {
     #[module(skip)]
     training_variation: Option<(f64, u64)>,
     #[module(skip)]
-    calibration: Arc<Mutex<CalibrationSlot>>,
+    recording: Arc<Mutex<Recording>>,
 }
 
 impl CimConvConfig {
     /// Builds the layer: Kaiming-normal weights (fan-in, gain sqrt(2), as ResNets use) with
-    /// LSQ-initialised weight steps; partial-sum steps are set from data by
+    /// LSQ-initialised weight steps; ADC windows are set from data by
     /// [`CimConv2d::arm_psum_calibration`] before the first training step.
     pub fn init(&self, device: &Device) -> Result<CimConv2d, CimConfigError> {
         let plan = Plan::new(self)?;
@@ -170,6 +191,8 @@ impl CimConvConfig {
             weight: Param::from_tensor(weight),
             weight_scale: Param::from_tensor(Tensor::ones([plan.weight_grad_scale.len()], device)),
             psum_scale: Param::from_tensor(Tensor::ones([psum_steps], device)),
+            psum_offset: Param::from_tensor(Tensor::zeros([psum_steps], device))
+                .set_require_grad(self.adc_window.is_learned()),
             psum_scale_unit: Param::from_tensor(Tensor::ones([psum_steps], device)).set_require_grad(false),
             training: Param::from_bool(true),
             adc_enabled: self.psum_bits.is_some(),
@@ -177,7 +200,7 @@ impl CimConvConfig {
             plan: Arc::new(plan),
             cell_gain: None,
             training_variation: None,
-            calibration: Arc::default(),
+            recording: Arc::default(),
         };
         layer.init_weight_scale();
         Ok(layer)
@@ -205,7 +228,7 @@ impl CimConv2d {
         self.plan.tiling.counts(
             &self.plan.slicing,
             self.config.weight_granularity,
-            self.config.psum_bits.map(|_| self.config.psum_granularity),
+            self.config.psum_bits.map(|_| (self.config.psum_granularity, self.config.adc_window)),
         )
     }
 
@@ -271,6 +294,17 @@ impl CimConv2d {
         Ok(self)
     }
 
+    /// Sets the ADC offsets (same layout as the steps). A `zero` window accepts only zeros.
+    pub fn with_psum_offset(mut self, offsets: Tensor<1>) -> Result<Self, String> {
+        check_len("psum_offset", offsets.dims()[0], self.plan.psum_range.len())?;
+        if !self.config.adc_window.is_learned() && offsets.clone().abs().max().into_scalar::<f32>() != 0.0 {
+            return Err("psum_offset: a `zero` ADC window has z = 0; use adc_window = learned".into());
+        }
+        let learned = self.config.adc_window.is_learned();
+        self.psum_offset = Param::from_tensor(offsets.detach()).set_require_grad(learned);
+        Ok(self)
+    }
+
     /// LSQ init of the weight steps from the current weights: 2 * mean|w| / sqrt(max(Qp, 1)) over
     /// each group (for `differential`, over the magnitudes, one step for both polarities).
     pub fn init_weight_scale(&mut self) {
@@ -293,35 +327,99 @@ impl CimConv2d {
             .zip(t.scale_group_members(gran))
             .map(|(sum, m)| range.init_step(sum / m.weights as f64))
             .collect();
-        replace_value(&mut self.weight_scale, steps);
+        replace_value(&mut self.weight_scale, steps, true);
     }
 
-    /// Arms data-driven initialization of the ADC steps: the next forward computes each group's
-    /// 2 * mean|p| / sqrt(max(Pp, 1)) from its own integer partial sums, quantizes with them, and
-    /// keeps them for [`Self::finish_psum_calibration`].
+    /// Arms ADC calibration: the following forwards (the calibration batches) record every
+    /// group's partial sums and pass them on unquantized (an ideal ADC), until
+    /// [`Self::finish_psum_calibration`] turns the records into windows.
     pub fn arm_psum_calibration(&self) {
-        let mut slot = self.calibration.lock().expect("calibration slot");
-        slot.armed = true;
-        slot.steps = None;
+        *self.recorder() = Recording::Calibration(Vec::new());
     }
 
-    /// Stores the steps found by the calibration forward as the layer's ADC steps. Returns
-    /// whether the layer was calibrated (false: no forward ran since arming, or ideal ADC).
+    /// Sets every ADC window from the partial sums recorded since arming, by the layer's
+    /// `adc_init` (DESIGN.md section 3, "ADC calibration"). Returns whether the layer was
+    /// calibrated (false: no forward ran since arming, or ideal ADC).
     pub fn finish_psum_calibration(&mut self) -> bool {
-        let steps = {
-            let mut slot = self.calibration.lock().expect("calibration slot");
-            slot.armed = false;
-            slot.steps.take()
+        let samples = match std::mem::take(&mut *self.recorder()) {
+            Recording::Calibration(samples) if !samples.is_empty() => samples,
+            _ => return false,
         };
-        match steps {
-            Some(steps) => {
-                replace_value(&mut self.psum_scale, steps.clone());
-                replace_value(&mut self.psum_scale_unit, steps);
-                self.psum_scale_unit = self.psum_scale_unit.clone().set_require_grad(false);
-                true
-            }
-            None => false,
+        let windows =
+            calibrate(&samples, &self.plan.psum_range, &self.plan.psum_slice, self.config.adc_init, self.config.adc_window);
+        let steps: Vec<f32> = windows.iter().map(|w| w.step as f32).collect();
+        let offsets: Vec<f32> = windows.iter().map(|w| w.offset as f32).collect();
+        replace_value(&mut self.psum_scale, steps.clone(), true);
+        replace_value(&mut self.psum_scale_unit, steps, false);
+        replace_value(&mut self.psum_offset, offsets, self.config.adc_window.is_learned());
+        true
+    }
+
+    /// Arms ADC inspection: the following forwards (with the ADC on) accumulate the statistics
+    /// of [`crate::quality`] per (polarity, slice), until [`Self::take_adc_quality`].
+    pub fn arm_adc_inspection(&self) {
+        let (pol_n, s_n) = (self.plan.slicing.polarities(), self.plan.slicing.slices());
+        let bits = self.config.psum_bits.unwrap_or(1);
+        let stats = (0..pol_n * s_n)
+            .map(|i| {
+                let range = self.plan.slicing.adc_range(i % s_n, bits);
+                SliceQuality::new(i / s_n, i % s_n, range.low as i64, range.high as i64)
+            })
+            .collect();
+        *self.recorder() = Recording::Quality(stats);
+    }
+
+    /// The ADC statistics recorded since [`Self::arm_adc_inspection`] (None if not armed).
+    pub fn take_adc_quality(&self) -> Option<Vec<SliceQuality>> {
+        match std::mem::take(&mut *self.recorder()) {
+            Recording::Quality(stats) => Some(stats),
+            _ => None,
         }
+    }
+
+    /// The share of programmed cells at each digit level, per (polarity, slice), from the
+    /// current weights and steps (padding rows of the last row tile are not cells in use).
+    pub fn digit_shares(&self) -> Vec<DigitShares> {
+        let t = &self.plan.tiling;
+        let sl = &self.plan.slicing;
+        let k2 = t.kernel_size * t.kernel_size;
+        let w = self.weight.val().into_data().convert::<f32>().try_to_vec::<f32>().expect("f32 weights");
+        let steps = self.weight_scale.val().into_data().convert::<f32>().try_to_vec::<f32>().expect("f32 steps");
+        let range = sl.weight_range();
+        let base = 1i64 << sl.cell_bits;
+        let low_level = |s: usize| if sl.slice_is_signed(s) { -base / 2 } else { 0 };
+        let (pol_n, s_n) = (sl.polarities(), sl.slices());
+        let mut counts = vec![vec![0u64; base as usize]; pol_n * s_n];
+        for c in 0..t.out_channels {
+            for ch in 0..t.in_channels {
+                let step = steps[self.plan.weight_step_gc[(ch / t.channels_per_array) * t.out_channels + c] as usize];
+                for &v in &w[(c * t.in_channels + ch) * k2..][..k2] {
+                    let q = range.code(v, step) as i64;
+                    for (pol, digits) in sl.digits(q).iter().enumerate() {
+                        for (s, &d) in digits.iter().enumerate() {
+                            counts[pol * s_n + s][(d - low_level(s)) as usize] += 1;
+                        }
+                    }
+                }
+            }
+        }
+        counts
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let total = c.iter().sum::<u64>().max(1) as f64;
+                DigitShares {
+                    polarity: i / s_n,
+                    slice: i % s_n,
+                    low_level: low_level(i % s_n),
+                    shares: c.iter().map(|&n| n as f64 / total).collect(),
+                }
+            })
+            .collect()
+    }
+
+    fn recorder(&self) -> std::sync::MutexGuard<'_, Recording> {
+        self.recording.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The variation hook: a conductance multiplier for every cell ([`Self::cell_shape`]), applied
@@ -358,9 +456,14 @@ impl CimConv2d {
         if !self.adc_enabled {
             return self.forward_ideal(a, q, &weight_steps, gain, &device);
         }
-        let planes = self.planes(q, gain);
-        let psums = self.grouped_psums(a, planes);
-        let steps = self.psum_steps(&psums);
+        let psums = self.grouped_psums(a.clone(), self.planes(q.clone(), gain.clone()));
+        if self.record_calibration(&psums) {
+            // calibration batches pass exact partial sums on: the windows being calibrated
+            // do not exist yet
+            return self.forward_ideal(a, q, &weight_steps, gain, &device);
+        }
+        let (steps, offsets) = self.adc_windows(&psums);
+        self.record_quality(&psums, &steps, &offsets);
         let coef = weight_steps
             .select(0, self.index(&self.plan.weight_step_k, &device))
             .mul(self.floats(&self.plan.coef_k, &device));
@@ -373,6 +476,7 @@ impl CimConv2d {
         adc_accumulate(
             psums,
             steps,
+            offsets,
             coef,
             self.floats(&low, &device),
             self.floats(&high, &device),
@@ -486,61 +590,75 @@ impl CimConv2d {
         conv2d(a, w, None, ConvOptions::new([s, s], [p, p], [1, 1], 1))
     }
 
-    /// ADC steps per fast-path channel [K] with LSQ's gradient scale; during a calibration
-    /// forward, the data-driven initial steps instead (stored for `finish_psum_calibration`).
-    fn psum_steps(&self, psums: &Tensor<4>) -> Tensor<1> {
+    /// ADC steps and offsets per fast-path channel [K], with LSQ's gradient scale (times the
+    /// unit squared, see [`Self::psum_scale_unit`]); a `zero` window's offsets carry no gradient.
+    fn adc_windows(&self, psums: &Tensor<4>) -> (Tensor<1>, Tensor<1>) {
         let device = psums.device();
         let [_, b, h, w] = psums.dims();
-        let per_step = {
-            let mut slot = self.calibration.lock().expect("calibration slot");
-            if slot.armed && slot.steps.is_none() {
-                let steps = self.data_init_steps(psums);
-                slot.steps = Some(steps.clone());
-                Some(steps)
-            } else {
-                None
-            }
+        let positions = b * h * w;
+        let scale: Vec<f32> = self
+            .plan
+            .psum_range
+            .iter()
+            .zip(&self.plan.psum_columns)
+            .map(|(range, columns)| range.grad_scale(columns * positions))
+            .collect();
+        let unit = self.psum_scale_unit.val().detach();
+        let scale = self.floats(&scale, &device).mul(unit.clone().mul(unit));
+        let steps = scale_grad(self.psum_scale.val(), scale.clone());
+        let offsets = match self.config.adc_window.is_learned() {
+            true => scale_grad(self.psum_offset.val(), scale),
+            false => self.psum_offset.val().detach(),
         };
-        let flat = match per_step {
-            Some(steps) => self.floats(&steps, &device),
-            None => {
-                let positions = b * h * w;
-                let scale: Vec<f32> = self
-                    .plan
-                    .psum_range
-                    .iter()
-                    .zip(&self.plan.psum_columns)
-                    .map(|(range, columns)| range.grad_scale(columns * positions))
-                    .collect();
-                let unit = self.psum_scale_unit.val().detach();
-                let scale = self.floats(&scale, &device).mul(unit.clone().mul(unit));
-                scale_grad(self.psum_scale.val(), scale)
-            }
-        };
-        flat.select(0, self.index(&self.plan.psum_step_k, &device))
+        let index = self.index(&self.plan.psum_step_k, &device);
+        (steps.select(0, index.clone()), offsets.select(0, index))
     }
 
-    /// LSQ init of every ADC step from this batch's integer partial sums.
-    fn data_init_steps(&self, psums: &Tensor<4>) -> Vec<f32> {
-        let [k, b, h, w] = psums.dims();
-        let abs_sum = psums
-            .clone()
-            .detach()
-            .abs()
-            .reshape([k, b * h * w])
-            .sum_dim(1)
-            .into_data()
-            .convert::<f64>()
-            .try_to_vec::<f64>()
-            .expect("partial-sum sums");
-        let n = self.plan.psum_range.len();
-        let mut sums = vec![0f64; n];
-        let mut counts = vec![0usize; n];
-        for (kk, &i) in self.plan.psum_step_k.iter().enumerate() {
-            sums[i as usize] += abs_sum[kk];
-            counts[i as usize] += b * h * w;
+    /// Host copy of the partial sums [K, B*H'*W'].
+    fn psum_values(psums: &Tensor<4>) -> Vec<f32> {
+        psums.clone().detach().into_data().convert::<f32>().try_to_vec::<f32>().expect("f32 partial sums")
+    }
+
+    /// During calibration, adds this batch's partial sums to every group's samples; returns
+    /// whether it did.
+    fn record_calibration(&self, psums: &Tensor<4>) -> bool {
+        let mut recorder = self.recorder();
+        let Recording::Calibration(samples) = &mut *recorder else { return false };
+        let values = Self::psum_values(psums);
+        let per_channel = values.len() / self.plan.channels();
+        let groups = self.plan.psum_range.len();
+        let mut members: Vec<Vec<f32>> = vec![Vec::new(); groups];
+        for (k, &i) in self.plan.psum_step_k.iter().enumerate() {
+            members[i as usize].extend_from_slice(&values[k * per_channel..][..per_channel]);
         }
-        (0..n).map(|i| self.plan.psum_range[i].init_step(sums[i] / counts[i] as f64)).collect()
+        let batch: Vec<GroupSamples> = {
+            use rayon::prelude::*;
+            members.par_iter().map(|v| GroupSamples::from_values(v)).collect()
+        };
+        if samples.is_empty() {
+            *samples = batch;
+        } else {
+            samples.iter_mut().zip(&batch).for_each(|(all, new)| all.merge(new));
+        }
+        true
+    }
+
+    /// During inspection, adds this batch's ADC statistics.
+    fn record_quality(&self, psums: &Tensor<4>, steps: &Tensor<1>, offsets: &Tensor<1>) {
+        let mut recorder = self.recorder();
+        let Recording::Quality(stats) = &mut *recorder else { return };
+        let host = |t: &Tensor<1>| t.clone().detach().into_data().convert::<f32>().try_to_vec::<f32>().expect("f32");
+        let (steps, offsets) = (host(steps), host(offsets));
+        let s_n = self.plan.slicing.slices();
+        let windows: Vec<ChannelWindow> = (0..self.plan.channels())
+            .map(|k| {
+                let range = self.plan.psum_range[self.plan.psum_step_k[k] as usize];
+                // channels are ordered (row tile, polarity, slice, column)
+                let slice_index = k / self.config.out_channels % (self.plan.slicing.polarities() * s_n);
+                ChannelWindow { slice_index, step: steps[k], offset: offsets[k], low: range.low, high: range.high }
+            })
+            .collect();
+        accumulate(stats, &Self::psum_values(psums), &windows);
     }
 }
 
@@ -555,10 +673,11 @@ fn pad_channels(x: Tensor<4>, channels: usize) -> Tensor<4> {
 }
 
 /// Gives a parameter new values, keeping its id (optimizer state stays attached to it).
-fn replace_value(param: &mut Param<Tensor<1>>, values: Vec<f32>) {
+fn replace_value(param: &mut Param<Tensor<1>>, values: Vec<f32>, require_grad: bool) {
     let device = param.val().device();
     let n = values.len();
-    let mut fresh = Param::from_tensor(Tensor::from_data(TensorData::new(values, [n]), &device));
+    let mut fresh = Param::from_tensor(Tensor::from_data(TensorData::new(values, [n]), &device))
+        .set_require_grad(require_grad);
     fresh.id = param.id;
     *param = fresh;
 }

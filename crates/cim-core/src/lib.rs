@@ -1,9 +1,10 @@
 //! Crossbar semantics of a compute-in-memory convolution, exactly as DESIGN.md section 3 defines
 //! them: mapping and tiling onto N x N arrays ([`tiling`]), bit slicing of weight codes into cells
 //! ([`slicing`]), LSQ quantizers ([`lsq`]), the ADC with dequantization and accumulation
-//! ([`adc`]), and the layer that puts them together ([`CimConv2d`]).
+//! ([`adc`]) with its calibration ([`calibration`]) and quality statistics ([`quality`]), and the layer that puts them together ([`CimConv2d`]).
 
 pub mod adc;
+pub mod calibration;
 pub mod config;
 mod kernels;
 pub mod layer;
@@ -11,11 +12,12 @@ pub mod lsq;
 pub mod memory;
 pub mod method;
 pub mod psums;
+pub mod quality;
 pub mod slicing;
 pub mod tiling;
 pub mod variation;
 
-pub use config::{CimConfigError, CimConvConfig, Encoding, Granularity};
+pub use config::{AdcInit, AdcWindow, CimConfigError, CimConvConfig, Encoding, Granularity};
 pub use layer::CimConv2d;
 pub use lsq::LsqRange;
 pub use method::{Method, Recipe, Scheme, validate_method};

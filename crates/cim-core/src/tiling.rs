@@ -8,7 +8,7 @@ use std::ops::Range;
 
 use serde::Serialize;
 
-use crate::config::{CimConfigError, Granularity};
+use crate::config::{AdcWindow, CimConfigError, Granularity};
 use crate::slicing::BitSlicing;
 
 /// How one conv layer is cut into arrays.
@@ -130,13 +130,13 @@ impl Tiling {
         members
     }
 
-    /// Hardware counts of this layer for a given bit slicing and pair of granularities;
-    /// `psum_granularity` is `None` for an ideal ADC.
+    /// Hardware counts of this layer for a given bit slicing, weight granularity and ADC
+    /// (granularity and window; `None` for an ideal ADC).
     pub fn counts(
         &self,
         slicing: &BitSlicing,
         weight_granularity: Granularity,
-        psum_granularity: Option<Granularity>,
+        adc: Option<(Granularity, AdcWindow)>,
     ) -> LayerCounts {
         let planes = slicing.polarities() * slicing.slices();
         let columns_in_use = self.row_tiles * self.out_channels;
@@ -148,7 +148,7 @@ impl Tiling {
         // Per output value: one multiply for every distinct step product that reaches it (codes
         // that share both steps are added as integers first).
         let per_output = |g: Granularity| if g == Granularity::Layer { 1 } else { self.row_tiles };
-        let (dequant_multipliers, dequant_multiplies_per_pixel, psum_scales) = match psum_granularity {
+        let (dequant_multipliers, dequant_multiplies_per_pixel, psum_scales) = match adc.map(|(g, _)| g) {
             // exact codes of all slices and polarities can be shift-added and subtracted before
             // the one multiplication by s_w / (2^A - 1)
             None => (groups_of(weight_granularity), per_output(weight_granularity) * self.out_channels, 0),
@@ -162,7 +162,11 @@ impl Tiling {
                 (planes * groups_of(key), planes * per_output(key) * self.out_channels, planes * self.scale_groups(p))
             }
         };
+        // a learned window adds its constant s_w * z (per multiplier) with one digital add
+        let learned = adc.is_some_and(|(_, w)| w.is_learned());
         LayerCounts {
+            window_constants: if learned { dequant_multipliers } else { 0 },
+            window_adds_per_pixel: if learned { dequant_multiplies_per_pixel } else { 0 },
             arrays: planes * self.row_tiles * self.col_tiles,
             adc_conversions_per_pixel: planes * columns_in_use,
             dequant_multipliers,
@@ -197,6 +201,10 @@ pub struct LayerCounts {
     pub weight_scales: usize,
     /// Partial-sum steps (s_p), all slices and polarities.
     pub psum_scales: usize,
+    /// Distinct window constants s_w * z / (2^A - 1) (learned windows only).
+    pub window_constants: usize,
+    /// Digital adds of those constants per output pixel (all output channels).
+    pub window_adds_per_pixel: usize,
 }
 
 impl std::ops::Add for LayerCounts {
@@ -209,6 +217,8 @@ impl std::ops::Add for LayerCounts {
             dequant_multiplies_per_pixel: self.dequant_multiplies_per_pixel + o.dequant_multiplies_per_pixel,
             weight_scales: self.weight_scales + o.weight_scales,
             psum_scales: self.psum_scales + o.psum_scales,
+            window_constants: self.window_constants + o.window_constants,
+            window_adds_per_pixel: self.window_adds_per_pixel + o.window_adds_per_pixel,
         }
     }
 }
@@ -262,7 +272,7 @@ mod tests {
     fn counts_for_each_granularity_pair() {
         let t = Tiling::new(64, 64, 3, 128).unwrap();
         let s = BitSlicing::new(4, 2, Encoding::Twos).unwrap();
-        let cc = t.counts(&s, Granularity::Column, Some(Granularity::Column));
+        let cc = t.counts(&s, Granularity::Column, Some((Granularity::Column, AdcWindow::Zero)));
         assert_eq!(cc.arrays, 2 * 5);
         assert_eq!(cc.adc_conversions_per_pixel, 2 * 5 * 64);
         assert_eq!(cc.dequant_multipliers, 2 * 5 * 64);
@@ -270,17 +280,17 @@ mod tests {
         assert_eq!(cc.psum_scales, 2 * 5 * 64);
         // The paper's point: column-wise weights add no multiplier over layer-wise weights with
         // column-wise partial sums.
-        let lc = t.counts(&s, Granularity::Layer, Some(Granularity::Column));
+        let lc = t.counts(&s, Granularity::Layer, Some((Granularity::Column, AdcWindow::Zero)));
         assert_eq!(lc.dequant_multipliers, cc.dequant_multipliers);
         assert_eq!(lc.dequant_multiplies_per_pixel, cc.dequant_multiplies_per_pixel);
-        let ll = t.counts(&s, Granularity::Layer, Some(Granularity::Layer));
+        let ll = t.counts(&s, Granularity::Layer, Some((Granularity::Layer, AdcWindow::Zero)));
         assert_eq!(ll.dequant_multipliers, 2);
         assert_eq!(ll.dequant_multiplies_per_pixel, 2 * 64);
         assert_eq!(ll.psum_scales, 2);
-        let aa = t.counts(&s, Granularity::Array, Some(Granularity::Array));
+        let aa = t.counts(&s, Granularity::Array, Some((Granularity::Array, AdcWindow::Zero)));
         assert_eq!(aa.dequant_multipliers, 2 * 5);
         let d = BitSlicing::new(4, 2, Encoding::Differential).unwrap();
-        assert_eq!(t.counts(&d, Granularity::Column, Some(Granularity::Column)).arrays, 2 * 2 * 5);
+        assert_eq!(t.counts(&d, Granularity::Column, Some((Granularity::Column, AdcWindow::Zero))).arrays, 2 * 2 * 5);
         // ideal ADC: one multiplier per weight step, slices shift-added first, no ADC steps
         let ideal = t.counts(&s, Granularity::Column, None);
         assert_eq!(
@@ -288,5 +298,12 @@ mod tests {
             (5 * 64, 5 * 64, 0)
         );
         assert_eq!(t.counts(&s, Granularity::Layer, None).dequant_multiplies_per_pixel, 64);
+        assert_eq!((ideal.window_constants, cc.window_constants, cc.window_adds_per_pixel), (0, 0, 0));
+        // a learned window: one constant and one add per multiplier
+        let learned = t.counts(&s, Granularity::Column, Some((Granularity::Column, AdcWindow::Learned)));
+        assert_eq!(learned.window_constants, cc.dequant_multipliers);
+        assert_eq!(learned.window_adds_per_pixel, cc.dequant_multiplies_per_pixel);
+        let ll = t.counts(&s, Granularity::Layer, Some((Granularity::Layer, AdcWindow::Learned)));
+        assert_eq!((ll.window_constants, ll.window_adds_per_pixel), (2, 2 * 64));
     }
 }

@@ -1,12 +1,13 @@
-//! Every golden case of `../shared/golden/` (or of `$CIM_GOLDEN_DIR`) against the fast path and
-//! against the naive simulator: tiling, both LSQ inits, integer partial sums exactly, output to
-//! 1e-5 of the case's largest |output|, with our own steps and with the case's steps injected.
+//! Every golden case of `../shared/golden/` and its `adc-window/` subfolder (or of
+//! `$CIM_GOLDEN_DIR`) against the fast path and against the naive simulator: tiling, both LSQ
+//! inits, integer partial sums exactly, output to 1e-5 of the case's largest |output|, with our
+//! own steps and with the case's steps (and ADC offsets) injected.
 
 mod common;
 
 use burn::tensor::{Device, Tensor};
 use cim_core::CimConv2d;
-use common::{Dense, GoldenCase, Naive, golden_dir, read_cases};
+use common::{Dense, GoldenCase, Naive, Windows, golden_dir, read_all_cases};
 
 fn close_rel(name: &str, got: &[f64], expected: &[f64], tol: f64, errors: &mut Vec<String>) {
     if got.len() != expected.len() {
@@ -61,8 +62,14 @@ fn check_case(case: &GoldenCase, device: &Device) -> Vec<String> {
     if layer.weight_scale_shape() != case.weight_scale.shape {
         errors.push(format!("weight_scale shape {:?} vs {:?}", layer.weight_scale_shape(), case.weight_scale.shape));
     }
-    if case.config.psum_bits.is_some() && layer.psum_scale_shape() != case.psum_scale.shape {
+    let adc = case.config.psum_bits.is_some();
+    if adc && layer.psum_scale_shape() != case.psum_scale.shape {
         errors.push(format!("psum_scale shape {:?} vs {:?}", layer.psum_scale_shape(), case.psum_scale.shape));
+    }
+    if let Some(z) = &case.psum_offset
+        && z.shape != case.psum_scale.shape
+    {
+        errors.push(format!("psum_offset shape {:?} vs psum_scale {:?}", z.shape, case.psum_scale.shape));
     }
     let p_shape = &case.psums.shape;
     let tiling_dims = [slicing.polarities(), slicing.slices(), tiling.row_tiles];
@@ -76,32 +83,48 @@ fn check_case(case: &GoldenCase, device: &Device) -> Vec<String> {
     let input: Tensor<4> = case.input.tensor(device);
     let weight: Tensor<4> = case.weight.tensor(device);
     let mut layer = layer.with_weight(weight).unwrap();
+    let naive = Naive::new(&cfg);
+    let ws: Vec<f32> = case.weight_scale.data.iter().map(|&x| x as f32).collect();
+    let p = naive.psums(&case.input, &case.weight.data, &ws);
 
     // LSQ init of the weight steps
     close_rel("weight_scale init", &values(layer.weight_scale.val()), &case.weight_scale.data, 1e-5, &mut errors);
 
-    // integer partial sums and the data-driven ADC steps, with our own weight steps
+    // integer partial sums, with our own weight steps
     exact("psums (own steps)", &Dense::from_tensor(layer.psums(input.clone())), &case.psums, &mut errors);
-    if case.config.psum_bits.is_some() {
-        layer.arm_psum_calibration();
-        let _ = layer.forward(input.clone());
-        assert!(layer.finish_psum_calibration());
-        close_rel("psum_scale init", &values(layer.psum_scale.val()), &case.psum_scale.data, 1e-5, &mut errors);
+    if case.psum_offset.is_none() {
+        // the data-driven ADC steps (LSQ's rule): equal to the case's wherever a group saw a
+        // non-zero partial sum; all-zero groups take their layer's step (DESIGN.md), not 1.0
+        if adc {
+            layer.arm_psum_calibration();
+            let _ = layer.forward(input.clone());
+            assert!(layer.finish_psum_calibration());
+            let got = values(layer.psum_scale.val());
+            let zero = naive.zero_groups(&p);
+            let pick = |v: &[f64]| -> Vec<f64> { v.iter().zip(&zero).filter(|(_, z)| !**z).map(|(x, _)| *x).collect() };
+            close_rel("psum_scale init", &pick(&got), &pick(&case.psum_scale.data), 1e-5, &mut errors);
+            close_rel("psum_scale init (zero groups)", &got, &naive.psum_steps_init(&p), 1e-5, &mut errors);
+            if values(layer.psum_offset.val()).iter().any(|&z| z != 0.0) {
+                errors.push("a zero window calibrated a non-zero offset".into());
+            }
+        }
+        let out = Dense::from_tensor(layer.forward(input.clone()));
+        close_abs("output (own steps)", &out.data, &case.expected_output.data, 1e-5, &mut errors);
     }
-    let out = Dense::from_tensor(layer.forward(input.clone()));
-    close_abs("output (own steps)", &out.data, &case.expected_output.data, 1e-5, &mut errors);
 
-    // the case's steps injected: ADC and dequantization independent of our inits
+    // the case's steps (and offsets) injected: ADC and dequantization independent of our inits
     let mut injected = layer.with_weight_scale(case.weight_scale.flat(device)).unwrap();
-    if case.config.psum_bits.is_some() {
+    if adc {
         injected = injected.with_psum_scale(case.psum_scale.flat(device)).unwrap();
+    }
+    if let Some(z) = &case.psum_offset {
+        injected = injected.with_psum_offset(z.flat(device)).unwrap();
     }
     exact("psums (injected steps)", &Dense::from_tensor(injected.psums(input.clone())), &case.psums, &mut errors);
     let out = Dense::from_tensor(injected.forward(input));
     close_abs("output (injected steps)", &out.data, &case.expected_output.data, 1e-5, &mut errors);
 
     // the test oracle itself agrees with the independent implementation
-    let naive = Naive::new(&cfg);
     close_rel(
         "naive weight_scale init",
         &naive.weight_steps_init(&case.weight.data),
@@ -109,31 +132,38 @@ fn check_case(case: &GoldenCase, device: &Device) -> Vec<String> {
         1e-9,
         &mut errors,
     );
-    let ws: Vec<f32> = case.weight_scale.data.iter().map(|&x| x as f32).collect();
-    let p = naive.psums(&case.input, &case.weight.data, &ws);
     let as_dense = Dense { shape: p.shape(), data: p.data.iter().map(|&x| x as f64).collect() };
     exact("naive psums", &as_dense, &case.psums, &mut errors);
-    let ps: Option<Vec<f32>> = case.config.psum_bits.map(|_| case.psum_scale.data.iter().map(|&x| x as f32).collect());
-    if ps.is_some() {
-        close_rel("naive psum_scale init", &naive.psum_steps_init(&p), &case.psum_scale.data, 1e-9, &mut errors);
-    }
+    let windows = adc.then(|| {
+        let as_f32 = |d: &Dense| -> Vec<f32> { d.data.iter().map(|&x| x as f32).collect() };
+        match &case.psum_offset {
+            Some(z) => Windows { steps: as_f32(&case.psum_scale), offsets: as_f32(z) },
+            None => Windows::zero(as_f32(&case.psum_scale)),
+        }
+    });
     // (steps rounded to f32, as the layer holds them)
-    close_abs("naive output", &naive.output(&p, &ws, ps.as_deref()), &case.expected_output.data, 1e-6, &mut errors);
+    close_abs("naive output", &naive.output(&p, &ws, windows.as_ref()), &case.expected_output.data, 1e-6, &mut errors);
     errors
 }
 
 #[test]
 fn every_golden_case_matches() {
     let dir = golden_dir();
-    let cases = read_cases(&dir);
-    assert!(!cases.is_empty(), "no golden cases in {}", dir.display());
+    let cases = read_all_cases(&dir);
+    let windowed = cases.iter().filter(|(_, c)| c.psum_offset.is_some()).count();
+    assert!(cases.len() > windowed, "no golden cases in {}", dir.display());
+    assert!(windowed > 0, "no ADC-window cases in {}", dir.join("adc-window").display());
     let device = Device::flex();
     let mut failures = Vec::new();
     for (path, case) in &cases {
+        if case.config.adc_window != case.psum_offset.is_some() {
+            failures.push(format!("{}: adc_window and psum_offset disagree", path.display()));
+            continue;
+        }
         for e in check_case(case, &device) {
             failures.push(format!("{}: {e}", path.display()));
         }
     }
-    eprintln!("checked {} golden cases in {}", cases.len(), dir.display());
+    eprintln!("checked {} golden cases ({} with ADC windows) in {}", cases.len(), windowed, dir.display());
     assert!(failures.is_empty(), "{} mismatches:\n{}", failures.len(), failures.join("\n"));
 }

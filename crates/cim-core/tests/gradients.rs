@@ -7,8 +7,8 @@ use burn::tensor::module::conv2d;
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Device, Tensor};
 use cim_core::lsq::{activation_codes, scale_grad};
-use cim_core::{CimConv2d, CimConvConfig, Encoding, Granularity};
-use common::{Dense, Naive, Rng};
+use cim_core::{AdcWindow, CimConv2d, CimConvConfig, Encoding, Granularity};
+use common::{Dense, Naive, Rng, Windows};
 
 fn device() -> Device {
     Device::flex().autodiff()
@@ -155,37 +155,58 @@ fn transparent_adc_passes_the_ideal_gradient() {
     }
 }
 
-/// The ADC steps get LSQ's gradient, computed by hand from the naive simulator's partial sums:
-/// g * sum dL/dy * coef * (round(p/s) - p/s inside, Pn or Pp outside), times the square of the
-/// step's unit (its data-driven initial value, see `CimConv2d::psum_scale_unit`).
+/// The ADC steps and offsets get LSQ+'s gradients, computed by hand from the naive simulator's
+/// partial sums: g * sum dL/dy * coef * (round((p-z)/s) - (p-z)/s inside, Pn or Pp outside) for
+/// the step and g * sum dL/dy * coef * (0 inside, 1 outside) for a learned offset, times the
+/// square of the window's unit (its calibrated step, see `CimConv2d::psum_scale_unit`). A zero
+/// window's offsets get no gradient at all.
 #[test]
-fn adc_step_gradient_matches_the_hand_derived_lsq_gradient() {
+fn adc_window_gradients_match_the_hand_derived_lsq_gradients() {
     for (i, cfg) in configs().into_iter().enumerate() {
         for pg in Granularity::ALL {
-            let cfg = cfg.clone().with_psum_bits(Some(3)).with_psum_granularity(pg);
+            let window = AdcWindow::ALL[i % 2];
+            let cfg = cfg.clone().with_psum_bits(Some(3)).with_psum_granularity(pg).with_adc_window(window);
             let (mut layer, x, r) = setup(&cfg, 90 + i as u64);
             let d = device();
             layer.arm_psum_calibration();
             let _ = layer.forward(x.tensor::<4>(&d));
             assert!(layer.finish_psum_calibration());
-            // shrink the steps so that some partial sums clip: both branches are exercised
-            let shrunk = layer.psum_scale.val().detach().mul_scalar(0.7);
-            let layer = layer.with_psum_scale(shrunk).unwrap();
+            // shrink the steps and shift the windows both ways so that partial sums clip low and
+            // high: every branch is exercised
+            let steps = layer.psum_scale.val().detach();
+            let n = steps.dims()[0];
+            let shrunk = steps.clone().mul_scalar(0.7);
+            let mut layer = layer.with_psum_scale(shrunk).unwrap();
+            if window == AdcWindow::Learned {
+                let shift: Vec<f32> = (0..n).map(|j| [-2.5f32, 1.5, 3.5][j % 3]).collect();
+                let offsets = layer.psum_offset.val().detach().add(steps.mul(Tensor::from_floats(shift.as_slice(), &d)));
+                layer = layer.with_psum_offset(offsets).unwrap();
+            }
             let x_t: Tensor<4> = x.tensor(&d);
             let y = layer.forward(x_t);
             let grads = y.mul(r.tensor::<4>(&d)).sum().backward();
-            let got = Dense::from_tensor(layer.psum_scale.val().grad(&grads).unwrap()).data;
+            let got_step = Dense::from_tensor(layer.psum_scale.val().grad(&grads).unwrap()).data;
+            let got_offset = layer.psum_offset.val().grad(&grads).map(|g| Dense::from_tensor(g).data);
 
             let naive = Naive::new(&cfg);
             let as_f32 = |t: Tensor<1>| -> Vec<f32> { Dense::from_tensor(t).data.iter().map(|&v| v as f32).collect() };
             let ws = as_f32(layer.weight_scale.val());
-            let ps = as_f32(layer.psum_scale.val());
+            let windows = Windows { steps: as_f32(layer.psum_scale.val()), offsets: as_f32(layer.psum_offset.val()) };
             let p = naive.psums(&x, &Dense::from_tensor(layer.weight.val()).data, &ws);
             let unit = Dense::from_tensor(layer.psum_scale_unit.val()).data;
-            let expected: Vec<f64> =
-                naive.psum_step_grad(&p, &ws, &ps, &r.data).iter().zip(&unit).map(|(g, u)| g * u * u).collect();
+            let (step_grad, offset_grad) = naive.psum_window_grads(&p, &ws, &windows, &r.data);
+            let in_units = |g: Vec<f64>| -> Vec<f64> { g.iter().zip(&unit).map(|(g, u)| g * u * u).collect() };
             assert!(unit.iter().any(|&u| u != 1.0), "calibrated units: {unit:?}");
-            assert_close(&format!("{cfg:?} ds_p"), &got, &expected, 1e-4);
+            assert_close(&format!("{cfg:?} ds_p"), &got_step, &in_units(step_grad), 1e-4);
+            match window {
+                AdcWindow::Learned => {
+                    let got = got_offset.expect("a learned offset has a gradient");
+                    let expected = in_units(offset_grad);
+                    assert!(expected.iter().any(|&g| g != 0.0), "some partial sums clip");
+                    assert_close(&format!("{cfg:?} dz"), &got, &expected, 1e-4);
+                }
+                AdcWindow::Zero => assert!(got_offset.is_none(), "a zero window's offset is not trained"),
+            }
         }
     }
 }

@@ -4,8 +4,8 @@
 mod common;
 
 use burn::tensor::{Device, Tensor};
-use cim_core::{CimConvConfig, Encoding, Granularity};
-use common::{Dense, Naive, Rng};
+use cim_core::{AdcInit, AdcWindow, CimConv2d, CimConvConfig, Encoding, Granularity};
+use common::{Dense, Naive, Psums, Rng, Windows};
 use proptest::prelude::*;
 
 /// Runs one configuration on random data; returns a description of the first mismatch.
@@ -34,22 +34,12 @@ fn compare(cfg: &CimConvConfig, batch: usize, size: usize, seed: u64) -> Result<
     if let Some(i) = (0..got.data.len()).find(|&i| got.data[i] != expected.data[i] as f64) {
         return Err(format!("psum[{i}] {} vs naive {}", got.data[i], expected.data[i]));
     }
-    let psum_steps = if cfg.psum_bits.is_some() {
-        layer.arm_psum_calibration();
-        let _ = layer.forward(x.clone());
-        layer.finish_psum_calibration();
-        let steps: Vec<f32> = Dense::from_tensor(layer.psum_scale.val()).data.iter().map(|&v| v as f32).collect();
-        for (a, b) in steps.iter().zip(naive.psum_steps_init(&expected)) {
-            if (*a as f64 - b).abs() > 1e-5 * b.abs() {
-                return Err(format!("psum step init {a} vs naive {b}"));
-            }
-        }
-        Some(steps)
-    } else {
-        None
+    let windows = match cfg.psum_bits {
+        None => None,
+        Some(_) => Some(check_calibration(&mut layer, &naive, &x, &expected, &mut rng)?),
     };
     let y = Dense::from_tensor(layer.forward(x));
-    let y_naive = naive.output(&expected, &ws, psum_steps.as_deref());
+    let y_naive = naive.output(&expected, &ws, windows.as_ref());
     let scale = y_naive.iter().fold(1e-12f64, |m, v| m.max(v.abs()));
     for (i, (a, b)) in y.data.iter().zip(&y_naive).enumerate() {
         if (a - b).abs() > 1e-5 * scale {
@@ -57,6 +47,70 @@ fn compare(cfg: &CimConvConfig, batch: usize, size: usize, seed: u64) -> Result<
         }
     }
     Ok(())
+}
+
+fn host(t: Tensor<1>) -> Vec<f32> {
+    Dense::from_tensor(t).data.iter().map(|&v| v as f32).collect()
+}
+
+/// Calibrates the layer on `x` and checks the windows against the naive simulator's partial
+/// sums: `lsq` gives LSQ's steps (all-zero groups their layer's) and z = 0; `mse` gives windows
+/// whose squared error is no larger than that of LSQ's; a `zero` window keeps z = 0. Then
+/// injects random windows (steps scaled, offsets shifted both ways, for a learned window) and
+/// returns them, so that the output comparison covers windows that clip on either side.
+fn check_calibration(
+    layer: &mut CimConv2d,
+    naive: &Naive,
+    x: &Tensor<4>,
+    psums: &Psums,
+    rng: &mut Rng,
+) -> Result<Windows, String> {
+    let cfg = layer.config().clone();
+    layer.arm_psum_calibration();
+    let _ = layer.forward(x.clone());
+    if !layer.finish_psum_calibration() {
+        return Err("calibration did not run".into());
+    }
+    let calibrated = Windows { steps: host(layer.psum_scale.val()), offsets: host(layer.psum_offset.val()) };
+    let lsq_steps = naive.psum_steps_init(psums);
+    if !cfg.adc_window.is_learned() && calibrated.offsets.iter().any(|&z| z != 0.0) {
+        return Err(format!("zero window with offsets {:?}", calibrated.offsets));
+    }
+    match cfg.adc_init {
+        AdcInit::Lsq => {
+            for (a, b) in calibrated.steps.iter().zip(&lsq_steps) {
+                if (*a as f64 - b).abs() > 1e-5 * b.abs() {
+                    return Err(format!("psum step init {a} vs naive {b}"));
+                }
+            }
+            if calibrated.offsets.iter().any(|&z| z != 0.0) {
+                return Err("lsq init with a non-zero offset".into());
+            }
+        }
+        AdcInit::Mse => {
+            let lsq = Windows::zero(lsq_steps.iter().map(|&v| v as f32).collect());
+            let (mse_err, lsq_err) = (naive.window_errors(psums, &calibrated), naive.window_errors(psums, &lsq));
+            let zero = naive.zero_groups(psums);
+            for (i, (m, l)) in mse_err.iter().zip(&lsq_err).enumerate() {
+                // the search runs in f64 and the layer holds f32 windows: allow one sample to
+                // round to the neighbouring level
+                let slack = (calibrated.steps[i] as f64).powi(2);
+                if !zero[i] && *m > l * (1.0 + 1e-6) + slack {
+                    return Err(format!("group {i}: MSE window error {m} above LSQ's {l} ({calibrated:?})"));
+                }
+            }
+        }
+    }
+    let steps: Vec<f32> = calibrated.steps.iter().map(|&s| s * rng.uniform(0.5, 1.5) as f32).collect();
+    let offsets: Vec<f32> = match cfg.adc_window {
+        AdcWindow::Zero => vec![0.0; steps.len()],
+        AdcWindow::Learned => steps.iter().map(|&s| (s as f64 * rng.uniform(-6.0, 6.0)).round() as f32).collect(),
+    };
+    let device = x.device();
+    let mut injected = layer.clone().with_psum_scale(Tensor::from_floats(steps.as_slice(), &device))?;
+    injected = injected.with_psum_offset(Tensor::from_floats(offsets.as_slice(), &device))?;
+    *layer = injected;
+    Ok(Windows { steps, offsets })
 }
 
 fn config_strategy() -> impl Strategy<Value = (CimConvConfig, usize, u64)> {
@@ -76,10 +130,11 @@ fn config_strategy() -> impl Strategy<Value = (CimConvConfig, usize, u64)> {
         1u32..=4,                                        // act bits
         prop_oneof![Just(None), (1u32..=5).prop_map(Some)],
         (0usize..2, 0usize..3, 0usize..3),
+        (0usize..2, 0usize..2), // ADC window, ADC init
         any::<u64>(),
     );
     (shape, bits).prop_map(
-        |((k, stride, pad, cin, cout, units, extra, size), (bc, slices, act, psum, (e, wg, pg), seed))| {
+        |((k, stride, pad, cin, cout, units, extra, size), (bc, slices, act, psum, (e, wg, pg), (win, init), seed))| {
             let cfg = CimConvConfig::new(cin, cout, k)
                 .with_stride(stride)
                 .with_padding(pad * (k / 2))
@@ -90,7 +145,9 @@ fn config_strategy() -> impl Strategy<Value = (CimConvConfig, usize, u64)> {
                 .with_psum_bits(psum)
                 .with_encoding(Encoding::ALL[e])
                 .with_weight_granularity(Granularity::ALL[wg])
-                .with_psum_granularity(Granularity::ALL[pg]);
+                .with_psum_granularity(Granularity::ALL[pg])
+                .with_adc_window(AdcWindow::ALL[win])
+                .with_adc_init(AdcInit::ALL[init]);
             (cfg, size, seed)
         },
     )
@@ -109,7 +166,7 @@ proptest! {
 /// not a multiple of the channels per array and C_out > N, for k = 1 and 3 and both strides.
 #[test]
 fn every_setting_on_awkward_shapes() {
-    let mut seed = 1;
+    let mut seed = 1usize;
     for (k, array_size, cin, cout, stride) in [(3, 18, 5, 20, 1), (1, 3, 7, 5, 2), (3, 27, 4, 30, 2), (1, 4, 6, 9, 1)] {
         for encoding in Encoding::ALL {
             for wg in Granularity::ALL {
@@ -126,11 +183,13 @@ fn every_setting_on_awkward_shapes() {
                                 .with_psum_bits(psum)
                                 .with_encoding(encoding)
                                 .with_weight_granularity(wg)
-                                .with_psum_granularity(pg);
+                                .with_psum_granularity(pg)
+                                .with_adc_window(AdcWindow::ALL[seed % 2])
+                                .with_adc_init(AdcInit::ALL[seed / 2 % 2]);
                             let (tiling, _) = cfg.validate().unwrap();
                             assert!(cin % tiling.channels_per_array != 0 && cout > array_size);
                             seed += 1;
-                            if let Err(e) = compare(&cfg, 2, 5, seed) {
+                            if let Err(e) = compare(&cfg, 2, 5, seed as u64) {
                                 panic!("{cfg:?}: {e}");
                             }
                         }

@@ -4,7 +4,7 @@ use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{Initializer, PaddingConfig2d};
 use burn::tensor::{Device, Tensor};
-use cim_core::{CimConfigError, CimConv2d, CimConvConfig, Encoding, Granularity};
+use cim_core::{AdcInit, AdcWindow, CimConfigError, CimConv2d, CimConvConfig, Encoding, Granularity};
 use serde::{Deserialize, Serialize};
 
 /// Array and quantizer settings shared by every CIM layer of a model.
@@ -26,6 +26,10 @@ pub struct CimSettings {
     pub weight_granularity: Granularity,
     /// ADC-step granularity.
     pub psum_granularity: Granularity,
+    /// The ADC's reference window.
+    pub adc_window: AdcWindow,
+    /// How ADC windows are calibrated.
+    pub adc_init: AdcInit,
 }
 
 impl CimSettings {
@@ -49,6 +53,8 @@ impl CimSettings {
             .with_encoding(self.encoding)
             .with_weight_granularity(self.weight_granularity)
             .with_psum_granularity(self.psum_granularity)
+            .with_adc_window(self.adc_window)
+            .with_adc_init(self.adc_init)
     }
 }
 

@@ -137,6 +137,7 @@ impl Model {
             total.per_layer_sum = total.per_layer_sum + c;
             total.adc_conversions_per_image += c.adc_conversions_per_pixel * out_pixels;
             total.dequant_multiplies_per_image += c.dequant_multiplies_per_pixel * out_pixels;
+            total.window_adds_per_image += c.window_adds_per_pixel * out_pixels;
         }
         total
     }
@@ -162,4 +163,6 @@ pub struct ModelCounts {
     pub adc_conversions_per_image: usize,
     /// Dequantization multiplies to classify one image.
     pub dequant_multiplies_per_image: usize,
+    /// Digital adds of learned-window constants to classify one image.
+    pub window_adds_per_image: usize,
 }

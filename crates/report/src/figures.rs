@@ -144,6 +144,8 @@ fn sweep_lines(study: &Study, bench: &str, results: &[CellResult], field: &str) 
         "encoding",
         "recipe",
         "train_variation_sigma",
+        "adc_window",
+        "adc_init",
     ];
     let mut lines = Vec::new();
     for method in &b.methods {

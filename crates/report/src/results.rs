@@ -4,7 +4,7 @@ use std::path::Path;
 
 use study::{Cell, CellState, Study, cell_state};
 use train::run::{EpochRecord, RunDir, read_json};
-use train::{Summary, VariationReport};
+use train::{AdcQualityReport, Summary, VariationReport};
 
 use crate::{ReportError, write_atomic};
 
@@ -21,6 +21,8 @@ pub struct CellResult {
     pub history: Vec<EpochRecord>,
     /// The variation study, if run.
     pub variation: Option<VariationReport>,
+    /// The ADC inspection (`inspect`), if run.
+    pub adc_quality: Option<AdcQualityReport>,
 }
 
 fn io(path: &Path, e: impl std::fmt::Display) -> ReportError {
@@ -45,7 +47,10 @@ pub fn load_results(study: &Study, runs_root: &Path) -> Result<Vec<CellResult>, 
             };
             let variation: Option<VariationReport> = read_json(&dir.join("variation.json")).map_err(|e| io(&dir, e))?;
             let variation = variation.filter(|v| v.config_hash == cell.key());
-            Ok(CellResult { state: cell_state(&dir), summary, history, variation, cell })
+            let adc_quality: Option<AdcQualityReport> =
+                read_json(&dir.join("adc-quality.json")).map_err(|e| io(&dir, e))?;
+            let adc_quality = adc_quality.filter(|q| q.config_hash == cell.key());
+            Ok(CellResult { state: cell_state(&dir), summary, history, variation, adc_quality, cell })
         })
         .collect()
 }
@@ -71,6 +76,13 @@ pub fn archive(results: &[CellResult], out: &Path) -> Result<(), ReportError> {
                 &dir.join("variation.json"),
                 (serde_json::to_string_pretty(v).expect("json") + "\n").as_bytes(),
             )?;
+        }
+        if let Some(q) = &r.adc_quality {
+            write_atomic(
+                &dir.join("adc-quality.json"),
+                (serde_json::to_string_pretty(q).expect("json") + "\n").as_bytes(),
+            )?;
+            write_atomic(&dir.join("adc-quality.csv"), q.csv().as_bytes())?;
         }
     }
     Ok(())

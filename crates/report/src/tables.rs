@@ -58,6 +58,9 @@ pub fn setting_label(c: &RunConfig) -> String {
     };
     let adc = if scheme.psum.is_some() { format!("P{} ", c.psum_bits) } else { String::new() };
     let mut s = format!("{adc}N{} c{} W{}A{} {}", c.array_size, c.cell_bits, c.weight_bits, c.act_bits, c.encoding);
+    if scheme.psum.is_some() && !c.adc_is_default() {
+        s += &format!(" adc {}", c.adc_label());
+    }
     if let Some(r) = c.recipe {
         s += &format!(" {}", r.name());
     }
@@ -163,6 +166,7 @@ impl Tables {
         tables.push(claim_table(study, results, claims)?);
         tables.push(stage_table(study, results)?);
         tables.push(hardware_table(study, results)?);
+        tables.push(adc_quality_table(study, results)?);
         tables.push(variation_table(study, results)?);
         Ok(Self { tables })
     }
@@ -207,6 +211,7 @@ impl Tables {
             ("claims", "The paper's claim: column/column minus the best related work"),
             ("stages", "One-stage vs two-stage training"),
             ("hardware", "Hardware cost per model"),
+            ("adc_quality", "ADC quality (cargo xtask inspect)"),
             ("variation", "Memory-cell variation (accuracy in percent over simulated chips)"),
         ];
         for (stem, title) in titles {
@@ -482,6 +487,7 @@ fn hardware_table(study: &Study, results: &[CellResult]) -> Result<(String, Data
         "dequant. multiplies / image",
         "weight scales",
         "psum scales",
+        "window adds / image",
     ];
     let mut rows = Vec::new();
     let mut frame: BTreeMap<&str, Vec<u64>> = BTreeMap::new();
@@ -517,6 +523,7 @@ fn hardware_table(study: &Study, results: &[CellResult]) -> Result<(String, Data
                 ("dequant_multiplies_per_image", counts.dequant_multiplies_per_image as u64),
                 ("weight_scales", sum.weight_scales as u64),
                 ("psum_scales", sum.psum_scales as u64),
+                ("window_adds_per_image", counts.window_adds_per_image as u64),
             ];
             let setting = setting_label(c);
             let mut row = vec![b.name.clone(), c.method.clone(), setting.clone()];
@@ -540,8 +547,81 @@ fn hardware_table(study: &Study, results: &[CellResult]) -> Result<(String, Data
     }
     let df = DataFrame::new_infer_height(cols)?;
     let md = markdown(&headers, &rows)
-        + "\nArrays, scales and distinct dequantization multipliers are summed over the CIM layers; ADC conversions and dequantization multiplies are per classified image. Column-wise weights add no multiplier over layer-wise weights with column-wise partial sums (one per slice, row tile and column either way).\n";
+        + "\nArrays, scales and distinct dequantization multipliers are summed over the CIM layers; ADC conversions and dequantization multiplies are per classified image. Column-wise weights add no multiplier over layer-wise weights with column-wise partial sums (one per slice, row tile and column either way). A learned ADC window adds one constant (s_w * z) per multiplier, added digitally: one add per dequantization multiply.\n";
     Ok(("hardware".into(), df, md))
+}
+
+/// Median and worst ADC SQNR per method and setting, over every (layer, polarity, slice) ADC and
+/// every seed's run, from the runs' `adc-quality.json` (written by `inspect`, which `reproduce`
+/// runs after training).
+fn adc_quality_table(study: &Study, results: &[CellResult]) -> Result<(String, DataFrame, String), ReportError> {
+    let headers =
+        ["benchmark", "method", "setting", "median SQNR dB", "worst SQNR dB", "clipped low %", "clipped high %", "runs"];
+    let mut rows = Vec::new();
+    let (mut bc, mut mc, mut sc) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut med, mut worst, mut low, mut high) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for b in &study.benchmark {
+        let mut done = Vec::new();
+        for r in benchmark_results(results, &b.name) {
+            let c = &r.cell.config;
+            let key = format!("{} {}", c.method, setting_label(c));
+            if !c.uses_adc() || done.contains(&key) {
+                continue;
+            }
+            done.push(key.clone());
+            let reports: Vec<&train::AdcQualityReport> = benchmark_results(results, &b.name)
+                .into_iter()
+                .filter(|x| format!("{} {}", x.cell.config.method, setting_label(&x.cell.config)) == key)
+                .filter_map(|x| x.adc_quality.as_ref())
+                .collect();
+            let pooled = train::AdcQualityReport {
+                method: c.method.clone(),
+                config_hash: String::new(),
+                images: reports.iter().map(|q| q.images).sum(),
+                rows: reports.iter().flat_map(|q| q.rows.iter().cloned()).collect(),
+            };
+            let n = pooled.rows.len().max(1) as f64;
+            let share = |f: fn(&train::AdcQualityRow) -> f64| {
+                (!pooled.rows.is_empty()).then(|| 100.0 * pooled.rows.iter().map(f).sum::<f64>() / n)
+            };
+            let (m, w) = (pooled.median_sqnr_db(), pooled.worst_sqnr_db());
+            let (l, h) = (share(|r| r.clipped_low), share(|r| r.clipped_high));
+            let text = |v: Option<f64>| v.map(|x| format!("{x:.2}")).unwrap_or_else(|| "—".into());
+            rows.push(vec![
+                b.name.clone(),
+                c.method.clone(),
+                setting_label(c),
+                text(m),
+                text(w),
+                text(l),
+                text(h),
+                reports.len().to_string(),
+            ]);
+            bc.push(b.name.clone());
+            mc.push(c.method.clone());
+            sc.push(setting_label(c));
+            med.push(m.filter(|x| x.is_finite()));
+            worst.push(w.filter(|x| x.is_finite()));
+            low.push(l);
+            high.push(h);
+        }
+    }
+    let df = DataFrame::new_infer_height(vec![
+        Column::new("benchmark".into(), bc),
+        Column::new("method".into(), mc),
+        Column::new("setting".into(), sc),
+        opt_series("median_sqnr_db", med),
+        opt_series("worst_sqnr_db", worst),
+        opt_series("clipped_low_pct", low),
+        opt_series("clipped_high_pct", high),
+    ])?;
+    let md = if rows.is_empty() {
+        "No method of this profile quantizes partial sums.\n".to_string()
+    } else {
+        markdown(&headers, &rows)
+            + "\nSQNR of every ADC (signal p, noise p - p_q) over every CIM layer, polarity and slice, on test batches; clipped shares are means over those ADCs. For scale: a uniform quantizer of Gaussian data reaches at best 14.3 dB with 3 bits, 9.3 dB with 2. Runs archived without a checkpoint (trained before `inspect` existed) show —.\n"
+    };
+    Ok(("adc_quality".into(), df, md))
 }
 
 /// Image shape and class count of a data-set spec, for counting hardware (the class count only

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use report::{ReportOptions, generate};
 use study::Study;
 use train::run::{EpochRecord, write_json};
-use train::{Summary, VariationReport};
+use train::{AdcQualityReport, AdcQualityRow, Summary, VariationReport};
 
 const STUDY: &str = r#"
 name = "fixture"
@@ -97,6 +97,28 @@ fn write_fixtures(study: &Study, runs: &Path) {
             images_per_sec: 100.0,
         };
         write_json(&dir.join("summary.json"), &summary).unwrap();
+        if c.uses_adc() {
+            // two CIM layers x two slices; finer granularity, more bits: higher SQNR
+            let gain = accuracy(i, &c.method, c.psum_bits, c.seed) * 10.0;
+            let rows = (0..4)
+                .map(|j| AdcQualityRow {
+                    layer: j / 2,
+                    shape: "16->16 s1".into(),
+                    polarity: 0,
+                    slice: j % 2,
+                    sqnr_db: Some(gain + j as f64),
+                    clipped_low: 0.01 * j as f64,
+                    clipped_high: 0.02,
+                    code_entropy_bits: 2.0,
+                    codes_used: 6,
+                    codes: 1 << c.psum_bits,
+                    digit_shares: vec![0.25; 4],
+                    digit_low: 0,
+                })
+                .collect();
+            let q = AdcQualityReport { method: c.method.clone(), config_hash: cell.key(), images: 50, rows };
+            write_json(&dir.join("adc-quality.json"), &q).unwrap();
+        }
     }
     for cell in study.variation_cells().unwrap() {
         let dir = cell.dir(runs, &study.name);
@@ -128,7 +150,7 @@ fn report_of_fixed_results() {
     write_fixtures(&study, &runs);
     let opts = ReportOptions { runs_root: runs, out_dir: out.clone(), claims: claims(), figures: true };
     let tables = generate(&study, &opts).unwrap();
-    for stem in ["accuracy", "claims", "stages", "hardware", "variation"] {
+    for stem in ["accuracy", "claims", "stages", "hardware", "adc_quality", "variation"] {
         insta::assert_snapshot!(format!("fixture_{stem}_md"), tables.markdown(stem));
         insta::assert_snapshot!(
             format!("fixture_{stem}_csv"),
@@ -173,7 +195,7 @@ fn committed_smoke_report_regenerates_identically() {
     let out = tmp.path().join("report");
     let opts = ReportOptions { runs_root: tmp.path().join("runs"), out_dir: out, claims: claims(), figures: false };
     let tables = generate(&study, &opts).unwrap();
-    for stem in ["accuracy", "claims", "stages", "hardware", "variation"] {
+    for stem in ["accuracy", "claims", "stages", "hardware", "adc_quality", "variation"] {
         let committed = std::fs::read_to_string(root.join(format!("{stem}.md"))).unwrap();
         assert_eq!(tables.markdown(stem), committed, "reports/smoke/{stem}.md");
         insta::assert_snapshot!(format!("smoke_{stem}_md"), tables.markdown(stem));

@@ -62,7 +62,7 @@ pub struct Benchmark {
     pub base: toml::Table,
     /// Settings swept: each entry maps fields to lists of values (cartesian product); the cells
     /// of all entries are pooled (duplicates dropped). An entry's optional `methods` list limits
-    /// it to those methods.
+    /// it to those methods, and its optional `seeds` list replaces the benchmark's seeds for it.
     #[serde(default)]
     pub sweep: Vec<toml::Table>,
     /// A named input the benchmark needs (e.g. `cifar10-jpeg`): its `{name}` placeholder in
@@ -141,8 +141,11 @@ impl Cell {
         let mut s = format!("{} {} {}", c.dataset, c.model.name(), c.method);
         if c.method != "fp" {
             s += &format!(" W{}A{} c{} N{} {}", c.weight_bits, c.act_bits, c.cell_bits, c.array_size, c.encoding);
-            if c.method != "ideal-adc" {
+            if c.uses_adc() {
                 s += &format!(" P{}", c.psum_bits);
+                if !c.adc_is_default() {
+                    s += &format!(" adc {}", c.adc_label());
+                }
             }
         }
         s + &format!(" seed{}", c.seed)
@@ -199,8 +202,12 @@ pub fn canonical(mut c: RunConfig) -> RunConfig {
             c.array_size = d.array_size;
             c.encoding = d.encoding;
             c.train_variation_sigma = d.train_variation_sigma;
+            c.clear_adc_settings();
         }
-        Some(Some(s)) if s.psum.is_none() => c.psum_bits = d.psum_bits,
+        Some(Some(s)) if s.psum.is_none() => {
+            c.psum_bits = d.psum_bits;
+            c.clear_adc_settings();
+        }
         _ => {}
     }
     c
@@ -261,9 +268,13 @@ impl Study {
                         Some(v.try_into().map_err(|e| StudyError::Invalid(format!("{origin}: sweep `methods`: {e}")))?)
                     }
                 };
+                let seeds: Vec<u64> = match entry.remove("seeds") {
+                    None => b.seeds.clone(),
+                    Some(v) => v.try_into().map_err(|e| StudyError::Invalid(format!("{origin}: sweep `seeds`: {e}")))?,
+                };
                 for assignment in assignments(&entry, &origin)? {
                     for method in b.methods.iter().filter(|m| only.as_ref().is_none_or(|o| o.contains(m))) {
-                        for &seed in &b.seeds {
+                        for &seed in &seeds {
                             let mut config = overlay(&base, &assignment, &origin)?;
                             config.method = method.clone();
                             config.seed = seed;
@@ -344,6 +355,30 @@ chips = 2
         assert_eq!(v.len(), 2); // one-stage columnwise, two seeds (recipe overrides only when named)
         assert!(v.iter().all(|c| c.config.psum_bits == 3 && c.config.array_size == 128));
         assert!(cells[0].label().starts_with("synthetic resnet20 fp seed0"));
+    }
+
+    /// ADC windows are swept like any field; methods without ADCs stay one cell, with the hash
+    /// of runs from before windows existed.
+    #[test]
+    fn adc_settings_sweep_only_methods_with_adcs() {
+        let text = STUDY.replace(
+            "sweep = [{ psum_bits = [3, 4] }, { array_size = [64], psum_bits = [3] }, { methods = [\"columnwise\"], recipe = [\"two-stage\"] }]",
+            "sweep = [{ psum_bits = [3] }, { psum_bits = [3], adc_window = [\"zero\"], adc_init = [\"lsq\"] }, \
+             { methods = [\"columnwise\"], psum_bits = [3], seeds = [7] }]",
+        );
+        let s: Study = toml::from_str(&text).unwrap();
+        let cells = s.cells().unwrap();
+        let count = |m: &str| cells.iter().filter(|c| c.config.method == m).count();
+        assert_eq!((count("fp"), count("ideal-adc"), count("columnwise")), (2, 2, 5));
+        assert!(cells.iter().any(|c| c.config.seed == 7 && c.config.method == "columnwise"));
+        assert!(!cells.iter().any(|c| c.config.seed == 7 && c.config.method != "columnwise"));
+        let ablation: Vec<&Cell> = cells.iter().filter(|c| c.label().contains("adc zero/lsq")).collect();
+        assert_eq!(ablation.len(), 2);
+        assert!(ablation.iter().all(|c| c.config.method == "columnwise"));
+        let fp = cells.iter().find(|c| c.config.method == "fp").unwrap();
+        assert!(!fp.config.to_toml().contains("adc_"), "fp keeps the hash of before windows");
+        let default = cells.iter().find(|c| c.config.method == "columnwise").unwrap();
+        assert!(default.config.to_toml().contains("adc_window = \"learned\""));
     }
 
     #[test]

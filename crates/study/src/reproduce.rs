@@ -71,6 +71,8 @@ pub struct ReproduceOutcome {
     pub failed: Vec<(String, String)>,
     /// Variation studies run or found.
     pub variation: usize,
+    /// ADC inspections run or found (finished cells with ADCs and a checkpoint).
+    pub inspected: usize,
     /// Summaries of every finished selected cell, with its label.
     pub summaries: Vec<(String, Summary)>,
     /// Seconds spent.
@@ -154,6 +156,14 @@ pub fn reproduce(study: &Study, opts: &ReproduceOptions) -> Result<ReproduceOutc
         }
         if let Some(summary) = RunDir::new(&dir).read_summary()? {
             out.summaries.push((cell.label(), summary));
+            // the ADC quality of the trained run, for the report (archived runs of older
+            // versions have no checkpoint to inspect)
+            if cell.config.uses_adc() && RunDir::new(&dir).latest_checkpoint()?.is_some() {
+                match train::inspect_run(&dir, train::DEFAULT_INSPECT_BATCHES, &opts.data_dir) {
+                    Ok(_) => out.inspected += 1,
+                    Err(e) => out.failed.push((format!("inspect of {}", cell.label()), e.to_string())),
+                }
+            }
         }
     }
     if let Some(v) = &study.variation {

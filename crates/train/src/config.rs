@@ -1,6 +1,6 @@
 //! The run configuration: a TOML file or command-line flags, validated before any work.
 
-use cim_core::{Encoding, Method, Recipe};
+use cim_core::{AdcInit, AdcWindow, Encoding, Method, Recipe};
 use models::{Arch, CimSettings, ConvKind};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -35,6 +35,15 @@ pub struct RunConfig {
     pub array_size: usize,
     /// Weight encoding.
     pub encoding: Encoding,
+    /// The ADC's reference window (methods with ADCs only). A stored run config without it was
+    /// written before windows existed and trained with `zero`: absent means `zero`, and `zero`
+    /// is not written, so such runs keep their hash.
+    #[serde(default = "window_before_calibration", skip_serializing_if = "is_window_before_calibration")]
+    pub adc_window: AdcWindow,
+    /// How ADC windows are calibrated (methods with ADCs only); absent means `lsq`, as for
+    /// `adc_window`.
+    #[serde(default = "init_before_calibration", skip_serializing_if = "is_init_before_calibration")]
+    pub adc_init: AdcInit,
     /// Overrides the method's recipe.
     pub recipe: Option<Recipe>,
     /// Epochs in all (both stages of a two-stage recipe).
@@ -76,6 +85,8 @@ impl Default for RunConfig {
             cell_bits: 2,
             array_size: 128,
             encoding: Encoding::Differential,
+            adc_window: AdcWindow::Learned,
+            adc_init: AdcInit::Mse,
             recipe: None,
             epochs: 2,
             batch_size: 128,
@@ -112,10 +123,88 @@ fn invalid(field: &str, value: impl std::fmt::Display, expected: &str) -> TrainE
     TrainError::Config(format!("{field} = {value}: expected {expected}"))
 }
 
+/// The ADC of runs written before ADC windows and calibration existed (and what an absent field
+/// of a stored run config means).
+fn window_before_calibration() -> AdcWindow {
+    AdcWindow::Zero
+}
+
+fn is_window_before_calibration(w: &AdcWindow) -> bool {
+    *w == window_before_calibration()
+}
+
+fn init_before_calibration() -> AdcInit {
+    AdcInit::Lsq
+}
+
+fn is_init_before_calibration(i: &AdcInit) -> bool {
+    *i == init_before_calibration()
+}
+
+/// The run-config fields that only mean something for a method with ADCs.
+pub const ADC_FIELDS: [&str; 2] = ["adc_window", "adc_init"];
+
 impl RunConfig {
-    /// Parses a TOML run configuration; `origin` names it in errors.
+    /// Parses a user's TOML run configuration (`origin` names it in errors): fields it leaves
+    /// out take the defaults of [`RunConfig::default`], and ADC settings are rejected for a
+    /// method without ADCs.
     pub fn from_toml(text: &str, origin: &str) -> Result<Self, TrainError> {
+        let given: toml::Table = toml::from_str(text).map_err(|e| TrainError::Config(format!("{origin}: {e}")))?;
+        let mut merged = toml::Table::try_from(RunConfig::default()).expect("a run config is a table");
+        merged.extend(given.clone());
+        let config: RunConfig = merged.try_into().map_err(|e| TrainError::Config(format!("{origin}: {e}")))?;
+        let adc_given: Vec<(String, String)> = ADC_FIELDS
+            .iter()
+            .filter_map(|&f| given.get(f).map(|v| (format!("{origin}: {f}"), v.to_string())))
+            .collect();
+        config.check_adc_settings_apply(&adc_given)?;
+        Ok(config)
+    }
+
+    /// Parses the configuration a run folder stores (written by [`Self::to_toml`], possibly by
+    /// an older version: fields it lacks take the values runs had before they existed).
+    pub fn from_stored_toml(text: &str, origin: &str) -> Result<Self, TrainError> {
         toml::from_str(text).map_err(|e| TrainError::Config(format!("{origin}: {e}")))
+    }
+
+    /// Whether the method quantizes partial sums (has ADCs). Unknown methods: false (`resolve`
+    /// reports them).
+    pub fn uses_adc(&self) -> bool {
+        methods::find(&self.method).is_ok_and(|m| m.scheme().is_some_and(|s| s.psum.is_some()))
+    }
+
+    /// Resets the ADC settings to the values that are not written (those of runs before ADC
+    /// windows existed): what a method without ADCs carries, so that its runs keep one hash
+    /// however windows are swept.
+    pub fn clear_adc_settings(&mut self) {
+        self.adc_window = window_before_calibration();
+        self.adc_init = init_before_calibration();
+    }
+
+    /// The ADC's window and init as one label (`learned/mse`), for methods with ADCs.
+    pub fn adc_label(&self) -> String {
+        format!("{}/{}", self.adc_window, self.adc_init)
+    }
+
+    /// Whether the ADC settings are today's defaults.
+    pub fn adc_is_default(&self) -> bool {
+        let d = RunConfig::default();
+        (self.adc_window, self.adc_init) == (d.adc_window, d.adc_init)
+    }
+
+    /// Rejects ADC settings given explicitly - `(where, value)` pairs such as
+    /// `("--adc-window", "zero")` - for a method without ADCs.
+    pub fn check_adc_settings_apply(&self, given: &[(String, String)]) -> Result<(), TrainError> {
+        match given.first() {
+            Some((flag, value)) if methods::find(&self.method).is_ok() && !self.uses_adc() => {
+                Err(TrainError::Config(format!(
+                    "{flag} {value}: method {} has no ADC (an ideal ADC or floating point); ADC windows \
+                     apply only to methods that quantize partial sums (e.g. layerwise, arraywise, columnwise)",
+                    self.method
+                )))
+            }
+            _ => Ok(()),
+        }
     }
 
     /// The configuration as TOML.
@@ -171,6 +260,8 @@ impl RunConfig {
                     encoding: self.encoding,
                     weight_granularity: scheme.weight,
                     psum_granularity: scheme.psum.unwrap_or(cim_core::Granularity::Layer),
+                    adc_window: self.adc_window,
+                    adc_init: self.adc_init,
                 };
                 // every layer of the model uses the same bits and arrays: one check covers them
                 settings
@@ -269,7 +360,10 @@ mod tests {
         assert_eq!(r.stage1_epochs, 2);
         assert!(r.calibrates_at(0) && r.adc_enabled(0));
         assert_eq!(RunConfig::from_toml(&c.to_toml(), "x").unwrap(), c);
+        assert_eq!(RunConfig::from_stored_toml(&c.to_toml(), "x").unwrap(), c);
         assert_eq!(c.hash(), RunConfig::default().hash());
+        assert_eq!((c.adc_window, c.adc_init), (AdcWindow::Learned, AdcInit::Mse));
+        assert_ne!(c.hash(), RunConfig { adc_init: AdcInit::Lsq, ..RunConfig::default() }.hash());
         assert_ne!(c.hash(), RunConfig { seed: 1, ..RunConfig::default() }.hash());
     }
 
@@ -302,5 +396,43 @@ mod tests {
         assert!(e.contains("run.toml"), "{e}");
         let e = RunConfig::from_toml("epoch = 3", "run.toml").unwrap_err().to_string();
         assert!(e.contains("epoch"), "{e}");
+    }
+
+    /// A run folder written before ADC windows existed: its config has no ADC fields, it was
+    /// trained with a zero window and LSQ's init, and it keeps its hash (the name of its folder).
+    #[test]
+    fn stored_configs_without_adc_fields_keep_their_meaning_and_hash() {
+        let old = RunConfig { adc_window: AdcWindow::Zero, adc_init: AdcInit::Lsq, ..RunConfig::default() };
+        let text = old.to_toml();
+        assert!(!text.contains("adc_"), "{text}");
+        let stored = RunConfig::from_stored_toml(&text, "config.toml").unwrap();
+        assert_eq!(stored, old);
+        assert_eq!(stored.hash(), old.hash());
+        // a user's file that leaves them out gets today's defaults instead
+        let user = RunConfig::from_toml(&text, "run.toml").unwrap();
+        assert_eq!((user.adc_window, user.adc_init), (AdcWindow::Learned, AdcInit::Mse));
+        // a committed real-small run (layerwise, P3, seed 0), written before windows existed
+        let committed = "dataset = \"fashion-mnist\"\nfolder_holdout = 500\nmodel = \"resnet20\"\n\
+            method = \"layerwise\"\nweight_bits = 4\nact_bits = 4\npsum_bits = 3\ncell_bits = 2\n\
+            array_size = 128\nencoding = \"differential\"\nepochs = 3\nbatch_size = 64\nlr = 0.05\n\
+            momentum = 0.9\nweight_decay = 0.0005\nwarmup_epochs = 0\nfinetune_fraction = 0.25\n\
+            finetune_lr_scale = 0.1\nlimit_train = 5000\nlimit_test = 2000\nseed = 0\n\
+            train_variation_sigma = 0.0\n";
+        let c = RunConfig::from_stored_toml(committed, "config.toml").unwrap();
+        assert_eq!(c.to_toml(), committed);
+        assert_eq!((c.adc_window, c.adc_init), (AdcWindow::Zero, AdcInit::Lsq));
+    }
+
+    #[test]
+    fn adc_settings_on_a_method_without_adc_are_rejected() {
+        let e = RunConfig::from_toml("method = \"fp\"\nadc_window = \"zero\"", "run.toml").unwrap_err().to_string();
+        assert!(e.contains("run.toml: adc_window \"zero\"") && e.contains("method fp has no ADC"), "{e}");
+        let e = RunConfig::from_toml("method = \"ideal-adc\"\nadc_init = \"lsq\"", "r.toml").unwrap_err().to_string();
+        assert!(e.contains("adc_init"), "{e}");
+        assert!(RunConfig::from_toml("method = \"fp\"", "run.toml").is_ok());
+        let e = RunConfig::from_toml("adc_window = \"offset\"", "run.toml").unwrap_err().to_string();
+        assert!(e.contains("run.toml") && e.contains("offset"), "{e}");
+        let c = RunConfig { method: "columnwise".into(), ..RunConfig::default() };
+        assert!(c.check_adc_settings_apply(&[("--adc-window".into(), "zero".into())]).is_ok());
     }
 }

@@ -4,12 +4,14 @@
 
 pub mod config;
 pub mod eval;
+pub mod inspect;
 pub mod run;
 pub mod trainer;
 pub mod variation;
 
 pub use config::{ResolvedRun, RunConfig};
 pub use eval::{EvalResult, evaluate, evaluate_run};
+pub use inspect::{AdcQualityReport, AdcQualityRow, DEFAULT_INSPECT_BATCHES, inspect_run};
 pub use run::{EpochRecord, RunDir, Summary};
 pub use trainer::{TrainOptions, train};
 pub use variation::{VariationReport, variation_study};

@@ -131,7 +131,7 @@ impl RunDir {
             return Ok(None);
         }
         let text = std::fs::read_to_string(&path).map_err(|e| TrainError::io(&path, e))?;
-        RunConfig::from_toml(&text, &path.display().to_string()).map(Some)
+        RunConfig::from_stored_toml(&text, &path.display().to_string()).map(Some)
     }
 
     /// The summary, if the run finished.

@@ -11,7 +11,7 @@ use burn::optim::momentum::MomentumConfig;
 use burn::optim::{GradientsParams, ModuleOptimizer, OptimizerRecord, SgdConfig};
 use burn::store::ModuleRecord;
 use burn::tensor::{Bytes, Device, Int, Tensor, TensorData};
-use data::{BatchLoader, DataDir, ImageSet, LoadedData};
+use data::{Batch, BatchLoader, DataDir, ImageSet, LoadedData};
 use indicatif::{ProgressBar, ProgressStyle};
 use models::Model;
 
@@ -153,17 +153,23 @@ pub fn train(config: &RunConfig, out: &Path, opts: &TrainOptions) -> Result<Opti
         for layer in model.cim_layers_mut() {
             layer.set_adc_enabled(run.adc_enabled(epoch)).map_err(TrainError::Config)?;
         }
-        let loader = BatchLoader::new(
-            data.train.clone(),
-            &train_indices,
-            config.batch_size.min(data.train.len()),
-            true,
-            true,
-            data.data.augment,
-            data.data.normalize.clone(),
-            config.seed,
-            epoch,
-        );
+        let loader = || {
+            BatchLoader::new(
+                data.train.clone(),
+                &train_indices,
+                config.batch_size.min(data.train.len()),
+                true,
+                true,
+                data.data.augment,
+                data.data.normalize.clone(),
+                config.seed,
+                epoch,
+            )
+        };
+        if calibrate {
+            calibrate_adcs(&mut model, loader().take(cim_core::calibration::CALIBRATION_BATCHES), &device);
+        }
+        let loader = loader();
         let steps = loader.len();
         bar.set_length(steps as u64);
         bar.set_position(0);
@@ -173,7 +179,6 @@ pub fn train(config: &RunConfig, out: &Path, opts: &TrainOptions) -> Result<Opti
             let b = batch.labels.len();
             let x = Tensor::<4>::from_data(TensorData::new(batch.images, batch.shape), &device);
             let y = Tensor::<1, Int>::from_data(TensorData::new(batch.labels, [b]), &device);
-            let armed = calibrate && step == 0;
             if config.train_variation_sigma > 0.0 {
                 // fresh cell noise at every step, a function of (seed, epoch, step, layer)
                 let step_seed = cim_core::variation::cell_seed(config.seed ^ ((epoch as u64) << 32), step);
@@ -183,9 +188,6 @@ pub fn train(config: &RunConfig, out: &Path, opts: &TrainOptions) -> Result<Opti
                         cim_core::variation::cell_seed(step_seed, i),
                     );
                 }
-            }
-            if armed {
-                model.cim_layers().iter().for_each(|l| l.arm_psum_calibration());
             }
             let logits = model.forward(x);
             let loss = loss_fn.forward(logits.clone(), y.clone());
@@ -204,11 +206,6 @@ pub fn train(config: &RunConfig, out: &Path, opts: &TrainOptions) -> Result<Opti
             let grads = GradientsParams::from_grads(loss.backward(), &model);
             lr = run.learning_rate(epoch, step, steps);
             model = optim.step(lr, model, grads);
-            if armed {
-                for layer in model.cim_layers_mut() {
-                    layer.finish_psum_calibration();
-                }
-            }
             loss_sum += value as f64 * b as f64;
             seen += b;
             bar.inc(1);
@@ -254,6 +251,23 @@ pub fn train(config: &RunConfig, out: &Path, opts: &TrainOptions) -> Result<Opti
     let summary = summarize(config, &history, data.train.len(), data.test.len());
     write_json(&dir.summary_path(), &summary)?;
     Ok(Some(summary))
+}
+
+/// ADC calibration (DESIGN.md section 3): forward passes over the first training batches of the
+/// stage, in training mode and without cell noise, record every ADC group's partial sums; each
+/// layer then sets its windows from them. The batches are trained on afterwards as usual.
+fn calibrate_adcs(model: &mut Model, batches: impl Iterator<Item = Batch>, device: &Device) {
+    for layer in model.cim_layers_mut() {
+        layer.set_training_variation(None, 0);
+        layer.arm_psum_calibration();
+    }
+    for batch in batches {
+        let x = Tensor::<4>::from_data(TensorData::new(batch.images, batch.shape), device);
+        let _ = model.forward(x);
+    }
+    for layer in model.cim_layers_mut() {
+        layer.finish_psum_calibration();
+    }
 }
 
 fn save_checkpoint(

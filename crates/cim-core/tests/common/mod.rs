@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use burn::tensor::{Device, Tensor, TensorData};
-use cim_core::{CimConvConfig, Encoding, Granularity};
+use cim_core::{AdcInit, AdcWindow, CimConvConfig, Encoding, Granularity};
 use serde::Deserialize;
 
 /// A dense row-major array of f64 values.
@@ -44,6 +44,9 @@ pub struct GoldenCase {
     pub weight: Dense,
     pub weight_scale: Dense,
     pub psum_scale: Dense,
+    /// Given ADC offsets (the `adc-window/` cases).
+    #[serde(default)]
+    pub psum_offset: Option<Dense>,
     pub psums: Dense,
     pub expected_output: Dense,
 }
@@ -63,9 +66,14 @@ pub struct GoldenConfig {
     pub encoding: Encoding,
     pub weight_granularity: Granularity,
     pub psum_granularity: Granularity,
+    /// `true` in the `adc-window/` cases.
+    #[serde(default)]
+    pub adc_window: bool,
 }
 
 impl GoldenConfig {
+    /// The layer configuration. The cases' steps follow LSQ's init rule, so `adc_init = lsq`;
+    /// the `adc-window/` cases need offsets, so a learned window.
     pub fn cim(&self) -> CimConvConfig {
         CimConvConfig::new(self.in_channels, self.out_channels, self.kernel)
             .with_stride(self.stride)
@@ -78,15 +86,26 @@ impl GoldenConfig {
             .with_encoding(self.encoding)
             .with_weight_granularity(self.weight_granularity)
             .with_psum_granularity(self.psum_granularity)
+            .with_adc_window(if self.adc_window { AdcWindow::Learned } else { AdcWindow::Zero })
+            .with_adc_init(AdcInit::Lsq)
     }
 }
 
 /// The golden folder: `CIM_GOLDEN_DIR` when set, else ../shared/golden beside the checkout.
+/// Its `adc-window/` subfolder holds the cases with given ADC windows.
 pub fn golden_dir() -> PathBuf {
     match std::env::var_os("CIM_GOLDEN_DIR") {
         Some(dir) => PathBuf::from(dir),
         None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/golden"),
     }
+}
+
+/// Every `*.json` case of the golden folder and of its `adc-window/` subfolder (which must
+/// exist: a missing subfolder would silently skip the window cases).
+pub fn read_all_cases(dir: &Path) -> Vec<(PathBuf, GoldenCase)> {
+    let mut cases = read_cases(dir);
+    cases.extend(read_cases(&dir.join("adc-window")));
+    cases
 }
 
 /// Every `*.json` case of a folder, sorted by file name.
@@ -294,23 +313,53 @@ impl Naive {
         }
     }
 
-    /// LSQ init of the ADC steps from integer partial sums, in f64: [pol, S, keys].
-    pub fn psum_steps_init(&self, p: &Psums) -> Vec<f64> {
+    /// The flat ADC group of (pol, s, g, c): [pol, S, keys].
+    pub fn psum_key(&self, pol: usize, s: usize, g: usize, c: usize) -> usize {
         let gran = self.cfg.psum_granularity;
-        let keys = self.keys(gran);
-        let mut sum = vec![0f64; self.pols * self.slices * keys];
+        (pol * self.slices + s) * self.keys(gran) + self.key(gran, g, c)
+    }
+
+    /// Number of ADC groups.
+    pub fn psum_groups(&self) -> usize {
+        self.pols * self.slices * self.keys(self.cfg.psum_granularity)
+    }
+
+    /// Sum of |p| and count of every ADC group.
+    fn psum_abs_sums(&self, p: &Psums) -> (Vec<f64>, Vec<usize>) {
+        let mut sum = vec![0f64; self.psum_groups()];
         let mut n = vec![0usize; sum.len()];
         p.for_each(|pol, s, g, _b, c, _pos, v| {
-            let i = (pol * self.slices + s) * keys + self.key(gran, g, c);
+            let i = self.psum_key(pol, s, g, c);
             sum[i] += v.abs() as f64;
             n[i] += 1;
         });
+        (sum, n)
+    }
+
+    /// Whether every partial sum of a group is 0.
+    pub fn zero_groups(&self, p: &Psums) -> Vec<bool> {
+        self.psum_abs_sums(p).0.iter().map(|&s| s == 0.0).collect()
+    }
+
+    /// LSQ init of the ADC steps from integer partial sums, in f64: [pol, S, keys]. A group whose
+    /// partial sums are all 0 takes its layer's step: the LSQ rule over every partial sum of its
+    /// polarity and slice (1.0 only if those are all 0 too).
+    pub fn psum_steps_init(&self, p: &Psums) -> Vec<f64> {
+        let (sum, n) = self.psum_abs_sums(p);
+        let keys = self.keys(self.cfg.psum_granularity);
+        let lsq = |s: usize, total: f64, count: usize| {
+            let pp = self.p_range(s).1.max(1) as f64;
+            let mean = total / count as f64;
+            if mean == 0.0 { None } else { Some(2.0 * mean / pp.sqrt()) }
+        };
         (0..sum.len())
             .map(|i| {
                 let s = i / keys % self.slices;
-                let pp = self.p_range(s).1.max(1) as f64;
-                let mean = sum[i] / n[i] as f64;
-                if mean == 0.0 { 1.0 } else { 2.0 * mean / pp.sqrt() }
+                lsq(s, sum[i], n[i]).unwrap_or_else(|| {
+                    let layer = i / keys * keys..(i / keys + 1) * keys;
+                    let (total, count) = (sum[layer.clone()].iter().sum(), n[layer].iter().sum());
+                    lsq(s, total, count).unwrap_or(1.0)
+                })
             })
             .collect()
     }
@@ -323,24 +372,29 @@ impl Naive {
         sign * place * weight_steps[self.key(self.cfg.weight_granularity, g, c)] as f64 / levels
     }
 
-    fn psum_key(&self, pol: usize, s: usize, g: usize, c: usize) -> usize {
-        let gran = self.cfg.psum_granularity;
-        (pol * self.slices + s) * self.keys(gran) + self.key(gran, g, c)
+    /// The ADC of (pol, s, g, c) applied to v: (code, whether (v - z)/s lay inside the range,
+    /// the ratio), with (v - z) / s in f32 as the layer computes it.
+    fn adc(&self, pol: usize, s: usize, g: usize, c: usize, v: i64, windows: &Windows) -> (f64, bool, f64) {
+        let i = self.psum_key(pol, s, g, c);
+        let (step, z) = (windows.steps[i], windows.offsets[i]);
+        let (lo, hi) = self.p_range(s);
+        let ratio = (v as f32 - z) / step;
+        let code = ratio.clamp(lo as f32, hi as f32).round_ties_even() as f64;
+        (code, ratio >= lo as f32 && ratio <= hi as f32, ratio as f64)
     }
 
-    /// ADC, dequantization and accumulation: y [B, C_out, H', W'] in f64 (p / s_p in f32, as the
-    /// layer computes it, so that both round the same way). `psum_steps: None` is an ideal ADC.
-    pub fn output(&self, p: &Psums, weight_steps: &[f32], psum_steps: Option<&[f32]>) -> Vec<f64> {
+    /// ADC, dequantization and accumulation: y [B, C_out, H', W'] in f64. `windows: None` is an
+    /// ideal ADC; otherwise `p_q = z + s_p * clamp(round((p - z) / s_p), Pn, Pp)`.
+    pub fn output(&self, p: &Psums, weight_steps: &[f32], windows: Option<&Windows>) -> Vec<f64> {
         let c_n = self.cfg.out_channels;
         let mut y = vec![0f64; p.b * c_n * p.ho * p.wo];
         p.for_each(|pol, s, g, b, c, pos, v| {
-            let quantized = match psum_steps {
+            let quantized = match windows {
                 None => v as f64,
-                Some(steps) => {
-                    let step = steps[self.psum_key(pol, s, g, c)];
-                    let (lo, hi) = self.p_range(s);
-                    let code = (v as f32 / step).clamp(lo as f32, hi as f32).round_ties_even();
-                    code as f64 * step as f64
+                Some(w) => {
+                    let i = self.psum_key(pol, s, g, c);
+                    let (code, _, _) = self.adc(pol, s, g, c, v, w);
+                    w.offsets[i] as f64 + code * w.steps[i] as f64
                 }
             };
             y[(b * c_n + c) * p.ho * p.wo + pos] += self.coef(pol, s, g, c, weight_steps) * quantized;
@@ -348,31 +402,64 @@ impl Naive {
         y
     }
 
-    /// Hand-derived LSQ gradient of L = sum(y * r) with respect to every ADC step, including
-    /// LSQ's gradient scale 1/sqrt(n * max(Pp, 1)).
-    pub fn psum_step_grad(&self, p: &Psums, weight_steps: &[f32], psum_steps: &[f32], r: &[f64]) -> Vec<f64> {
+    /// Sum of squared ADC errors (p - p_q)^2 of every group.
+    pub fn window_errors(&self, p: &Psums, windows: &Windows) -> Vec<f64> {
+        let mut err = vec![0f64; self.psum_groups()];
+        p.for_each(|pol, s, g, _b, c, _pos, v| {
+            let i = self.psum_key(pol, s, g, c);
+            let (code, _, _) = self.adc(pol, s, g, c, v, windows);
+            let q = windows.offsets[i] as f64 + code * windows.steps[i] as f64;
+            err[i] += (v as f64 - q).powi(2);
+        });
+        err
+    }
+
+    /// Hand-derived LSQ+ gradients of L = sum(y * r) with respect to every ADC step and offset,
+    /// including LSQ's gradient scale 1/sqrt(n * max(Pp, 1)): the step gets
+    /// round((p-z)/s) - (p-z)/s inside and Pn or Pp outside, the offset 0 inside and 1 outside,
+    /// both times dL/dy * coef.
+    pub fn psum_window_grads(
+        &self,
+        p: &Psums,
+        weight_steps: &[f32],
+        windows: &Windows,
+        r: &[f64],
+    ) -> (Vec<f64>, Vec<f64>) {
         let c_n = self.cfg.out_channels;
-        let mut grad = vec![0f64; psum_steps.len()];
-        let mut n = vec![0usize; psum_steps.len()];
+        let mut step_grad = vec![0f64; self.psum_groups()];
+        let mut offset_grad = vec![0f64; self.psum_groups()];
+        let mut n = vec![0usize; self.psum_groups()];
         p.for_each(|pol, s, g, b, c, pos, v| {
             let i = self.psum_key(pol, s, g, c);
-            let step = psum_steps[i];
-            let (lo, hi) = self.p_range(s);
-            let ratio = v as f32 / step;
-            let code = ratio.clamp(lo as f32, hi as f32).round_ties_even() as f64;
-            let inside = ratio >= lo as f32 && ratio <= hi as f32;
-            let local = if inside { code - ratio as f64 } else { code };
-            grad[i] += r[(b * c_n + c) * p.ho * p.wo + pos] * self.coef(pol, s, g, c, weight_steps) * local;
+            let (code, inside, ratio) = self.adc(pol, s, g, c, v, windows);
+            let upstream = r[(b * c_n + c) * p.ho * p.wo + pos] * self.coef(pol, s, g, c, weight_steps);
+            step_grad[i] += upstream * if inside { code - ratio } else { code };
+            offset_grad[i] += upstream * if inside { 0.0 } else { 1.0 };
             n[i] += 1;
         });
         let keys = self.keys(self.cfg.psum_granularity);
-        grad.iter()
-            .enumerate()
-            .map(|(i, g)| {
-                let pp = self.p_range(i / keys % self.slices).1.max(1) as f64;
-                g / (n[i] as f64 * pp).sqrt()
-            })
-            .collect()
+        let scale = |i: usize| {
+            let pp = self.p_range(i / keys % self.slices).1.max(1) as f64;
+            1.0 / (n[i] as f64 * pp).sqrt()
+        };
+        let step_grad = step_grad.iter().enumerate().map(|(i, g)| g * scale(i)).collect();
+        let offset_grad = offset_grad.iter().enumerate().map(|(i, g)| g * scale(i)).collect();
+        (step_grad, offset_grad)
+    }
+}
+
+/// The ADC windows of a layer, flat over [pol, S, keys].
+#[derive(Debug, Clone)]
+pub struct Windows {
+    pub steps: Vec<f32>,
+    pub offsets: Vec<f32>,
+}
+
+impl Windows {
+    /// Zero-anchored windows with these steps.
+    pub fn zero(steps: Vec<f32>) -> Self {
+        let offsets = vec![0.0; steps.len()];
+        Self { steps, offsets }
     }
 }
 
