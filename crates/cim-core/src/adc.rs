@@ -316,41 +316,41 @@ impl<B: Backend + AdcOps, C: CheckpointStrategy> AdcOps for Autodiff<B, C> {
     }
 }
 
+/// The per-channel constants of the ADC pass, each [K] (see the module docs).
+#[derive(Debug, Clone)]
+pub struct AdcChannels {
+    /// s_p of every channel's ADC (with LSQ's gradient scale).
+    pub step: Tensor<1>,
+    /// z of every channel's ADC.
+    pub offset: Tensor<1>,
+    /// sign * 2^(b_c*(S-1-s)) * s_w / (2^A - 1).
+    pub coef: Tensor<1>,
+    /// Pn.
+    pub low: Tensor<1>,
+    /// Pp.
+    pub high: Tensor<1>,
+}
+
 /// ADC quantization, dequantization and accumulation (see the module docs): the fused pass
 /// where the backend has one, [`adc_accumulate_reference`] elsewhere.
-pub fn adc_accumulate(
-    psums: Tensor<4>,
-    step: Tensor<1>,
-    offset: Tensor<1>,
-    coef: Tensor<1>,
-    low: Tensor<1>,
-    high: Tensor<1>,
-    out_channels: usize,
-) -> Tensor<4> {
+pub fn adc_accumulate(psums: Tensor<4>, ch: AdcChannels, out_channels: usize) -> Tensor<4> {
     if !fused_available(&psums.device()) {
-        return adc_accumulate_reference(psums, step, offset, coef, low, high, out_channels);
+        return adc_accumulate_reference(psums, ch, out_channels);
     }
     Tensor::from_dispatch(<burn::backend::Dispatch as AdcOps>::adc_accumulate(
         psums.into_dispatch(),
-        step.into_dispatch(),
-        offset.into_dispatch(),
-        coef.into_dispatch(),
-        low.into_dispatch(),
-        high.into_dispatch(),
+        ch.step.into_dispatch(),
+        ch.offset.into_dispatch(),
+        ch.coef.into_dispatch(),
+        ch.low.into_dispatch(),
+        ch.high.into_dispatch(),
         out_channels,
     ))
 }
 
 /// The same computation as a chain of generic tensor ops (any backend, autodiff for free).
-pub fn adc_accumulate_reference(
-    psums: Tensor<4>,
-    step: Tensor<1>,
-    offset: Tensor<1>,
-    coef: Tensor<1>,
-    low: Tensor<1>,
-    high: Tensor<1>,
-    out_channels: usize,
-) -> Tensor<4> {
+pub fn adc_accumulate_reference(psums: Tensor<4>, ch: AdcChannels, out_channels: usize) -> Tensor<4> {
+    let AdcChannels { step, offset, coef, low, high } = ch;
     let [k, batch, h, w] = psums.dims();
     let per_channel = |t: Tensor<1>| t.reshape([k, 1, 1, 1]);
     let (step, offset) = (per_channel(step), per_channel(offset));
@@ -374,16 +374,7 @@ mod tests {
     use super::*;
     use burn::tensor::Device;
 
-    struct Case {
-        psums: Tensor<4>,
-        step: Tensor<1>,
-        offset: Tensor<1>,
-        coef: Tensor<1>,
-        low: Tensor<1>,
-        high: Tensor<1>,
-    }
-
-    fn setup(device: &Device, seed: u64) -> Case {
+    fn setup(device: &Device, seed: u64) -> (Tensor<4>, AdcChannels) {
         let (k, c) = (12, 3);
         let psums = crate::test_tensor([k, 2, 3, 4], -30.0..60.0, seed, device).round();
         let step = crate::test_tensor([k], 0.8..6.0, seed + 1, device);
@@ -394,7 +385,7 @@ mod tests {
         let low: Vec<f32> = (0..k).map(|i| if (i / c) % 2 == 0 { -4.0 } else { 0.0 }).collect();
         let high: Vec<f32> = (0..k).map(|i| if (i / c) % 2 == 0 { 3.0 } else { 7.0 }).collect();
         let (low, high) = (Tensor::from_floats(low.as_slice(), device), Tensor::from_floats(high.as_slice(), device));
-        Case { psums, step, offset, coef, low, high }
+        (psums, AdcChannels { step, offset, coef, low, high })
     }
 
     fn assert_close(a: Tensor<1>, b: Tensor<1>, tol: f32, what: &str) {
@@ -411,15 +402,16 @@ mod tests {
     fn fused_forward_and_backward_match_the_reference() {
         let device = Device::flex().autodiff();
         for seed in 0..4 {
-            let case = setup(&device, seed);
+            let (psums, case) = setup(&device, seed);
             let mut grads_all = Vec::new();
             let mut outs = Vec::new();
             for fused in [true, false] {
                 let track = |t: &Tensor<1>| t.clone().detach().require_grad();
-                let p = case.psums.clone().detach().require_grad();
+                let p = psums.clone().detach().require_grad();
                 let (s, z, c) = (track(&case.step), track(&case.offset), track(&case.coef));
                 let f = if fused { adc_accumulate } else { adc_accumulate_reference };
-                let y = f(p.clone(), s.clone(), z.clone(), c.clone(), case.low.clone(), case.high.clone(), 3);
+                let ch = AdcChannels { step: s.clone(), offset: z.clone(), coef: c.clone(), ..case.clone() };
+                let y = f(p.clone(), ch, 3);
                 let weight = crate::test_tensor(y.dims(), 0.0..1.0, seed + 100, &device);
                 let grads = y.clone().mul(weight).sum().backward();
                 outs.push(y.flatten::<1>(0, 3));

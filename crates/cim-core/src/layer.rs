@@ -20,7 +20,7 @@ use burn::tensor::module::conv2d;
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
 
-use crate::adc::adc_accumulate;
+use crate::adc::{AdcChannels, adc_accumulate};
 use crate::calibration::{GroupSamples, calibrate};
 use crate::config::{CimConfigError, CimConvConfig};
 use crate::lsq::{LsqRange, activation_codes, scale_grad};
@@ -473,15 +473,8 @@ impl CimConv2d {
             .iter()
             .map(|&i| (self.plan.psum_range[i as usize].low, self.plan.psum_range[i as usize].high))
             .unzip();
-        adc_accumulate(
-            psums,
-            steps,
-            offsets,
-            coef,
-            self.floats(&low, &device),
-            self.floats(&high, &device),
-            self.config.out_channels,
-        )
+        let (low, high) = (self.floats(&low, &device), self.floats(&high, &device));
+        adc_accumulate(psums, AdcChannels { step: steps, offset: offsets, coef, low, high }, self.config.out_channels)
     }
 
     /// The integer partial sums of every array column before the ADC, laid out as the golden
