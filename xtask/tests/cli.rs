@@ -206,5 +206,19 @@ fn bad_flags_are_named() {
     let out = xtask().args(["train", "--encoding", "ones", "--out", "/nonexistent/x"]).output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && stderr.contains("--encoding ones"), "{stderr}");
+    let out = xtask().args(["train", "--adc-window", "offset", "--out", "/nonexistent/x"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("--adc-window offset") && stderr.contains("`zero`, `learned`"),
+        "{stderr}"
+    );
+    let out = xtask().args(["train", "--adc-init", "max", "--out", "/nonexistent/x"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("--adc-init max") && stderr.contains("`mse`, `lsq`"), "{stderr}");
+    // a window setting on a method without ADCs, rejected before any work
+    let out =
+        xtask().args(["train", "--method", "fp", "--adc-window", "zero", "--out", "/nonexistent/x"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("--adc-window zero: method fp has no ADC"), "{stderr}");
     assert!(!Path::new("/nonexistent/x").exists());
 }
