@@ -428,9 +428,9 @@ mod tests {
         }
         // a layer of zeros only: step 1, offset 0
         let zeros = vec![GroupSamples::from_values(&[0.0; 5])];
-        assert_eq!(calibrate(&zeros, &[range], &[0], AdcInit::Mse, AdcWindow::Learned)[0], Window {
-            step: 1.0,
-            offset: 0.0
-        });
+        assert_eq!(
+            calibrate(&zeros, &[range], &[0], AdcInit::Mse, AdcWindow::Learned)[0],
+            Window { step: 1.0, offset: 0.0 }
+        );
     }
 }

@@ -345,8 +345,13 @@ impl CimConv2d {
             Recording::Calibration(samples) if !samples.is_empty() => samples,
             _ => return false,
         };
-        let windows =
-            calibrate(&samples, &self.plan.psum_range, &self.plan.psum_slice, self.config.adc_init, self.config.adc_window);
+        let windows = calibrate(
+            &samples,
+            &self.plan.psum_range,
+            &self.plan.psum_slice,
+            self.config.adc_init,
+            self.config.adc_window,
+        );
         let steps: Vec<f32> = windows.iter().map(|w| w.step as f32).collect();
         let offsets: Vec<f32> = windows.iter().map(|w| w.offset as f32).collect();
         replace_value(&mut self.psum_scale, steps.clone(), true);
@@ -669,8 +674,8 @@ fn pad_channels(x: Tensor<4>, channels: usize) -> Tensor<4> {
 fn replace_value(param: &mut Param<Tensor<1>>, values: Vec<f32>, require_grad: bool) {
     let device = param.val().device();
     let n = values.len();
-    let mut fresh = Param::from_tensor(Tensor::from_data(TensorData::new(values, [n]), &device))
-        .set_require_grad(require_grad);
+    let mut fresh =
+        Param::from_tensor(Tensor::from_data(TensorData::new(values, [n]), &device)).set_require_grad(require_grad);
     fresh.id = param.id;
     *param = fresh;
 }

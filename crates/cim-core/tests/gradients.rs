@@ -179,7 +179,8 @@ fn adc_window_gradients_match_the_hand_derived_lsq_gradients() {
             let mut layer = layer.with_psum_scale(shrunk).unwrap();
             if window == AdcWindow::Learned {
                 let shift: Vec<f32> = (0..n).map(|j| [-2.5f32, 1.5, 3.5][j % 3]).collect();
-                let offsets = layer.psum_offset.val().detach().add(steps.mul(Tensor::from_floats(shift.as_slice(), &d)));
+                let offsets =
+                    layer.psum_offset.val().detach().add(steps.mul(Tensor::from_floats(shift.as_slice(), &d)));
                 layer = layer.with_psum_offset(offsets).unwrap();
             }
             let x_t: Tensor<4> = x.tensor(&d);

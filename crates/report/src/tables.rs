@@ -555,8 +555,16 @@ fn hardware_table(study: &Study, results: &[CellResult]) -> Result<(String, Data
 /// every seed's run, from the runs' `adc-quality.json` (written by `inspect`, which `reproduce`
 /// runs after training).
 fn adc_quality_table(study: &Study, results: &[CellResult]) -> Result<(String, DataFrame, String), ReportError> {
-    let headers =
-        ["benchmark", "method", "setting", "median SQNR dB", "worst SQNR dB", "clipped low %", "clipped high %", "runs"];
+    let headers = [
+        "benchmark",
+        "method",
+        "setting",
+        "median SQNR dB",
+        "worst SQNR dB",
+        "clipped low %",
+        "clipped high %",
+        "runs",
+    ];
     let mut rows = Vec::new();
     let (mut bc, mut mc, mut sc) = (Vec::new(), Vec::new(), Vec::new());
     let (mut med, mut worst, mut low, mut high) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());

@@ -270,7 +270,9 @@ impl Study {
                 };
                 let seeds: Vec<u64> = match entry.remove("seeds") {
                     None => b.seeds.clone(),
-                    Some(v) => v.try_into().map_err(|e| StudyError::Invalid(format!("{origin}: sweep `seeds`: {e}")))?,
+                    Some(v) => {
+                        v.try_into().map_err(|e| StudyError::Invalid(format!("{origin}: sweep `seeds`: {e}")))?
+                    }
                 };
                 for assignment in assignments(&entry, &origin)? {
                     for method in b.methods.iter().filter(|m| only.as_ref().is_none_or(|o| o.contains(m))) {

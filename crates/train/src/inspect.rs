@@ -135,7 +135,17 @@ pub fn inspect_run(run_dir: &Path, batches: usize, data_dir: &DataDir) -> Result
     let layers = model.cim_layers();
     layers.iter().for_each(|l| l.arm_adc_inspection());
     let indices: Vec<usize> = (0..test.len()).collect();
-    let loader = BatchLoader::new(test.clone(), &indices, config.batch_size, false, false, None, data.data.normalize.clone(), 0, 0);
+    let loader = BatchLoader::new(
+        test.clone(),
+        &indices,
+        config.batch_size,
+        false,
+        false,
+        None,
+        data.data.normalize.clone(),
+        0,
+        0,
+    );
     for batch in loader {
         let x = Tensor::<4>::from_data(TensorData::new(batch.images, batch.shape), &device);
         let _ = model.forward(x);
