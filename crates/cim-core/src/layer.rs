@@ -647,12 +647,11 @@ impl CimConv2d {
         let Recording::Quality(stats) = &mut *recorder else { return };
         let host = |t: &Tensor<1>| t.clone().detach().into_data().convert::<f32>().try_to_vec::<f32>().expect("f32");
         let (steps, offsets) = (host(steps), host(offsets));
-        let s_n = self.plan.slicing.slices();
         let windows: Vec<ChannelWindow> = (0..self.plan.channels())
             .map(|k| {
-                let range = self.plan.psum_range[self.plan.psum_step_k[k] as usize];
-                // channels are ordered (row tile, polarity, slice, column)
-                let slice_index = k / self.config.out_channels % (self.plan.slicing.polarities() * s_n);
+                let group = self.plan.psum_step_k[k] as usize;
+                let range = self.plan.psum_range[group];
+                let slice_index = self.plan.psum_slice[group];
                 ChannelWindow { slice_index, step: steps[k], offset: offsets[k], low: range.low, high: range.high }
             })
             .collect();

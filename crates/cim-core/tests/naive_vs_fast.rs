@@ -199,3 +199,65 @@ fn every_setting_on_awkward_shapes() {
         }
     }
 }
+
+/// `inspect`'s statistics (per polarity and slice: signal, noise, clipping, code histogram) match
+/// the naive simulator's walk over the same partial sums and windows.
+#[test]
+fn adc_inspection_matches_the_naive_simulator() {
+    let device = Device::flex();
+    for (i, (encoding, pg)) in
+        Encoding::ALL.into_iter().flat_map(|e| Granularity::ALL.into_iter().map(move |g| (e, g))).enumerate()
+    {
+        let cfg = CimConvConfig::new(5, 11, 3)
+            .with_padding(1)
+            .with_array_size(18)
+            .with_psum_bits(Some(3))
+            .with_encoding(encoding)
+            .with_psum_granularity(pg);
+        let mut rng = Rng(500 + i as u64);
+        let input = rng.dense(vec![2, 5, 6, 6], -0.2, 1.2);
+        let weight = rng.dense(vec![11, 5, 3, 3], -1.0, 1.0);
+        let mut layer = cfg.init(&device).unwrap().with_weight(weight.tensor::<4>(&device)).unwrap();
+        let x: Tensor<4> = input.tensor(&device);
+        let naive = Naive::new(&cfg);
+        let ws = host(layer.weight_scale.val());
+        let p = naive.psums(&input, &weight.data, &ws);
+        let windows = check_calibration(&mut layer, &naive, &x, &p, &mut rng).unwrap();
+        layer.arm_adc_inspection();
+        let _ = layer.forward(x);
+        let stats = layer.take_adc_quality().unwrap();
+        assert!(layer.take_adc_quality().is_none(), "taking the statistics disarms");
+        let slices = naive.slices;
+        let (mut signal, mut noise) = (vec![0f64; stats.len()], vec![0f64; stats.len()]);
+        let (mut low, mut high) = (vec![0u64; stats.len()], vec![0u64; stats.len()]);
+        let mut codes = vec![std::collections::BTreeMap::<i64, u64>::new(); stats.len()];
+        p.for_each(|pol, s, g, _b, c, _pos, v| {
+            let j = pol * slices + s;
+            let k = naive.psum_key(pol, s, g, c);
+            let (step, z) = (windows.steps[k], windows.offsets[k]);
+            let (lo, hi) = naive.p_range(s);
+            let ratio = (v as f32 - z) / step;
+            let code = ratio.clamp(lo as f32, hi as f32).round_ties_even();
+            let q = z as f64 + step as f64 * code as f64;
+            signal[j] += (v as f64).powi(2);
+            noise[j] += (v as f64 - q).powi(2);
+            low[j] += u64::from(ratio < lo as f32);
+            high[j] += u64::from(ratio > hi as f32);
+            *codes[j].entry(code as i64).or_default() += 1;
+        });
+        for (j, st) in stats.iter().enumerate() {
+            assert_eq!((st.polarity, st.slice), (j / slices, j % slices));
+            assert!((st.signal - signal[j]).abs() <= 1e-9 * signal[j].max(1.0), "signal {j}");
+            assert!((st.noise - noise[j]).abs() <= 1e-6 * noise[j].max(1.0), "noise {j}: {} vs {}", st.noise, noise[j]);
+            assert_eq!((st.clipped_low, st.clipped_high), (low[j], high[j]), "clipping {j}");
+            for (code, n) in &codes[j] {
+                assert_eq!(st.code_counts[(code - st.low_code) as usize], *n, "code {code} of {j}");
+            }
+            assert_eq!(st.samples, codes[j].values().sum::<u64>());
+        }
+        // digit shares: every slice's shares sum to 1
+        for d in layer.digit_shares() {
+            assert!((d.shares.iter().sum::<f64>() - 1.0).abs() < 1e-9);
+        }
+    }
+}
