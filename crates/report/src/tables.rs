@@ -83,8 +83,7 @@ fn in_column(cell: &Cell, column: &Cell) -> bool {
 fn columns<'a>(results: &'a [&'a CellResult]) -> Vec<&'a Cell> {
     let mut cols: Vec<&Cell> = Vec::new();
     for r in results {
-        let has_adc = methods::find(&r.cell.config.method).ok().and_then(|m| m.scheme()).and_then(|s| s.psum).is_some();
-        if has_adc && !cols.iter().any(|c| setting_label(&c.config) == setting_label(&r.cell.config)) {
+        if r.cell.config.uses_adc() && !cols.iter().any(|c| setting_label(&c.config) == setting_label(&r.cell.config)) {
             cols.push(&r.cell);
         }
     }

@@ -9,8 +9,8 @@ use std::time::Instant;
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::tensor::{Distribution, Int, Tensor, TensorData};
-use cim_core::Encoding;
 use cim_core::memory::{TrackingAllocator, live_bytes, mib, peak_bytes, peak_rss_bytes, reset_peak};
+use cim_core::{AdcWindow, Encoding};
 use models::Model;
 use train::RunConfig;
 
@@ -50,6 +50,11 @@ fn main() {
         ("floating point", setting("fp", Encoding::Twos)),
         ("CIM col/col P3 twos", setting("columnwise", Encoding::Twos)),
         ("CIM col/col P3 diff.", setting("columnwise", Encoding::Differential)),
+        // the ADC of before windows existed, to measure what the learned window costs
+        (
+            "CIM col/col P3 diff. zero window",
+            RunConfig { adc_window: AdcWindow::Zero, ..setting("columnwise", Encoding::Differential) },
+        ),
     ]
     .into_iter()
     .map(|(name, config)| {
@@ -99,6 +104,8 @@ fn main() {
     }
     println!("  ratio CIM (twos) / floating point: {:.2} (target <= 2.5)", medians[1] / medians[0]);
     println!("  ratio CIM (differential) / floating point: {:.2}", medians[2] / medians[0]);
+    println!("  ratio CIM (differential, zero window) / floating point: {:.2}", medians[3] / medians[0]);
+    println!("  learned / zero window (differential): {:.3}", medians[2] / medians[3]);
     println!("  CIM (twos) heap peak {:.2} GiB (target <= 4 GiB)", nets[1].peak as f64 / (1u64 << 30) as f64);
     if let Some(rss) = peak_rss_bytes() {
         println!("  process peak RSS {:.1} MiB", mib(rss));
