@@ -243,18 +243,19 @@ pub fn inspect(args: InspectArgs) -> Result<()> {
     let r = train::inspect_run(&args.run, args.batches, &DataDir::resolve(args.data_dir.as_deref()))?;
     println!("{} (config {}), {} test images", r.method, r.config_hash, r.images);
     println!(
-        "{:>5} {:<14} {:>3} {:>5} {:>9} {:>9} {:>9} {:>12} {:>10}  digit shares (lowest level first)",
-        "layer", "shape", "pol", "slice", "SQNR dB", "clip lo%", "clip hi%", "code H bits", "codes used"
+        "{:>5} {:<14} {:>3} {:>5} {:>9} {:>10} {:>9} {:>9} {:>12} {:>10}  digit shares (lowest level first)",
+        "layer", "shape", "pol", "slice", "SQNR dB", "spread dB", "clip lo%", "clip hi%", "code H bits", "codes used"
     );
     for row in &r.rows {
         let shares: Vec<String> = row.digit_shares.iter().map(|s| format!("{:.2}", s)).collect();
         println!(
-            "{:>5} {:<14} {:>3} {:>5} {:>9} {:>9.2} {:>9.2} {:>12.2} {:>10}  [{}] from {}",
+            "{:>5} {:<14} {:>3} {:>5} {:>9} {:>10} {:>9.2} {:>9.2} {:>12.2} {:>10}  [{}] from {}",
             row.layer,
             row.shape,
             row.polarity,
             row.slice,
             row.sqnr_db.map(|x| format!("{x:.2}")).unwrap_or_else(|| "exact".into()),
+            row.spread_sqnr_db.map(|x| format!("{x:.2}")).unwrap_or_else(|| "exact".into()),
             100.0 * row.clipped_low,
             100.0 * row.clipped_high,
             row.code_entropy_bits,
@@ -264,7 +265,12 @@ pub fn inspect(args: InspectArgs) -> Result<()> {
         );
     }
     let show = |v: Option<f64>| v.map(|x| format!("{x:.2} dB")).unwrap_or_else(|| "—".into());
-    println!("median ADC SQNR {}, worst {}", show(r.median_sqnr_db()), show(r.worst_sqnr_db()));
+    println!(
+        "median ADC SQNR {}, worst {}; median SQNR of the spread around each column's mean {}",
+        show(r.median_sqnr_db()),
+        show(r.worst_sqnr_db()),
+        show(r.median_spread_sqnr_db())
+    );
     println!("written to {} and adc-quality.json", args.run.join("adc-quality.csv").display());
     Ok(())
 }

@@ -1,7 +1,9 @@
 //! How well a layer's ADCs and cells use their levels: the statistics `cargo xtask inspect`
 //! prints for every (polarity, slice) of a CIM layer.
 //!
-//! - ADC SQNR in dB: signal p, noise p - p_q, over every partial sum of the slice;
+//! - ADC SQNR in dB: signal p, noise p - p_q, over every partial sum of the slice; and the same
+//!   with the signal taken around each column's mean (the spread an ADC must resolve: partial
+//!   sums share a large common offset, which the plain SQNR counts as signal);
 //! - the share of partial sums clipped below the lowest and above the highest code;
 //! - the codes used: the entropy of the code histogram in bits (at most P);
 //! - for the weights, the share of cells holding each digit level.
@@ -21,6 +23,8 @@ pub struct SliceQuality {
     pub samples: u64,
     /// Sum of p^2.
     pub signal: f64,
+    /// Sum of (p - mean of its column over the batch)^2.
+    pub spread: f64,
     /// Sum of (p - p_q)^2.
     pub noise: f64,
     /// Partial sums below the window ((p - z) / s_p < Pn).
@@ -40,6 +44,7 @@ impl SliceQuality {
             low_code: low,
             samples: 0,
             signal: 0.0,
+            spread: 0.0,
             noise: 0.0,
             clipped_low: 0,
             clipped_high: 0,
@@ -50,6 +55,12 @@ impl SliceQuality {
     /// 10 log10(sum p^2 / sum (p - p_q)^2); infinite when the ADC was exact.
     pub fn sqnr_db(&self) -> f64 {
         10.0 * (self.signal / self.noise).log10()
+    }
+
+    /// 10 log10(sum (p - column mean)^2 / sum (p - p_q)^2): the SQNR of the spread around each
+    /// column's offset.
+    pub fn spread_sqnr_db(&self) -> f64 {
+        10.0 * (self.spread / self.noise).log10()
     }
 
     /// Share of partial sums clipped low.
@@ -76,6 +87,7 @@ impl SliceQuality {
     pub fn add(&mut self, other: &SliceQuality) {
         self.samples += other.samples;
         self.signal += other.signal;
+        self.spread += other.spread;
         self.noise += other.noise;
         self.clipped_low += other.clipped_low;
         self.clipped_high += other.clipped_high;
@@ -122,12 +134,14 @@ pub fn accumulate(stats: &mut [SliceQuality], p: &[f32], windows: &[ChannelWindo
     let n = p.len() / windows.len().max(1);
     for (row, w) in p.chunks_exact(n).zip(windows) {
         let st = &mut stats[w.slice_index];
+        let mean = row.iter().map(|&v| f64::from(v)).sum::<f64>() / n as f64;
         for &v in row {
             let ratio = (v - w.offset) / w.step;
             let code = ratio.clamp(w.low, w.high).round_ties_even();
             let quantized = f64::from(w.offset) + f64::from(w.step) * f64::from(code);
             let exact = f64::from(v);
             st.signal += exact * exact;
+            st.spread += (exact - mean) * (exact - mean);
             st.noise += (exact - quantized) * (exact - quantized);
             st.clipped_low += u64::from(ratio < w.low);
             st.clipped_high += u64::from(ratio > w.high);
@@ -177,6 +191,8 @@ mod tests {
         assert!((s.noise - noise).abs() < 1e-9);
         let signal: f64 = [4.0f64, 10.0, 13.0, 15.0, 30.0].iter().map(|v| v * v).sum();
         assert!((s.sqnr_db() - 10.0 * (signal / noise).log10()).abs() < 1e-9);
+        let spread: f64 = [4.0f64, 10.0, 13.0, 15.0, 30.0].iter().map(|v| (v - 14.4) * (v - 14.4)).sum();
+        assert!((s.spread_sqnr_db() - 10.0 * (spread / noise).log10()).abs() < 1e-9);
         assert!((entropy_bits(&[2, 0, 2, 1]) - 1.5219280948873621).abs() < 1e-12);
         assert_eq!(entropy_bits(&[0, 7]), 0.0);
     }

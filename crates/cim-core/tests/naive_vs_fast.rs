@@ -229,6 +229,14 @@ fn adc_inspection_matches_the_naive_simulator() {
         assert!(layer.take_adc_quality().is_none(), "taking the statistics disarms");
         let slices = naive.slices;
         let (mut signal, mut noise) = (vec![0f64; stats.len()], vec![0f64; stats.len()]);
+        // the mean of every (pol, s, g, c) column over the batch, for the spread
+        let mut column_sum = std::collections::HashMap::<(usize, usize, usize, usize), (f64, f64)>::new();
+        p.for_each(|pol, s, g, _b, c, _pos, v| {
+            let e = column_sum.entry((pol, s, g, c)).or_default();
+            e.0 += v as f64;
+            e.1 += 1.0;
+        });
+        let mut spread = vec![0f64; stats.len()];
         let (mut low, mut high) = (vec![0u64; stats.len()], vec![0u64; stats.len()]);
         let mut codes = vec![std::collections::BTreeMap::<i64, u64>::new(); stats.len()];
         p.for_each(|pol, s, g, _b, c, _pos, v| {
@@ -240,6 +248,8 @@ fn adc_inspection_matches_the_naive_simulator() {
             let code = ratio.clamp(lo as f32, hi as f32).round_ties_even();
             let q = z as f64 + step as f64 * code as f64;
             signal[j] += (v as f64).powi(2);
+            let (sum, n) = column_sum[&(pol, s, g, c)];
+            spread[j] += (v as f64 - sum / n).powi(2);
             noise[j] += (v as f64 - q).powi(2);
             low[j] += u64::from(ratio < lo as f32);
             high[j] += u64::from(ratio > hi as f32);
@@ -248,6 +258,7 @@ fn adc_inspection_matches_the_naive_simulator() {
         for (j, st) in stats.iter().enumerate() {
             assert_eq!((st.polarity, st.slice), (j / slices, j % slices));
             assert!((st.signal - signal[j]).abs() <= 1e-9 * signal[j].max(1.0), "signal {j}");
+            assert!((st.spread - spread[j]).abs() <= 1e-6 * spread[j].max(1.0), "spread {j}");
             assert!((st.noise - noise[j]).abs() <= 1e-6 * noise[j].max(1.0), "noise {j}: {} vs {}", st.noise, noise[j]);
             assert_eq!((st.clipped_low, st.clipped_high), (low[j], high[j]), "clipping {j}");
             for (code, n) in &codes[j] {

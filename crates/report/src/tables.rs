@@ -560,6 +560,7 @@ fn adc_quality_table(study: &Study, results: &[CellResult]) -> Result<(String, D
         "setting",
         "median SQNR dB",
         "worst SQNR dB",
+        "median spread SQNR dB",
         "clipped low %",
         "clipped high %",
         "runs",
@@ -567,6 +568,7 @@ fn adc_quality_table(study: &Study, results: &[CellResult]) -> Result<(String, D
     let mut rows = Vec::new();
     let (mut bc, mut mc, mut sc) = (Vec::new(), Vec::new(), Vec::new());
     let (mut med, mut worst, mut low, mut high) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut spread = Vec::new();
     for b in &study.benchmark {
         let mut done = Vec::new();
         for r in benchmark_results(results, &b.name) {
@@ -591,7 +593,7 @@ fn adc_quality_table(study: &Study, results: &[CellResult]) -> Result<(String, D
             let share = |f: fn(&train::AdcQualityRow) -> f64| {
                 (!pooled.rows.is_empty()).then(|| 100.0 * pooled.rows.iter().map(f).sum::<f64>() / n)
             };
-            let (m, w) = (pooled.median_sqnr_db(), pooled.worst_sqnr_db());
+            let (m, w, sp) = (pooled.median_sqnr_db(), pooled.worst_sqnr_db(), pooled.median_spread_sqnr_db());
             let (l, h) = (share(|r| r.clipped_low), share(|r| r.clipped_high));
             let text = |v: Option<f64>| v.map(|x| format!("{x:.2}")).unwrap_or_else(|| "—".into());
             rows.push(vec![
@@ -600,6 +602,7 @@ fn adc_quality_table(study: &Study, results: &[CellResult]) -> Result<(String, D
                 setting_label(c),
                 text(m),
                 text(w),
+                text(sp),
                 text(l),
                 text(h),
                 reports.len().to_string(),
@@ -609,6 +612,7 @@ fn adc_quality_table(study: &Study, results: &[CellResult]) -> Result<(String, D
             sc.push(setting_label(c));
             med.push(m.filter(|x| x.is_finite()));
             worst.push(w.filter(|x| x.is_finite()));
+            spread.push(sp.filter(|x| x.is_finite()));
             low.push(l);
             high.push(h);
         }
@@ -619,6 +623,7 @@ fn adc_quality_table(study: &Study, results: &[CellResult]) -> Result<(String, D
         Column::new("setting".into(), sc),
         opt_series("median_sqnr_db", med),
         opt_series("worst_sqnr_db", worst),
+        opt_series("median_spread_sqnr_db", spread),
         opt_series("clipped_low_pct", low),
         opt_series("clipped_high_pct", high),
     ])?;
@@ -626,7 +631,7 @@ fn adc_quality_table(study: &Study, results: &[CellResult]) -> Result<(String, D
         "No method of this profile quantizes partial sums.\n".to_string()
     } else {
         markdown(&headers, &rows)
-            + "\nSQNR of every ADC (signal p, noise p - p_q) over every CIM layer, polarity and slice, on test batches; clipped shares are means over those ADCs. For scale: a uniform quantizer of Gaussian data reaches at best 14.3 dB with 3 bits, 9.3 dB with 2. Runs archived without a checkpoint (trained before `inspect` existed) show —.\n"
+            + "\nSQNR of every ADC (signal p, noise p - p_q) over every CIM layer, polarity and slice, on test batches; the spread SQNR takes as signal p minus its column's mean over the batch (the partial sums of an array share a large common offset, which the plain SQNR counts as signal); clipped shares are means over those ADCs. For scale: a uniform quantizer of Gaussian data reaches at best 14.3 dB with 3 bits, 9.3 dB with 2. Runs archived without a checkpoint (trained before `inspect` existed) show —.\n"
     };
     Ok(("adc_quality".into(), df, md))
 }

@@ -107,6 +107,7 @@ fn write_fixtures(study: &Study, runs: &Path) {
                     polarity: 0,
                     slice: j % 2,
                     sqnr_db: Some(gain + j as f64),
+                    spread_sqnr_db: Some(gain - 3.0 + j as f64),
                     clipped_low: 0.01 * j as f64,
                     clipped_high: 0.02,
                     code_entropy_bits: 2.0,

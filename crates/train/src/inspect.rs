@@ -29,6 +29,10 @@ pub struct AdcQualityRow {
     pub slice: usize,
     /// ADC SQNR in dB (signal p, noise p - p_q); `None` when the ADC was exact.
     pub sqnr_db: Option<f64>,
+    /// ADC SQNR of the spread in dB (signal p - its column's mean); `None` when exact (or in
+    /// reports written before it existed).
+    #[serde(default)]
+    pub spread_sqnr_db: Option<f64>,
     /// Share of partial sums clipped below the window.
     pub clipped_low: f64,
     /// Share clipped above it.
@@ -59,38 +63,44 @@ pub struct AdcQualityReport {
 }
 
 impl AdcQualityReport {
-    /// The SQNRs of every ADC row, sorted ascending (exact ADCs count as +infinity).
-    fn sorted_sqnr(&self) -> Vec<f64> {
-        let mut v: Vec<f64> = self.rows.iter().map(|r| r.sqnr_db.unwrap_or(f64::INFINITY)).collect();
+    /// One SQNR of every ADC row, sorted ascending (exact ADCs count as +infinity).
+    fn sorted(&self, sqnr: fn(&AdcQualityRow) -> Option<f64>) -> Vec<f64> {
+        let mut v: Vec<f64> = self.rows.iter().map(|r| sqnr(r).unwrap_or(f64::INFINITY)).collect();
         v.sort_by(f64::total_cmp);
         v
     }
 
     /// Median ADC SQNR over every (layer, polarity, slice), in dB (lower middle for even counts).
     pub fn median_sqnr_db(&self) -> Option<f64> {
-        let v = self.sorted_sqnr();
-        (!v.is_empty()).then(|| v[(v.len() - 1) / 2])
+        median(&self.sorted(|r| r.sqnr_db))
     }
 
     /// The worst ADC SQNR, in dB.
     pub fn worst_sqnr_db(&self) -> Option<f64> {
-        self.sorted_sqnr().first().copied()
+        self.sorted(|r| r.sqnr_db).first().copied()
+    }
+
+    /// Median SQNR of the spread around each column's mean, in dB (`None` if not measured).
+    pub fn median_spread_sqnr_db(&self) -> Option<f64> {
+        let measured = self.rows.iter().all(|r| r.spread_sqnr_db.is_some() || r.sqnr_db.is_none());
+        if measured { median(&self.sorted(|r| r.spread_sqnr_db)) } else { None }
     }
 
     /// The rows as CSV.
     pub fn csv(&self) -> String {
         let mut s = String::from(
-            "layer,shape,polarity,slice,sqnr_db,clipped_low,clipped_high,code_entropy_bits,codes_used,codes,digit_low,digit_shares\n",
+            "layer,shape,polarity,slice,sqnr_db,spread_sqnr_db,clipped_low,clipped_high,code_entropy_bits,codes_used,codes,digit_low,digit_shares\n",
         );
         for r in &self.rows {
             let shares: Vec<String> = r.digit_shares.iter().map(|x| format!("{x:.6}")).collect();
             s += &format!(
-                "{},{},{},{},{},{:.6},{:.6},{:.6},{},{},{},{}\n",
+                "{},{},{},{},{},{},{:.6},{:.6},{:.6},{},{},{},{}\n",
                 r.layer,
                 r.shape,
                 r.polarity,
                 r.slice,
-                r.sqnr_db.map(|x| format!("{x:.4}")).unwrap_or_else(|| "inf".into()),
+                db(r.sqnr_db),
+                db(r.spread_sqnr_db),
                 r.clipped_low,
                 r.clipped_high,
                 r.code_entropy_bits,
@@ -102,6 +112,14 @@ impl AdcQualityReport {
         }
         s
     }
+}
+
+fn median(sorted: &[f64]) -> Option<f64> {
+    (!sorted.is_empty()).then(|| sorted[(sorted.len() - 1) / 2])
+}
+
+fn db(v: Option<f64>) -> String {
+    v.map(|x| format!("{x:.4}")).unwrap_or_else(|| "inf".into())
 }
 
 /// Inspects the trained run in `run_dir` on `batches` test batches of its own test split; writes
@@ -126,6 +144,7 @@ pub fn inspect_run(run_dir: &Path, batches: usize, data_dir: &DataDir) -> Result
     if let Some(existing) = read_json::<AdcQualityReport>(&path)?
         && existing.config_hash == config.hash()
         && existing.images == images
+        && existing.rows.iter().all(|r| r.spread_sqnr_db.is_some() || r.sqnr_db.is_none())
     {
         return Ok(existing);
     }
@@ -163,6 +182,7 @@ pub fn inspect_run(run_dir: &Path, batches: usize, data_dir: &DataDir) -> Result
                 polarity: st.polarity,
                 slice: st.slice,
                 sqnr_db: (st.noise > 0.0).then(|| st.sqnr_db()),
+                spread_sqnr_db: (st.noise > 0.0).then(|| st.spread_sqnr_db()),
                 clipped_low: st.clipped_low_share(),
                 clipped_high: st.clipped_high_share(),
                 code_entropy_bits: st.code_entropy_bits(),
