@@ -238,10 +238,12 @@ pub fn mse_window(samples: &GroupSamples, range: LsqRange, window: AdcWindow) ->
                 Window { step, offset: m - step * low }
             };
             let tails = [0.0, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4];
+            let lows: Vec<f64> = tails.iter().map(|&a| samples.quantile(a)).collect();
+            let highs: Vec<f64> = tails.iter().map(|&b| samples.quantile(1.0 - b)).collect();
             let mut best = (f64::INFINITY, lo_v, hi_v);
-            for &a in &tails {
-                for &b in &tails {
-                    let (m, big_m) = (samples.quantile(a), samples.quantile(1.0 - b).max(samples.quantile(a)));
+            for &m in &lows {
+                for &high_q in &highs {
+                    let big_m = high_q.max(m);
                     let big_m = if big_m > m { big_m } else { m + (hi_v - lo_v) / levels };
                     let e = oracle.error(to_window(m, big_m), range);
                     if e < best.0 {

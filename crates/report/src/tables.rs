@@ -571,15 +571,16 @@ fn adc_quality_table(study: &Study, results: &[CellResult]) -> Result<(String, D
     let mut spread = Vec::new();
     for b in &study.benchmark {
         let mut done = Vec::new();
-        for r in benchmark_results(results, &b.name) {
+        let rs = benchmark_results(results, &b.name);
+        for r in &rs {
             let c = &r.cell.config;
             let key = format!("{} {}", c.method, setting_label(c));
             if !c.uses_adc() || done.contains(&key) {
                 continue;
             }
             done.push(key.clone());
-            let reports: Vec<&train::AdcQualityReport> = benchmark_results(results, &b.name)
-                .into_iter()
+            let reports: Vec<&train::AdcQualityReport> = rs
+                .iter()
                 .filter(|x| format!("{} {}", x.cell.config.method, setting_label(&x.cell.config)) == key)
                 .filter_map(|x| x.adc_quality.as_ref())
                 .collect();
