@@ -386,18 +386,37 @@ impl Naive {
     /// ADC, dequantization and accumulation: y [B, C_out, H', W'] in f64. `windows: None` is an
     /// ideal ADC; otherwise `p_q = z + s_p * clamp(round((p - z) / s_p), Pn, Pp)`.
     pub fn output(&self, p: &Psums, weight_steps: &[f32], windows: Option<&Windows>) -> Vec<f64> {
+        self.accumulate_terms(p, weight_steps, windows, |coef, z, stepped| coef * (z + stepped))
+    }
+
+    /// Sum of |coef * z| + |coef * s_p * code| per output: the size of the terms an output is
+    /// accumulated from, the scale of f32 rounding error (a window's large offset and its codes
+    /// can cancel to an output near 0).
+    pub fn output_magnitude(&self, p: &Psums, weight_steps: &[f32], windows: Option<&Windows>) -> Vec<f64> {
+        self.accumulate_terms(p, weight_steps, windows, |coef, z, stepped| (coef * z).abs() + (coef * stepped).abs())
+    }
+
+    /// Sums `term(coef, z, s_p * code)` over the partial sums of every output (`z = 0` and the
+    /// exact partial sum for an ideal ADC).
+    fn accumulate_terms(
+        &self,
+        p: &Psums,
+        weight_steps: &[f32],
+        windows: Option<&Windows>,
+        term: fn(f64, f64, f64) -> f64,
+    ) -> Vec<f64> {
         let c_n = self.cfg.out_channels;
         let mut y = vec![0f64; p.b * c_n * p.ho * p.wo];
         p.for_each(|pol, s, g, b, c, pos, v| {
-            let quantized = match windows {
-                None => v as f64,
+            let (z, stepped) = match windows {
+                None => (0.0, v as f64),
                 Some(w) => {
                     let i = self.psum_key(pol, s, g, c);
                     let (code, _, _) = self.adc(pol, s, g, c, v, w);
-                    w.offsets[i] as f64 + code * w.steps[i] as f64
+                    (w.offsets[i] as f64, code * w.steps[i] as f64)
                 }
             };
-            y[(b * c_n + c) * p.ho * p.wo + pos] += self.coef(pol, s, g, c, weight_steps) * quantized;
+            y[(b * c_n + c) * p.ho * p.wo + pos] += term(self.coef(pol, s, g, c, weight_steps), z, stepped);
         });
         y
     }
