@@ -62,7 +62,7 @@ pub enum DataCommand {
 pub fn run(cmd: DataCommand) -> Result<()> {
     match cmd {
         DataCommand::List(d) => {
-            let dir = DataDir::resolve(d.dir.as_deref());
+            let dir = crate::data_dir(d.dir.as_deref(), "--dir")?;
             println!("data directory: {}", dir.root().display());
             for m in builtin() {
                 let status = if m.local_only {
@@ -97,7 +97,7 @@ pub fn run(cmd: DataCommand) -> Result<()> {
         }
         DataCommand::Verify { name, dir } => {
             let m = find_manifest(&name)?;
-            let dir = DataDir::resolve(dir.dir.as_deref());
+            let dir = crate::data_dir(dir.dir.as_deref(), "--dir")?;
             if m.files.is_empty() {
                 bail!("{} has no files to verify", m.name);
             }
@@ -123,7 +123,7 @@ pub fn run(cmd: DataCommand) -> Result<()> {
             Ok(())
         }
         DataCommand::Load { spec, dir, holdout } => {
-            let dir = DataDir::resolve(dir.dir.as_deref());
+            let dir = crate::data_dir(dir.dir.as_deref(), "--dir")?;
             let start = Instant::now();
             let loaded = data::load_dataset(&spec, &dir, holdout)?;
             let secs = start.elapsed().as_secs_f64();

@@ -34,7 +34,24 @@ enum Command {
     Bench,
 }
 
+/// The data directory of a command: the flag's folder (checked), else $CIM_DATA_DIR or ./data.
+/// A folder that does not exist yet is announced, since it will be created.
+pub fn data_dir(explicit: Option<&std::path::Path>, flag: &str) -> anyhow::Result<data::DataDir> {
+    let dir = data::DataDir::resolve_checked(explicit, flag)?;
+    if explicit.is_some() && !dir.root().exists() {
+        eprintln!("{flag} {}: does not exist yet; it is created on first use", dir.root().display());
+    }
+    Ok(dir)
+}
+
 fn main() {
+    // Output piped into a reader that stops early (`data list | head -1`) ends the process
+    // quietly, as for any Unix tool, instead of panicking in println!.
+    #[cfg(unix)]
+    // SAFETY: resetting a signal to its default disposition before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Data(cmd) => data_cmd::run(cmd),

@@ -5,7 +5,6 @@ use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use data::DataDir;
 use study::{ReproduceOptions, Study};
 
 /// The workspace root (this crate lives in `<root>/xtask`).
@@ -87,6 +86,9 @@ pub struct ReproduceArgs {
     /// Hide progress bars.
     #[arg(long)]
     quiet: bool,
+    /// Train cells that failed earlier (non-finite values) again, from their last good checkpoint.
+    #[arg(long)]
+    retry_failed: bool,
 }
 
 pub fn reproduce(args: ReproduceArgs) -> Result<()> {
@@ -96,10 +98,11 @@ pub fn reproduce(args: ReproduceArgs) -> Result<()> {
     }
     let opts = ReproduceOptions {
         runs_root: runs_root.clone(),
-        data_dir: DataDir::resolve(args.data_dir.as_deref()),
+        data_dir: crate::data_dir(args.data_dir.as_deref(), "--data-dir")?,
         filter: args.only,
         dry_run: args.dry_run,
         progress: !args.quiet,
+        retry_failed: args.retry_failed,
     };
     let out = study::reproduce(&study, &opts)?;
     if args.dry_run {
@@ -140,7 +143,13 @@ pub struct ReportArgs {
 }
 
 pub fn report(args: ReportArgs) -> Result<()> {
-    let (study, runs_root, out_dir) = args.profile.load()?;
+    let (mut study, runs_root, out_dir) = args.profile.load()?;
+    for (input, value) in study.provide_from_archive(&out_dir.join("runs")) {
+        eprintln!("--{input} not given: using {value}, the input of the archived runs in {}", out_dir.display());
+    }
+    for (bench, input) in study.skipped() {
+        eprintln!("skipping benchmark `{bench}`: it needs --{input} DIR");
+    }
     let opts = report::ReportOptions {
         runs_root,
         out_dir: out_dir.clone(),
@@ -201,7 +210,7 @@ pub fn variation(args: VariationArgs) -> Result<()> {
         args.chips,
         args.chip_seed,
         args.limit_test,
-        &DataDir::resolve(args.data_dir.as_deref()),
+        &crate::data_dir(args.data_dir.as_deref(), "--data-dir")?,
     )?;
     println!(
         "{} (config {}), {} chips per sigma, {} test images; without variation {:.2}%",
@@ -240,7 +249,7 @@ pub struct InspectArgs {
 }
 
 pub fn inspect(args: InspectArgs) -> Result<()> {
-    let r = train::inspect_run(&args.run, args.batches, &DataDir::resolve(args.data_dir.as_deref()))?;
+    let r = train::inspect_run(&args.run, args.batches, &crate::data_dir(args.data_dir.as_deref(), "--data-dir")?)?;
     println!("{} (config {}), {} test images", r.method, r.config_hash, r.images);
     println!(
         "{:>5} {:<14} {:>3} {:>5} {:>9} {:>10} {:>9} {:>9} {:>12} {:>10}  digit shares (lowest level first)",

@@ -4,7 +4,6 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use data::DataDir;
 use train::{RunConfig, TrainOptions};
 
 #[derive(Args)]
@@ -176,6 +175,13 @@ impl Overrides {
 fn read_config(path: &PathBuf) -> Result<RunConfig> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("{}: cannot read the run config", path.display()))?;
+    if text.lines().all(|l| l.trim().is_empty() || l.trim_start().starts_with('#')) {
+        bail!(
+            "--config {}: the file sets nothing; expected at least one setting (e.g. method = \"columnwise\"), \
+             or leave --config out to train the defaults",
+            path.display()
+        );
+    }
     Ok(RunConfig::from_toml(&text, &path.display().to_string())?)
 }
 
@@ -191,7 +197,7 @@ pub fn train(args: TrainArgs) -> Result<()> {
     let config = args.overrides.apply(base)?;
     config.resolve()?; // every check before any work
     let opts = TrainOptions {
-        data_dir: DataDir::resolve(args.data_dir.as_deref()),
+        data_dir: crate::data_dir(args.data_dir.as_deref(), "--data-dir")?,
         progress: !args.quiet,
         stop_after: args.stop_after,
     };
@@ -224,13 +230,18 @@ pub struct EvalArgs {
     /// Evaluate on this data set's test split instead of the run's own.
     #[arg(long)]
     dataset: Option<String>,
+    /// Images per class held out as the test split of a `--dataset folder:PATH` (default: the
+    /// run's own folder_holdout).
+    #[arg(long)]
+    folder_holdout: Option<usize>,
     /// Data directory (default: $CIM_DATA_DIR, else ./data).
     #[arg(long)]
     data_dir: Option<PathBuf>,
 }
 
 pub fn eval(args: EvalArgs) -> Result<()> {
-    let r = train::evaluate_run(&args.run, args.dataset.as_deref(), &DataDir::resolve(args.data_dir.as_deref()))?;
+    let data_dir = crate::data_dir(args.data_dir.as_deref(), "--data-dir")?;
+    let r = train::evaluate_run(&args.run, args.dataset.as_deref(), args.folder_holdout, &data_dir)?;
     println!("accuracy {:.2}% (loss {:.4}) on {} images", 100.0 * r.accuracy, r.loss, r.images);
     Ok(())
 }

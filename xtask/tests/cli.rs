@@ -222,3 +222,43 @@ fn bad_flags_are_named() {
     assert!(!out.status.success() && stderr.contains("--adc-window zero: method fp has no ADC"), "{stderr}");
     assert!(!Path::new("/nonexistent/x").exists());
 }
+
+#[test]
+fn small_bad_inputs_get_clear_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    // an empty run-config file does not silently train the defaults
+    let empty = tmp.path().join("empty.toml");
+    std::fs::write(&empty, "# nothing yet\n\n").unwrap();
+    let out = xtask().args(["train", "--out"]).arg(tmp.path().join("r")).arg("--config").arg(&empty).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("empty.toml") && stderr.contains("sets nothing"), "{stderr}");
+    // a mistyped --data-dir is not created
+    let missing = tmp.path().join("no/such/dir");
+    let out =
+        xtask().args(["train", "--out"]).arg(tmp.path().join("r")).arg("--data-dir").arg(&missing).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("--data-dir") && stderr.contains("no such folder"), "{stderr}");
+    assert!(stderr.contains("neither is its parent"), "{stderr}");
+    assert!(!missing.exists() && !tmp.path().join("r").exists());
+    let out = xtask().args(["data", "list", "--dir"]).arg(&missing).output().unwrap();
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("--dir"));
+    // --stop-after 0 trains nothing and says so
+    let out = xtask().args(["train", "--stop-after", "0", "--out"]).arg(tmp.path().join("r")).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("--stop-after 0"), "{stderr}");
+    // eval takes --folder-holdout
+    let out = xtask().args(["eval", "--folder-holdout", "10", "--run"]).arg(tmp.path().join("r")).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("unexpected argument") && stderr.contains("config.toml"), "{stderr}");
+}
+
+#[test]
+fn output_into_a_closed_pipe_ends_quietly() {
+    let mut child =
+        xtask().args(["data", "list", "--dir", "."]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    drop(child.stdout.take()); // the reader went away, as `| head -1` does after one line
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_ne!(out.status.code(), Some(101), "{stderr}");
+}

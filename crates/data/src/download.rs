@@ -119,7 +119,15 @@ pub fn fetch_file(
             }
             Err(Failure::Retry(message)) => {
                 let wait = opts.backoff * 2u32.saturating_pow(attempt - 1);
-                bar.println(format!("{}: {message}; resuming in {:.1} s", spec.name, wait.as_secs_f64()));
+                // said even when the bar is hidden (no terminal): a silent minute looks like a hang
+                bar.suspend(|| {
+                    eprintln!(
+                        "{}: attempt {attempt} of {}: {message}; retrying in {:.1} s",
+                        spec.name,
+                        opts.retries + 1,
+                        wait.as_secs_f64()
+                    )
+                });
                 std::thread::sleep(wait);
             }
         }
@@ -166,6 +174,20 @@ pub fn import_file(dir: &DataDir, manifest: &Manifest, spec: &FileSpec, from: &P
     Ok(target)
 }
 
+/// Whether a request failed because the host refused the connection.
+fn refused(e: &reqwest::Error) -> bool {
+    let mut source: Option<&dyn std::error::Error> = Some(e);
+    while let Some(err) = source {
+        if let Some(io) = err.downcast_ref::<std::io::Error>()
+            && io.kind() == std::io::ErrorKind::ConnectionRefused
+        {
+            return true;
+        }
+        source = err.source();
+    }
+    false
+}
+
 fn partial_path(target: &Path) -> PathBuf {
     let mut name = target.file_name().unwrap_or_default().to_os_string();
     name.push(".partial");
@@ -193,7 +215,18 @@ fn transfer(
     if have > 0 {
         request = request.header(reqwest::header::RANGE, format!("bytes={have}-"));
     }
-    let response = request.send().map_err(|e| Failure::Retry(e.to_string()))?;
+    let response = request.send().map_err(|e| {
+        // a refused connection will not change by waiting: say so at once
+        if refused(&e) {
+            Failure::Fatal(DataError::Network {
+                url: url.to_string(),
+                attempts: 1,
+                message: "connection refused: nothing listens there (is the server or --mirror up?)".into(),
+            })
+        } else {
+            Failure::Retry(e.to_string())
+        }
+    })?;
     let status = response.status();
     let resumed = status == reqwest::StatusCode::PARTIAL_CONTENT;
     if status == reqwest::StatusCode::RANGE_NOT_SATISFIABLE {

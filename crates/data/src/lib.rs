@@ -117,6 +117,10 @@ impl Split {
 /// use). Downloaded files must be there: `cargo xtask data fetch NAME` (or `import`) first.
 pub fn load_split(dir: &DataDir, manifest: &Manifest, split: Split) -> Result<ImageSet> {
     use manifest::Layout;
+    // every read is checked: files changed since their last verification are hashed again
+    for spec in &manifest.files {
+        dir.ensure_verified(manifest, spec)?;
+    }
     let folder = dir.dataset(&manifest.name);
     let missing = |what: &std::path::Path| {
         DataError::Invalid(format!(

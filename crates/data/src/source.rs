@@ -37,6 +37,14 @@ pub fn load_dataset(spec: &str, dir: &DataDir, holdout_per_class: usize) -> Resu
     if let Some(path) = spec.strip_prefix(FOLDER_PREFIX) {
         let root = PathBuf::from(path);
         let index = index_folder(&root)?;
+        if index.classes.len() < 2 {
+            return Err(DataError::Invalid(format!(
+                "{}: {} class folder(s) ({}); a classification data set needs at least 2 (root/<class>/*.jpg)",
+                root.display(),
+                index.classes.len(),
+                index.classes.join(", ")
+            )));
+        }
         let first = &index.items[0].0;
         let probe = image::image_dimensions(first)
             .map_err(|e| DataError::corrupt(first, format!("cannot read image size: {e}")))?;

@@ -53,6 +53,28 @@ impl DataDir {
         Self { root }
     }
 
+    /// As [`DataDir::resolve`], for a folder named on the command line by `flag`: it must be a
+    /// folder, or not exist yet inside an existing one (it is then created on first use, for a
+    /// generated data set). A mistyped path such as `/nonexistent/x` is an error, never a new
+    /// tree of empty folders.
+    pub fn resolve_checked(explicit: Option<&Path>, flag: &str) -> Result<Self> {
+        if let Some(p) = explicit {
+            let parent = p.parent().filter(|q| !q.as_os_str().is_empty()).unwrap_or(Path::new("."));
+            let problem = if p.exists() {
+                (!p.is_dir()).then_some("not a folder")
+            } else {
+                (!parent.is_dir()).then_some("no such folder, and neither is its parent")
+            };
+            if let Some(problem) = problem {
+                return Err(DataError::Invalid(format!(
+                    "{flag} {}: {problem}; expected a data directory (leave the flag out for $CIM_DATA_DIR or ./data)",
+                    p.display()
+                )));
+            }
+        }
+        Ok(Self::resolve(explicit))
+    }
+
     /// A data directory at `root`.
     pub fn new(root: impl Into<PathBuf>) -> Self {
         Self { root: root.into() }
@@ -73,7 +95,20 @@ impl DataDir {
         self.dataset(&manifest.name).join(&spec.name)
     }
 
-    /// Status of one file: the marker must match the file's current size and mtime.
+    /// Makes sure an installed file is the one its manifest names before it is loaded: a file
+    /// whose marker still matches (size, mtime, change time and inode unchanged since it was
+    /// verified) is trusted, any other is hashed again (and moved aside if it differs). A
+    /// missing file is left to the loader, which names it.
+    pub fn ensure_verified(&self, manifest: &Manifest, spec: &FileSpec) -> Result<()> {
+        match self.status(manifest, spec) {
+            FileStatus::Verified | FileStatus::Missing => Ok(()),
+            FileStatus::Downloaded => self.verify(manifest, spec),
+        }
+    }
+
+    /// Status of one file: the marker must match the file's current size, mtime, change time
+    /// and inode (a change time cannot be set back, so an edit that restores size and mtime is
+    /// still seen).
     pub fn status(&self, manifest: &Manifest, spec: &FileSpec) -> FileStatus {
         let path = self.file(manifest, spec);
         let Ok(meta) = std::fs::metadata(&path) else {
@@ -108,7 +143,14 @@ fn marker_path(path: &Path) -> PathBuf {
 
 fn marker_text(meta: &std::fs::Metadata, sha256: &str) -> String {
     let mtime = meta.modified().ok().and_then(|t| t.duration_since(UNIX_EPOCH).ok()).map(|d| d.as_nanos()).unwrap_or(0);
-    format!("sha256={sha256} size={} mtime_ns={mtime}", meta.len())
+    #[cfg(unix)]
+    let identity = {
+        use std::os::unix::fs::MetadataExt;
+        format!(" ctime_ns={} inode={}", meta.ctime() as i128 * 1_000_000_000 + meta.ctime_nsec() as i128, meta.ino())
+    };
+    #[cfg(not(unix))]
+    let identity = String::new();
+    format!("sha256={sha256} size={} mtime_ns={mtime}{identity}", meta.len())
 }
 
 /// Writes the verified marker of an installed file (atomically).

@@ -117,3 +117,47 @@ fn a_server_that_drops_connections_fails_after_the_retries() {
     assert!(err.contains("after 4 attempts"), "{err}");
     assert!(!data.file(&m, &m.files[0]).exists());
 }
+
+#[test]
+fn a_refused_connection_fails_at_once_and_says_so() {
+    // a port that nothing listens on
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+    let data = DataDir::new(dir.path());
+    let bytes = payload(10);
+    let opts = FetchOptions {
+        mirror: Some(format!("http://127.0.0.1:{port}")),
+        retries: 5,
+        backoff: Duration::from_secs(2),
+        progress: false,
+    };
+    let start = std::time::Instant::now();
+    let err = fetch_dataset(&data, &manifest(&bytes), &opts).unwrap_err().to_string();
+    assert!(err.contains("connection refused") && err.contains(&port.to_string()), "{err}");
+    assert!(start.elapsed() < Duration::from_secs(2), "not retried for a minute: {:?}", start.elapsed());
+}
+
+#[test]
+fn an_installed_file_changed_in_place_is_caught_at_load_even_with_size_and_mtime_restored() {
+    let bytes = payload(4096);
+    let server = Server::start(Behaviour::Serve(bytes.clone()));
+    let dir = tempfile::tempdir().unwrap();
+    let data = DataDir::new(dir.path());
+    let m = manifest(&bytes);
+    let path = fetch_dataset(&data, &m, &options(&server)).unwrap().remove(0);
+    assert_eq!(data.status(&m, &m.files[0]), FileStatus::Verified);
+    // loading checks the file: verified, so it is not hashed again, and the load goes on
+    let first = data::load_split(&data, &m, data::Split::Train).map(|_| ()).map_err(|e| e.to_string());
+    assert!(first.as_ref().err().is_none_or(|e| !e.contains("SHA-256")), "{first:?}");
+    // tamper: same size, one byte changed, mtime set back
+    let mtime = std::fs::metadata(&path).unwrap().modified().unwrap();
+    let mut tampered = bytes.clone();
+    tampered[100] ^= 0xff;
+    std::fs::write(&path, &tampered).unwrap();
+    std::fs::File::options().write(true).open(&path).unwrap().set_modified(mtime).unwrap();
+    assert_eq!(std::fs::metadata(&path).unwrap().modified().unwrap(), mtime);
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), bytes.len() as u64);
+    assert_eq!(data.status(&m, &m.files[0]), FileStatus::Downloaded, "`data list` must not say verified");
+    let err = data::load_split(&data, &m, data::Split::Train).unwrap_err().to_string();
+    assert!(err.contains("toy.bin") && err.contains("SHA-256 mismatch"), "{err}");
+}

@@ -194,3 +194,16 @@ fn image_folder_reads_the_cifar10_jpeg_tree() {
     let mean = set.pixels.iter().map(|&p| p as f64).sum::<f64>() / set.pixels.len() as f64;
     assert!((90.0..160.0).contains(&mean), "mean pixel {mean}");
 }
+
+#[test]
+fn a_folder_data_set_of_one_class_is_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("only")).unwrap();
+    for i in 0..4 {
+        let img = image::RgbImage::from_fn(8, 8, |x, y| image::Rgb([x as u8, y as u8, i]));
+        img.save(dir.path().join("only").join(format!("{i}.png"))).unwrap();
+    }
+    let spec = format!("folder:{}", dir.path().display());
+    let e = data::load_dataset(&spec, &DataDir::new(dir.path()), 1).unwrap_err().to_string();
+    assert!(e.contains("1 class folder(s) (only)") && e.contains("at least 2"), "{e}");
+}

@@ -11,6 +11,7 @@ use train::RunConfig;
 
 use crate::ReportError;
 use crate::results::CellResult;
+use crate::writer::ReportWriter;
 
 static FONT: &[u8] = include_bytes!("../assets/DejaVuSans.ttf");
 static REGISTER: Once = Once::new();
@@ -106,14 +107,29 @@ where
     area.present().map_err(|e| e.to_string())
 }
 
-fn render(out: &Path, stem: &str, title: &str, x_label: &str, lines: &[Line], bands: bool) -> Result<(), ReportError> {
+/// Draws one figure as SVG and PNG and stages both. Plotters writes files, so they are drawn
+/// in a scratch folder and read back.
+fn render(
+    out: &mut ReportWriter,
+    stem: &str,
+    title: &str,
+    x_label: &str,
+    lines: &[Line],
+    bands: bool,
+) -> Result<(), ReportError> {
     register_font();
-    let svg = out.join(format!("{stem}.svg"));
-    plot(SVGBackend::new(&svg, (760, 480)).into_drawing_area(), title, x_label, lines, bands)
-        .map_err(|e| ReportError::io(&svg, e))?;
-    let png = out.join(format!("{stem}.png"));
-    plot(BitMapBackend::new(&png, (760, 480)).into_drawing_area(), title, x_label, lines, bands)
-        .map_err(|e| ReportError::io(&png, e))?;
+    let scratch = tempfile::tempdir().map_err(|e| ReportError::io(std::env::temp_dir(), e))?;
+    for ext in ["svg", "png"] {
+        let name = format!("{stem}.{ext}");
+        let path = scratch.path().join(&name);
+        let drawn = if ext == "svg" {
+            plot(SVGBackend::new(&path, (760, 480)).into_drawing_area(), title, x_label, lines, bands)
+        } else {
+            plot(BitMapBackend::new(&path, (760, 480)).into_drawing_area(), title, x_label, lines, bands)
+        };
+        drawn.map_err(|e| ReportError::io(&name, e))?;
+        out.add(Path::new(&name), std::fs::read(&path).map_err(|e| ReportError::io(&path, e))?);
+    }
     Ok(())
 }
 
@@ -192,7 +208,7 @@ fn sweep_lines(study: &Study, bench: &str, results: &[CellResult], field: &str) 
 }
 
 /// Draws every figure the results support; returns their file stems.
-pub fn draw(study: &Study, results: &[CellResult], out: &Path) -> Result<Vec<String>, ReportError> {
+pub fn draw(study: &Study, results: &[CellResult], out: &mut ReportWriter) -> Result<Vec<String>, ReportError> {
     let mut stems = Vec::new();
     for (i, b) in study.benchmark.iter().enumerate() {
         for (field, x_label, stem) in

@@ -8,6 +8,7 @@
 mod figures;
 mod results;
 mod tables;
+pub mod writer;
 
 use std::path::{Path, PathBuf};
 
@@ -88,16 +89,20 @@ pub struct ReportOptions {
     pub figures: bool,
 }
 
-/// Writes the whole report of `study`; returns the tables.
+/// Writes the whole report of `study`; returns the tables. Results come from the run folders,
+/// else from the report's own archive; every file is staged and checked before any is written
+/// ([`writer::ReportWriter`]).
 pub fn generate(study: &Study, opts: &ReportOptions) -> Result<Tables, ReportError> {
-    let results = load_results(study, &opts.runs_root)?;
-    results::archive(&results, &opts.out_dir)?;
+    let results = load_results(study, &opts.runs_root, &opts.out_dir)?;
+    let mut out = writer::ReportWriter::new(&opts.out_dir);
+    results::archive(&results, &mut out)?;
     let claims = Claims::load(&opts.claims)?;
     let tables = Tables::build(study, &results, &claims)?;
-    tables.write(&opts.out_dir)?;
-    let figures = if opts.figures { figures::draw(study, &results, &opts.out_dir)? } else { Vec::new() };
+    tables.write(&mut out)?;
+    let figures = if opts.figures { figures::draw(study, &results, &mut out)? } else { Vec::new() };
     let readme = tables.readme(study, &results, &claims, &figures);
-    write_atomic(&opts.out_dir.join("README.md"), readme.as_bytes())?;
+    out.add(Path::new("README.md"), readme);
+    out.commit()?;
     Ok(tables)
 }
 

@@ -3,10 +3,11 @@
 use std::path::Path;
 
 use study::{Cell, CellState, Study, cell_state};
-use train::run::{EpochRecord, RunDir, read_json};
+use train::run::{EpochRecord, FailureRecord, RunDir, read_json};
 use train::{AdcQualityReport, Summary, VariationReport};
 
-use crate::{ReportError, write_atomic};
+use crate::ReportError;
+use crate::writer::ReportWriter;
 
 /// One cell and what its run folder holds.
 #[derive(Debug, Clone)]
@@ -23,19 +24,30 @@ pub struct CellResult {
     pub variation: Option<VariationReport>,
     /// The ADC inspection (`inspect`), if run.
     pub adc_quality: Option<AdcQualityReport>,
+    /// Why the run failed, if it did.
+    pub failure: Option<FailureRecord>,
 }
 
 fn io(path: &Path, e: impl std::fmt::Display) -> ReportError {
     ReportError::io(path, e)
 }
 
-/// Reads the run folder of every cell of `study`.
-pub fn load_results(study: &Study, runs_root: &Path) -> Result<Vec<CellResult>, ReportError> {
+/// Reads the run folder of every cell of `study`: `<runs_root>/<profile>/<hash>/`, or, where that
+/// has no finished run, the copy an earlier report archived in `<archive>/runs/<hash>/` (a fresh
+/// clone has no run folders but the committed report's archive: its results are still
+/// finished, never "missing").
+pub fn load_results(study: &Study, runs_root: &Path, archive: &Path) -> Result<Vec<CellResult>, ReportError> {
     study
         .cells()?
         .into_iter()
         .map(|cell| {
-            let dir = cell.dir(runs_root, &study.name);
+            let live = cell.dir(runs_root, &study.name);
+            let archived = archive.join("runs").join(cell.key());
+            let dir = if !RunDir::new(&live).summary_path().exists() && RunDir::new(&archived).summary_path().exists() {
+                archived
+            } else {
+                live
+            };
             let run = RunDir::new(&dir);
             let summary = run.read_summary().map_err(|e| io(&dir, e))?;
             let history = match std::fs::read_to_string(run.metrics_path()) {
@@ -50,39 +62,46 @@ pub fn load_results(study: &Study, runs_root: &Path) -> Result<Vec<CellResult>, 
             let adc_quality: Option<AdcQualityReport> =
                 read_json(&dir.join("adc-quality.json")).map_err(|e| io(&dir, e))?;
             let adc_quality = adc_quality.filter(|q| q.config_hash == cell.key());
-            Ok(CellResult { state: cell_state(&dir), summary, history, variation, adc_quality, cell })
+            // a damaged failure record still marks the cell failed; its message says why
+            let failure = match run.read_failure() {
+                Ok(f) => f,
+                Err(e) => Some(FailureRecord {
+                    config_hash: cell.key(),
+                    epoch: 0,
+                    what: "failed.json".into(),
+                    value: String::new(),
+                    last_good_checkpoint: None,
+                    message: e.to_string(),
+                }),
+            }
+            .filter(|_| summary.is_none());
+            Ok(CellResult { state: cell_state(&dir), summary, history, variation, adc_quality, failure, cell })
         })
         .collect()
 }
 
 /// Copies every cell's configuration and results (not its checkpoints) into
 /// `<out>/runs/<hash>/`, so that the committed report carries the runs behind its numbers.
-pub fn archive(results: &[CellResult], out: &Path) -> Result<(), ReportError> {
+pub fn archive(results: &[CellResult], out: &mut ReportWriter) -> Result<(), ReportError> {
     for r in results {
-        let dir = out.join("runs").join(r.cell.key());
-        if r.summary.is_none() && r.history.is_empty() {
+        let dir = Path::new("runs").join(r.cell.key());
+        if r.summary.is_none() && r.history.is_empty() && r.failure.is_none() {
             continue;
         }
-        write_atomic(&dir.join("config.toml"), r.cell.config.to_toml().as_bytes())?;
-        write_atomic(&dir.join("metrics.jsonl"), train::run::metrics_lines(&r.history).as_bytes())?;
+        out.add(&dir.join("config.toml"), r.cell.config.to_toml());
+        out.add(&dir.join("metrics.jsonl"), train::run::metrics_lines(&r.history));
+        if let Some(f) = &r.failure {
+            out.add(&dir.join("failed.json"), serde_json::to_string_pretty(f).expect("json") + "\n");
+        }
         if let Some(s) = &r.summary {
-            write_atomic(
-                &dir.join("summary.json"),
-                (serde_json::to_string_pretty(s).expect("json") + "\n").as_bytes(),
-            )?;
+            out.add(&dir.join("summary.json"), serde_json::to_string_pretty(s).expect("json") + "\n");
         }
         if let Some(v) = &r.variation {
-            write_atomic(
-                &dir.join("variation.json"),
-                (serde_json::to_string_pretty(v).expect("json") + "\n").as_bytes(),
-            )?;
+            out.add(&dir.join("variation.json"), serde_json::to_string_pretty(v).expect("json") + "\n");
         }
         if let Some(q) = &r.adc_quality {
-            write_atomic(
-                &dir.join("adc-quality.json"),
-                (serde_json::to_string_pretty(q).expect("json") + "\n").as_bytes(),
-            )?;
-            write_atomic(&dir.join("adc-quality.csv"), q.csv().as_bytes())?;
+            out.add(&dir.join("adc-quality.json"), serde_json::to_string_pretty(q).expect("json") + "\n");
+            out.add(&dir.join("adc-quality.csv"), q.csv());
         }
     }
     Ok(())

@@ -10,7 +10,8 @@ use study::{Cell, CellState, Study};
 use train::RunConfig;
 
 use crate::results::CellResult;
-use crate::{Claims, ReportError, write_atomic};
+use crate::writer::ReportWriter;
+use crate::{Claims, ReportError};
 
 /// Every table of a report: frames (for CSV) and their Markdown renderings, by file stem.
 pub struct Tables {
@@ -111,7 +112,7 @@ struct Agg {
 
 fn aggregate(cells: &[&CellResult]) -> Agg {
     let mut a = Agg { finals: Vec::new(), bests: Vec::new(), expected: cells.len(), note: None };
-    let mut partial = 0;
+    let (mut partial, mut failed) = (0, 0);
     for r in cells {
         match (&r.summary, r.state) {
             (Some(s), _) => {
@@ -119,16 +120,18 @@ fn aggregate(cells: &[&CellResult]) -> Agg {
                 a.bests.push(s.best_test_acc);
             }
             (None, CellState::Partial(_)) => partial += 1,
+            (None, CellState::Failed) => failed += 1,
             _ => {}
         }
     }
-    let missing = cells.len() - a.finals.len() - partial;
-    if partial > 0 || missing > 0 {
-        a.note = Some(match (partial, missing) {
-            (0, m) => format!("{m} missing"),
-            (p, 0) => format!("{p} partial"),
-            (p, m) => format!("{p} partial, {m} missing"),
-        });
+    let missing = cells.len() - a.finals.len() - partial - failed;
+    let notes: Vec<String> = [(failed, "failed"), (partial, "partial"), (missing, "missing")]
+        .iter()
+        .filter(|(n, _)| *n > 0)
+        .map(|(n, what)| format!("{n} {what}"))
+        .collect();
+    if !notes.is_empty() {
+        a.note = Some(notes.join(", "));
     }
     a
 }
@@ -171,15 +174,15 @@ impl Tables {
     }
 
     /// Writes `<stem>.csv` and `<stem>.md` for every table.
-    pub fn write(&self, out: &Path) -> Result<(), ReportError> {
+    pub fn write(&self, out: &mut ReportWriter) -> Result<(), ReportError> {
         for (stem, df, md) in &self.tables {
             let mut df = df.clone();
             let mut buf = Vec::new();
             // accuracies are counts over at most a few 10^4 images: six decimals hold them exactly,
             // and the files stay free of binary-fraction noise such as 0.8289999999999998
             CsvWriter::new(&mut buf).with_float_precision(Some(6)).finish(&mut df)?;
-            write_atomic(&out.join(format!("{stem}.csv")), &buf)?;
-            write_atomic(&out.join(format!("{stem}.md")), md.as_bytes())?;
+            out.add(Path::new(&format!("{stem}.csv")), buf);
+            out.add(Path::new(&format!("{stem}.md")), md.as_bytes());
         }
         Ok(())
     }
@@ -241,6 +244,16 @@ impl Tables {
                 r.cell.label(),
                 r.state
             );
+        }
+        let failures: Vec<String> = results
+            .iter()
+            .filter_map(|r| {
+                r.failure.as_ref().map(|f| format!("- `{}` {}: {}\n", r.cell.key(), r.cell.label(), f.message))
+            })
+            .collect();
+        if !failures.is_empty() {
+            s += "\n### Failed runs\n\n";
+            s += &failures.concat();
         }
         s
     }

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use report::{ReportOptions, generate};
 use study::Study;
-use train::run::{EpochRecord, write_json};
+use train::run::{EpochRecord, FailureRecord, write_json};
 use train::{AdcQualityReport, AdcQualityRow, Summary, VariationReport};
 
 const STUDY: &str = r#"
@@ -75,10 +75,24 @@ fn write_fixtures(study: &Study, runs: &Path) {
         std::fs::write(dir.join("config.toml"), c.to_toml()).unwrap();
         std::fs::write(dir.join("metrics.jsonl"), train::run::metrics_lines(&history)).unwrap();
         if epochs == 1 {
-            let pointer = serde_json::json!({ "dir": "ckpt-0001" });
-            write_json(&dir.join("checkpoint.json"), &pointer).unwrap();
             let state = serde_json::json!({ "config_hash": cell.key(), "epochs_done": 1, "history": history });
             write_json(&dir.join("ckpt-0001/state.json"), &state).unwrap();
+            let sha = train::run::sha256_hex(&std::fs::read(dir.join("ckpt-0001/state.json")).unwrap());
+            let pointer = serde_json::json!({ "dir": "ckpt-0001", "state_sha256": sha });
+            write_json(&dir.join("checkpoint.json"), &pointer).unwrap();
+            continue;
+        }
+        // one run stopped by a non-finite loss
+        if c.method == "columnwise" && c.psum_bits == 2 && c.seed == 1 {
+            let failure = FailureRecord {
+                config_hash: cell.key(),
+                epoch: 2,
+                what: "the test loss".into(),
+                value: "NaN".into(),
+                last_good_checkpoint: Some("ckpt-0001".into()),
+                message: "epoch 2: the test loss is NaN (not finite)".into(),
+            };
+            write_json(&dir.join("failed.json"), &failure).unwrap();
             continue;
         }
         let summary = Summary {
@@ -162,19 +176,34 @@ fn report_of_fixed_results() {
     for stem in ["accuracy", "hardware"] {
         assert!(tables.markdown(stem).contains("| array-column |"), "{stem}");
     }
-    // missing and partial runs are shown, not dropped
+    // missing, partial and failed runs are shown, not dropped
     let acc = tables.markdown("accuracy");
-    assert!(acc.contains("1 missing") && acc.contains("1 partial"), "{acc}");
+    assert!(acc.contains("1 missing") && acc.contains("1 partial") && acc.contains("1 failed"), "{acc}");
     // figures and the README exist
     for f in ["acc_vs_adc_bits.svg", "acc_vs_adc_bits.png", "acc_vs_sigma.svg", "acc_vs_sigma.png", "README.md"] {
         assert!(out.join(f).exists(), "{f}");
     }
     let readme = std::fs::read_to_string(out.join("README.md")).unwrap();
     assert!(readme.contains("runs/") && readme.contains("fixture"), "{readme}");
+    assert!(readme.contains("### Failed runs") && readme.contains("the test loss is NaN"), "{readme}");
 }
 
-/// The committed smoke report, regenerated from the results archived under reports/smoke/runs:
-/// its tables must not change unless the results (or the report code) do.
+/// Copies a folder tree.
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        if entry.path().is_dir() {
+            copy_tree(&entry.path(), &to.join(entry.file_name()));
+        } else {
+            std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+        }
+    }
+}
+
+/// The committed smoke report, regenerated as in a fresh clone: no run folders, only the results
+/// archived under reports/smoke/runs. Its tables must not change unless the results (or the
+/// report code) do, and no finished result may turn into a "missing" row.
 #[test]
 fn committed_smoke_report_regenerates_identically() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../reports/smoke");
@@ -182,23 +211,81 @@ fn committed_smoke_report_regenerates_identically() {
     let archived = root.join("runs");
     assert!(archived.exists(), "{} missing: run `cargo xtask reproduce && cargo xtask report`", archived.display());
     let tmp = tempfile::tempdir().unwrap();
-    let runs = tmp.path().join("runs").join(&study.name);
-    std::fs::create_dir_all(&runs).unwrap();
-    for entry in std::fs::read_dir(&archived).unwrap() {
-        let entry = entry.unwrap();
-        let to = runs.join(entry.file_name());
-        std::fs::create_dir_all(&to).unwrap();
-        for f in std::fs::read_dir(entry.path()).unwrap() {
-            let f = f.unwrap();
-            std::fs::copy(f.path(), to.join(f.file_name())).unwrap();
-        }
-    }
     let out = tmp.path().join("report");
-    let opts = ReportOptions { runs_root: tmp.path().join("runs"), out_dir: out, claims: claims(), figures: false };
+    copy_tree(&root, &out);
+    let before = std::fs::read(out.join("README.md")).unwrap();
+    let opts =
+        ReportOptions { runs_root: tmp.path().join("no-runs"), out_dir: out.clone(), claims: claims(), figures: true };
     let tables = generate(&study, &opts).unwrap();
     for stem in ["accuracy", "claims", "stages", "hardware", "adc_quality", "variation"] {
         let committed = std::fs::read_to_string(root.join(format!("{stem}.md"))).unwrap();
         assert_eq!(tables.markdown(stem), committed, "reports/smoke/{stem}.md");
         insta::assert_snapshot!(format!("smoke_{stem}_md"), tables.markdown(stem));
     }
+    assert!(!tables.markdown("accuracy").contains("missing"));
+    assert_eq!(std::fs::read(out.join("README.md")).unwrap(), before, "the README regenerates byte for byte");
+}
+
+/// A report beside a user's own study file never replaces the user's files.
+#[test]
+fn a_report_beside_a_users_files_replaces_none_of_them() {
+    let study: Study = toml::from_str(STUDY).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let runs = tmp.path().join("runs");
+    write_fixtures(&study, &runs);
+    let out = tmp.path().join("mine");
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::write(out.join("README.md"), "my notes\n").unwrap();
+    std::fs::write(out.join("accuracy.csv"), "my,table\n").unwrap();
+    let opts = ReportOptions { runs_root: runs, out_dir: out.clone(), claims: claims(), figures: false };
+    let Err(e) = generate(&study, &opts) else { panic!("the report replaced the user's files") };
+    let e = e.to_string();
+    assert!(e.contains("README.md (not written by the report)") && e.contains("accuracy.csv"), "{e}");
+    assert_eq!(std::fs::read_to_string(out.join("README.md")).unwrap(), "my notes\n");
+    assert_eq!(std::fs::read_dir(&out).unwrap().count(), 2, "nothing was written");
+    // moved away, the report is written, and the next one replaces its own files
+    std::fs::remove_file(out.join("README.md")).unwrap();
+    std::fs::remove_file(out.join("accuracy.csv")).unwrap();
+    generate(&study, &opts).unwrap();
+    generate(&study, &opts).unwrap();
+    assert!(out.join(report::writer::MANIFEST).exists());
+}
+
+/// A run stopped by non-finite values is reported as failed by `reproduce`, not retried
+/// silently, and `report` shows it as failed while reporting every other cell.
+#[test]
+fn a_failed_cell_does_not_fail_the_profile() {
+    let text = r#"
+name = "faults"
+description = "one good and one diverging run"
+[[benchmark]]
+name = "ResNet-20 / synthetic"
+methods = ["fp"]
+seeds = [0]
+base = { dataset = "synthetic", epochs = 1, batch_size = 32, limit_train = 64, limit_test = 32 }
+sweep = [{ lr = [0.05, 1e6] }]
+"#;
+    let study: Study = toml::from_str(text).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let opts = study::ReproduceOptions {
+        runs_root: tmp.path().join("runs"),
+        data_dir: data::DataDir::new(tmp.path().join("data")),
+        filter: None,
+        dry_run: false,
+        progress: false,
+        retry_failed: false,
+    };
+    let first = study::reproduce(&study, &opts).unwrap();
+    assert_eq!((first.trained, first.failed.len()), (1, 1), "{:?}", first.failed);
+    assert!(first.failed[0].1.contains("not finite"), "{:?}", first.failed);
+    // a second call reports the failure again without training it again
+    let second = study::reproduce(&study, &opts).unwrap();
+    assert_eq!((second.cached, second.trained, second.failed.len()), (1, 0, 1));
+    let out = tmp.path().join("report");
+    let ropts =
+        ReportOptions { runs_root: tmp.path().join("runs"), out_dir: out.clone(), claims: claims(), figures: false };
+    generate(&study, &ropts).unwrap();
+    let readme = std::fs::read_to_string(out.join("README.md")).unwrap();
+    assert!(readme.contains("| failed |") && readme.contains("### Failed runs"), "{readme}");
+    assert!(readme.contains("| finished |"), "{readme}");
 }

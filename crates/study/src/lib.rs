@@ -231,6 +231,56 @@ impl Study {
         }
     }
 
+    /// Gives each input still missing the value that the archived runs in `archive` (a report's
+    /// `runs/` folder) were trained with, where some cell of the benchmark then matches an
+    /// archived run: a report regenerated without the input keeps those results instead of
+    /// dropping them. Returns the (input, value) pairs given.
+    pub fn provide_from_archive(&mut self, archive: &Path) -> Vec<(String, String)> {
+        let datasets: std::collections::BTreeSet<String> = std::fs::read_dir(archive)
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e.ok())
+            .filter_map(|e| std::fs::read_to_string(e.path().join("config.toml")).ok())
+            .filter_map(|text| RunConfig::from_stored_toml(&text, "").ok())
+            .map(|c| c.dataset)
+            .collect();
+        let archived: std::collections::BTreeSet<String> = std::fs::read_dir(archive)
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().to_string())
+            .collect();
+        let mut given = Vec::new();
+        for i in 0..self.benchmark.len() {
+            let (Some(input), Some(template)) = (
+                self.benchmark[i].requires.clone(),
+                self.benchmark[i].base.get("dataset").and_then(|d| d.as_str()).map(str::to_string),
+            ) else {
+                continue;
+            };
+            let Some((prefix, suffix)) = template.split_once(&format!("{{{input}}}")) else {
+                continue;
+            };
+            for d in &datasets {
+                let Some(value) = d.strip_prefix(prefix).and_then(|v| v.strip_suffix(suffix)) else {
+                    continue;
+                };
+                let mut trial = self.clone();
+                trial.provide(&input, value);
+                let name = self.benchmark[i].name.clone();
+                let matches = trial
+                    .cells()
+                    .is_ok_and(|cells| cells.iter().any(|c| c.benchmark == name && archived.contains(&c.key())));
+                if matches {
+                    *self = trial;
+                    given.push((input.clone(), value.to_string()));
+                    break;
+                }
+            }
+        }
+        given
+    }
+
     /// Benchmarks skipped for want of an input, with the input's name.
     pub fn skipped(&self) -> Vec<(String, String)> {
         self.benchmark

@@ -23,6 +23,9 @@ pub struct ReproduceOptions {
     pub dry_run: bool,
     /// Progress bars.
     pub progress: bool,
+    /// Train failed cells again (their `failed.json` is removed first; they resume from their
+    /// last good checkpoint).
+    pub retry_failed: bool,
 }
 
 /// Where a cell stands.
@@ -32,6 +35,8 @@ pub enum CellState {
     Finished,
     /// Has a checkpoint after this many epochs.
     Partial(usize),
+    /// Stopped by non-finite values (`failed.json`); not retried unless asked.
+    Failed,
     /// Nothing yet.
     Pending,
 }
@@ -41,6 +46,7 @@ impl std::fmt::Display for CellState {
         match self {
             CellState::Finished => write!(f, "finished"),
             CellState::Partial(n) => write!(f, "partial ({n} epochs)"),
+            CellState::Failed => write!(f, "failed"),
             CellState::Pending => write!(f, "pending"),
         }
     }
@@ -52,8 +58,11 @@ pub fn cell_state(dir: &Path) -> CellState {
     if run.summary_path().exists() {
         return CellState::Finished;
     }
+    if run.failure_path().exists() {
+        return CellState::Failed;
+    }
     match run.latest_checkpoint() {
-        Ok(Some((state, _))) => CellState::Partial(state.epochs_done),
+        Ok(Some(ckpt)) => CellState::Partial(ckpt.state.epochs_done),
         _ => CellState::Pending,
     }
 }
@@ -139,7 +148,25 @@ pub fn reproduce(study: &Study, opts: &ReproduceOptions) -> Result<ReproduceOutc
         let state = cell_state(&dir);
         if state == CellState::Finished {
             out.cached += 1;
+        } else if state == CellState::Failed && !opts.retry_failed {
+            let message = match RunDir::new(&dir).read_failure() {
+                Ok(Some(f)) => f.message,
+                Ok(None) => "failed.json vanished".to_string(),
+                Err(e) => e.to_string(),
+            };
+            eprintln!(
+                "[{}/{}] {} failed earlier (--retry-failed trains it again): {message}",
+                i + 1,
+                cells.len(),
+                cell.label()
+            );
+            out.failed.push((cell.label(), message));
+            continue;
         } else {
+            if state == CellState::Failed {
+                let path = RunDir::new(&dir).failure_path();
+                std::fs::remove_file(&path).map_err(|e| StudyError::Invalid(format!("{}: {e}", path.display())))?;
+            }
             if opts.progress {
                 eprintln!("[{}/{}] {} ({state})", i + 1, cells.len(), cell.label());
             }

@@ -5,16 +5,15 @@ use std::path::Path;
 use std::sync::Arc;
 
 use burn::module::Module;
-use burn::nn::loss::CrossEntropyLossConfig;
 use burn::store::ModuleRecord;
-use burn::tensor::{Bytes, Device, Int, Tensor, TensorData};
+use burn::tensor::{Bytes, Device, Tensor, TensorData};
 use data::{BatchLoader, DataDir, ImageSet, Normalize};
 use models::Model;
 use serde::{Deserialize, Serialize};
 
 use crate::TrainError;
 use crate::config::{ResolvedRun, RunConfig};
-use crate::run::{RunDir, write_json};
+use crate::run::{Checkpoint, RunDir, write_json};
 use crate::trainer::build_model;
 
 /// Loss and accuracy on a set.
@@ -28,6 +27,28 @@ pub struct EvalResult {
     pub images: usize,
 }
 
+/// The summed cross-entropy and the number of correct predictions of one batch, computed on the
+/// host in f64 in sample order from the logits `[batch, classes]` (row-major): the logged losses
+/// then never depend on the order of a backend's parallel reduction, so identical runs log
+/// identical numbers. A non-finite logit gives a non-finite loss.
+pub fn batch_loss(logits: &[f32], labels: &[i64]) -> (f64, usize) {
+    let batch = labels.len();
+    let classes = logits.len() / batch.max(1);
+    let (mut loss, mut correct) = (0f64, 0usize);
+    for (row, &label) in logits.chunks_exact(classes).zip(labels) {
+        let max = row.iter().fold(f64::NEG_INFINITY, |m, &v| m.max(v as f64));
+        let log_sum = row.iter().map(|&v| (v as f64 - max).exp()).sum::<f64>().ln() + max;
+        loss += log_sum - row[label as usize] as f64;
+        if row.iter().any(|v| v.is_nan()) {
+            loss = f64::NAN;
+        }
+        // the first of equal maxima, as argmax
+        let best = row.iter().enumerate().fold(0, |b, (i, &v)| if v > row[b] { i } else { b });
+        correct += usize::from(best == label as usize);
+    }
+    (loss, correct)
+}
+
 /// Evaluates a model (in evaluation mode: running batch-norm statistics, no training noise) on
 /// every image of `set`, on `device`.
 pub fn evaluate(
@@ -37,57 +58,87 @@ pub fn evaluate(
     norm: &Normalize,
     device: &Device,
 ) -> EvalResult {
-    let loss_fn = CrossEntropyLossConfig::new().init(device);
     let indices: Vec<usize> = (0..set.len()).collect();
     let loader = BatchLoader::new(set.clone(), &indices, batch_size.max(1), false, false, None, norm.clone(), 0, 0);
-    let (mut loss, mut correct, mut seen) = (0f64, 0i64, 0usize);
+    let (mut loss, mut correct, mut seen) = (0f64, 0usize, 0usize);
     for batch in loader {
-        let b = batch.labels.len();
         let x = Tensor::<4>::from_data(TensorData::new(batch.images, batch.shape), device);
-        let y = Tensor::<1, Int>::from_data(TensorData::new(batch.labels, [b]), device);
-        let logits = model.forward(x);
-        loss += loss_fn.forward(logits.clone(), y.clone()).into_scalar::<f32>() as f64 * b as f64;
-        correct += logits.argmax(1).flatten::<1>(0, 1).equal(y).int().sum().into_scalar::<i64>();
-        seen += b;
+        let logits = model.forward(x).into_data().convert::<f32>().try_to_vec::<f32>().expect("f32 logits");
+        let (l, c) = batch_loss(&logits, &batch.labels);
+        loss += l;
+        correct += c;
+        seen += batch.labels.len();
     }
     EvalResult { loss: loss / seen.max(1) as f64, accuracy: correct as f64 / seen.max(1) as f64, images: seen }
 }
 
-/// The trained model of a run folder (its newest checkpoint), in evaluation mode on Flex.
+/// The trained model of a run folder (its newest checkpoint, verified against its checksums and
+/// against the folder's `config.toml`), in evaluation mode on Flex.
 pub fn load_trained(run_dir: &Path, shape: [usize; 3], classes: usize) -> Result<(Model, ResolvedRun), TrainError> {
     let dir = RunDir::new(run_dir);
     let config = dir
         .read_config()?
         .ok_or_else(|| TrainError::io(dir.config_path(), "missing: not a run folder (train into it first)"))?;
     let run = config.resolve()?;
-    let (_, ckpt) = dir
+    let ckpt = dir
         .latest_checkpoint()?
         .ok_or_else(|| TrainError::io(dir.pointer_path(), "missing: the run has no checkpoint yet"))?;
+    ckpt.check_config(&config, &dir.config_path())?;
     let device = Device::flex();
     let model = build_model(&run, shape, classes, &device)?;
-    let path = ckpt.join("model.bpk");
-    let bytes = std::fs::read(&path).map_err(|e| TrainError::io(&path, e))?;
-    let record =
-        ModuleRecord::from_bytes(Bytes::from_bytes_vec(bytes)).map_err(|e| TrainError::io(&path, format!("{e:?}")))?;
-    let model = model.try_load_record(record).map_err(|e| TrainError::io(&path, format!("{e:?}")))?;
+    let model = load_model_record(model, &ckpt)?;
     Ok((model.valid(), run))
 }
 
+/// Loads the verified `model.bpk` of a checkpoint into `model`.
+pub(crate) fn load_model_record(model: Model, ckpt: &Checkpoint) -> Result<Model, TrainError> {
+    let path = ckpt.dir.join("model.bpk");
+    let bytes = ckpt.read_verified("model.bpk")?;
+    let record =
+        ModuleRecord::from_bytes(Bytes::from_bytes_vec(bytes)).map_err(|e| TrainError::io(&path, format!("{e:?}")))?;
+    model.try_load_record(record).map_err(|e| TrainError::io(&path, format!("{e:?}")))
+}
+
 /// Evaluates the run in `run_dir` on the test split of `dataset` (default: the run's own, with
-/// its `limit_test`); writes `eval-<dataset>.json` into the run folder.
-pub fn evaluate_run(run_dir: &Path, dataset: Option<&str>, data_dir: &DataDir) -> Result<EvalResult, TrainError> {
+/// its `limit_test`); writes `eval-<dataset>.json` into the run folder. `folder_holdout` is the
+/// held-out images per class of another `folder:` data set (default: the run's own setting).
+pub fn evaluate_run(
+    run_dir: &Path,
+    dataset: Option<&str>,
+    folder_holdout: Option<usize>,
+    data_dir: &DataDir,
+) -> Result<EvalResult, TrainError> {
     let config: RunConfig = RunDir::new(run_dir)
         .read_config()?
         .ok_or_else(|| TrainError::io(run_dir.join("config.toml"), "missing: not a run folder"))?;
     let own = dataset.is_none_or(|d| d == config.dataset);
+    if own && folder_holdout.is_some_and(|h| h != config.folder_holdout) {
+        return Err(TrainError::Config(format!(
+            "--folder-holdout {}: the run's own data set is split with folder_holdout = {}; give \
+             --dataset to evaluate on another split",
+            folder_holdout.unwrap_or_default(),
+            config.folder_holdout
+        )));
+    }
+    if folder_holdout == Some(0) {
+        return Err(TrainError::Config("--folder-holdout 0: expected at least 1 image per class".into()));
+    }
     let spec = dataset.unwrap_or(&config.dataset);
-    let loaded = data::load_dataset(spec, data_dir, config.folder_holdout)?;
+    let loaded = data::load_dataset(spec, data_dir, folder_holdout.unwrap_or(config.folder_holdout))?;
     let test = match (own, config.limit_test) {
         (true, Some(n)) => loaded.test.select(&loaded.test.balanced_subset(n, config.seed.wrapping_add(1))?),
         _ => loaded.test.clone(),
     };
     let (model, _) = load_trained(run_dir, test.shape, test.classes.len())?;
     let result = evaluate(&model, &Arc::new(test), config.batch_size, &loaded.normalize, &Device::flex());
+    if !result.loss.is_finite() {
+        return Err(TrainError::Config(format!(
+            "{}: the model gives a non-finite test loss ({}) on {}; nothing was written",
+            run_dir.display(),
+            result.loss,
+            loaded.name
+        )));
+    }
     let name: String =
         loaded.name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect();
     write_json(&run_dir.join(format!("eval-{name}.json")), &result)?;

@@ -36,21 +36,22 @@ pub enum TrainError {
         /// What failed.
         message: String,
     },
-    /// The loss became NaN or infinite; the last good checkpoint was kept.
-    #[error(
-        "epoch {epoch}, step {step}: the loss is {value} (not finite); stopped. The last good checkpoint (after epoch {last_good}) is kept in {dir}; lower --lr or check the data"
-    )]
+    /// A loss, parameter or scale became NaN or infinite: the run stopped, is marked failed,
+    /// and its last good checkpoint (if any) is kept.
+    #[error("{message}")]
     NonFinite {
-        /// Epoch (0-based).
-        epoch: usize,
-        /// Step within the epoch.
-        step: usize,
-        /// The loss value.
-        value: f32,
-        /// Epochs completed in the kept checkpoint.
-        last_good: usize,
-        /// The run folder.
-        dir: std::path::PathBuf,
+        /// What was not finite, where, and which checkpoint is kept.
+        message: String,
+        /// The failure record written into the run folder.
+        marked: std::path::PathBuf,
+    },
+    /// The run folder holds a run that failed earlier.
+    #[error("this run failed earlier: {message}. Remove {} to try again", .path.display())]
+    Failed {
+        /// Its `failed.json`.
+        path: std::path::PathBuf,
+        /// The recorded message.
+        message: String,
     },
 }
 

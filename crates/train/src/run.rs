@@ -1,10 +1,15 @@
 //! The run folder: `config.toml` (the resolved configuration), `checkpoint.json` pointing at the
-//! newest `ckpt-NNNN/` (model, optimizer, history), `metrics.jsonl` (one line per epoch) and
-//! `summary.json`. Every file is written to a temporary name and renamed into place.
+//! newest `ckpt-NNNN/` (model, optimizer, history), `metrics.jsonl` (one line per epoch),
+//! `summary.json` of a finished run and `failed.json` of a run stopped by non-finite values.
+//! Every file is written to a temporary name and renamed into place. Nothing is trusted at read:
+//! the pointer records the SHA-256 of the checkpoint's `state.json`, which records the SHA-256
+//! of every tensor file and the hash of the configuration they belong to.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 use crate::TrainError;
 use crate::config::RunConfig;
@@ -80,6 +85,90 @@ pub struct CheckpointState {
     pub epochs_done: usize,
     /// One record per completed epoch.
     pub history: Vec<EpochRecord>,
+    /// SHA-256 of every tensor file of the checkpoint, by file name, recorded at write time.
+    /// (Empty in checkpoints of versions before checksums; those cannot be loaded.)
+    #[serde(default)]
+    pub files: BTreeMap<String, String>,
+}
+
+/// Why a run stopped without finishing: written as `failed.json` so that `reproduce` and
+/// `report` can show the cell as failed (and nothing non-finite ever reaches a JSON file).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FailureRecord {
+    /// Hash of the configuration.
+    pub config_hash: String,
+    /// 1-based epoch in which the run failed.
+    pub epoch: usize,
+    /// What was not finite (`training loss at step 3`, `parameter layer1.0.conv1.weight`, ...).
+    pub what: String,
+    /// The value, as text (`NaN`, `inf`).
+    pub value: String,
+    /// The newest checkpoint that is really good, if any (relative to the run folder).
+    pub last_good_checkpoint: Option<String>,
+    /// The whole message.
+    pub message: String,
+}
+
+/// A checkpoint whose `state.json` matched the pointer's checksum; its tensor files are checked
+/// when read.
+#[derive(Debug, Clone)]
+pub struct Checkpoint {
+    /// Its state.
+    pub state: CheckpointState,
+    /// Its folder.
+    pub dir: PathBuf,
+}
+
+impl Checkpoint {
+    /// The bytes of one tensor file, after checking them against the SHA-256 recorded when the
+    /// checkpoint was written.
+    pub fn read_verified(&self, name: &str) -> Result<Vec<u8>, TrainError> {
+        let path = self.dir.join(name);
+        let Some(expected) = self.state.files.get(name) else {
+            return Err(TrainError::io(
+                self.dir.join("state.json"),
+                format!(
+                    "records no checksum of {name} (written by an older version, or incomplete): \
+                     the checkpoint cannot be verified; train the run again"
+                ),
+            ));
+        };
+        let bytes = std::fs::read(&path).map_err(|e| TrainError::io(&path, e))?;
+        let actual = sha256_hex(&bytes);
+        if &actual != expected {
+            return Err(TrainError::io(
+                &path,
+                format!(
+                    "SHA-256 mismatch: the checkpoint recorded {expected}, the file now has {actual} \
+                     ({} bytes): it was changed or damaged after it was written; remove the run's \
+                     checkpoint folders to train again",
+                    bytes.len()
+                ),
+            ));
+        }
+        Ok(bytes)
+    }
+
+    /// Fails unless the checkpoint belongs to `config` (whose file is `config_path`).
+    pub fn check_config(&self, config: &RunConfig, config_path: &Path) -> Result<(), TrainError> {
+        if self.state.config_hash == config.hash() {
+            return Ok(());
+        }
+        Err(TrainError::Config(format!(
+            "{} has config hash {}, but the checkpoint {} was trained with config hash {}: the \
+             configuration was edited after training; restore it, or train the new configuration \
+             into another folder",
+            config_path.display(),
+            config.hash(),
+            self.dir.display(),
+            self.state.config_hash
+        )))
+    }
+}
+
+/// Lowercase hex SHA-256 of bytes.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
 }
 
 /// Paths of a run folder.
@@ -114,6 +203,16 @@ impl RunDir {
         self.root.join("summary.json")
     }
 
+    /// Why the run failed, if it did.
+    pub fn failure_path(&self) -> PathBuf {
+        self.root.join("failed.json")
+    }
+
+    /// The failure record, if the run failed.
+    pub fn read_failure(&self) -> Result<Option<FailureRecord>, TrainError> {
+        read_json(&self.failure_path())
+    }
+
     /// Points at the newest checkpoint.
     pub fn pointer_path(&self) -> PathBuf {
         self.root.join("checkpoint.json")
@@ -139,21 +238,108 @@ impl RunDir {
         read_json(&self.summary_path())
     }
 
-    /// The newest checkpoint's state and folder, if any.
-    pub fn latest_checkpoint(&self) -> Result<Option<(CheckpointState, PathBuf)>, TrainError> {
+    /// The newest checkpoint, if any, after checking its `state.json` against the checksum the
+    /// pointer recorded.
+    pub fn latest_checkpoint(&self) -> Result<Option<Checkpoint>, TrainError> {
         let Some(pointer): Option<Pointer> = read_json(&self.pointer_path())? else {
             return Ok(None);
         };
+        if pointer.dir.contains(['/', '\\']) || !pointer.dir.starts_with("ckpt-") {
+            return Err(TrainError::io(
+                self.pointer_path(),
+                format!("points at `{}`, expected a ckpt-NNNN folder of the run", pointer.dir),
+            ));
+        }
         let dir = self.root.join(&pointer.dir);
-        let state = read_json(&dir.join("state.json"))?
-            .ok_or_else(|| TrainError::io(dir.join("state.json"), "missing: the checkpoint folder is incomplete"))?;
-        Ok(Some((state, dir)))
+        let path = dir.join("state.json");
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(TrainError::io(path, "missing: the checkpoint folder is incomplete"));
+            }
+            Err(e) => return Err(TrainError::io(path, e)),
+        };
+        match &pointer.state_sha256 {
+            Some(expected) if *expected != sha256_hex(&bytes) => {
+                return Err(TrainError::io(
+                    &path,
+                    format!(
+                        "SHA-256 mismatch: {} recorded {expected}, the file has {}: it was changed or \
+                         damaged after it was written",
+                        self.pointer_path().display(),
+                        sha256_hex(&bytes)
+                    ),
+                ));
+            }
+            Some(_) => {}
+            None => {
+                return Err(TrainError::io(
+                    self.pointer_path(),
+                    "records no checksum of the checkpoint (written by an older version): it cannot be \
+                     verified; train the run again",
+                ));
+            }
+        }
+        let state = serde_json::from_slice(&bytes)
+            .map_err(|e| TrainError::io(&path, format!("not valid JSON for this file: {e}")))?;
+        Ok(Some(Checkpoint { state, dir }))
     }
 
+    /// Writes a complete checkpoint folder (tensor files, then `state.json` with their
+    /// checksums), makes it the newest and removes older ones.
+    pub fn write_checkpoint(&self, mut state: CheckpointState, files: &[(&str, &[u8])]) -> Result<(), TrainError> {
+        let done = state.epochs_done;
+        let ckpt = self.checkpoint_dir(done);
+        let _ = std::fs::remove_dir_all(&ckpt); // a leftover of an interrupted save
+        std::fs::create_dir_all(&ckpt).map_err(|e| TrainError::io(&ckpt, e))?;
+        state.files.clear();
+        for (name, bytes) in files {
+            write_atomic(&ckpt.join(name), bytes)?;
+            state.files.insert(name.to_string(), sha256_hex(bytes));
+        }
+        let mut text = serde_json::to_string_pretty(&state).expect("serializable");
+        text.push('\n');
+        write_atomic(&ckpt.join("state.json"), text.as_bytes())?;
+        self.commit_checkpoint(done, sha256_hex(text.as_bytes()))
+    }
+
+    /// Whether `root` may receive a run of `config`: it is absent or empty, or a run folder of
+    /// the same configuration. Anything else belongs to someone else and is never written into.
+    pub fn check_owner(&self, config: &RunConfig) -> Result<(), TrainError> {
+        let root = &self.root;
+        if !root.exists() {
+            return Ok(());
+        }
+        if !root.is_dir() {
+            return Err(TrainError::Config(format!("--out {}: is a file, expected a run folder", root.display())));
+        }
+        let empty = std::fs::read_dir(root).map_err(|e| TrainError::io(root, e))?.next().is_none();
+        if empty {
+            return Ok(());
+        }
+        match self.read_config() {
+            Ok(Some(existing)) if existing == *config => Ok(()),
+            Ok(Some(existing)) => Err(TrainError::Config(format!(
+                "--out {} holds a run of another configuration (hash {}, this one {}): use another --out or remove it",
+                root.display(),
+                existing.hash(),
+                config.hash()
+            ))),
+            Ok(None) => Err(TrainError::Config(format!(
+                "--out {}: the folder is not empty and is not a run folder (no config.toml); train \
+                 writes only into a new or empty folder or a run of the same configuration",
+                root.display()
+            ))),
+            Err(e) => Err(TrainError::Config(format!(
+                "--out {}: the folder is not a run folder this tool can read ({e}); use another --out",
+                root.display()
+            ))),
+        }
+    }
     /// Makes `dir` (already complete) the newest checkpoint, and removes older ones.
-    pub fn commit_checkpoint(&self, epochs_done: usize) -> Result<(), TrainError> {
+    fn commit_checkpoint(&self, epochs_done: usize, state_sha256: String) -> Result<(), TrainError> {
         let name = format!("ckpt-{epochs_done:04}");
-        write_json(&self.pointer_path(), &Pointer { dir: name.clone() })?;
+        write_json(&self.pointer_path(), &Pointer { dir: name.clone(), state_sha256: Some(state_sha256) })?;
         for entry in std::fs::read_dir(&self.root).map_err(|e| TrainError::io(&self.root, e))? {
             let entry = entry.map_err(|e| TrainError::io(&self.root, e))?;
             let file = entry.file_name().to_string_lossy().to_string();
@@ -168,6 +354,9 @@ impl RunDir {
 #[derive(Serialize, Deserialize)]
 struct Pointer {
     dir: String,
+    /// SHA-256 of the checkpoint's state.json (absent in pointers of older versions).
+    #[serde(default)]
+    state_sha256: Option<String>,
 }
 
 /// Writes bytes through a temporary sibling and a rename.

@@ -4,20 +4,21 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
-use burn::module::Module;
+use burn::module::{Module, ModuleVisitor, Param};
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::decay::WeightDecayConfig;
 use burn::optim::momentum::MomentumConfig;
 use burn::optim::{GradientsParams, ModuleOptimizer, OptimizerRecord, SgdConfig};
-use burn::store::ModuleRecord;
 use burn::tensor::{Bytes, Device, Int, Tensor, TensorData};
 use data::{Batch, BatchLoader, DataDir, ImageSet, LoadedData};
 use indicatif::{ProgressBar, ProgressStyle};
 use models::Model;
 
 use crate::config::{ResolvedRun, RunConfig};
-use crate::eval::evaluate;
-use crate::run::{CheckpointState, EpochRecord, RunDir, Summary, metrics_lines, write_atomic, write_json};
+use crate::eval::{batch_loss, evaluate, load_model_record};
+use crate::run::{
+    CheckpointState, EpochRecord, FailureRecord, RunDir, Summary, metrics_lines, write_atomic, write_json,
+};
 use crate::{CODE_VERSION, TrainError};
 
 /// How to run.
@@ -46,14 +47,23 @@ pub struct RunData {
 /// class-balanced subsets.
 pub fn load_run_data(config: &RunConfig, dir: &DataDir) -> Result<RunData, TrainError> {
     let data = data::load_dataset(&config.dataset, dir, config.folder_holdout)?;
-    let subset = |set: &ImageSet, limit: Option<usize>, seed: u64| -> Result<ImageSet, TrainError> {
+    let subset = |set: &ImageSet, limit: Option<usize>, seed: u64, field: &str| -> Result<ImageSet, TrainError> {
         Ok(match limit {
+            Some(n) if n > set.len() => {
+                return Err(TrainError::Config(format!(
+                    "{field} = {n} (--{}): the {} split of {} has only {} images",
+                    field.replace('_', "-"),
+                    if field == "limit_train" { "training" } else { "test" },
+                    data.name,
+                    set.len()
+                )));
+            }
             Some(n) => set.select(&set.balanced_subset(n, seed)?),
             None => set.clone(),
         })
     };
-    let train = Arc::new(subset(&data.train, config.limit_train, config.seed)?);
-    let test = Arc::new(subset(&data.test, config.limit_test, config.seed.wrapping_add(1))?);
+    let train = Arc::new(subset(&data.train, config.limit_train, config.seed, "limit_train")?);
+    let test = Arc::new(subset(&data.test, config.limit_test, config.seed.wrapping_add(1), "limit_test")?);
     Ok(RunData { data, train, test })
 }
 
@@ -84,22 +94,20 @@ pub fn optimizer(config: &RunConfig) -> ModuleOptimizer {
 }
 
 /// Trains (or resumes, or just reports) the run of `config` in `out`. Returns the summary, or
-/// `None` when `stop_after` ended the session first.
+/// `None` when `stop_after` ended the session first. Everything is checked before anything is
+/// written: the folder is new, empty or a run of the same configuration, the data loads and fits
+/// the model, and a checkpoint to resume matches its checksums and the configuration.
 pub fn train(config: &RunConfig, out: &Path, opts: &TrainOptions) -> Result<Option<Summary>, TrainError> {
     let run = config.resolve()?;
+    if opts.stop_after == Some(0) {
+        return Err(TrainError::Config(
+            "--stop-after 0: expected at least 1 epoch (leave it out to train to the end)".into(),
+        ));
+    }
     let dir = RunDir::new(out);
-    std::fs::create_dir_all(out).map_err(|e| TrainError::io(out, e))?;
-    match dir.read_config()? {
-        Some(existing) if existing != *config => {
-            return Err(TrainError::Config(format!(
-                "{} holds a run of another configuration (hash {}, this one {}): use another --out or remove it",
-                out.display(),
-                existing.hash(),
-                config.hash()
-            )));
-        }
-        Some(_) => {}
-        None => write_atomic(&dir.config_path(), config.to_toml().as_bytes())?,
+    dir.check_owner(config)?;
+    if let Some(failure) = dir.read_failure()? {
+        return Err(TrainError::Failed { path: dir.failure_path(), message: failure.message });
     }
     if let Some(summary) = dir.read_summary()? {
         return Ok(Some(summary));
@@ -110,25 +118,27 @@ pub fn train(config: &RunConfig, out: &Path, opts: &TrainOptions) -> Result<Opti
     let mut model = build_model(&run, data.train.shape, data.train.classes.len(), &device)?;
     let mut optim = optimizer(config);
     let (mut history, start) = match dir.latest_checkpoint()? {
-        Some((state, ckpt)) => {
-            if state.config_hash != config.hash() {
+        Some(ckpt) => {
+            ckpt.check_config(config, &dir.config_path())?;
+            model = load_model_record(model, &ckpt)?;
+            if let Some((param, value)) = non_finite_parameter(&model) {
                 return Err(TrainError::io(
-                    &ckpt,
-                    format!("checkpoint of config {}, expected {}", state.config_hash, config.hash()),
+                    ckpt.dir.join("model.bpk"),
+                    format!("holds a non-finite value ({value}) in {param}: not a checkpoint to resume from"),
                 ));
             }
-            let read = |name: &str| std::fs::read(ckpt.join(name)).map_err(|e| TrainError::io(ckpt.join(name), e));
-            let record = ModuleRecord::from_bytes(Bytes::from_bytes_vec(read("model.bpk")?))
-                .map_err(|e| TrainError::io(ckpt.join("model.bpk"), format!("{e:?}")))?;
-            model =
-                model.try_load_record(record).map_err(|e| TrainError::io(ckpt.join("model.bpk"), format!("{e:?}")))?;
-            let record = OptimizerRecord::from_bytes(Bytes::from_bytes_vec(read("optim.bpk")?))
-                .map_err(|e| TrainError::io(ckpt.join("optim.bpk"), format!("{e:?}")))?;
+            let path = ckpt.dir.join("optim.bpk");
+            let record = OptimizerRecord::from_bytes(Bytes::from_bytes_vec(ckpt.read_verified("optim.bpk")?))
+                .map_err(|e| TrainError::io(&path, format!("{e:?}")))?;
             optim = optim.load_record(record);
-            (state.history, state.epochs_done)
+            (ckpt.state.history, ckpt.state.epochs_done)
         }
         None => (Vec::new(), 0),
     };
+    std::fs::create_dir_all(out).map_err(|e| TrainError::io(out, e))?;
+    if !dir.config_path().exists() {
+        write_atomic(&dir.config_path(), config.to_toml().as_bytes())?;
+    }
     let loss_fn = CrossEntropyLossConfig::new().init(&device);
     let train_indices: Vec<usize> = (0..data.train.len()).collect();
     let wall_before = history.last().map(|r| r.wall_seconds).unwrap_or(0.0);
@@ -174,9 +184,11 @@ pub fn train(config: &RunConfig, out: &Path, opts: &TrainOptions) -> Result<Opti
         bar.set_length(steps as u64);
         bar.set_position(0);
         bar.set_prefix(format!("{} epoch {}/{}", config.method, epoch + 1, config.epochs));
-        let (mut loss_sum, mut correct, mut seen, mut lr) = (0f64, 0i64, 0usize, 0f64);
+        // losses summed on the host in a fixed order (see `batch_loss`)
+        let (mut loss_sum, mut correct, mut seen, mut lr) = (0f64, 0usize, 0usize, 0f64);
         for (step, batch) in loader.enumerate() {
             let b = batch.labels.len();
+            let labels = batch.labels.clone();
             let x = Tensor::<4>::from_data(TensorData::new(batch.images, batch.shape), &device);
             let y = Tensor::<1, Int>::from_data(TensorData::new(batch.labels, [b]), &device);
             if config.train_variation_sigma > 0.0 {
@@ -190,23 +202,19 @@ pub fn train(config: &RunConfig, out: &Path, opts: &TrainOptions) -> Result<Opti
                 }
             }
             let logits = model.forward(x);
-            let loss = loss_fn.forward(logits.clone(), y.clone());
-            let value = loss.clone().into_scalar::<f32>();
-            if !value.is_finite() {
+            let loss = loss_fn.forward(logits.clone(), y);
+            let host = logits.into_data().convert::<f32>().try_to_vec::<f32>().expect("f32 logits");
+            let (batch_loss_sum, batch_correct) = batch_loss(&host, &labels);
+            if !batch_loss_sum.is_finite() {
                 bar.abandon();
-                return Err(TrainError::NonFinite {
-                    epoch,
-                    step,
-                    value,
-                    last_good: history.len(),
-                    dir: out.to_path_buf(),
-                });
+                let what = format!("the training loss at step {}", step + 1);
+                return Err(fail(&dir, config, &history, epoch, &what, batch_loss_sum / b as f64));
             }
-            correct += logits.argmax(1).flatten::<1>(0, 1).equal(y).int().sum().into_scalar::<i64>();
             let grads = GradientsParams::from_grads(loss.backward(), &model);
             lr = run.learning_rate(epoch, step, steps);
             model = optim.step(lr, model, grads);
-            loss_sum += value as f64 * b as f64;
+            loss_sum += batch_loss_sum;
+            correct += batch_correct;
             seen += b;
             bar.inc(1);
             bar.set_message(format!(
@@ -217,8 +225,16 @@ pub fn train(config: &RunConfig, out: &Path, opts: &TrainOptions) -> Result<Opti
             ));
         }
         let train_seconds = epoch_start.elapsed().as_secs_f64();
+        if let Some(param) = non_finite_parameter(&model) {
+            bar.abandon();
+            return Err(fail(&dir, config, &history, epoch, &format!("parameter {}", param.0), param.1));
+        }
         let test =
             evaluate(&model.valid(), &data.test, config.batch_size, &data.data.normalize, &device.clone().inner());
+        if !test.loss.is_finite() {
+            bar.abandon();
+            return Err(fail(&dir, config, &history, epoch, "the test loss", test.loss));
+        }
         let record = EpochRecord {
             epoch: epoch + 1,
             stage: run.stage(epoch),
@@ -253,6 +269,72 @@ pub fn train(config: &RunConfig, out: &Path, opts: &TrainOptions) -> Result<Opti
     Ok(Some(summary))
 }
 
+/// Marks the run failed (`failed.json`) and returns the error that says what was not finite and
+/// which checkpoint is the last good one. Nothing of the failed epoch is saved.
+fn fail(dir: &RunDir, config: &RunConfig, history: &[EpochRecord], epoch: usize, what: &str, value: f64) -> TrainError {
+    // every saved checkpoint passed these checks; the newest holds the epochs of `history`
+    let last_good = match dir.latest_checkpoint() {
+        Ok(Some(ckpt)) if ckpt.state.epochs_done == history.len() && !history.is_empty() => {
+            Some(ckpt.dir.file_name().unwrap_or_default().to_string_lossy().to_string())
+        }
+        _ => None,
+    };
+    let kept = match &last_good {
+        Some(name) => format!(
+            "the last good checkpoint, {} (after epoch {}), is kept",
+            dir.root().join(name).display(),
+            history.len()
+        ),
+        None => "no checkpoint was written (no epoch finished with finite values)".to_string(),
+    };
+    let message = format!(
+        "epoch {}: {what} is {value} (not finite); the run stopped and {kept}. Lower --lr or check the data",
+        epoch + 1
+    );
+    let record = FailureRecord {
+        config_hash: config.hash(),
+        epoch: epoch + 1,
+        what: what.to_string(),
+        value: value.to_string(),
+        last_good_checkpoint: last_good,
+        message: message.clone(),
+    };
+    match write_json(&dir.failure_path(), &record) {
+        Ok(()) => TrainError::NonFinite { message, marked: dir.failure_path() },
+        Err(e) => TrainError::Config(format!("{message}; and the failure could not be recorded: {e}")),
+    }
+}
+
+/// The first parameter or running statistic of `model` (by module path) holding a value that
+/// is not finite, with one such value.
+pub fn non_finite_parameter(model: &Model) -> Option<(String, f64)> {
+    struct Finder {
+        path: Vec<String>,
+        found: Option<(String, f64)>,
+    }
+    impl ModuleVisitor for Finder {
+        fn enter_module(&mut self, name: &str, _: &str) {
+            self.path.push(name.to_string());
+        }
+        fn exit_module(&mut self, _: &str, _: &str) {
+            self.path.pop();
+        }
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            if self.found.is_some() {
+                return;
+            }
+            let values = param.val().into_data().convert::<f32>().try_to_vec::<f32>().unwrap_or_default();
+            if let Some(v) = values.iter().find(|v| !v.is_finite()) {
+                let path = self.path.iter().filter(|p| !p.is_empty()).cloned().collect::<Vec<_>>().join(".");
+                self.found = Some((format!("{path} ({:?})", param.id), *v as f64));
+            }
+        }
+    }
+    let mut finder = Finder { path: Vec::new(), found: None };
+    model.visit(&mut finder);
+    finder.found
+}
+
 /// ADC calibration (DESIGN.md section 3): forward passes over the first training batches of the
 /// stage, in training mode and without cell noise, record every ADC group's partial sums; each
 /// layer then sets its windows from them. The batches are trained on afterwards as usual.
@@ -279,19 +361,19 @@ fn save_checkpoint(
 ) -> Result<(), TrainError> {
     let done = history.len();
     let ckpt = dir.checkpoint_dir(done);
-    let _ = std::fs::remove_dir_all(&ckpt); // a leftover of an interrupted save
-    std::fs::create_dir_all(&ckpt).map_err(|e| TrainError::io(&ckpt, e))?;
     let model_bytes = model
         .clone()
         .into_record()
         .into_bytes()
         .map_err(|e| TrainError::io(ckpt.join("model.bpk"), format!("{e:?}")))?;
-    write_atomic(&ckpt.join("model.bpk"), &model_bytes)?;
     let optim_bytes = optim.into_bytes().map_err(|e| TrainError::io(ckpt.join("optim.bpk"), format!("{e:?}")))?;
-    write_atomic(&ckpt.join("optim.bpk"), &optim_bytes)?;
-    let state = CheckpointState { config_hash: config.hash(), epochs_done: done, history: history.to_vec() };
-    write_json(&ckpt.join("state.json"), &state)?;
-    dir.commit_checkpoint(done)?;
+    let state = CheckpointState {
+        config_hash: config.hash(),
+        epochs_done: done,
+        history: history.to_vec(),
+        files: Default::default(),
+    };
+    dir.write_checkpoint(state, &[("model.bpk", &model_bytes[..]), ("optim.bpk", &optim_bytes[..])])?;
     write_atomic(&dir.metrics_path(), metrics_lines(history).as_bytes())
 }
 
@@ -343,6 +425,34 @@ mod tests {
             epoch_seconds: 1.0,
             wall_seconds: epoch as f64,
         }
+    }
+
+    #[test]
+    fn a_failure_after_a_saved_epoch_names_that_checkpoint_and_no_other() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = RunDir::new(tmp.path());
+        let config = RunConfig::default();
+        let history = vec![record(1, 1, 0.5)];
+        let state = CheckpointState {
+            config_hash: config.hash(),
+            epochs_done: 1,
+            history: history.clone(),
+            files: Default::default(),
+        };
+        dir.write_checkpoint(state, &[("model.bpk", b"weights")]).unwrap();
+        let e = fail(&dir, &config, &history, 1, "the test loss", f64::NAN);
+        let text = e.to_string();
+        assert!(text.contains("epoch 2: the test loss is NaN"), "{text}");
+        assert!(
+            text.contains(&format!("{} (after epoch 1), is kept", tmp.path().join("ckpt-0001").display())),
+            "{text}"
+        );
+        let record = dir.read_failure().unwrap().unwrap();
+        assert_eq!(record.last_good_checkpoint.as_deref(), Some("ckpt-0001"));
+        assert_eq!((record.epoch, record.value.as_str()), (2, "NaN"));
+        // the kept checkpoint is intact and verifies
+        let ckpt = dir.latest_checkpoint().unwrap().unwrap();
+        assert_eq!(ckpt.read_verified("model.bpk").unwrap(), b"weights");
     }
 
     #[test]

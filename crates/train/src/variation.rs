@@ -91,6 +91,9 @@ pub fn variation_study(
     if chips == 0 {
         return Err(TrainError::Config("--chips 0: expected at least 1 chip per sigma".into()));
     }
+    if limit_test == Some(0) {
+        return Err(TrainError::Config("--limit-test 0: expected at least 1 test image (or no limit)".into()));
+    }
     if let Some(s) = sigmas.iter().find(|s| !(s.is_finite() && **s >= 0.0)) {
         return Err(TrainError::Config(format!("--sigmas: {s} is not a non-negative number")));
     }
