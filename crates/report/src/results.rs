@@ -28,10 +28,6 @@ pub struct CellResult {
     pub failure: Option<FailureRecord>,
 }
 
-fn io(path: &Path, e: impl std::fmt::Display) -> ReportError {
-    ReportError::io(path, e)
-}
-
 /// Reads the run folder of every cell of `study`: `<runs_root>/<profile>/<hash>/`, or, where that
 /// has no finished run, the copy an earlier report archived in `<archive>/runs/<hash>/` (a fresh
 /// clone has no run folders but the committed report's archive: its results are still
@@ -49,33 +45,37 @@ pub fn load_results(study: &Study, runs_root: &Path, archive: &Path) -> Result<V
                 live
             };
             let run = RunDir::new(&dir);
-            let summary = run.read_summary().map_err(|e| io(&dir, e))?;
+            // a damaged file marks its cell failed, with the reason, and never fails the report
+            let damaged = |e: String| FailureRecord {
+                config_hash: cell.key(),
+                epoch: 0,
+                what: "a file of the run folder".into(),
+                value: String::new(),
+                last_good_checkpoint: None,
+                message: format!("unreadable: {e}"),
+            };
+            let mut failure = match run.read_failure() {
+                Ok(f) => f,
+                Err(e) => Some(damaged(e.to_string())),
+            };
+            let summary = run.read_summary().unwrap_or_else(|e| {
+                failure = Some(damaged(e.to_string()));
+                None
+            });
             let history = match std::fs::read_to_string(run.metrics_path()) {
-                Ok(text) => text
-                    .lines()
-                    .map(|l| serde_json::from_str(l).map_err(|e| io(&run.metrics_path(), e)))
-                    .collect::<Result<_, _>>()?,
+                Ok(text) => text.lines().map(serde_json::from_str).collect::<Result<_, _>>().unwrap_or_else(|e| {
+                    failure = Some(damaged(format!("{}: {e}", run.metrics_path().display())));
+                    Vec::new()
+                }),
                 Err(_) => Vec::new(),
             };
-            let variation: Option<VariationReport> = read_json(&dir.join("variation.json")).map_err(|e| io(&dir, e))?;
-            let variation = variation.filter(|v| v.config_hash == cell.key());
-            let adc_quality: Option<AdcQualityReport> =
-                read_json(&dir.join("adc-quality.json")).map_err(|e| io(&dir, e))?;
-            let adc_quality = adc_quality.filter(|q| q.config_hash == cell.key());
-            // a damaged failure record still marks the cell failed; its message says why
-            let failure = match run.read_failure() {
-                Ok(f) => f,
-                Err(e) => Some(FailureRecord {
-                    config_hash: cell.key(),
-                    epoch: 0,
-                    what: "failed.json".into(),
-                    value: String::new(),
-                    last_good_checkpoint: None,
-                    message: e.to_string(),
-                }),
-            }
-            .filter(|_| summary.is_none());
-            Ok(CellResult { state: cell_state(&dir), summary, history, variation, adc_quality, failure, cell })
+            let summary = summary.filter(|_| failure.is_none());
+            let variation: Option<VariationReport> = read_json(&dir.join("variation.json")).ok().flatten();
+            let variation = variation.filter(|v| v.config_hash == cell.key() && summary.is_some());
+            let adc_quality: Option<AdcQualityReport> = read_json(&dir.join("adc-quality.json")).ok().flatten();
+            let adc_quality = adc_quality.filter(|q| q.config_hash == cell.key() && summary.is_some());
+            let state = if failure.is_some() { CellState::Failed } else { cell_state(&dir) };
+            Ok(CellResult { state, summary, history, variation, adc_quality, failure, cell })
         })
         .collect()
 }

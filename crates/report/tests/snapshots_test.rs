@@ -288,4 +288,17 @@ sweep = [{ lr = [0.05, 1e6] }]
     let readme = std::fs::read_to_string(out.join("README.md")).unwrap();
     assert!(readme.contains("| failed |") && readme.contains("### Failed runs"), "{readme}");
     assert!(readme.contains("| finished |"), "{readme}");
+    // a damaged file (here a summary with a null where a number belongs, as older versions
+    // wrote) marks its cell failed, with the reason, and the report is still written
+    let good = first.summaries[0].1.config_hash.clone();
+    let summary = tmp.path().join("runs/faults").join(&good).join("summary.json");
+    let text = std::fs::read_to_string(&summary).unwrap();
+    let damaged = text.replacen("\"best_test_acc\": ", "\"best_test_acc\": null, \"x\": ", 1);
+    std::fs::write(&summary, damaged).unwrap();
+    generate(&study, &ropts).unwrap();
+    let readme = std::fs::read_to_string(out.join("README.md")).unwrap();
+    assert!(
+        !readme.contains("| finished |") && readme.contains("unreadable") && readme.contains("summary.json"),
+        "{readme}"
+    );
 }
