@@ -1,6 +1,9 @@
 //! ResNet-20 training step at batch 128: floating point against CIM (W4 A4, cell bits 2, P 3,
-//! N 128, column/column, twos), measured interleaved in one run, with the ratio and the heap peak
-//! of each step. Targets: CIM <= 2.5x floating point, CIM peak <= 4 GiB.
+//! N 128, column/column, differential and twos), measured interleaved in one run, with the ratio
+//! and the heap peak of each step, and the same floating-point step in PyTorch
+//! (`baselines/pytorch/resnet20_step.py`, run before and after the burn steps; skipped with a
+//! message where `torch` is not importable). Targets: floating point <= 2x PyTorch, CIM
+//! (either encoding) <= 2x floating point, CIM heap peak <= 2 GiB.
 //!
 //! `cargo bench -p train --bench train_step`
 
@@ -27,7 +30,25 @@ struct Net {
     peak: usize,
 }
 
+/// The PyTorch step's median over `steps` steps, and its version; or why there is none.
+fn pytorch_step(steps: usize) -> Result<(f64, String, Vec<f64>), String> {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../baselines/pytorch/resnet20_step.py");
+    let out = std::process::Command::new("python3")
+        .arg(&script)
+        .args(["--steps", &steps.to_string(), "--warmup", "2"])
+        .output()
+        .map_err(|e| format!("cannot run python3: {e}"))?;
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).trim().to_string());
+    }
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).map_err(|e| format!("{}: {e}", script.display()))?;
+    let times: Vec<f64> = v["step_seconds"].as_array().into_iter().flatten().filter_map(|t| t.as_f64()).collect();
+    Ok((v["median"].as_f64().unwrap_or(f64::NAN), v["torch"].as_str().unwrap_or("?").to_string(), times))
+}
+
 fn main() {
+    let all_nets = std::env::var("TRAIN_STEP_NETS").is_err();
+    let torch_before = if all_nets { pytorch_step(5) } else { Err("TRAIN_STEP_NETS is set".into()) };
     let device = train::trainer::training_device();
     let x = Tensor::<4>::random([BATCH, 3, 32, 32], Distribution::Normal(0.0, 1.0), &device);
     let y = Tensor::<1, Int>::from_data(
@@ -57,6 +78,8 @@ fn main() {
         ),
     ]
     .into_iter()
+    // TRAIN_STEP_NETS=diff (say) keeps only the matching nets, for a profiler; the ratios need all
+    .filter(|(name, _)| std::env::var("TRAIN_STEP_NETS").map_or(true, |only| name.contains(only.as_str())))
     .map(|(name, config)| {
         let run = config.resolve().expect("valid config");
         let mut model = train::trainer::build_model(&run, [3, 32, 32], 10, &device).expect("model");
@@ -88,6 +111,7 @@ fn main() {
             }
         }
     }
+    let torch_after = if all_nets { pytorch_step(5) } else { Err("TRAIN_STEP_NETS is set".into()) };
     println!("ResNet-20 train step, batch {BATCH}, burn-flex, medians of 5 interleaved steps:");
     let mut medians = Vec::new();
     for net in &mut nets {
@@ -102,11 +126,34 @@ fn main() {
             mib(net.peak)
         );
     }
-    println!("  ratio CIM (twos) / floating point: {:.2} (target <= 2.5)", medians[1] / medians[0]);
-    println!("  ratio CIM (differential) / floating point: {:.2}", medians[2] / medians[0]);
+    if !all_nets {
+        return;
+    }
+    match (&torch_before, &torch_after) {
+        (Ok((_, version, a)), Ok((_, _, b))) => {
+            let mut all: Vec<f64> = a.iter().chain(b).copied().collect();
+            all.sort_by(f64::total_cmp);
+            let torch = all[all.len() / 2];
+            println!(
+                "  PyTorch {version} floating point (same step, run before and after): {torch:.3} s/step, {:.0} img/s",
+                BATCH as f64 / torch
+            );
+            println!("  ratio burn floating point / PyTorch: {:.2} (target <= 2)", medians[0] / torch);
+        }
+        (Err(e), _) | (_, Err(e)) => {
+            println!("  PyTorch reference skipped ({e}); on the reference machine it took 0.285 s/step (BURN-NOTES.md)")
+        }
+    }
+    println!("  ratio CIM (twos) / floating point: {:.2} (target <= 2)", medians[1] / medians[0]);
+    println!("  ratio CIM (differential) / floating point: {:.2} (target <= 2)", medians[2] / medians[0]);
     println!("  ratio CIM (differential, zero window) / floating point: {:.2}", medians[3] / medians[0]);
     println!("  learned / zero window (differential): {:.3}", medians[2] / medians[3]);
-    println!("  CIM (twos) heap peak {:.2} GiB (target <= 4 GiB)", nets[1].peak as f64 / (1u64 << 30) as f64);
+    let gib = |b: usize| b as f64 / (1u64 << 30) as f64;
+    println!(
+        "  CIM heap peak: twos {:.2} GiB, differential {:.2} GiB (target <= 2 GiB)",
+        gib(nets[1].peak),
+        gib(nets[2].peak)
+    );
     if let Some(rss) = peak_rss_bytes() {
         println!("  process peak RSS {:.1} MiB", mib(rss));
     }
