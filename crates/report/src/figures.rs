@@ -165,9 +165,9 @@ fn sweep_lines(study: &Study, bench: &str, results: &[CellResult], field: &str) 
     ];
     let mut lines = Vec::new();
     for method in &b.methods {
-        let uses_field = match methods::find(method).ok().and_then(|m| m.scheme()) {
-            None => false,
-            Some(s) => field != "psum_bits" || s.psum.is_some(),
+        let uses_field = match train::Uses::of_method(method) {
+            Some(u) if u.crossbar => field != "psum_bits" || u.adc,
+            _ => false,
         };
         let mut by_x: std::collections::BTreeMap<i64, Vec<f64>> = std::collections::BTreeMap::new();
         for r in results.iter().filter(|r| r.cell.benchmark == bench && &r.cell.config.method == method) {

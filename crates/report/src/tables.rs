@@ -7,7 +7,6 @@ use burn::tensor::Device;
 use cim_core::Recipe;
 use polars::prelude::*;
 use study::{Cell, CellState, Study};
-use train::RunConfig;
 
 use crate::results::CellResult;
 use crate::writer::ReportWriter;
@@ -48,29 +47,6 @@ pub fn markdown<H: AsRef<str>>(headers: &[H], rows: &[Vec<String>]) -> String {
     s
 }
 
-/// The setting of a cell: the quantities its method uses (no P for an ideal ADC, nothing for
-/// floating point).
-pub fn setting_label(c: &RunConfig) -> String {
-    let scheme = methods::find(&c.method).ok().and_then(|m| m.scheme());
-    let Some(scheme) = scheme
-        .or(methods::find("columnwise").ok().and_then(|m| m.scheme()).filter(|_| methods::find(&c.method).is_err()))
-    else {
-        return "—".into();
-    };
-    let adc = if scheme.psum.is_some() { format!("P{} ", c.psum_bits) } else { String::new() };
-    let mut s = format!("{adc}N{} c{} W{}A{} {}", c.array_size, c.cell_bits, c.weight_bits, c.act_bits, c.encoding);
-    if scheme.psum.is_some() && !c.adc_is_default() {
-        s += &format!(" adc {}", c.adc_label());
-    }
-    if let Some(r) = c.recipe {
-        s += &format!(" {}", r.name());
-    }
-    if c.train_variation_sigma > 0.0 {
-        s += &format!(" vat{}", c.train_variation_sigma);
-    }
-    s
-}
-
 /// Whether `cell` belongs in the column whose template is `column` (same settings, as far as the
 /// cell's method uses them).
 fn in_column(cell: &Cell, column: &Cell) -> bool {
@@ -84,7 +60,7 @@ fn in_column(cell: &Cell, column: &Cell) -> bool {
 fn columns<'a>(results: &'a [&'a CellResult]) -> Vec<&'a Cell> {
     let mut cols: Vec<&Cell> = Vec::new();
     for r in results {
-        if r.cell.config.uses_adc() && !cols.iter().any(|c| setting_label(&c.config) == setting_label(&r.cell.config)) {
+        if r.cell.config.uses_adc() && !cols.iter().any(|c| c.config.setting_label() == r.cell.config.setting_label()) {
             cols.push(&r.cell);
         }
     }
@@ -280,7 +256,7 @@ fn accuracy_table(study: &Study, results: &[CellResult]) -> Result<(String, Data
         let rs = benchmark_results(results, &b.name);
         let cols = columns(&rs);
         let mut headers = vec!["method".to_string()];
-        headers.extend(cols.iter().map(|c| setting_label(&c.config)));
+        headers.extend(cols.iter().map(|c| c.config.setting_label()));
         let mut rows = Vec::new();
         for method in method_order(study, &b.name) {
             let mut row = vec![method.clone()];
@@ -291,7 +267,7 @@ fn accuracy_table(study: &Study, results: &[CellResult]) -> Result<(String, Data
                 for r in cells {
                     b_col.push(b.name.clone());
                     m_col.push(method.clone());
-                    s_col.push(setting_label(&col.config));
+                    s_col.push(col.config.setting_label());
                     seed_col.push(r.cell.config.seed);
                     state_col.push(r.state.to_string());
                     fin_col.push(r.summary.as_ref().map(|s| s.final_test_acc));
@@ -369,7 +345,7 @@ fn claim_table(
                 .methods
                 .iter()
                 .filter(|m| m.as_str() != PROPOSED)
-                .filter(|m| methods::find(m).ok().and_then(|x| x.scheme()).and_then(|s| s.psum).is_some())
+                .filter(|m| train::Uses::of_method(m).is_some_and(|u| u.adc))
                 .map(|m| (m.clone(), agg_of(m)))
                 .filter(|(_, a)| !a.finals.is_empty())
                 .collect();
@@ -391,7 +367,7 @@ fn claim_table(
             };
             rows.push(vec![
                 b.name.clone(),
-                setting_label(&col.config),
+                col.config.setting_label(),
                 agg_text(&ours),
                 text.0,
                 text.1,
@@ -401,7 +377,7 @@ fn claim_table(
                 beyond.clone(),
             ]);
             bc.push(b.name.clone());
-            sc.push(setting_label(&col.config));
+            sc.push(col.config.setting_label());
             gc.push(gain);
             cc.push(claim.map(|(_, c)| c.gain_points));
             ec.push(beyond);
@@ -433,7 +409,7 @@ fn stage_table(study: &Study, results: &[CellResult]) -> Result<(String, DataFra
         for r in rs.iter().filter(|r| r.cell.config.recipe == Some(Recipe::TwoStage)) {
             let mut one = r.cell.config.clone();
             one.recipe = None;
-            let label = format!("{} {}", one.method, setting_label(&one));
+            let label = format!("{} {}", one.method, one.setting_label());
             if seen.contains(&label) {
                 continue;
             }
@@ -459,14 +435,14 @@ fn stage_table(study: &Study, results: &[CellResult]) -> Result<(String, DataFra
             rows.push(vec![
                 b.name.clone(),
                 one.method.clone(),
-                setting_label(&one),
+                one.setting_label(),
                 agg_text(&o),
                 agg_text(&t),
                 diff.map(|d| format!("{d:+.2}")).unwrap_or("—".into()),
             ]);
             bc.push(b.name.clone());
             mc.push(one.method.clone());
-            sc.push(setting_label(&one));
+            sc.push(one.setting_label());
             oc.push((!o.finals.is_empty()).then(|| mean_std(&o.finals).0));
             tc.push((!t.finals.is_empty()).then(|| mean_std(&t.finals).0));
         }
@@ -510,7 +486,7 @@ fn hardware_table(study: &Study, results: &[CellResult]) -> Result<(String, Data
         let mut done = Vec::new();
         for r in &rs {
             let c = &r.cell.config;
-            let key = format!("{} {}", c.method, setting_label(c));
+            let key = format!("{} {}", c.method, c.setting_label());
             if done.contains(&key) {
                 continue;
             }
@@ -521,10 +497,10 @@ fn hardware_table(study: &Study, results: &[CellResult]) -> Result<(String, Data
             let model = models::Model::new(c.model, shape[0], classes, &run.conv, 0, &device)
                 .map_err(|e| ReportError::Invalid(e.to_string()))?;
             let counts = model.hardware_counts(shape[1]);
-            let adc_bits = match run.method.scheme() {
-                None => "—".to_string(),
-                Some(s) if s.psum.is_none() => "ideal".to_string(),
-                Some(_) => c.psum_bits.to_string(),
+            let adc_bits = match (c.uses_crossbar(), c.uses_adc()) {
+                (false, _) => "—".to_string(),
+                (true, false) => "ideal".to_string(),
+                (true, true) => c.psum_bits.to_string(),
             };
             let sum = counts.per_layer_sum;
             let values = [
@@ -537,11 +513,11 @@ fn hardware_table(study: &Study, results: &[CellResult]) -> Result<(String, Data
                 ("psum_scales", sum.psum_scales as u64),
                 ("window_adds_per_image", counts.window_adds_per_image as u64),
             ];
-            let setting = setting_label(c);
+            let setting = c.setting_label();
             let mut row = vec![b.name.clone(), c.method.clone(), setting.clone()];
             for (i, (name, v)) in values.iter().enumerate() {
                 frame.entry(name).or_default().push(*v);
-                row.push(if run.method.scheme().is_none() { "—".into() } else { v.to_string() });
+                row.push(if c.uses_crossbar() { v.to_string() } else { "—".into() });
                 if i == 1 {
                     row.push(adc_bits.clone());
                 }
@@ -587,14 +563,14 @@ fn adc_quality_table(study: &Study, results: &[CellResult]) -> Result<(String, D
         let rs = benchmark_results(results, &b.name);
         for r in &rs {
             let c = &r.cell.config;
-            let key = format!("{} {}", c.method, setting_label(c));
+            let key = format!("{} {}", c.method, c.setting_label());
             if !c.uses_adc() || done.contains(&key) {
                 continue;
             }
             done.push(key.clone());
             let reports: Vec<&train::AdcQualityReport> = rs
                 .iter()
-                .filter(|x| format!("{} {}", x.cell.config.method, setting_label(&x.cell.config)) == key)
+                .filter(|x| format!("{} {}", x.cell.config.method, x.cell.config.setting_label()) == key)
                 .filter_map(|x| x.adc_quality.as_ref())
                 .collect();
             let pooled = train::AdcQualityReport {
@@ -613,7 +589,7 @@ fn adc_quality_table(study: &Study, results: &[CellResult]) -> Result<(String, D
             rows.push(vec![
                 b.name.clone(),
                 c.method.clone(),
-                setting_label(c),
+                c.setting_label(),
                 text(m),
                 text(w),
                 text(sp),
@@ -623,7 +599,7 @@ fn adc_quality_table(study: &Study, results: &[CellResult]) -> Result<(String, D
             ]);
             bc.push(b.name.clone());
             mc.push(c.method.clone());
-            sc.push(setting_label(c));
+            sc.push(c.setting_label());
             med.push(m.filter(|x| x.is_finite()));
             worst.push(w.filter(|x| x.is_finite()));
             spread.push(sp.filter(|x| x.is_finite()));
@@ -673,7 +649,7 @@ fn variation_table(study: &Study, results: &[CellResult]) -> Result<(String, Dat
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for cell in cells {
         let Some(r) = results.iter().find(|r| r.cell == cell) else { continue };
-        let mut row = vec![cell.config.method.clone(), setting_label(&cell.config), cell.config.seed.to_string()];
+        let mut row = vec![cell.config.method.clone(), cell.config.setting_label(), cell.config.seed.to_string()];
         match &r.variation {
             None => {
                 row.push(format!("missing ({})", r.state));
@@ -684,7 +660,7 @@ fn variation_table(study: &Study, results: &[CellResult]) -> Result<(String, Dat
                 for res in &rep.results {
                     row.push(format!("{} ± {} [{}, {}]", pct(res.mean), pct(res.std), pct(res.min), pct(res.max)));
                     mc.push(cell.config.method.clone());
-                    sc.push(setting_label(&cell.config));
+                    sc.push(cell.config.setting_label());
                     seedc.push(cell.config.seed);
                     sigc.push(res.sigma);
                     meanc.push(res.mean);

@@ -139,7 +139,7 @@ impl Cell {
     pub fn label(&self) -> String {
         let c = &self.config;
         let mut s = format!("{} {} {}", c.dataset, c.model.name(), c.method);
-        if c.method != "fp" {
+        if c.uses_crossbar() || c.uses().is_none() {
             s += &format!(" W{}A{} c{} N{} {}", c.weight_bits, c.act_bits, c.cell_bits, c.array_size, c.encoding);
             if c.uses_adc() {
                 s += &format!(" P{}", c.psum_bits);
@@ -193,8 +193,8 @@ fn assignments(entry: &toml::Table, origin: &str) -> Result<Vec<toml::Table>, St
 /// however many ADC resolutions are swept.
 pub fn canonical(mut c: RunConfig) -> RunConfig {
     let d = RunConfig::default();
-    match methods::find(&c.method).ok().map(|m| m.scheme()) {
-        Some(None) => {
+    match c.uses() {
+        Some(u) if !u.crossbar => {
             c.weight_bits = d.weight_bits;
             c.act_bits = d.act_bits;
             c.psum_bits = d.psum_bits;
@@ -204,7 +204,7 @@ pub fn canonical(mut c: RunConfig) -> RunConfig {
             c.train_variation_sigma = d.train_variation_sigma;
             c.clear_adc_settings();
         }
-        Some(Some(s)) if s.psum.is_none() => {
+        Some(u) if !u.adc => {
             c.psum_bits = d.psum_bits;
             c.clear_adc_settings();
         }

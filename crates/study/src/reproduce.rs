@@ -108,7 +108,7 @@ pub fn estimate_seconds(cell: &Cell) -> Option<f64> {
         return None;
     }
     let per_image =
-        if c.method == "fp" { FP_SECONDS_PER_IMAGE } else { CIM_SECONDS_PER_IMAGE } * pixels as f64 / 1024.0;
+        if c.uses_crossbar() { CIM_SECONDS_PER_IMAGE } else { FP_SECONDS_PER_IMAGE } * pixels as f64 / 1024.0;
     Some(c.epochs as f64 * (train as f64 + test as f64 / 3.0) * per_image)
 }
 

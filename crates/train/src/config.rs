@@ -105,6 +105,23 @@ impl Default for RunConfig {
     }
 }
 
+/// What of the quantization setting a method uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Uses {
+    /// Simulated arrays: bits, cells, N, encoding (false: floating point).
+    pub crossbar: bool,
+    /// Quantized partial sums: P and the ADC window (false: ideal ADC or floating point).
+    pub adc: bool,
+}
+
+impl Uses {
+    /// What the registered method `name` uses; `None` if it is not registered.
+    pub fn of_method(name: &str) -> Option<Self> {
+        let scheme = methods::find(name).ok()?.scheme();
+        Some(Self { crossbar: scheme.is_some(), adc: scheme.is_some_and(|s| s.psum.is_some()) })
+    }
+}
+
 /// A validated configuration with its method looked up.
 #[derive(Clone)]
 pub struct ResolvedRun {
@@ -168,10 +185,47 @@ impl RunConfig {
         toml::from_str(text).map_err(|e| TrainError::Config(format!("{origin}: {e}")))
     }
 
+    /// What of the quantization setting the run's method uses; `None` for a method that is not
+    /// registered (`resolve` reports it). The one place that decides whether, say, P matters.
+    pub fn uses(&self) -> Option<Uses> {
+        Uses::of_method(&self.method)
+    }
+
     /// Whether the method quantizes partial sums (has ADCs). Unknown methods: false (`resolve`
     /// reports them).
     pub fn uses_adc(&self) -> bool {
-        methods::find(&self.method).is_ok_and(|m| m.scheme().is_some_and(|s| s.psum.is_some()))
+        self.uses().is_some_and(|u| u.adc)
+    }
+
+    /// Whether the method runs on simulated arrays (everything but floating point). Unknown
+    /// methods: false.
+    pub fn uses_crossbar(&self) -> bool {
+        self.uses().is_some_and(|u| u.crossbar)
+    }
+
+    /// The quantization setting the method uses, as one label: `P3 N128 c2 W4A4 differential`,
+    /// then what differs from the defaults (`adc zero/lsq`, a recipe, `vat0.1`); no P for an
+    /// ideal ADC, `—` for floating point. A method that is not registered shows every field.
+    pub fn setting_label(&self) -> String {
+        let uses = self.uses().unwrap_or(Uses { crossbar: true, adc: true });
+        if !uses.crossbar {
+            return "—".into();
+        }
+        let adc = if uses.adc { format!("P{} ", self.psum_bits) } else { String::new() };
+        let mut s = format!(
+            "{adc}N{} c{} W{}A{} {}",
+            self.array_size, self.cell_bits, self.weight_bits, self.act_bits, self.encoding
+        );
+        if uses.adc && !self.adc_is_default() {
+            s += &format!(" adc {}", self.adc_label());
+        }
+        if let Some(r) = self.recipe {
+            s += &format!(" {}", r.name());
+        }
+        if self.train_variation_sigma > 0.0 {
+            s += &format!(" vat{}", self.train_variation_sigma);
+        }
+        s
     }
 
     /// Resets the ADC settings to the values that are not written (those of runs before ADC
@@ -275,7 +329,7 @@ impl RunConfig {
         let stage1_epochs = match recipe {
             Recipe::OneStage => self.epochs,
             Recipe::TwoStage => {
-                if scheme_psum(method).is_none() {
+                if !self.uses_adc() {
                     return Err(TrainError::Config(format!(
                         "recipe = two-stage: method {} has no partial-sum quantizer to switch on",
                         method.name()
@@ -297,10 +351,6 @@ impl RunConfig {
         }
         Ok(ResolvedRun { config: self.clone(), method, recipe, conv, stage1_epochs })
     }
-}
-
-fn scheme_psum(method: &dyn Method) -> Option<cim_core::Granularity> {
-    method.scheme().and_then(|s| s.psum)
 }
 
 impl ResolvedRun {

@@ -9,7 +9,7 @@ pub mod run;
 pub mod trainer;
 pub mod variation;
 
-pub use config::{ResolvedRun, RunConfig};
+pub use config::{ResolvedRun, RunConfig, Uses};
 pub use eval::{EvalResult, evaluate, evaluate_run};
 pub use inspect::{AdcQualityReport, AdcQualityRow, DEFAULT_INSPECT_BATCHES, inspect_run};
 pub use run::{EpochRecord, RunDir, Summary};
