@@ -5,6 +5,9 @@
 
 use std::path::{Path, PathBuf};
 
+mod common;
+
+use common::metrics_without_timing;
 use data::DataDir;
 use serde_json::Value;
 use train::{RunConfig, TrainError, TrainOptions};
@@ -108,15 +111,19 @@ fn a_run_rejected_by_a_data_check_leaves_nothing_behind() {
     assert!(!tmp.path().join("r3").exists());
 }
 
+/// A two-epoch run stopped after its first epoch, in `<root>/r`; returns (data dir, run folder).
+fn half_trained(root: &Path, cfg: &RunConfig) -> (PathBuf, PathBuf) {
+    let (data, run) = (root.join("data"), root.join("r"));
+    let stop = TrainOptions { stop_after: Some(1), ..options(&data) };
+    assert!(train::train(cfg, &run, &stop).unwrap().is_none());
+    (data, run)
+}
+
 #[test]
 fn an_edited_config_is_caught_before_evaluation_and_resume() {
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
+    let (tmp, cfg) = (tempfile::tempdir().unwrap(), RunConfig { epochs: 2, ..tiny() });
+    let (data, run) = half_trained(tmp.path(), &cfg);
     let dd = DataDir::new(&data);
-    let run = tmp.path().join("r");
-    let cfg = RunConfig { epochs: 2, ..tiny() };
-    let stop = TrainOptions { stop_after: Some(1), ..options(&data) };
-    assert!(train::train(&cfg, &run, &stop).unwrap().is_none());
     let config = run.join("config.toml");
     let original = std::fs::read_to_string(&config).unwrap();
     // edited bits: a different configuration than the checkpoint's
@@ -148,13 +155,9 @@ fn an_edited_config_is_caught_before_evaluation_and_resume() {
 
 #[test]
 fn damaged_checkpoints_are_refused_with_their_checksums() {
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
+    let (tmp, cfg) = (tempfile::tempdir().unwrap(), RunConfig { epochs: 2, ..tiny() });
+    let (data, run) = half_trained(tmp.path(), &cfg);
     let dd = DataDir::new(&data);
-    let run = tmp.path().join("r");
-    let cfg = RunConfig { epochs: 2, ..tiny() };
-    let stop = TrainOptions { stop_after: Some(1), ..options(&data) };
-    assert!(train::train(&cfg, &run, &stop).unwrap().is_none());
     let model = run.join("ckpt-0001/model.bpk");
     let good = std::fs::read(&model).unwrap();
 
@@ -195,21 +198,6 @@ fn damaged_checkpoints_are_refused_with_their_checksums() {
 
     // intact again: the run resumes and finishes
     train::train(&cfg, &run, &options(&data)).unwrap().unwrap();
-}
-
-/// metrics.jsonl without the fields that measure the machine's speed.
-fn metrics_without_timing(run: &Path) -> Vec<Value> {
-    std::fs::read_to_string(run.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| {
-            let mut v: Value = serde_json::from_str(l).unwrap();
-            for f in train::EpochRecord::TIMING_FIELDS {
-                v.as_object_mut().unwrap().remove(f);
-            }
-            v
-        })
-        .collect()
 }
 
 #[test]

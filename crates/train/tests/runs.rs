@@ -2,6 +2,9 @@
 
 use std::path::Path;
 
+mod common;
+
+use common::metrics_without_timing;
 use data::DataDir;
 use serde_json::Value;
 use train::{RunConfig, TrainError, TrainOptions};
@@ -20,21 +23,6 @@ fn config() -> RunConfig {
 
 fn options(data: &Path, stop_after: Option<usize>) -> TrainOptions {
     TrainOptions { data_dir: DataDir::new(data), progress: false, stop_after }
-}
-
-/// metrics.jsonl without the fields that measure the machine's speed.
-fn metrics_without_timing(run: &Path) -> Vec<Value> {
-    std::fs::read_to_string(run.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| {
-            let mut v: Value = serde_json::from_str(l).unwrap();
-            for f in train::EpochRecord::TIMING_FIELDS {
-                v.as_object_mut().unwrap().remove(f);
-            }
-            v
-        })
-        .collect()
 }
 
 fn summary_without_timing(run: &Path) -> Value {
