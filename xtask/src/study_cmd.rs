@@ -140,6 +140,10 @@ pub struct ReportArgs {
     /// Skip the figures.
     #[arg(long)]
     no_figures: bool,
+    /// Take over existing files the report did not write (a report folder from before
+    /// report-manifest.json, or files put there by hand): they are replaced.
+    #[arg(long)]
+    adopt: bool,
 }
 
 pub fn report(args: ReportArgs) -> Result<()> {
@@ -155,6 +159,7 @@ pub fn report(args: ReportArgs) -> Result<()> {
         out_dir: out_dir.clone(),
         claims: project_root().join("baselines/paper-claims.toml"),
         figures: !args.no_figures,
+        adopt: args.adopt,
     };
     let tables = report::generate(&study, &opts)?;
     if out_dir == project_root().join("reports/smoke") {

@@ -87,6 +87,9 @@ pub struct ReportOptions {
     pub claims: PathBuf,
     /// Also draw figures (SVG and PNG).
     pub figures: bool,
+    /// Take over files the report did not write (a report folder of a version before
+    /// `report-manifest.json`, or files moved in by hand): they are replaced and listed.
+    pub adopt: bool,
 }
 
 /// Writes the whole report of `study`; returns the tables. Results come from the run folders,
@@ -94,7 +97,7 @@ pub struct ReportOptions {
 /// ([`writer::ReportWriter`]).
 pub fn generate(study: &Study, opts: &ReportOptions) -> Result<Tables, ReportError> {
     let results = load_results(study, &opts.runs_root, &opts.out_dir)?;
-    let mut out = writer::ReportWriter::new(&opts.out_dir);
+    let mut out = writer::ReportWriter::new(&opts.out_dir).adopting(opts.adopt);
     results::archive(&results, &mut out)?;
     let claims = Claims::load(&opts.claims)?;
     let tables = Tables::build(study, &results, &claims)?;

@@ -29,12 +29,20 @@ struct Manifest {
 pub struct ReportWriter {
     root: PathBuf,
     files: BTreeMap<String, Vec<u8>>,
+    adopt: bool,
 }
 
 impl ReportWriter {
     /// A report into `root`.
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        Self { root: root.into(), files: BTreeMap::new() }
+        Self { root: root.into(), files: BTreeMap::new(), adopt: false }
+    }
+
+    /// With `true`, existing files the report does not own are taken over (replaced) instead of
+    /// refused: for report folders written before the manifest existed.
+    pub fn adopting(mut self, adopt: bool) -> Self {
+        self.adopt = adopt;
+        self
     }
 
     /// Stages a file (`rel` is relative to the report folder).
@@ -76,10 +84,11 @@ impl ReportWriter {
             Err(e) => return Err(ReportError::io(&manifest_path, e)),
         };
         let refused = self.refusals(&manifest)?;
-        if !refused.is_empty() {
+        if !refused.is_empty() && !self.adopt {
             return Err(ReportError::Invalid(format!(
                 "the report would replace {} file(s) in {} that it does not own:\n  {}\nnothing was written; \
-                 move them away, or put your study file in a folder of its own",
+                 move them away, put your study file in a folder of its own, or pass --adopt to take \
+                 them over (a report folder written before report-manifest.json existed)",
                 refused.len(),
                 self.root.display(),
                 refused.join("\n  ")

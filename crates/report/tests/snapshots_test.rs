@@ -163,7 +163,7 @@ fn report_of_fixed_results() {
     let runs = tmp.path().join("runs");
     let out = tmp.path().join("report");
     write_fixtures(&study, &runs);
-    let opts = ReportOptions { runs_root: runs, out_dir: out.clone(), claims: claims(), figures: true };
+    let opts = ReportOptions { runs_root: runs, out_dir: out.clone(), claims: claims(), figures: true, adopt: false };
     let tables = generate(&study, &opts).unwrap();
     for stem in ["accuracy", "claims", "stages", "hardware", "adc_quality", "variation"] {
         insta::assert_snapshot!(format!("fixture_{stem}_md"), tables.markdown(stem));
@@ -214,8 +214,13 @@ fn committed_smoke_report_regenerates_identically() {
     let out = tmp.path().join("report");
     copy_tree(&root, &out);
     let before = std::fs::read(out.join("README.md")).unwrap();
-    let opts =
-        ReportOptions { runs_root: tmp.path().join("no-runs"), out_dir: out.clone(), claims: claims(), figures: true };
+    let opts = ReportOptions {
+        runs_root: tmp.path().join("no-runs"),
+        out_dir: out.clone(),
+        claims: claims(),
+        figures: true,
+        adopt: false,
+    };
     let tables = generate(&study, &opts).unwrap();
     for stem in ["accuracy", "claims", "stages", "hardware", "adc_quality", "variation"] {
         let committed = std::fs::read_to_string(root.join(format!("{stem}.md"))).unwrap();
@@ -237,7 +242,7 @@ fn a_report_beside_a_users_files_replaces_none_of_them() {
     std::fs::create_dir_all(&out).unwrap();
     std::fs::write(out.join("README.md"), "my notes\n").unwrap();
     std::fs::write(out.join("accuracy.csv"), "my,table\n").unwrap();
-    let opts = ReportOptions { runs_root: runs, out_dir: out.clone(), claims: claims(), figures: false };
+    let opts = ReportOptions { runs_root: runs, out_dir: out.clone(), claims: claims(), figures: false, adopt: false };
     let Err(e) = generate(&study, &opts) else { panic!("the report replaced the user's files") };
     let e = e.to_string();
     assert!(e.contains("README.md (not written by the report)") && e.contains("accuracy.csv"), "{e}");
@@ -249,6 +254,11 @@ fn a_report_beside_a_users_files_replaces_none_of_them() {
     generate(&study, &opts).unwrap();
     generate(&study, &opts).unwrap();
     assert!(out.join(report::writer::MANIFEST).exists());
+    // a file put there by hand is taken over only when asked
+    std::fs::write(out.join("accuracy.md"), "by hand\n").unwrap();
+    assert!(generate(&study, &opts).is_err());
+    generate(&study, &ReportOptions { adopt: true, ..opts }).unwrap();
+    assert_ne!(std::fs::read_to_string(out.join("accuracy.md")).unwrap(), "by hand\n");
 }
 
 /// A run stopped by non-finite values is reported as failed by `reproduce`, not retried
@@ -282,8 +292,13 @@ sweep = [{ lr = [0.05, 1e6] }]
     let second = study::reproduce(&study, &opts).unwrap();
     assert_eq!((second.cached, second.trained, second.failed.len()), (1, 0, 1));
     let out = tmp.path().join("report");
-    let ropts =
-        ReportOptions { runs_root: tmp.path().join("runs"), out_dir: out.clone(), claims: claims(), figures: false };
+    let ropts = ReportOptions {
+        runs_root: tmp.path().join("runs"),
+        out_dir: out.clone(),
+        claims: claims(),
+        figures: false,
+        adopt: false,
+    };
     generate(&study, &ropts).unwrap();
     let readme = std::fs::read_to_string(out.join("README.md")).unwrap();
     assert!(readme.contains("| failed |") && readme.contains("### Failed runs"), "{readme}");
