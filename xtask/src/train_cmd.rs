@@ -27,148 +27,30 @@ pub struct TrainArgs {
     #[arg(long)]
     quiet: bool,
     #[command(flatten)]
-    overrides: Overrides,
+    flags: RunFlags,
 }
 
-/// Every run setting as an optional flag.
-#[derive(Args, Default)]
-pub struct Overrides {
-    /// synthetic | fashion-mnist | cifar10 | cifar100 | imagenet | a manifest .toml | folder:PATH
-    #[arg(long)]
-    dataset: Option<String>,
-    /// Images per class held out as the test split of a folder: data set.
-    #[arg(long)]
-    folder_holdout: Option<usize>,
-    /// resnet20 | resnet18
-    #[arg(long)]
-    model: Option<String>,
-    /// fp | ideal-adc | layerwise | layercol-2stage | arraywise | columnwise | any registered method
-    #[arg(long)]
-    method: Option<String>,
-    #[arg(long)]
-    weight_bits: Option<u32>,
-    #[arg(long)]
-    act_bits: Option<u32>,
-    #[arg(long)]
-    psum_bits: Option<u32>,
-    #[arg(long)]
-    cell_bits: Option<u32>,
-    #[arg(long)]
-    array_size: Option<usize>,
-    /// twos | differential
-    #[arg(long)]
-    encoding: Option<String>,
-    /// ADC reference window: learned (default: offset calibrated, then trained) | zero
-    #[arg(long)]
-    adc_window: Option<String>,
-    /// ADC calibration: mse (default: per-group MSE-optimal window) | lsq (LSQ's step rule)
-    #[arg(long)]
-    adc_init: Option<String>,
-    /// one-stage | two-stage (default: the method's)
-    #[arg(long)]
-    recipe: Option<String>,
-    #[arg(long)]
-    epochs: Option<usize>,
-    #[arg(long)]
-    batch_size: Option<usize>,
-    #[arg(long)]
-    lr: Option<f64>,
-    #[arg(long)]
-    momentum: Option<f64>,
-    #[arg(long)]
-    weight_decay: Option<f64>,
-    #[arg(long)]
-    warmup_epochs: Option<usize>,
-    /// Train on a seeded, class-balanced subset of N images.
-    #[arg(long)]
-    limit_train: Option<usize>,
-    /// Test on a seeded, class-balanced subset of N images.
-    #[arg(long)]
-    limit_test: Option<usize>,
-    #[arg(long)]
-    seed: Option<u64>,
-    /// Variation-aware training: log-normal cell noise of this sigma in training forwards.
-    #[arg(long)]
-    train_variation_sigma: Option<f64>,
+/// Every field of [`RunConfig`] as an optional flag (`--weight-bits` for `weight_bits`, ...),
+/// derived from the struct itself: a flag given overrides the value of the config file (or
+/// of the defaults), an absent one leaves it.
+pub struct RunFlags(clap::ArgMatches);
+
+impl clap::FromArgMatches for RunFlags {
+    fn from_arg_matches(matches: &clap::ArgMatches) -> Result<Self, clap::Error> {
+        Ok(Self(matches.clone()))
+    }
+    fn update_from_arg_matches(&mut self, matches: &clap::ArgMatches) -> Result<(), clap::Error> {
+        self.0 = matches.clone();
+        Ok(())
+    }
 }
 
-impl Overrides {
-    fn apply(self, mut c: RunConfig) -> Result<RunConfig> {
-        let parse = |flag: &str, v: &str, e: String| anyhow::anyhow!("--{flag} {v}: {e}");
-        if let Some(v) = self.dataset {
-            c.dataset = v;
-        }
-        if let Some(v) = self.folder_holdout {
-            c.folder_holdout = v;
-        }
-        if let Some(v) = self.model {
-            c.model = v.parse().map_err(|e| parse("model", &v, e))?;
-        }
-        if let Some(v) = self.method {
-            c.method = v;
-        }
-        if let Some(v) = self.weight_bits {
-            c.weight_bits = v;
-        }
-        if let Some(v) = self.act_bits {
-            c.act_bits = v;
-        }
-        if let Some(v) = self.psum_bits {
-            c.psum_bits = v;
-        }
-        if let Some(v) = self.cell_bits {
-            c.cell_bits = v;
-        }
-        if let Some(v) = self.array_size {
-            c.array_size = v;
-        }
-        if let Some(v) = self.encoding {
-            c.encoding = v.parse().map_err(|e| parse("encoding", &v, e))?;
-        }
-        let mut adc_given = Vec::new();
-        if let Some(v) = self.adc_window {
-            c.adc_window = v.parse().map_err(|e| parse("adc-window", &v, e))?;
-            adc_given.push(("--adc-window".to_string(), v));
-        }
-        if let Some(v) = self.adc_init {
-            c.adc_init = v.parse().map_err(|e| parse("adc-init", &v, e))?;
-            adc_given.push(("--adc-init".to_string(), v));
-        }
-        c.check_adc_settings_apply(&adc_given)?;
-        if let Some(v) = self.recipe {
-            c.recipe = Some(v.parse().map_err(|e| parse("recipe", &v, e))?);
-        }
-        if let Some(v) = self.epochs {
-            c.epochs = v;
-        }
-        if let Some(v) = self.batch_size {
-            c.batch_size = v;
-        }
-        if let Some(v) = self.lr {
-            c.lr = v;
-        }
-        if let Some(v) = self.momentum {
-            c.momentum = v;
-        }
-        if let Some(v) = self.weight_decay {
-            c.weight_decay = v;
-        }
-        if let Some(v) = self.warmup_epochs {
-            c.warmup_epochs = v;
-        }
-        if let Some(v) = self.limit_train {
-            c.limit_train = Some(v);
-        }
-        if let Some(v) = self.limit_test {
-            c.limit_test = Some(v);
-        }
-        if let Some(v) = self.seed {
-            c.seed = v;
-        }
-        if let Some(v) = self.train_variation_sigma {
-            c.train_variation_sigma = v;
-        }
-        Ok(c)
+impl Args for RunFlags {
+    fn augment_args(cmd: clap::Command) -> clap::Command {
+        RunConfig::augment_args(cmd)
+    }
+    fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
+        RunConfig::augment_args_for_update(cmd)
     }
 }
 
@@ -194,7 +76,7 @@ pub fn train(args: TrainArgs) -> Result<()> {
         },
         (None, false) => RunConfig::default(),
     };
-    let config = args.overrides.apply(base)?;
+    let config = base.with_flags(&args.flags.0)?;
     config.resolve()?; // every check before any work
     let opts = TrainOptions {
         data_dir: crate::data_dir(args.data_dir.as_deref(), "--data-dir")?,

@@ -203,18 +203,18 @@ fn bad_flags_are_named() {
     let out = xtask().args(["train", "--method", "rowwise", "--out", "/nonexistent/x"]).output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && stderr.contains("unknown method `rowwise`"), "{stderr}");
-    let out = xtask().args(["train", "--encoding", "ones", "--out", "/nonexistent/x"]).output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && stderr.contains("--encoding ones"), "{stderr}");
-    let out = xtask().args(["train", "--adc-window", "offset", "--out", "/nonexistent/x"]).output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success() && stderr.contains("--adc-window offset") && stderr.contains("`zero`, `learned`"),
-        "{stderr}"
-    );
-    let out = xtask().args(["train", "--adc-init", "max", "--out", "/nonexistent/x"]).output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && stderr.contains("--adc-init max") && stderr.contains("`mse`, `lsq`"), "{stderr}");
+    // clap names the flag and the value, the setting's parser what it expects
+    let flag_error = |args: &[&str], flag: &str, value: &str, expected: &str| {
+        let out = xtask().args(["train"]).args(args).args(["--out", "/nonexistent/x"]).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let named = stderr.contains(&format!("'{value}' for '{flag}")) && stderr.contains(expected);
+        assert!(!out.status.success() && named, "{stderr}");
+    };
+    flag_error(&["--encoding", "ones"], "--encoding", "ones", "`twos`, `differential`");
+    flag_error(&["--adc-window", "offset"], "--adc-window", "offset", "`zero`, `learned`");
+    flag_error(&["--adc-init", "max"], "--adc-init", "max", "`mse`, `lsq`");
+    flag_error(&["--weight-bits", "four"], "--weight-bits", "four", "invalid digit");
+    flag_error(&["--recipe", "three-stage"], "--recipe", "three-stage", "`one-stage` or `two-stage`");
     // a window setting on a method without ADCs, rejected before any work
     let out =
         xtask().args(["train", "--method", "fp", "--adc-window", "zero", "--out", "/nonexistent/x"]).output().unwrap();

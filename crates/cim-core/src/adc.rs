@@ -351,7 +351,7 @@ pub fn adc_accumulate(psums: Tensor<4>, ch: AdcChannels, out_channels: usize) ->
 /// The same computation as a chain of generic tensor ops (any backend, autodiff for free).
 pub fn adc_accumulate_reference(psums: Tensor<4>, ch: AdcChannels, out_channels: usize) -> Tensor<4> {
     let AdcChannels { step, offset, coef, low, high } = ch;
-    let [k, batch, h, w] = psums.dims();
+    let k = psums.dims()[0];
     let per_channel = |t: Tensor<1>| t.reshape([k, 1, 1, 1]);
     let (step, offset) = (per_channel(step), per_channel(offset));
     let ratio = psums.sub(offset.clone()).div(step.clone());
@@ -361,8 +361,17 @@ pub fn adc_accumulate_reference(psums: Tensor<4>, ch: AdcChannels, out_channels:
     let above = ratio.clone().greater(high.clone()).float();
     let inside = below.clone().add(above.clone()).neg().add_scalar(1.0);
     let clamped = ratio.mul(inside).add(below.mul(low)).add(above.mul(high));
-    let dequantized = round_ste(clamped).mul(step).add(offset).mul(per_channel(coef));
-    dequantized
+    accumulate_reference(round_ste(clamped).mul(step).add(offset), coef, out_channels)
+}
+
+/// Dequantization and accumulation of quantized partial sums `p_q` [K, B, H, W] (the ADC
+/// already applied): `y[b, c] = sum over k with k mod C_out = c of coef[k] * p_q[k, b]`, as
+/// generic tensor ops. The path of a plug-in ADC ([`crate::psum_quantizer`]) and the tail of
+/// [`adc_accumulate_reference`].
+pub fn accumulate_reference(quantized: Tensor<4>, coef: Tensor<1>, out_channels: usize) -> Tensor<4> {
+    let [k, batch, h, w] = quantized.dims();
+    quantized
+        .mul(coef.reshape([k, 1, 1, 1]))
         .reshape([k / out_channels, out_channels, batch, h, w])
         .sum_dim(0)
         .reshape([out_channels, batch, h, w])

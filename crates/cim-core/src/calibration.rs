@@ -293,24 +293,70 @@ pub fn mse_window(samples: &GroupSamples, range: LsqRange, window: AdcWindow) ->
     }
 }
 
-/// The initial window of every group: `samples[i]` with `ranges[i]`; `layer_of[i]` names the
-/// groups (same polarity and slice) whose pooled samples give the layer's window.
+/// The initial window of every built-in ADC group by `init` (see the module docs).
+pub fn uniform_window(samples: &GroupSamples, range: LsqRange, init: AdcInit, window: AdcWindow) -> Window {
+    match init {
+        AdcInit::Lsq => lsq_window(samples, range),
+        AdcInit::Mse => mse_window(samples, range, window),
+    }
+}
+
+/// The window with the least squared error `sum (p - z - s * code((p - z) / s))^2` over a
+/// group's samples, for any code function (a plug-in's levels, which [`mse_window`]'s closed
+/// form does not know): offsets at quantiles of the samples (z = 0 for a zero window) times a
+/// geometric grid of steps, then a pattern search in (z, log2 s).
+pub fn search_window(samples: &GroupSamples, window: AdcWindow, code: impl Fn(f32) -> f32) -> Window {
+    let (lo_v, hi_v) = (samples.values[0], *samples.values.last().expect("samples"));
+    let scale = (hi_v - lo_v).max(samples.quantile(0.5).abs()).max(1.0);
+    let error = |w: Window| -> f64 {
+        samples
+            .values
+            .iter()
+            .zip(&samples.counts)
+            .map(|(&v, &c)| {
+                let ratio = ((v - w.offset) / w.step) as f32;
+                let q = w.offset + w.step * f64::from(code(ratio));
+                c as f64 * (v - q) * (v - q)
+            })
+            .sum()
+    };
+    let offsets: Vec<f64> = match window {
+        AdcWindow::Learned => [0.1, 0.25, 0.5, 0.75, 0.9].iter().map(|&a| samples.quantile(a)).collect(),
+        AdcWindow::Zero => vec![0.0],
+    };
+    let mut best = (f64::INFINITY, Window { step: scale, offset: 0.0 });
+    for &offset in &offsets {
+        for t in 0..=20 {
+            let w = Window { step: scale * (-f64::from(t) / 2.0).exp2(), offset };
+            let e = error(w);
+            if e < best.0 {
+                best = (e, w);
+            }
+        }
+    }
+    let start = best.1;
+    // x = (z / scale, log2 s): both move in steps of order 1
+    let at = |x: &[f64; 2]| Window { step: x[1].exp2(), offset: x[0] * scale };
+    let x0 = [start.offset / scale, start.step.log2()];
+    match window {
+        AdcWindow::Learned => at(&pattern_search(x0, 0.25, 1e-3, |x| error(at(x)))),
+        AdcWindow::Zero => {
+            let [log_s] = pattern_search([x0[1]], 0.25, 1e-3, |x| error(at(&[0.0, x[0]])));
+            at(&[0.0, log_s])
+        }
+    }
+}
+
+/// The initial window of every group: `own(samples[i], ranges[i])`; `layer_of[i]` names the
+/// groups (same polarity and slice) whose pooled samples give the window of a group whose own
+/// samples are all 0.
 pub fn calibrate(
     samples: &[GroupSamples],
     ranges: &[LsqRange],
     layer_of: &[usize],
-    init: AdcInit,
-    window: AdcWindow,
+    own: impl Fn(&GroupSamples, LsqRange) -> Window + Sync,
 ) -> Vec<Window> {
-    let own = |s: &GroupSamples, range: LsqRange| -> Option<Window> {
-        if s.all_zero() {
-            return None;
-        }
-        Some(match init {
-            AdcInit::Lsq => lsq_window(s, range),
-            AdcInit::Mse => mse_window(s, range, window),
-        })
-    };
+    let own = |s: &GroupSamples, range: LsqRange| -> Option<Window> { (!s.all_zero()).then(|| own(s, range)) };
     let windows: Vec<Option<Window>> = {
         use rayon::prelude::*;
         samples.par_iter().zip(ranges.par_iter()).map(|(s, &r)| own(s, r)).collect()
@@ -421,18 +467,40 @@ mod tests {
         let samples = vec![GroupSamples::from_values(&offset_data()), GroupSamples::from_values(&[0.0; 50])];
         let ranges = [range, range];
         for init in AdcInit::ALL {
-            let w = calibrate(&samples, &ranges, &[0, 0], init, AdcWindow::Learned);
+            let w = calibrate(&samples, &ranges, &[0, 0], |s, r| uniform_window(s, r, init, AdcWindow::Learned));
             let mut pooled = samples[0].clone();
             pooled.merge(&samples[1]);
-            let layer = calibrate(&[pooled], &[range], &[0], init, AdcWindow::Learned)[0];
+            let layer = calibrate(&[pooled], &[range], &[0], |s, r| uniform_window(s, r, init, AdcWindow::Learned))[0];
             assert_eq!(w[1], layer, "{init}");
             assert_ne!(w[1].step, 1.0);
         }
         // a layer of zeros only: step 1, offset 0
         let zeros = vec![GroupSamples::from_values(&[0.0; 5])];
         assert_eq!(
-            calibrate(&zeros, &[range], &[0], AdcInit::Mse, AdcWindow::Learned)[0],
+            calibrate(&zeros, &[range], &[0], |s, r| uniform_window(s, r, AdcInit::Mse, AdcWindow::Learned))[0],
             Window { step: 1.0, offset: 0.0 }
         );
+    }
+
+    /// The generic search finds, for the uniform code, a window nearly as good as the closed-form
+    /// MSE search, and for a ternary code a better one than a window sized for more levels.
+    #[test]
+    fn generic_search_approaches_the_closed_form() {
+        let data = offset_data();
+        let samples = GroupSamples::from_values(&data);
+        let range = LsqRange::unsigned(2);
+        for window in AdcWindow::ALL {
+            let exact = mse_window(&samples, range, window);
+            let searched = search_window(&samples, window, |r| r.clamp(range.low, range.high).round_ties_even());
+            let (e, s) = (brute_error(&data, exact, range), brute_error(&data, searched, range));
+            assert!(s <= e * 1.05 + 1e-9, "{window}: searched {searched:?} error {s} vs closed form {exact:?} {e}");
+            if window == AdcWindow::Zero {
+                assert_eq!(searched.offset, 0.0);
+            }
+        }
+        let ternary = LsqRange::new(-1.0, 1.0);
+        let searched = search_window(&samples, AdcWindow::Learned, |r| r.clamp(-1.0, 1.0).round_ties_even());
+        let sized_for_four = mse_window(&samples, range, AdcWindow::Learned);
+        assert!(brute_error(&data, searched, ternary) < brute_error(&data, sized_for_four, ternary));
     }
 }

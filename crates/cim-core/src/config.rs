@@ -5,8 +5,9 @@ use std::fmt;
 use burn::config::Config;
 use serde::{Deserialize, Serialize};
 
+use crate::psum_quantizer::PsumQuantizer;
 use crate::slicing::BitSlicing;
-use crate::tiling::Tiling;
+use crate::tiling::{LayerCounts, Tiling};
 
 /// How a signed weight is stored in cells (DESIGN.md section 3, "Weight quantization").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
@@ -142,6 +143,16 @@ pub enum CimConfigError {
         /// Which setting.
         what: &'static str,
     },
+    /// Both a built-in ADC resolution and a plug-in partial-sum quantizer were given.
+    #[error(
+        "psum_bits = {bits} with the partial-sum quantizer `{quantizer}`: a column has one ADC; leave psum_bits unset (the quantizer sets the levels)"
+    )]
+    TwoAdcs {
+        /// The built-in ADC's bits.
+        bits: u32,
+        /// The plug-in's name.
+        quantizer: &'static str,
+    },
     /// The largest possible partial sum is not exactly representable in f32.
     #[error(
         "partial sums can reach {bound} (rows {rows} x max activation code {act_max} x max digit {digit_max}), above f32's exact integer range 2^24: use smaller arrays, fewer activation bits or fewer cell bits"
@@ -239,6 +250,18 @@ impl CimConvConfig {
             return Err(CimConfigError::PsumOverflow { bound, rows, act_max, digit_max });
         }
         Ok((tiling, slicing))
+    }
+
+    /// Hardware counts of a layer with this configuration and, in place of the built-in ADC, a
+    /// method's own (DESIGN.md: arrays, ADC conversions, dequantization), from the tiling
+    /// arithmetic alone.
+    pub fn counts(&self, psum_quantizer: Option<&dyn PsumQuantizer>) -> Result<LayerCounts, CimConfigError> {
+        let (tiling, slicing) = self.validate()?;
+        let adc = match psum_quantizer {
+            Some(q) => Some((q.granularity(), q.window())),
+            None => self.psum_bits.map(|_| (self.psum_granularity, self.adc_window)),
+        };
+        Ok(tiling.counts(&slicing, self.weight_granularity, adc))
     }
 
     /// 2^A - 1: the activation code that stands for 1.0.

@@ -20,12 +20,13 @@ use burn::tensor::module::conv2d;
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
 
-use crate::adc::{AdcChannels, adc_accumulate};
-use crate::calibration::{GroupSamples, calibrate};
-use crate::config::{CimConfigError, CimConvConfig};
+use crate::adc::{AdcChannels, accumulate_reference, adc_accumulate};
+use crate::calibration::{GroupSamples, calibrate, uniform_window};
+use crate::config::{AdcWindow, CimConfigError, CimConvConfig, Granularity};
 use crate::lsq::{LsqRange, activation_codes, scale_grad};
+use crate::psum_quantizer::PsumQuantizer;
 use crate::psums::{PsumGeometry, grouped_psums};
-use crate::quality::{ChannelWindow, DigitShares, SliceQuality, accumulate};
+use crate::quality::{ChannelWindow, DigitShares, SliceQuality, accumulate, uniform_code};
 use crate::slicing::BitSlicing;
 use crate::tiling::{LayerCounts, Tiling};
 
@@ -53,15 +54,20 @@ struct Plan {
     /// Per flat partial-sum step: its (polarity, slice) index, polarity * S + s (the groups a
     /// layer-granularity ADC would pool).
     psum_slice: Vec<usize>,
+    /// Who shares an ADC window (the plug-in's granularity where there is one).
+    psum_granularity: Granularity,
 }
 
 impl Plan {
-    fn new(config: &CimConvConfig) -> Result<Self, CimConfigError> {
+    fn new(config: &CimConvConfig, plugin: Option<&dyn PsumQuantizer>) -> Result<Self, CimConfigError> {
         let (tiling, slicing) = config.validate()?;
+        if let (Some(bits), Some(q)) = (config.psum_bits, plugin) {
+            return Err(CimConfigError::TwoAdcs { bits, quantizer: q.name() });
+        }
         let (g_n, c_n) = (tiling.row_tiles, tiling.out_channels);
         let (pol_n, s_n) = (slicing.polarities(), slicing.slices());
         let wg = config.weight_granularity;
-        let pg = config.psum_granularity;
+        let pg = plugin.map_or(config.psum_granularity, |q| q.granularity());
         let p_groups = tiling.scale_groups(pg);
         let levels = config.act_levels();
         let mut weight_step_k = Vec::new();
@@ -95,7 +101,10 @@ impl Plan {
         let mut psum_slice = Vec::new();
         for pol in 0..pol_n {
             for s in 0..s_n {
-                let range = slicing.adc_range(s, config.psum_bits.unwrap_or(1));
+                let range = match plugin {
+                    Some(q) => q.codes(),
+                    None => slicing.adc_range(s, config.psum_bits.unwrap_or(1)),
+                };
                 for m in &members {
                     psum_range.push(range);
                     psum_columns.push(m.columns);
@@ -115,6 +124,7 @@ impl Plan {
             psum_range,
             psum_columns,
             psum_slice,
+            psum_granularity: pg,
         })
     }
 
@@ -174,6 +184,9 @@ pub struct CimConv2d {
     training_variation: Option<(f64, u64)>,
     #[module(skip)]
     recording: Arc<Mutex<Recording>>,
+    /// A method's own ADC in place of the built-in uniform one (run through generic ops).
+    #[module(skip)]
+    psum_quantizer: Option<&'static dyn PsumQuantizer>,
 }
 
 impl CimConvConfig {
@@ -181,7 +194,19 @@ impl CimConvConfig {
     /// LSQ-initialised weight steps; ADC windows are set from data by
     /// [`CimConv2d::arm_psum_calibration`] before the first training step.
     pub fn init(&self, device: &Device) -> Result<CimConv2d, CimConfigError> {
-        let plan = Plan::new(self)?;
+        self.init_with_adc(None, device)
+    }
+
+    /// Builds the layer with a method's own ADC ([`PsumQuantizer`]) in place of the built-in
+    /// one, or with the built-in ADC of `psum_bits` for `None`. A plug-in sets the ADC's
+    /// levels, granularity and window, so `psum_bits` must be unset (one ADC per column).
+    pub fn init_with_adc(
+        &self,
+        psum_quantizer: Option<&'static dyn PsumQuantizer>,
+        device: &Device,
+    ) -> Result<CimConv2d, CimConfigError> {
+        let plan = Plan::new(self, psum_quantizer)?;
+        let learned_window = psum_quantizer.map_or(self.adc_window, |q| q.window()).is_learned();
         let fan_in = self.in_channels * self.kernel_size * self.kernel_size;
         let std = (2.0 / fan_in as f64).sqrt();
         let shape = [self.out_channels, self.in_channels, self.kernel_size, self.kernel_size];
@@ -191,16 +216,16 @@ impl CimConvConfig {
             weight: Param::from_tensor(weight),
             weight_scale: Param::from_tensor(Tensor::ones([plan.weight_grad_scale.len()], device)),
             psum_scale: Param::from_tensor(Tensor::ones([psum_steps], device)),
-            psum_offset: Param::from_tensor(Tensor::zeros([psum_steps], device))
-                .set_require_grad(self.adc_window.is_learned()),
+            psum_offset: Param::from_tensor(Tensor::zeros([psum_steps], device)).set_require_grad(learned_window),
             psum_scale_unit: Param::from_tensor(Tensor::ones([psum_steps], device)).set_require_grad(false),
             training: Param::from_bool(true),
-            adc_enabled: self.psum_bits.is_some(),
+            adc_enabled: self.psum_bits.is_some() || psum_quantizer.is_some(),
             config: self.clone(),
             plan: Arc::new(plan),
             cell_gain: None,
             training_variation: None,
             recording: Arc::default(),
+            psum_quantizer,
         };
         layer.init_weight_scale();
         Ok(layer)
@@ -225,11 +250,22 @@ impl CimConv2d {
 
     /// Hardware counts of the layer (DESIGN.md: arrays, ADC conversions, dequantization).
     pub fn counts(&self) -> LayerCounts {
-        self.plan.tiling.counts(
-            &self.plan.slicing,
-            self.config.weight_granularity,
-            self.config.psum_bits.map(|_| (self.config.psum_granularity, self.config.adc_window)),
-        )
+        self.config.counts(self.psum_quantizer).expect("the configuration was validated when the layer was built")
+    }
+
+    /// The method's own ADC, if the layer has one in place of the built-in uniform ADC.
+    pub fn psum_quantizer(&self) -> Option<&'static dyn PsumQuantizer> {
+        self.psum_quantizer
+    }
+
+    /// Whether the layer has an ADC at all (built-in `psum_bits` or a plug-in).
+    fn has_adc(&self) -> bool {
+        self.config.psum_bits.is_some() || self.psum_quantizer.is_some()
+    }
+
+    /// The ADC's window kind: the plug-in's, or the configured one.
+    fn adc_window(&self) -> AdcWindow {
+        self.psum_quantizer.map_or(self.config.adc_window, |q| q.window())
     }
 
     /// Shape of the weight steps: layer [1], array [G, T], column [G, C_out].
@@ -241,8 +277,8 @@ impl CimConv2d {
     /// [polarities, S, G, C_out].
     pub fn psum_scale_shape(&self) -> Vec<usize> {
         let mut shape = vec![self.plan.slicing.polarities(), self.plan.slicing.slices()];
-        if self.config.psum_granularity != crate::Granularity::Layer {
-            shape.extend(self.plan.tiling.scale_shape(self.config.psum_granularity));
+        if self.plan.psum_granularity != Granularity::Layer {
+            shape.extend(self.plan.tiling.scale_shape(self.plan.psum_granularity));
         }
         shape
     }
@@ -262,7 +298,7 @@ impl CimConv2d {
     /// Switches partial-sum quantization on or off (two-stage training starts with it off).
     /// Switching it on for a config without ADC bits is an error.
     pub fn set_adc_enabled(&mut self, enabled: bool) -> Result<(), String> {
-        if enabled && self.config.psum_bits.is_none() {
+        if enabled && !self.has_adc() {
             return Err("cannot enable partial-sum quantization: psum_bits is not set (ideal ADC)".into());
         }
         self.adc_enabled = enabled;
@@ -297,10 +333,10 @@ impl CimConv2d {
     /// Sets the ADC offsets (same layout as the steps). A `zero` window accepts only zeros.
     pub fn with_psum_offset(mut self, offsets: Tensor<1>) -> Result<Self, String> {
         check_len("psum_offset", offsets.dims()[0], self.plan.psum_range.len())?;
-        if !self.config.adc_window.is_learned() && offsets.clone().abs().max().into_scalar::<f32>() != 0.0 {
+        let learned = self.adc_window().is_learned();
+        if !learned && offsets.clone().abs().max().into_scalar::<f32>() != 0.0 {
             return Err("psum_offset: a `zero` ADC window has z = 0; use adc_window = learned".into());
         }
-        let learned = self.config.adc_window.is_learned();
         self.psum_offset = Param::from_tensor(offsets.detach()).set_require_grad(learned);
         Ok(self)
     }
@@ -345,29 +381,32 @@ impl CimConv2d {
             Recording::Calibration(samples) if !samples.is_empty() => samples,
             _ => return false,
         };
-        let windows = calibrate(
-            &samples,
-            &self.plan.psum_range,
-            &self.plan.psum_slice,
-            self.config.adc_init,
-            self.config.adc_window,
-        );
+        let (ranges, layer_of) = (&self.plan.psum_range, &self.plan.psum_slice);
+        let windows = match self.psum_quantizer {
+            Some(q) => calibrate(&samples, ranges, layer_of, |s, _| q.calibrate(s)),
+            None => {
+                let (init, window) = (self.config.adc_init, self.config.adc_window);
+                calibrate(&samples, ranges, layer_of, |s, range| uniform_window(s, range, init, window))
+            }
+        };
         let steps: Vec<f32> = windows.iter().map(|w| w.step as f32).collect();
         let offsets: Vec<f32> = windows.iter().map(|w| w.offset as f32).collect();
         replace_value(&mut self.psum_scale, steps.clone(), true);
         replace_value(&mut self.psum_scale_unit, steps, false);
-        replace_value(&mut self.psum_offset, offsets, self.config.adc_window.is_learned());
+        let learned = self.adc_window().is_learned();
+        replace_value(&mut self.psum_offset, offsets, learned);
         true
     }
 
     /// Arms ADC inspection: the following forwards (with the ADC on) accumulate the statistics
     /// of [`crate::quality`] per (polarity, slice), until [`Self::take_adc_quality`].
     pub fn arm_adc_inspection(&self) {
-        let (pol_n, s_n) = (self.plan.slicing.polarities(), self.plan.slicing.slices());
-        let bits = self.config.psum_bits.unwrap_or(1);
-        let stats = (0..pol_n * s_n)
+        let s_n = self.plan.slicing.slices();
+        let groups = self.plan.psum_range.len() / (self.plan.slicing.polarities() * s_n);
+        // the flat ADC groups are [polarity, S, groups of the granularity]
+        let stats = (0..self.plan.slicing.polarities() * s_n)
             .map(|i| {
-                let range = self.plan.slicing.adc_range(i % s_n, bits);
+                let range = self.plan.psum_range[i * groups];
                 SliceQuality::new(i / s_n, i % s_n, range.low as i64, range.high as i64)
             })
             .collect();
@@ -472,6 +511,13 @@ impl CimConv2d {
         let coef = weight_steps
             .select(0, self.index(&self.plan.weight_step_k, &device))
             .mul(self.floats(&self.plan.coef_k, &device));
+        if let Some(q) = self.psum_quantizer {
+            // a plug-in ADC: p_q = z + s * code((p - z) / s) with the plug-in's code and gradient
+            let k = coef.dims()[0];
+            let (s, z) = (steps.reshape([k, 1, 1, 1]), offsets.reshape([k, 1, 1, 1]));
+            let codes = q.code_tensor(psums.sub(z.clone()).div(s.clone()));
+            return accumulate_reference(codes.mul(s).add(z), coef, self.config.out_channels);
+        }
         let (low, high): (Vec<f32>, Vec<f32>) = self
             .plan
             .psum_step_k
@@ -599,12 +645,15 @@ impl CimConv2d {
             .psum_range
             .iter()
             .zip(&self.plan.psum_columns)
-            .map(|(range, columns)| range.grad_scale(columns * positions))
+            .map(|(range, columns)| match self.psum_quantizer {
+                Some(q) => q.grad_scale(columns * positions),
+                None => range.grad_scale(columns * positions),
+            })
             .collect();
         let unit = self.psum_scale_unit.val().detach();
         let scale = self.floats(&scale, &device).mul(unit.clone().mul(unit));
         let steps = scale_grad(self.psum_scale.val(), scale.clone());
-        let offsets = match self.config.adc_window.is_learned() {
+        let offsets = match self.adc_window().is_learned() {
             true => scale_grad(self.psum_offset.val(), scale),
             false => self.psum_offset.val().detach(),
         };
@@ -655,7 +704,10 @@ impl CimConv2d {
                 ChannelWindow { slice_index, step: steps[k], offset: offsets[k], low: range.low, high: range.high }
             })
             .collect();
-        accumulate(stats, &Self::psum_values(psums), &windows);
+        match self.psum_quantizer {
+            Some(q) => accumulate(stats, &Self::psum_values(psums), &windows, |r, _| q.code(r)),
+            None => accumulate(stats, &Self::psum_values(psums), &windows, uniform_code),
+        }
     }
 }
 

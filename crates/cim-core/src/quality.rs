@@ -128,16 +128,27 @@ pub struct ChannelWindow {
     pub high: f32,
 }
 
-/// Adds the partial sums `p` [K, n] of a batch (channel k quantized by `windows[k]`) to the
-/// per-(polarity, slice) statistics, with the same arithmetic as the fused ADC pass.
-pub fn accumulate(stats: &mut [SliceQuality], p: &[f32], windows: &[ChannelWindow]) {
+/// The code of the built-in uniform ADC: `clamp(round(r), Pn, Pp)`, as the fused pass computes it.
+pub fn uniform_code(ratio: f32, w: &ChannelWindow) -> f32 {
+    ratio.clamp(w.low, w.high).round_ties_even()
+}
+
+/// Adds the partial sums `p` [K, n] of a batch (channel k quantized by `windows[k]`, its ratio
+/// (p - z) / s_p turned into a code by `code`) to the per-(polarity, slice) statistics, with the
+/// same arithmetic as the ADC pass.
+pub fn accumulate(
+    stats: &mut [SliceQuality],
+    p: &[f32],
+    windows: &[ChannelWindow],
+    code: impl Fn(f32, &ChannelWindow) -> f32,
+) {
     let n = p.len() / windows.len().max(1);
     for (row, w) in p.chunks_exact(n).zip(windows) {
         let st = &mut stats[w.slice_index];
         let mean = row.iter().map(|&v| f64::from(v)).sum::<f64>() / n as f64;
         for &v in row {
             let ratio = (v - w.offset) / w.step;
-            let code = ratio.clamp(w.low, w.high).round_ties_even();
+            let code = code(ratio, w);
             let quantized = f64::from(w.offset) + f64::from(w.step) * f64::from(code);
             let exact = f64::from(v);
             st.signal += exact * exact;
@@ -181,7 +192,7 @@ mod tests {
         let mut stats = vec![SliceQuality::new(0, 0, 0, 3)];
         let w = ChannelWindow { slice_index: 0, step: 2.0, offset: 10.0, low: 0.0, high: 3.0 };
         // codes: 4 -> clipped low (0), 10 -> 0, 13 -> 1.5 -> 2 (ties to even), 15 -> 2.5 -> 2, 30 -> high (3)
-        accumulate(&mut stats, &[4.0, 10.0, 13.0, 15.0, 30.0], &[w]);
+        accumulate(&mut stats, &[4.0, 10.0, 13.0, 15.0, 30.0], &[w], uniform_code);
         let s = &stats[0];
         assert_eq!(s.samples, 5);
         assert_eq!((s.clipped_low, s.clipped_high), (1, 1));

@@ -4,11 +4,12 @@ use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{Initializer, PaddingConfig2d};
 use burn::tensor::{Device, Tensor};
-use cim_core::{AdcInit, AdcWindow, CimConfigError, CimConv2d, CimConvConfig, Encoding, Granularity};
-use serde::{Deserialize, Serialize};
+use cim_core::{AdcInit, AdcWindow, CimConfigError, CimConv2d, CimConvConfig, Encoding, Granularity, PsumQuantizer};
+
+use crate::{Arch, ModelCounts};
 
 /// Array and quantizer settings shared by every CIM layer of a model.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct CimSettings {
     /// N.
     pub array_size: usize,
@@ -30,6 +31,8 @@ pub struct CimSettings {
     pub adc_window: AdcWindow,
     /// How ADC windows are calibrated.
     pub adc_init: AdcInit,
+    /// A method's own ADC in place of the built-in one (`psum_bits` is then `None`).
+    pub psum_quantizer: Option<&'static dyn PsumQuantizer>,
 }
 
 impl CimSettings {
@@ -56,10 +59,32 @@ impl CimSettings {
             .with_adc_window(self.adc_window)
             .with_adc_init(self.adc_init)
     }
+
+    /// A CIM layer of `layer`'s shape with these settings.
+    pub fn init(&self, layer: CimConvConfig, device: &Device) -> Result<CimConv2d, CimConfigError> {
+        layer.init_with_adc(self.psum_quantizer, device)
+    }
+
+    /// Hardware counts of `arch`'s CIM layers for square inputs of `input_size`, from the tiling
+    /// arithmetic alone (no model is built): ADC conversions and dequantization multiplies are
+    /// per image (each layer's per-pixel count times its output pixels).
+    pub fn model_counts(&self, arch: Arch, input_size: usize) -> Result<ModelCounts, CimConfigError> {
+        let mut total = ModelCounts::default();
+        for conv in arch.block_convs(input_size) {
+            let layer = self.layer(conv.in_channels, conv.out_channels, 3, conv.stride, 1);
+            let c = layer.counts(self.psum_quantizer)?;
+            total.layers += 1;
+            total.per_layer_sum = total.per_layer_sum + c;
+            total.adc_conversions_per_image += c.adc_conversions_per_pixel * conv.out_pixels;
+            total.dequant_multiplies_per_image += c.dequant_multiplies_per_pixel * conv.out_pixels;
+            total.window_adds_per_image += c.window_adds_per_pixel * conv.out_pixels;
+        }
+        Ok(total)
+    }
 }
 
 /// What the block convs are made of.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum ConvKind {
     /// Plain floating-point convs.
     Float,
@@ -87,7 +112,7 @@ impl Conv3x3 {
     ) -> Result<Self, CimConfigError> {
         Ok(match kind {
             ConvKind::Float => Conv3x3::Float(float_conv(in_channels, out_channels, 3, stride, 1, device)),
-            ConvKind::Cim(s) => Conv3x3::Cim(s.layer(in_channels, out_channels, 3, stride, 1).init(device)?),
+            ConvKind::Cim(s) => Conv3x3::Cim(s.init(s.layer(in_channels, out_channels, 3, stride, 1), device)?),
         })
     }
 

@@ -38,6 +38,74 @@ impl Arch {
     }
 }
 
+/// The shape of one residual block: its first 3x3 conv maps `in_channels` to `out_channels`
+/// with `stride`, its second keeps `out_channels` at stride 1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlockShape {
+    /// Channels entering the block.
+    pub in_channels: usize,
+    /// Channels of both convs' outputs.
+    pub out_channels: usize,
+    /// Stride of the first conv (2 where a stage begins, after the first).
+    pub stride: usize,
+}
+
+/// One 3x3 conv of a residual block (the convs that run on CIM arrays).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlockConv {
+    /// C_in.
+    pub in_channels: usize,
+    /// C_out.
+    pub out_channels: usize,
+    /// Stride.
+    pub stride: usize,
+    /// Output pixels for the input size asked.
+    pub out_pixels: usize,
+}
+
+impl Arch {
+    /// The residual blocks, in forward order: the one description both the model and the
+    /// hardware counts are built from.
+    pub fn blocks(self) -> Vec<BlockShape> {
+        let (stem_channels, widths, per_stage): (usize, &[usize], usize) = match self {
+            Arch::Resnet20 => (16, &[16, 32, 64], 3),
+            Arch::Resnet18 => (64, &[64, 128, 256, 512], 2),
+        };
+        let mut channels = stem_channels;
+        let mut blocks = Vec::new();
+        for (stage, &width) in widths.iter().enumerate() {
+            for b in 0..per_stage {
+                let stride = if stage > 0 && b == 0 { 2 } else { 1 };
+                blocks.push(BlockShape { in_channels: channels, out_channels: width, stride });
+                channels = width;
+            }
+        }
+        blocks
+    }
+
+    /// Every 3x3 block conv, in forward order, with its output pixels for a square input of
+    /// `input_size` (after the stem: ResNet-18's 7x7/2 conv and 3x3/2 max pool).
+    pub fn block_convs(self, input_size: usize) -> Vec<BlockConv> {
+        let mut size = match self {
+            Arch::Resnet20 => input_size,
+            Arch::Resnet18 => ((input_size + 6 - 7) / 2 + 1 + 2 - 3) / 2 + 1,
+        };
+        let mut convs = Vec::new();
+        for b in self.blocks() {
+            size = (size + 2 - 3) / b.stride + 1;
+            let out_pixels = size * size;
+            convs.push(BlockConv {
+                in_channels: b.in_channels,
+                out_channels: b.out_channels,
+                stride: b.stride,
+                out_pixels,
+            });
+            convs.push(BlockConv { in_channels: b.out_channels, out_channels: b.out_channels, stride: 1, out_pixels });
+        }
+        convs
+    }
+}
+
 impl std::str::FromStr for Arch {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
@@ -126,29 +194,6 @@ impl Model {
     pub fn cim_layers_mut(&mut self) -> Vec<&mut CimConv2d> {
         self.convs_mut().into_iter().filter_map(Conv3x3::cim_mut).collect()
     }
-
-    /// Hardware counts summed over the CIM layers; ADC conversions and dequantization multiplies
-    /// are per image (each layer's per-pixel count times its output pixels for `input_size`).
-    pub fn hardware_counts(&self, input_size: usize) -> ModelCounts {
-        let mut total = ModelCounts::default();
-        for (layer, out_pixels) in self.cim_layers().into_iter().zip(self.cim_output_pixels(input_size)) {
-            let c = layer.counts();
-            total.layers += 1;
-            total.per_layer_sum = total.per_layer_sum + c;
-            total.adc_conversions_per_image += c.adc_conversions_per_pixel * out_pixels;
-            total.dequant_multiplies_per_image += c.dequant_multiplies_per_pixel * out_pixels;
-            total.window_adds_per_image += c.window_adds_per_pixel * out_pixels;
-        }
-        total
-    }
-
-    /// Output pixels of every CIM layer for a square input of `input_size`.
-    fn cim_output_pixels(&self, input_size: usize) -> Vec<usize> {
-        match self {
-            Model::Resnet20(m) => m.cim_output_pixels(input_size),
-            Model::Resnet18(m) => m.cim_output_pixels(input_size),
-        }
-    }
 }
 
 /// Hardware counts of a whole model.
@@ -165,4 +210,58 @@ pub struct ModelCounts {
     pub dequant_multiplies_per_image: usize,
     /// Digital adds of learned-window constants to classify one image.
     pub window_adds_per_image: usize,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cim_core::{AdcInit, AdcWindow, Encoding, Granularity};
+
+    fn settings(psum_bits: Option<u32>) -> CimSettings {
+        CimSettings {
+            array_size: 128,
+            weight_bits: 4,
+            cell_bits: 2,
+            act_bits: 4,
+            psum_bits,
+            encoding: Encoding::Differential,
+            weight_granularity: Granularity::Layer,
+            psum_granularity: Granularity::Column,
+            adc_window: AdcWindow::Learned,
+            adc_init: AdcInit::Mse,
+            psum_quantizer: None,
+        }
+    }
+
+    /// The counts from the block description alone equal those of the layers of a built model.
+    #[test]
+    fn counts_from_the_arithmetic_match_a_built_model() {
+        let device = Device::flex();
+        for arch in [Arch::Resnet20, Arch::Resnet18] {
+            for bits in [Some(3), None] {
+                let s = settings(bits);
+                let model = Model::new(arch, 3, 10, &ConvKind::Cim(s.clone()), 0, &device).unwrap();
+                let layers = model.cim_layers();
+                let convs = arch.block_convs(64);
+                assert_eq!(layers.len(), convs.len());
+                let mut sum = LayerCounts::default();
+                for (layer, conv) in layers.iter().zip(&convs) {
+                    let c = layer.config();
+                    assert_eq!(
+                        (c.in_channels, c.out_channels, c.stride),
+                        (conv.in_channels, conv.out_channels, conv.stride)
+                    );
+                    sum = sum + layer.counts();
+                }
+                let counts = s.model_counts(arch, 64).unwrap();
+                assert_eq!((counts.layers, counts.per_layer_sum), (layers.len(), sum), "{arch:?} {bits:?}");
+            }
+        }
+        // ResNet-20 on 32 x 32: three stages of 32, 16 and 8 pixels a side
+        let pixels: Vec<usize> = Arch::Resnet20.block_convs(32).iter().map(|c| c.out_pixels).collect();
+        assert_eq!(pixels, [[1024; 6], [256; 6], [64; 6]].concat());
+        // ResNet-18 on 224 x 224: 56 after the stem and pool, then 28, 14, 7
+        let pixels: Vec<usize> = Arch::Resnet18.block_convs(224).iter().map(|c| c.out_pixels).collect();
+        assert_eq!(pixels, [[3136; 4], [784; 4], [196; 4], [49; 4]].concat());
+    }
 }

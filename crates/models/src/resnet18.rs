@@ -11,6 +11,7 @@ use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
 use cim_core::CimConfigError;
 
+use crate::Arch;
 use crate::conv::{Conv3x3, ConvKind, float_conv};
 
 /// A 1x1 projection with its batch norm.
@@ -78,15 +79,11 @@ pub struct ResNet18 {
 impl ResNet18 {
     /// Builds the network.
     pub fn new(in_channels: usize, classes: usize, kind: &ConvKind, device: &Device) -> Result<Self, CimConfigError> {
-        let mut blocks = Vec::new();
-        let mut channels = 64;
-        for (stage, width) in [64, 128, 256, 512].into_iter().enumerate() {
-            for b in 0..2 {
-                let stride = if stage > 0 && b == 0 { 2 } else { 1 };
-                blocks.push(BasicBlock::new(kind, channels, width, stride, device)?);
-                channels = width;
-            }
-        }
+        let blocks = Arch::Resnet18
+            .blocks()
+            .into_iter()
+            .map(|b| BasicBlock::new(kind, b.in_channels, b.out_channels, b.stride, device))
+            .collect::<Result<_, _>>()?;
         Ok(Self {
             stem: float_conv(in_channels, 64, 7, 2, 3, device),
             stem_bn: BatchNormConfig::new(64).init(device),
@@ -116,16 +113,5 @@ impl ResNet18 {
 
     pub(crate) fn convs_mut(&mut self) -> Vec<&mut Conv3x3> {
         self.blocks.iter_mut().flat_map(|b| [&mut b.conv1, &mut b.conv2]).collect()
-    }
-
-    pub(crate) fn cim_output_pixels(&self, input_size: usize) -> Vec<usize> {
-        let mut size = (input_size + 6 - 7) / 2 + 1; // stem
-        size = (size + 2 - 3) / 2 + 1; // max pool
-        let mut out = Vec::new();
-        for b in &self.blocks {
-            size = (size + 2 - 3) / b.stride + 1;
-            out.extend([size * size, size * size]);
-        }
-        out
     }
 }

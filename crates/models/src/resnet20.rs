@@ -11,6 +11,7 @@ use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
 use cim_core::CimConfigError;
 
+use crate::Arch;
 use crate::conv::{Conv3x3, ConvKind, float_conv};
 
 /// One pre-activation basic block.
@@ -69,15 +70,11 @@ pub struct ResNet20 {
 impl ResNet20 {
     /// Builds the network.
     pub fn new(in_channels: usize, classes: usize, kind: &ConvKind, device: &Device) -> Result<Self, CimConfigError> {
-        let mut blocks = Vec::new();
-        let mut channels = 16;
-        for (stage, width) in [16, 32, 64].into_iter().enumerate() {
-            for b in 0..3 {
-                let stride = if stage > 0 && b == 0 { 2 } else { 1 };
-                blocks.push(PreActBlock::new(kind, channels, width, stride, device)?);
-                channels = width;
-            }
-        }
+        let blocks = Arch::Resnet20
+            .blocks()
+            .into_iter()
+            .map(|b| PreActBlock::new(kind, b.in_channels, b.out_channels, b.stride, device))
+            .collect::<Result<_, _>>()?;
         Ok(Self {
             stem: float_conv(in_channels, 16, 3, 1, 1, device),
             blocks,
@@ -103,15 +100,5 @@ impl ResNet20 {
 
     pub(crate) fn convs_mut(&mut self) -> Vec<&mut Conv3x3> {
         self.blocks.iter_mut().flat_map(|b| [&mut b.conv1, &mut b.conv2]).collect()
-    }
-
-    pub(crate) fn cim_output_pixels(&self, input_size: usize) -> Vec<usize> {
-        let mut size = input_size;
-        let mut out = Vec::new();
-        for b in &self.blocks {
-            size = (size + 2 - 3) / b.stride + 1;
-            out.extend([size * size, size * size]);
-        }
-        out
     }
 }

@@ -166,7 +166,7 @@ fn sweep_lines(study: &Study, bench: &str, results: &[CellResult], field: &str) 
     let mut lines = Vec::new();
     for method in &b.methods {
         let uses_field = match train::Uses::of_method(method) {
-            Some(u) if u.crossbar => field != "psum_bits" || u.adc,
+            Some(u) if u.crossbar => field != "psum_bits" || u.adc_setting(),
             _ => false,
         };
         let mut by_x: std::collections::BTreeMap<i64, Vec<f64>> = std::collections::BTreeMap::new();

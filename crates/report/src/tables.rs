@@ -3,8 +3,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use burn::tensor::Device;
-use cim_core::Recipe;
+use method_api::Recipe;
 use polars::prelude::*;
 use study::{Cell, CellState, Study};
 
@@ -17,10 +16,6 @@ pub struct Tables {
     /// (stem, frame, markdown)
     pub tables: Vec<(String, DataFrame, String)>,
 }
-
-/// Methods whose results count as "related work" in the claim table: every registered method
-/// with a partial-sum quantizer other than the proposed one.
-const PROPOSED: &str = "columnwise";
 
 fn pct(x: f64) -> String {
     format!("{:.2}", 100.0 * x)
@@ -60,7 +55,8 @@ fn in_column(cell: &Cell, column: &Cell) -> bool {
 fn columns<'a>(results: &'a [&'a CellResult]) -> Vec<&'a Cell> {
     let mut cols: Vec<&Cell> = Vec::new();
     for r in results {
-        if r.cell.config.uses_adc() && !cols.iter().any(|c| c.config.setting_label() == r.cell.config.setting_label()) {
+        let c = &r.cell.config;
+        if c.uses_adc_setting() && !cols.iter().any(|col| col.config.setting_label() == c.setting_label()) {
             cols.push(&r.cell);
         }
     }
@@ -340,12 +336,15 @@ fn claim_table(
                     rs.iter().copied().filter(|r| r.cell.config.method == m && in_column(&r.cell, col)).collect();
                 aggregate(&cells)
             };
-            let ours = agg_of(PROPOSED);
+            // related work: every other method with the built-in ADC at this column's P (a method
+            // with its own converter has another resolution; the accuracy table shows it)
+            let proposed = methods::PROPOSED.name();
+            let ours = agg_of(proposed);
             let related: Vec<(String, Agg)> = b
                 .methods
                 .iter()
-                .filter(|m| m.as_str() != PROPOSED)
-                .filter(|m| train::Uses::of_method(m).is_some_and(|u| u.adc))
+                .filter(|m| m.as_str() != proposed)
+                .filter(|m| train::Uses::of_method(m).is_some_and(|u| u.adc_setting()))
                 .map(|m| (m.clone(), agg_of(m)))
                 .filter(|(_, a)| !a.finals.is_empty())
                 .collect();
@@ -480,7 +479,6 @@ fn hardware_table(study: &Study, results: &[CellResult]) -> Result<(String, Data
     let mut rows = Vec::new();
     let mut frame: BTreeMap<&str, Vec<u64>> = BTreeMap::new();
     let (mut bc, mut mc, mut sc) = (Vec::new(), Vec::new(), Vec::new());
-    let device = Device::flex();
     for b in &study.benchmark {
         let rs = benchmark_results(results, &b.name);
         let mut done = Vec::new();
@@ -492,15 +490,19 @@ fn hardware_table(study: &Study, results: &[CellResult]) -> Result<(String, Data
             }
             done.push(key);
             let run = c.resolve().map_err(|e| ReportError::Invalid(e.to_string()))?;
-            let manifest_shape = |spec: &str| data_shape(spec);
-            let (shape, classes) = manifest_shape(&c.dataset);
-            let model = models::Model::new(c.model, shape[0], classes, &run.conv, 0, &device)
-                .map_err(|e| ReportError::Invalid(e.to_string()))?;
-            let counts = model.hardware_counts(shape[1]);
-            let adc_bits = match (c.uses_crossbar(), c.uses_adc()) {
-                (false, _) => "—".to_string(),
-                (true, false) => "ideal".to_string(),
-                (true, true) => c.psum_bits.to_string(),
+            let shape = data_shape(&c.dataset);
+            let counts = match &run.conv {
+                models::ConvKind::Cim(settings) => settings
+                    .model_counts(c.model, shape[1])
+                    .map_err(|e| ReportError::Invalid(format!("{}: {e}", c.method)))?,
+                models::ConvKind::Float => models::ModelCounts::default(),
+            };
+            let uses = c.uses().ok_or_else(|| ReportError::Invalid(format!("unknown method `{}`", c.method)))?;
+            let adc_bits = match (uses.crossbar, uses.adc, uses.own_adc) {
+                (false, _, _) => "—".to_string(),
+                (true, false, _) => "ideal".to_string(),
+                (true, true, Some(q)) => q.resolution().to_string(),
+                (true, true, None) => c.psum_bits.to_string(),
             };
             let sum = counts.per_layer_sum;
             let values = [
@@ -628,12 +630,11 @@ fn adc_quality_table(study: &Study, results: &[CellResult]) -> Result<(String, D
 
 /// Image shape and class count of a data-set spec, for counting hardware (the class count only
 /// changes the floating-point classifier). Folder trees are counted as 32x32 RGB.
-fn data_shape(spec: &str) -> ([usize; 3], usize) {
-    match data::find_manifest(spec) {
-        Ok(m) if m.classes.is_empty() => (m.image_shape, 1000), // ImageNet: classes come from the folders
-        Ok(m) => (m.image_shape, m.classes.len()),
-        Err(_) => ([3, 32, 32], 10),
-    }
+/// The image shape [C, H, W] of a data set: its manifest's, or for a `folder:` tree (which the
+/// report does not read: it may be gone by then) 32 x 32 RGB, the CIFAR-10 JPEG tree the
+/// profiles use.
+fn data_shape(spec: &str) -> [usize; 3] {
+    data::find_manifest(spec).map_or([3, 32, 32], |m| m.image_shape)
 }
 
 fn variation_table(study: &Study, results: &[CellResult]) -> Result<(String, DataFrame, String), ReportError> {

@@ -141,7 +141,9 @@ impl Cell {
         let mut s = format!("{} {} {}", c.dataset, c.model.name(), c.method);
         if c.uses_crossbar() || c.uses().is_none() {
             s += &format!(" W{}A{} c{} N{} {}", c.weight_bits, c.act_bits, c.cell_bits, c.array_size, c.encoding);
-            if c.uses_adc() {
+            if let Some(q) = c.uses().and_then(|u| u.own_adc) {
+                s += &format!(" {}", q.name());
+            } else if c.uses_adc() {
                 s += &format!(" P{}", c.psum_bits);
                 if !c.adc_is_default() {
                     s += &format!(" adc {}", c.adc_label());
@@ -204,7 +206,7 @@ pub fn canonical(mut c: RunConfig) -> RunConfig {
             c.train_variation_sigma = d.train_variation_sigma;
             c.clear_adc_settings();
         }
-        Some(u) if !u.adc => {
+        Some(u) if !u.adc_setting() => {
             c.psum_bits = d.psum_bits;
             c.clear_adc_settings();
         }

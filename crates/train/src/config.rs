@@ -1,6 +1,7 @@
 //! The run configuration: a TOML file or command-line flags, validated before any work.
 
-use cim_core::{AdcInit, AdcWindow, Encoding, Method, Recipe};
+use cim_core::{AdcInit, AdcWindow, Encoding, Granularity, PsumQuantizer};
+use method_api::{Adc, Method, Recipe};
 use models::{Arch, CimSettings, ConvKind};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -13,63 +14,98 @@ use crate::TrainError;
 /// zero-anchored LSQ-initialised ADC of before, `twos` stayed at chance at P = 3 because every
 /// slice carries the large offset of the two's complement code: Fashion-MNIST, 2 epochs of 4000
 /// images, 10.3%; with learned windows the same run reaches 47.8%.)
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, clap::Args)]
 #[serde(deny_unknown_fields, default)]
 pub struct RunConfig {
     /// A built-in data set, a manifest `.toml`, or `folder:PATH`.
+    #[arg(long, required = false, value_name = "NAME|FILE.toml|folder:PATH")]
     pub dataset: String,
     /// Images per class held out as the test split of a `folder:` data set.
+    #[arg(long, required = false)]
     pub folder_holdout: usize,
     /// `resnet20` or `resnet18`.
+    #[arg(long, required = false, value_name = "resnet20|resnet18")]
     pub model: Arch,
     /// A registered method (`fp`, `ideal-adc`, `layerwise`, `columnwise`, ...).
+    #[arg(long, required = false, value_name = "NAME")]
     pub method: String,
     /// B_w.
+    #[arg(long, required = false)]
     pub weight_bits: u32,
     /// A.
+    #[arg(long, required = false)]
     pub act_bits: u32,
     /// P (ADC bits).
+    #[arg(long, required = false)]
     pub psum_bits: u32,
     /// b_c.
+    #[arg(long, required = false)]
     pub cell_bits: u32,
     /// N.
+    #[arg(long, required = false)]
     pub array_size: usize,
     /// Weight encoding.
+    #[arg(long, required = false, value_name = "twos|differential")]
     pub encoding: Encoding,
     /// The ADC's reference window (methods with ADCs only). A stored run config without it was
     /// written before windows existed and trained with `zero`: absent means `zero`, and `zero`
     /// is not written, so such runs keep their hash.
     #[serde(default = "window_before_calibration", skip_serializing_if = "is_window_before_calibration")]
+    #[arg(
+        long,
+        required = false,
+        value_name = "learned|zero",
+        help = "The ADC's reference window: learned (offset calibrated, then trained; the default) or zero"
+    )]
     pub adc_window: AdcWindow,
     /// How ADC windows are calibrated (methods with ADCs only); absent means `lsq`, as for
     /// `adc_window`.
     #[serde(default = "init_before_calibration", skip_serializing_if = "is_init_before_calibration")]
+    #[arg(
+        long,
+        required = false,
+        value_name = "mse|lsq",
+        help = "ADC calibration: mse (per-group least squared error; the default) or lsq (LSQ's step rule)"
+    )]
     pub adc_init: AdcInit,
     /// Overrides the method's recipe.
+    #[arg(long, required = false, value_name = "one-stage|two-stage")]
     pub recipe: Option<Recipe>,
     /// Epochs in all (both stages of a two-stage recipe).
+    #[arg(long, required = false)]
     pub epochs: usize,
     /// Images per step.
+    #[arg(long, required = false)]
     pub batch_size: usize,
     /// Peak learning rate.
+    #[arg(long, required = false)]
     pub lr: f64,
     /// SGD momentum (no dampening, as PyTorch).
+    #[arg(long, required = false)]
     pub momentum: f64,
     /// L2 weight decay.
+    #[arg(long, required = false)]
     pub weight_decay: f64,
     /// Epochs of linear warm-up before the cosine decay.
+    #[arg(long, required = false)]
     pub warmup_epochs: usize,
     /// Two-stage: share of the epochs spent fine-tuning with partial-sum quantization on.
+    #[arg(long, required = false)]
     pub finetune_fraction: f64,
     /// Two-stage: learning rate of the fine-tuning stage relative to `lr`.
+    #[arg(long, required = false)]
     pub finetune_lr_scale: f64,
     /// Train on a seeded, class-balanced subset of this many images.
+    #[arg(long, required = false)]
     pub limit_train: Option<usize>,
     /// Test on a seeded, class-balanced subset of this many images.
+    #[arg(long, required = false)]
     pub limit_test: Option<usize>,
     /// Seed of initialization, data order, augmentation and subsets.
+    #[arg(long, required = false)]
     pub seed: u64,
     /// Variation-aware training: log-normal cell noise of this sigma in every training forward.
+    #[arg(long, required = false)]
     pub train_variation_sigma: f64,
 }
 
@@ -110,15 +146,32 @@ impl Default for RunConfig {
 pub struct Uses {
     /// Simulated arrays: bits, cells, N, encoding (false: floating point).
     pub crossbar: bool,
-    /// Quantized partial sums: P and the ADC window (false: ideal ADC or floating point).
+    /// Quantized partial sums (false: ideal ADC or floating point).
     pub adc: bool,
+    /// The method's own ADC, which fixes its levels, window and calibration (`None`: the
+    /// built-in ADC, or none).
+    pub own_adc: Option<&'static dyn PsumQuantizer>,
 }
 
 impl Uses {
     /// What the registered method `name` uses; `None` if it is not registered.
     pub fn of_method(name: &str) -> Option<Self> {
         let scheme = methods::find(name).ok()?.scheme();
-        Some(Self { crossbar: scheme.is_some(), adc: scheme.is_some_and(|s| s.psum.is_some()) })
+        Some(Self {
+            crossbar: scheme.is_some(),
+            adc: scheme.is_some_and(|s| s.psum.uses_adc()),
+            own_adc: scheme.and_then(|s| s.psum.own()),
+        })
+    }
+
+    /// Whether the setting's ADC fields (P, window, calibration) matter: the built-in ADC.
+    pub fn adc_setting(&self) -> bool {
+        self.adc && self.own_adc.is_none()
+    }
+
+    /// What any method may use (for a method that is not registered).
+    fn everything() -> Self {
+        Self { crossbar: true, adc: true, own_adc: None }
     }
 }
 
@@ -128,7 +181,7 @@ pub struct ResolvedRun {
     /// The configuration.
     pub config: RunConfig,
     /// The method.
-    pub method: &'static dyn Method,
+    pub method: &'static Method,
     /// The recipe in effect.
     pub recipe: Recipe,
     /// What the block convs are.
@@ -159,7 +212,7 @@ fn is_init_before_calibration(i: &AdcInit) -> bool {
     *i == init_before_calibration()
 }
 
-/// The run-config fields that only mean something for a method with ADCs.
+/// The run-config fields that only mean something for a method with the built-in ADC.
 pub const ADC_FIELDS: [&str; 2] = ["adc_window", "adc_init"];
 
 impl RunConfig {
@@ -177,6 +230,23 @@ impl RunConfig {
             .collect();
         config.check_adc_settings_apply(&adc_given)?;
         Ok(config)
+    }
+
+    /// The configuration with every flag of `matches` given on the command line (the flags
+    /// [`clap::Args`] derives from this struct, `--weight-bits` for `weight_bits`) put over its
+    /// values; ADC settings are rejected for a method without the built-in ADC.
+    pub fn with_flags(mut self, matches: &clap::ArgMatches) -> Result<Self, TrainError> {
+        use clap::FromArgMatches;
+        self.update_from_arg_matches(matches).map_err(|e| TrainError::Config(e.to_string()))?;
+        let adc_given: Vec<(String, String)> = ADC_FIELDS
+            .iter()
+            .filter_map(|&f| {
+                let raw = matches.get_raw(f)?.next()?;
+                Some((format!("--{}", f.replace('_', "-")), raw.to_string_lossy().into_owned()))
+            })
+            .collect();
+        self.check_adc_settings_apply(&adc_given)?;
+        Ok(self)
     }
 
     /// Parses the configuration a run folder stores (written by [`Self::to_toml`], possibly by
@@ -197,6 +267,12 @@ impl RunConfig {
         self.uses().is_some_and(|u| u.adc)
     }
 
+    /// Whether the setting's P, ADC window and calibration apply: the method has the built-in
+    /// ADC (not an ideal one, not one of its own). Unknown methods: false.
+    pub fn uses_adc_setting(&self) -> bool {
+        self.uses().is_some_and(|u| u.adc_setting())
+    }
+
     /// Whether the method runs on simulated arrays (everything but floating point). Unknown
     /// methods: false.
     pub fn uses_crossbar(&self) -> bool {
@@ -205,18 +281,23 @@ impl RunConfig {
 
     /// The quantization setting the method uses, as one label: `P3 N128 c2 W4A4 differential`,
     /// then what differs from the defaults (`adc zero/lsq`, a recipe, `vat0.1`); no P for an
-    /// ideal ADC, `—` for floating point. A method that is not registered shows every field.
+    /// ideal ADC, the quantizer's name for a method's own ADC (`ternary N128 ...`), `—` for
+    /// floating point. A method that is not registered shows every field.
     pub fn setting_label(&self) -> String {
-        let uses = self.uses().unwrap_or(Uses { crossbar: true, adc: true });
+        let uses = self.uses().unwrap_or(Uses::everything());
         if !uses.crossbar {
             return "—".into();
         }
-        let adc = if uses.adc { format!("P{} ", self.psum_bits) } else { String::new() };
+        let adc = match (uses.adc, uses.own_adc) {
+            (true, Some(q)) => format!("{} ", q.name()),
+            (true, None) => format!("P{} ", self.psum_bits),
+            (false, _) => String::new(),
+        };
         let mut s = format!(
             "{adc}N{} c{} W{}A{} {}",
             self.array_size, self.cell_bits, self.weight_bits, self.act_bits, self.encoding
         );
-        if uses.adc && !self.adc_is_default() {
+        if uses.adc_setting() && !self.adc_is_default() {
             s += &format!(" adc {}", self.adc_label());
         }
         if let Some(r) = self.recipe {
@@ -229,8 +310,8 @@ impl RunConfig {
     }
 
     /// Resets the ADC settings to the values that are not written (those of runs before ADC
-    /// windows existed): what a method without ADCs carries, so that its runs keep one hash
-    /// however windows are swept.
+    /// windows existed): what a method without the built-in ADC carries, so that its runs keep
+    /// one hash however windows are swept.
     pub fn clear_adc_settings(&mut self) {
         self.adc_window = window_before_calibration();
         self.adc_init = init_before_calibration();
@@ -248,18 +329,20 @@ impl RunConfig {
     }
 
     /// Rejects ADC settings given explicitly - `(where, value)` pairs such as
-    /// `("--adc-window", "zero")` - for a method without ADCs.
+    /// `("--adc-window", "zero")` - for a method without the built-in ADC.
     pub fn check_adc_settings_apply(&self, given: &[(String, String)]) -> Result<(), TrainError> {
-        match given.first() {
-            Some((flag, value)) if methods::find(&self.method).is_ok() && !self.uses_adc() => {
-                Err(TrainError::Config(format!(
-                    "{flag} {value}: method {} has no ADC (an ideal ADC or floating point); ADC windows \
-                     apply only to methods that quantize partial sums (e.g. layerwise, arraywise, columnwise)",
-                    self.method
-                )))
+        let (Some((flag, value)), Some(uses)) = (given.first(), self.uses()) else { return Ok(()) };
+        let why = match uses.own_adc {
+            _ if uses.adc_setting() => return Ok(()),
+            Some(q) => {
+                format!("method {} has its own ADC (`{}`, which sets its levels and window)", self.method, q.name())
             }
-            _ => Ok(()),
-        }
+            None => format!("method {} has no ADC (an ideal ADC or floating point)", self.method),
+        };
+        Err(TrainError::Config(format!(
+            "{flag} {value}: {why}; ADC settings apply only to methods with the built-in ADC (e.g. layerwise, \
+             arraywise, columnwise)"
+        )))
     }
 
     /// The configuration as TOML.
@@ -306,17 +389,22 @@ impl RunConfig {
         let conv = match method.scheme() {
             None => ConvKind::Float,
             Some(scheme) => {
+                let (psum_bits, psum_granularity) = match scheme.psum {
+                    Adc::Uniform(g) => (Some(self.psum_bits), g),
+                    Adc::Ideal | Adc::Own(_) => (None, Granularity::Layer),
+                };
                 let settings = CimSettings {
                     array_size: self.array_size,
                     weight_bits: self.weight_bits,
                     cell_bits: self.cell_bits,
                     act_bits: self.act_bits,
-                    psum_bits: scheme.psum.map(|_| self.psum_bits),
+                    psum_bits,
                     encoding: self.encoding,
                     weight_granularity: scheme.weight,
-                    psum_granularity: scheme.psum.unwrap_or(cim_core::Granularity::Layer),
+                    psum_granularity,
                     adc_window: self.adc_window,
                     adc_init: self.adc_init,
+                    psum_quantizer: scheme.psum.own(),
                 };
                 // every layer of the model uses the same bits and arrays: one check covers them
                 settings

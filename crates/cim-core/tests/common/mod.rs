@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use burn::tensor::{Device, Tensor, TensorData};
-use cim_core::{AdcInit, AdcWindow, CimConvConfig, Encoding, Granularity};
+use cim_core::{AdcInit, AdcWindow, CimConvConfig, Encoding, Granularity, PsumQuantizer};
 use serde::Deserialize;
 
 /// A dense row-major array of f64 values.
@@ -135,6 +135,9 @@ pub struct Naive {
     pub t_tiles: usize,
     pub slices: usize,
     pub pols: usize,
+    /// A plug-in ADC in place of the uniform one of `psum_bits` (its granularity is
+    /// `cfg.psum_granularity`).
+    pub plugin: Option<&'static dyn PsumQuantizer>,
 }
 
 fn signed_range(bits: u32) -> (i64, i64) {
@@ -152,7 +155,13 @@ impl Naive {
             t_tiles: cfg.out_channels.div_ceil(cfg.array_size),
             slices: (cfg.weight_bits / cfg.cell_bits) as usize,
             pols: if cfg.encoding == Encoding::Twos { 1 } else { 2 },
+            plugin: None,
         }
+    }
+
+    /// The simulator of a layer whose ADC is the plug-in `q` (grouped by its granularity).
+    pub fn with_plugin(cfg: &CimConvConfig, q: &'static dyn PsumQuantizer) -> Self {
+        Self { plugin: Some(q), ..Self::new(&cfg.clone().with_psum_granularity(q.granularity())) }
     }
 
     fn key(&self, gran: Granularity, g: usize, c: usize) -> usize {
@@ -184,6 +193,9 @@ impl Naive {
 
     /// ADC code range of slice s.
     pub fn p_range(&self, s: usize) -> (i64, i64) {
+        if let Some(q) = self.plugin {
+            return (q.codes().low as i64, q.codes().high as i64);
+        }
         let p = self.cfg.psum_bits.unwrap();
         if self.cfg.encoding == Encoding::Twos && s == 0 { signed_range(p) } else { (0, (1i64 << p) - 1) }
     }
@@ -379,7 +391,10 @@ impl Naive {
         let (step, z) = (windows.steps[i], windows.offsets[i]);
         let (lo, hi) = self.p_range(s);
         let ratio = (v as f32 - z) / step;
-        let code = ratio.clamp(lo as f32, hi as f32).round_ties_even() as f64;
+        let code = match self.plugin {
+            Some(q) => q.code(ratio) as f64,
+            None => ratio.clamp(lo as f32, hi as f32).round_ties_even() as f64,
+        };
         (code, ratio >= lo as f32 && ratio <= hi as f32, ratio as f64)
     }
 

@@ -1,0 +1,77 @@
+//! The extension point for a method's own ADC (DESIGN.md section 3, "ADC (partial-sum)
+//! quantization"): a [`PsumQuantizer`] says how an ADC turns a partial sum into a code (its
+//! levels), who shares a window (grouping), where windows start (calibration) and which gradient
+//! training follows.
+//!
+//! Every ADC here has a window per group, a step s and an offset z (the reference the
+//! converter compares against), and outputs `p_q = z + s * code((p - z) / s)`. The built-in
+//! uniform ADC of `psum_bits` bits is the code `clamp(round(r), Pn, Pp)` and has a fused kernel
+//! ([`crate::adc`]); a plug-in's code is any integer-valued function of r, and the layer runs it
+//! through generic tensor ops: slower, but every backend and autodiff come for free. Its window
+//! parameters are the layer's `psum_scale` and `psum_offset`, laid out as for the built-in ADC.
+
+use std::fmt;
+
+use burn::tensor::Tensor;
+
+use crate::calibration::{GroupSamples, Window, search_window};
+use crate::config::{AdcWindow, Granularity};
+use crate::lsq::LsqRange;
+
+/// A partial-sum quantizer supplied by a method crate (see the module docs). Implement it for a
+/// unit struct, keep one instance in a `static`, and return it from the method's scheme.
+pub trait PsumQuantizer: Send + Sync {
+    /// Short name, used in setting labels and reports (`binary`, `ternary`).
+    fn name(&self) -> &'static str;
+
+    /// The resolution as the literature states it, for hardware tables (`1` for a sense
+    /// amplifier, `1.5` for a ternary converter).
+    fn resolution(&self) -> &'static str;
+
+    /// Who shares one window.
+    fn granularity(&self) -> Granularity;
+
+    /// Whether the offset z is calibrated and trained (`learned`) or fixed at 0 (`zero`).
+    fn window(&self) -> AdcWindow;
+
+    /// The lowest and highest code the converter outputs.
+    fn codes(&self) -> LsqRange;
+
+    /// The code of one ratio r = (p - z) / s: what the converter outputs, an integer within
+    /// [`Self::codes`].
+    fn code(&self, ratio: f32) -> f32;
+
+    /// The codes of a tensor of ratios, equal to [`Self::code`] element by element, with the
+    /// gradient training follows (a straight-through estimator of the quantizer's choice). The
+    /// gradients of p, s and z follow from it through `z + s * code((p - z) / s)`.
+    fn code_tensor(&self, ratio: Tensor<4>) -> Tensor<4>;
+
+    /// The initial window of one group from the partial sums it saw in the calibration batches
+    /// (never all zero: such groups take their layer's window). By default the window with the
+    /// least squared error, found by [`search_window`].
+    fn calibrate(&self, samples: &GroupSamples) -> Window {
+        search_window(samples, self.window(), |r| self.code(r))
+    }
+
+    /// The gradient scale of a window shared by `n` partial sums: by default LSQ's
+    /// 1 / sqrt(n * max(highest code, 1)).
+    fn grad_scale(&self, n: usize) -> f32 {
+        self.codes().grad_scale(n)
+    }
+}
+
+/// Plug-ins are compared and printed by name: two quantizers with one name are one quantizer
+/// (the registry checks that names are unique).
+impl PartialEq for dyn PsumQuantizer + '_ {
+    fn eq(&self, other: &Self) -> bool {
+        self.name() == other.name()
+    }
+}
+
+impl Eq for dyn PsumQuantizer + '_ {}
+
+impl fmt::Debug for dyn PsumQuantizer + '_ {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PsumQuantizer({})", self.name())
+    }
+}
