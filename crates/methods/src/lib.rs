@@ -22,6 +22,8 @@ pub static REGISTRY: &[&Method] = &[
     &method_layerwise::LAYER_WEIGHTS_COLUMN_PSUMS_TWO_STAGE,
     &method_arraywise::ARRAYWISE,
     &method_example::ARRAY_WEIGHTS_COLUMN_PSUMS,
+    &method_saxena_roy::SAXENA_ROY_BINARY,
+    &method_saxena_roy::SAXENA_ROY_TERNARY,
     &method_columnwise::COLUMNWISE,
 ];
 
