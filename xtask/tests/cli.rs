@@ -220,6 +220,16 @@ fn bad_flags_are_named() {
         xtask().args(["train", "--method", "fp", "--adc-window", "zero", "--out", "/nonexistent/x"]).output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && stderr.contains("--adc-window zero: method fp has no ADC"), "{stderr}");
+    // a method with its own ADC takes no P window either
+    let out = xtask()
+        .args(["train", "--method", "saxena-roy-ternary", "--adc-init", "lsq", "--out", "/nonexistent/x"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("--adc-init lsq: method saxena-roy-ternary has its own ADC"),
+        "{stderr}"
+    );
     assert!(!Path::new("/nonexistent/x").exists());
 }
 

@@ -11,8 +11,7 @@ use cim_core::lsq::round_ste;
 use cim_core::{AdcWindow, CimConfigError, CimConvConfig, Encoding, Granularity, LsqRange, PsumQuantizer};
 use common::{Dense, Naive, Rng, Windows};
 
-/// A comparator against the reference: z + s * sign(p - z), hard-tanh gradient; one window per
-/// array.
+/// One comparator: z + s * [p - z >= s / 2] (ties up, unlike rounding), one window per array.
 struct Comparator;
 
 impl PsumQuantizer for Comparator {
@@ -29,15 +28,15 @@ impl PsumQuantizer for Comparator {
         AdcWindow::Learned
     }
     fn codes(&self) -> LsqRange {
-        LsqRange::new(-1.0, 1.0)
+        LsqRange::new(0.0, 1.0)
     }
     fn code(&self, ratio: f32) -> f32 {
-        if ratio >= 0.0 { 1.0 } else { -1.0 }
+        f32::from(u8::from(ratio >= 0.5))
     }
     fn code_tensor(&self, ratio: Tensor<4>) -> Tensor<4> {
-        let sign = ratio.clone().greater_equal_elem(0.0).float().mul_scalar(2.0).sub_scalar(1.0);
-        let clamped = ratio.clamp(-1.0, 1.0);
-        sign.add(clamped.clone().sub(clamped.detach()))
+        let above = ratio.clone().greater_equal_elem(0.5).float();
+        let inside = ratio.clamp(0.0, 1.0);
+        above.add(inside.clone().sub(inside.detach()))
     }
 }
 

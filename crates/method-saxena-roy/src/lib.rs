@@ -20,16 +20,22 @@
 use burn::tensor::Tensor;
 use method_api::{AdcWindow, Granularity, LsqRange, Method, PsumQuantizer, Scheme};
 
-/// A sense amplifier per column: one comparison against the reference.
-#[derive(Debug)]
-pub struct BinaryPsums;
+/// A column's converter: a few comparators around a learned reference z, output
+/// `z + s * code((p - z) / s)` with codes in [-1, 1], one window per (row tile, column, polarity,
+/// slice).
+pub struct ColumnConverter {
+    name: &'static str,
+    resolution: &'static str,
+    code: fn(f32) -> f32,
+    code_tensor: fn(Tensor<4>) -> Tensor<4>,
+}
 
-impl PsumQuantizer for BinaryPsums {
+impl PsumQuantizer for ColumnConverter {
     fn name(&self) -> &'static str {
-        "binary"
+        self.name
     }
     fn resolution(&self) -> &'static str {
-        "1"
+        self.resolution
     }
     fn granularity(&self) -> Granularity {
         Granularity::Column
@@ -41,56 +47,46 @@ impl PsumQuantizer for BinaryPsums {
         LsqRange::new(-1.0, 1.0)
     }
     fn code(&self, ratio: f32) -> f32 {
-        if ratio >= 0.0 { 1.0 } else { -1.0 }
+        (self.code)(ratio)
     }
     fn code_tensor(&self, ratio: Tensor<4>) -> Tensor<4> {
-        let sign = ratio.clone().greater_equal_elem(0.0).float().mul_scalar(2.0).sub_scalar(1.0);
-        let surrogate = ratio.clamp(-1.0, 1.0);
+        (self.code_tensor)(ratio)
+    }
+}
+
+/// A sense amplifier per column: one comparison against the reference (p = z reads +1).
+pub static BINARY: ColumnConverter = ColumnConverter {
+    name: "binary",
+    resolution: "1",
+    code: |r| if r >= 0.0 { 1.0 } else { -1.0 },
+    code_tensor: |r| {
+        let sign = r.clone().greater_equal_elem(0.0).float().mul_scalar(2.0).sub_scalar(1.0);
+        let surrogate = r.clamp(-1.0, 1.0);
         // forward: exactly the sign (plus c - c = 0); backward: the clamp's gradient (hard tanh)
         sign.add(surrogate.clone().sub(surrogate.detach()))
-    }
-}
+    },
+};
 
 /// Two comparators per column: below, near or above the reference.
-#[derive(Debug)]
-pub struct TernaryPsums;
-
-impl PsumQuantizer for TernaryPsums {
-    fn name(&self) -> &'static str {
-        "ternary"
-    }
-    fn resolution(&self) -> &'static str {
-        "1.5"
-    }
-    fn granularity(&self) -> Granularity {
-        Granularity::Column
-    }
-    fn window(&self) -> AdcWindow {
-        AdcWindow::Learned
-    }
-    fn codes(&self) -> LsqRange {
-        LsqRange::new(-1.0, 1.0)
-    }
-    fn code(&self, ratio: f32) -> f32 {
-        ratio.clamp(-1.0, 1.0).round_ties_even()
-    }
-    fn code_tensor(&self, ratio: Tensor<4>) -> Tensor<4> {
-        method_api::round_ste(ratio.clamp(-1.0, 1.0))
-    }
-}
+pub static TERNARY: ColumnConverter = ColumnConverter {
+    name: "ternary",
+    resolution: "1.5",
+    code: |r| r.clamp(-1.0, 1.0).round_ties_even(),
+    code_tensor: |r| method_api::round_ste(r.clamp(-1.0, 1.0)),
+};
 
 /// Layer-wise weights, binary column-wise partial sums, one stage.
 pub static SAXENA_ROY_BINARY: Method = Method::new(
     "saxena-roy-binary",
     "layer-wise weights, binary (1-bit sense-amplifier) column-wise partial sums (Saxena & Roy 2023)",
-    Some(Scheme::own_adc(Granularity::Layer, &BinaryPsums)),
+    Some(Scheme::own_adc(Granularity::Layer, &BINARY)),
 );
 
 /// Layer-wise weights, ternary column-wise partial sums, one stage.
 pub static SAXENA_ROY_TERNARY: Method = Method::new(
     "saxena-roy-ternary",
     "layer-wise weights, ternary (1.5-bit) column-wise partial sums (Saxena & Roy 2023)",
-    Some(Scheme::own_adc(Granularity::Layer, &TernaryPsums)),
+    Some(Scheme::own_adc(Granularity::Layer, &TERNARY)),
 );
 
 #[cfg(test)]
@@ -112,7 +108,7 @@ mod tests {
     #[test]
     fn tensor_codes_match_the_converter_and_pass_gradients_inside() {
         let device = Device::flex().autodiff();
-        for q in [&BinaryPsums as &dyn PsumQuantizer, &TernaryPsums] {
+        for q in [&BINARY as &dyn PsumQuantizer, &TERNARY] {
             let (host, t) = ratios(&device);
             let t = t.require_grad();
             let codes = q.code_tensor(t.clone());
@@ -126,8 +122,8 @@ mod tests {
                 assert_eq!(*g, if r.abs() <= 1.0 { 1.0 } else { 0.0 }, "{} gradient at {r}", q.name());
             }
         }
-        assert_eq!(BinaryPsums.code(0.0), 1.0);
-        assert_eq!(TernaryPsums.code(0.5), 0.0);
+        assert_eq!(BINARY.code(0.0), 1.0);
+        assert_eq!(TERNARY.code(0.5), 0.0);
     }
 
     /// Calibration puts the binary levels near the two clusters of a bimodal group and the
@@ -135,10 +131,10 @@ mod tests {
     #[test]
     fn calibration_finds_the_clusters() {
         let two: Vec<f32> = (0..400).map(|i| if i % 2 == 0 { 100.0 } else { 140.0 } + (i % 5) as f32).collect();
-        let w = BinaryPsums.calibrate(&GroupSamples::from_values(&two));
+        let w = BINARY.calibrate(&GroupSamples::from_values(&two));
         assert!((w.offset - w.step - 102.0).abs() < 3.0 && (w.offset + w.step - 142.0).abs() < 3.0, "{w:?}");
         let three: Vec<f32> = (0..600).map(|i| [50.0, 80.0, 110.0][i % 3]).collect();
-        let w = TernaryPsums.calibrate(&GroupSamples::from_values(&three));
+        let w = TERNARY.calibrate(&GroupSamples::from_values(&three));
         assert!((w.offset - 80.0).abs() < 1.0 && (w.step - 30.0).abs() < 1.0, "{w:?}");
     }
 

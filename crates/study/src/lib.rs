@@ -409,6 +409,13 @@ chips = 2
         assert_eq!(v.len(), 2); // one-stage columnwise, two seeds (recipe overrides only when named)
         assert!(v.iter().all(|c| c.config.psum_bits == 3 && c.config.array_size == 128));
         assert!(cells[0].label().starts_with("synthetic resnet20 fp seed0"));
+        // a method with its own ADC ignores P and the ADC window: one cell per seed and N
+        let own =
+            STUDY.replace("methods = [\"fp\", \"ideal-adc\", \"columnwise\"]", "methods = [\"saxena-roy-binary\"]");
+        let own: Study = toml::from_str(&own).unwrap();
+        let cells = own.cells().unwrap();
+        assert_eq!(cells.len(), 4, "{:?}", cells.iter().map(Cell::label).collect::<Vec<_>>());
+        assert!(cells.iter().all(|c| c.label().contains(" binary seed") && !c.label().contains(" P")));
     }
 
     /// ADC windows are swept like any field; methods without ADCs stay one cell, with the hash

@@ -562,6 +562,23 @@ mod tests {
         assert_eq!((c.adc_window, c.adc_init), (AdcWindow::Zero, AdcInit::Lsq));
     }
 
+    /// A method with its own ADC: quantized partial sums, but the setting's P and window do not
+    /// apply; its label names the converter, and its layers get the plug-in.
+    #[test]
+    fn a_method_with_its_own_adc() {
+        let c = RunConfig { method: "saxena-roy-ternary".into(), ..RunConfig::default() };
+        let uses = c.uses().unwrap();
+        assert!(uses.crossbar && uses.adc && !uses.adc_setting());
+        assert_eq!(uses.own_adc.map(|q| q.name()), Some("ternary"));
+        assert_eq!(c.setting_label(), "ternary N128 c2 W4A4 differential");
+        let r = c.resolve().unwrap();
+        let ConvKind::Cim(s) = &r.conv else { panic!("CIM layers expected") };
+        assert_eq!((s.psum_bits, s.psum_quantizer.map(|q| q.name())), (None, Some("ternary")));
+        assert!(r.calibrates_at(0) && r.adc_enabled(0));
+        let e = RunConfig::from_toml("method = \"saxena-roy-binary\"\nadc_window = \"zero\"", "run.toml").unwrap_err();
+        assert!(e.to_string().contains("has its own ADC (`binary`"), "{e}");
+    }
+
     #[test]
     fn adc_settings_on_a_method_without_adc_are_rejected() {
         let e = RunConfig::from_toml("method = \"fp\"\nadc_window = \"zero\"", "run.toml").unwrap_err().to_string();
