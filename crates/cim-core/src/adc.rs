@@ -366,7 +366,7 @@ pub fn adc_accumulate_reference(psums: Tensor<4>, ch: AdcChannels, out_channels:
 
 /// Dequantization and accumulation of quantized partial sums `p_q` [K, B, H, W] (the ADC
 /// already applied): `y[b, c] = sum over k with k mod C_out = c of coef[k] * p_q[k, b]`, as
-/// generic tensor ops. The path of a plug-in ADC ([`crate::psum_quantizer`]) and the tail of
+/// generic tensor ops. The path of a plug-in ADC ([`crate::own`]) and the tail of
 /// [`adc_accumulate_reference`].
 pub fn accumulate_reference(quantized: Tensor<4>, coef: Tensor<1>, out_channels: usize) -> Tensor<4> {
     let [k, batch, h, w] = quantized.dims();

@@ -5,7 +5,7 @@ use std::fmt;
 use burn::config::Config;
 use serde::{Deserialize, Serialize};
 
-use crate::psum_quantizer::PsumQuantizer;
+use crate::own::OwnQuantizers;
 use crate::slicing::BitSlicing;
 use crate::tiling::{LayerCounts, Tiling};
 
@@ -252,16 +252,17 @@ impl CimConvConfig {
         Ok((tiling, slicing))
     }
 
-    /// Hardware counts of a layer with this configuration and, in place of the built-in ADC, a
-    /// method's own (DESIGN.md: arrays, ADC conversions, dequantization), from the tiling
-    /// arithmetic alone.
-    pub fn counts(&self, psum_quantizer: Option<&dyn PsumQuantizer>) -> Result<LayerCounts, CimConfigError> {
+    /// Hardware counts of a layer with this configuration and a method's own quantizers in
+    /// place of the built-in ones (DESIGN.md: arrays, ADC conversions, dequantization), from the
+    /// tiling arithmetic alone.
+    pub fn counts(&self, own: OwnQuantizers) -> Result<LayerCounts, CimConfigError> {
         let (tiling, slicing) = self.validate()?;
-        let adc = match psum_quantizer {
+        let adc = match own.psum {
             Some(q) => Some((q.granularity(), q.window())),
             None => self.psum_bits.map(|_| (self.psum_granularity, self.adc_window)),
         };
-        Ok(tiling.counts(&slicing, self.weight_granularity, adc))
+        let weight_granularity = own.weight.map_or(self.weight_granularity, |q| q.granularity());
+        Ok(tiling.counts(&slicing, weight_granularity, adc))
     }
 
     /// 2^A - 1: the activation code that stands for 1.0.

@@ -24,7 +24,7 @@ use crate::adc::{AdcChannels, accumulate_reference, adc_accumulate};
 use crate::calibration::{GroupSamples, calibrate, uniform_window};
 use crate::config::{AdcWindow, CimConfigError, CimConvConfig, Granularity};
 use crate::lsq::{LsqRange, activation_codes, scale_grad};
-use crate::psum_quantizer::PsumQuantizer;
+use crate::own::OwnQuantizers;
 use crate::psums::{PsumGeometry, grouped_psums};
 use crate::quality::{ChannelWindow, DigitShares, SliceQuality, accumulate, uniform_code};
 use crate::slicing::BitSlicing;
@@ -56,18 +56,20 @@ struct Plan {
     psum_slice: Vec<usize>,
     /// Who shares an ADC window (the plug-in's granularity where there is one).
     psum_granularity: Granularity,
+    /// Who shares a weight step (the plug-in's granularity where there is one).
+    weight_granularity: Granularity,
 }
 
 impl Plan {
-    fn new(config: &CimConvConfig, plugin: Option<&dyn PsumQuantizer>) -> Result<Self, CimConfigError> {
+    fn new(config: &CimConvConfig, own: OwnQuantizers) -> Result<Self, CimConfigError> {
         let (tiling, slicing) = config.validate()?;
-        if let (Some(bits), Some(q)) = (config.psum_bits, plugin) {
+        if let (Some(bits), Some(q)) = (config.psum_bits, own.psum) {
             return Err(CimConfigError::TwoAdcs { bits, quantizer: q.name() });
         }
         let (g_n, c_n) = (tiling.row_tiles, tiling.out_channels);
         let (pol_n, s_n) = (slicing.polarities(), slicing.slices());
-        let wg = config.weight_granularity;
-        let pg = plugin.map_or(config.psum_granularity, |q| q.granularity());
+        let wg = own.weight.map_or(config.weight_granularity, |q| q.granularity());
+        let pg = own.psum.map_or(config.psum_granularity, |q| q.granularity());
         let p_groups = tiling.scale_groups(pg);
         let levels = config.act_levels();
         let mut weight_step_k = Vec::new();
@@ -93,15 +95,21 @@ impl Plan {
             .map(|(pol, s)| slicing.polarity_sign(pol) * slicing.place_value(s))
             .collect();
         let weight_range = slicing.weight_range();
-        let weight_grad_scale =
-            tiling.scale_group_members(wg).iter().map(|m| weight_range.grad_scale(m.weights)).collect();
+        let weight_grad_scale = tiling
+            .scale_group_members(wg)
+            .iter()
+            .map(|m| match own.weight {
+                Some(q) => q.grad_scale(m.weights, weight_range),
+                None => weight_range.grad_scale(m.weights),
+            })
+            .collect();
         let members = tiling.scale_group_members(pg);
         let mut psum_range = Vec::new();
         let mut psum_columns = Vec::new();
         let mut psum_slice = Vec::new();
         for pol in 0..pol_n {
             for s in 0..s_n {
-                let range = match plugin {
+                let range = match own.psum {
                     Some(q) => q.codes(),
                     None => slicing.adc_range(s, config.psum_bits.unwrap_or(1)),
                 };
@@ -125,6 +133,7 @@ impl Plan {
             psum_columns,
             psum_slice,
             psum_granularity: pg,
+            weight_granularity: wg,
         })
     }
 
@@ -184,9 +193,9 @@ pub struct CimConv2d {
     training_variation: Option<(f64, u64)>,
     #[module(skip)]
     recording: Arc<Mutex<Recording>>,
-    /// A method's own ADC in place of the built-in uniform one (run through generic ops).
+    /// A method's own quantizers in place of the built-in ones (run through generic ops).
     #[module(skip)]
-    psum_quantizer: Option<&'static dyn PsumQuantizer>,
+    own: OwnQuantizers,
 }
 
 impl CimConvConfig {
@@ -194,19 +203,16 @@ impl CimConvConfig {
     /// LSQ-initialised weight steps; ADC windows are set from data by
     /// [`CimConv2d::arm_psum_calibration`] before the first training step.
     pub fn init(&self, device: &Device) -> Result<CimConv2d, CimConfigError> {
-        self.init_with_adc(None, device)
+        self.init_with(OwnQuantizers::BUILT_IN, device)
     }
 
-    /// Builds the layer with a method's own ADC ([`PsumQuantizer`]) in place of the built-in
-    /// one, or with the built-in ADC of `psum_bits` for `None`. A plug-in sets the ADC's
-    /// levels, granularity and window, so `psum_bits` must be unset (one ADC per column).
-    pub fn init_with_adc(
-        &self,
-        psum_quantizer: Option<&'static dyn PsumQuantizer>,
-        device: &Device,
-    ) -> Result<CimConv2d, CimConfigError> {
-        let plan = Plan::new(self, psum_quantizer)?;
-        let learned_window = psum_quantizer.map_or(self.adc_window, |q| q.window()).is_learned();
+    /// Builds the layer with a method's own quantizers in place of the built-in ones
+    /// ([`crate::own`]). An ADC of one's own sets its levels, granularity and window, so
+    /// `psum_bits` must be unset (one ADC per column); a weight quantizer of one's own sets the
+    /// weight granularity.
+    pub fn init_with(&self, own: OwnQuantizers, device: &Device) -> Result<CimConv2d, CimConfigError> {
+        let plan = Plan::new(self, own)?;
+        let learned_window = own.psum.map_or(self.adc_window, |q| q.window()).is_learned();
         let fan_in = self.in_channels * self.kernel_size * self.kernel_size;
         let std = (2.0 / fan_in as f64).sqrt();
         let shape = [self.out_channels, self.in_channels, self.kernel_size, self.kernel_size];
@@ -219,13 +225,13 @@ impl CimConvConfig {
             psum_offset: Param::from_tensor(Tensor::zeros([psum_steps], device)).set_require_grad(learned_window),
             psum_scale_unit: Param::from_tensor(Tensor::ones([psum_steps], device)).set_require_grad(false),
             training: Param::from_bool(true),
-            adc_enabled: self.psum_bits.is_some() || psum_quantizer.is_some(),
+            adc_enabled: self.psum_bits.is_some() || own.psum.is_some(),
             config: self.clone(),
             plan: Arc::new(plan),
             cell_gain: None,
             training_variation: None,
             recording: Arc::default(),
-            psum_quantizer,
+            own,
         };
         layer.init_weight_scale();
         Ok(layer)
@@ -250,27 +256,32 @@ impl CimConv2d {
 
     /// Hardware counts of the layer (DESIGN.md: arrays, ADC conversions, dequantization).
     pub fn counts(&self) -> LayerCounts {
-        self.config.counts(self.psum_quantizer).expect("the configuration was validated when the layer was built")
+        self.config.counts(self.own).expect("the configuration was validated when the layer was built")
     }
 
-    /// The method's own ADC, if the layer has one in place of the built-in uniform ADC.
-    pub fn psum_quantizer(&self) -> Option<&'static dyn PsumQuantizer> {
-        self.psum_quantizer
+    /// The method's own quantizers the layer runs in place of the built-in ones.
+    pub fn own_quantizers(&self) -> OwnQuantizers {
+        self.own
+    }
+
+    /// Who shares a weight step: the own weight quantizer's granularity, or the configured one.
+    pub fn weight_granularity(&self) -> Granularity {
+        self.plan.weight_granularity
     }
 
     /// Whether the layer has an ADC at all (built-in `psum_bits` or a plug-in).
     fn has_adc(&self) -> bool {
-        self.config.psum_bits.is_some() || self.psum_quantizer.is_some()
+        self.config.psum_bits.is_some() || self.own.psum.is_some()
     }
 
     /// The ADC's window kind: the plug-in's, or the configured one.
     fn adc_window(&self) -> AdcWindow {
-        self.psum_quantizer.map_or(self.config.adc_window, |q| q.window())
+        self.own.psum.map_or(self.config.adc_window, |q| q.window())
     }
 
     /// Shape of the weight steps: layer [1], array [G, T], column [G, C_out].
     pub fn weight_scale_shape(&self) -> Vec<usize> {
-        self.plan.tiling.scale_shape(self.config.weight_granularity)
+        self.plan.tiling.scale_shape(self.plan.weight_granularity)
     }
 
     /// Shape of the ADC steps: layer [polarities, S], array [polarities, S, G, T], column
@@ -347,7 +358,7 @@ impl CimConv2d {
         let t = self.plan.tiling;
         let k2 = t.kernel_size * t.kernel_size;
         let w = self.weight.val().into_data().try_to_vec::<f32>().expect("f32 weights");
-        let gran = self.config.weight_granularity;
+        let gran = self.plan.weight_granularity;
         let mut sums = vec![0f64; t.scale_groups(gran)];
         for c in 0..t.out_channels {
             for g in 0..t.row_tiles {
@@ -361,7 +372,10 @@ impl CimConv2d {
         let steps: Vec<f32> = sums
             .iter()
             .zip(t.scale_group_members(gran))
-            .map(|(sum, m)| range.init_step(sum / m.weights as f64))
+            .map(|(sum, m)| match self.own.weight {
+                Some(q) => q.init_step(sum / m.weights as f64, range),
+                None => range.init_step(sum / m.weights as f64),
+            })
             .collect();
         replace_value(&mut self.weight_scale, steps, true);
     }
@@ -382,7 +396,7 @@ impl CimConv2d {
             _ => return false,
         };
         let (ranges, layer_of) = (&self.plan.psum_range, &self.plan.psum_slice);
-        let windows = match self.psum_quantizer {
+        let windows = match self.own.psum {
             Some(q) => calibrate(&samples, ranges, layer_of, |s, _| q.calibrate(s)),
             None => {
                 let (init, window) = (self.config.adc_init, self.config.adc_window);
@@ -438,7 +452,10 @@ impl CimConv2d {
             for ch in 0..t.in_channels {
                 let step = steps[self.plan.weight_step_gc[(ch / t.channels_per_array) * t.out_channels + c] as usize];
                 for &v in &w[(c * t.in_channels + ch) * k2..][..k2] {
-                    let q = range.code(v, step) as i64;
+                    let q = match self.own.weight {
+                        Some(own) => own.code(v / step, range),
+                        None => range.code(v, step),
+                    } as i64;
                     for (pol, digits) in sl.digits(q).iter().enumerate() {
                         for (s, &d) in digits.iter().enumerate() {
                             counts[pol * s_n + s][(d - low_level(s)) as usize] += 1;
@@ -511,7 +528,7 @@ impl CimConv2d {
         let coef = weight_steps
             .select(0, self.index(&self.plan.weight_step_k, &device))
             .mul(self.floats(&self.plan.coef_k, &device));
-        if let Some(q) = self.psum_quantizer {
+        if let Some(q) = self.own.psum {
             // a plug-in ADC: p_q = z + s * code((p - z) / s) with the plug-in's code and gradient
             let k = coef.dims()[0];
             let (s, z) = (steps.reshape([k, 1, 1, 1]), offsets.reshape([k, 1, 1, 1]));
@@ -570,7 +587,11 @@ impl CimConv2d {
             t.out_channels,
             1,
         ]);
-        self.plan.slicing.weight_range().codes(w, steps)
+        let range = self.plan.slicing.weight_range();
+        match self.own.weight {
+            Some(q) => q.code_tensor(w.div(steps), range),
+            None => range.codes(w, steps),
+        }
     }
 
     /// The cell gains in effect: the variation hook's, or fresh noise while training with
@@ -645,7 +666,7 @@ impl CimConv2d {
             .psum_range
             .iter()
             .zip(&self.plan.psum_columns)
-            .map(|(range, columns)| match self.psum_quantizer {
+            .map(|(range, columns)| match self.own.psum {
                 Some(q) => q.grad_scale(columns * positions),
                 None => range.grad_scale(columns * positions),
             })
@@ -704,7 +725,7 @@ impl CimConv2d {
                 ChannelWindow { slice_index, step: steps[k], offset: offsets[k], low: range.low, high: range.high }
             })
             .collect();
-        match self.psum_quantizer {
+        match self.own.psum {
             Some(q) => accumulate(stats, &Self::psum_values(psums), &windows, |r, _| q.code(r)),
             None => accumulate(stats, &Self::psum_values(psums), &windows, uniform_code),
         }

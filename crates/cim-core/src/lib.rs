@@ -10,7 +10,7 @@ mod kernels;
 pub mod layer;
 pub mod lsq;
 pub mod memory;
-pub mod psum_quantizer;
+pub mod own;
 pub mod psums;
 pub mod quality;
 pub mod slicing;
@@ -20,7 +20,7 @@ pub mod variation;
 pub use config::{AdcInit, AdcWindow, CimConfigError, CimConvConfig, Encoding, Granularity};
 pub use layer::CimConv2d;
 pub use lsq::LsqRange;
-pub use psum_quantizer::PsumQuantizer;
+pub use own::{OwnQuantizers, PsumQuantizer, WeightQuantizer};
 pub use slicing::BitSlicing;
 pub use tiling::{LayerCounts, Tiling};
 

@@ -3,12 +3,9 @@
 
 mod common;
 
-use burn::tensor::module::conv2d;
-use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Device, Tensor};
-use cim_core::lsq::{activation_codes, scale_grad};
 use cim_core::{AdcWindow, CimConv2d, CimConvConfig, Encoding, Granularity};
-use common::{Dense, Naive, Rng, Windows};
+use common::{Dense, Naive, Rng, Windows, layer_grads, plain_conv_grads};
 
 fn device() -> Device {
     Device::flex().autodiff()
@@ -19,66 +16,6 @@ fn assert_close(what: &str, got: &[f64], expected: &[f64], tol: f64) {
     let scale = expected.iter().fold(1e-6f64, |m, x| m.max(x.abs()));
     for (i, (g, e)) in got.iter().zip(expected).enumerate() {
         assert!((g - e).abs() <= tol * scale, "{what}[{i}]: {g} vs expected {e} (scale {scale})");
-    }
-}
-
-struct Grads {
-    y: Vec<f64>,
-    x: Vec<f64>,
-    w: Vec<f64>,
-    s_w: Vec<f64>,
-}
-
-/// Forward + backward of `sum(y * r)` through the layer.
-fn layer_grads(layer: &CimConv2d, x: &Dense, r: &Dense) -> Grads {
-    let d = device();
-    let x_t: Tensor<4> = x.tensor::<4>(&d).require_grad();
-    let y = layer.forward(x_t.clone());
-    let grads = y.clone().mul(r.tensor::<4>(&d)).sum().backward();
-    Grads {
-        y: Dense::from_tensor(y).data,
-        x: Dense::from_tensor(x_t.grad(&grads).unwrap()).data,
-        w: Dense::from_tensor(layer.weight.val().grad(&grads).unwrap()).data,
-        s_w: Dense::from_tensor(layer.weight_scale.val().grad(&grads).unwrap()).data,
-    }
-}
-
-/// The hand-derived reference: a plain convolution of a_int / (2^A - 1) with LSQ weights
-/// s_w * q (round and clamp straight through, LSQ's step gradient and its scale).
-fn plain_conv_grads(layer: &CimConv2d, x: &Dense, r: &Dense) -> Grads {
-    let d = device();
-    let cfg = layer.config().clone();
-    let t = *layer.tiling();
-    let x_t: Tensor<4> = x.tensor::<4>(&d).require_grad();
-    let w = layer.weight.val().detach().require_grad();
-    let s = layer.weight_scale.val().detach().require_grad();
-    // expand the steps to every weight, with LSQ's gradient scale per group
-    let members = t.scale_group_members(cfg.weight_granularity);
-    let range = layer.slicing().weight_range();
-    let g: Vec<f32> = members.iter().map(|m| range.grad_scale(m.weights)).collect();
-    let s_scaled = scale_grad(s.clone(), Tensor::from_floats(g.as_slice(), &d));
-    let k2 = cfg.kernel_size * cfg.kernel_size;
-    let mut index = Vec::new();
-    for c in 0..cfg.out_channels {
-        for ch in 0..cfg.in_channels {
-            for _ in 0..k2 {
-                index.push(t.scale_group(cfg.weight_granularity, ch / t.channels_per_array, c) as i64);
-            }
-        }
-    }
-    let n = index.len();
-    let idx = Tensor::<1, burn::tensor::Int>::from_data(burn::tensor::TensorData::new(index, [n]), &d);
-    let s_full = s_scaled.select(0, idx).reshape(w.dims());
-    let w_hat = range.codes(w.clone(), s_full.clone()).mul(s_full);
-    let a = activation_codes(x_t.clone(), cfg.act_bits).div_scalar(cfg.act_levels());
-    let opts = ConvOptions::new([cfg.stride; 2], [cfg.padding; 2], [1, 1], 1);
-    let y = conv2d(a, w_hat, None, opts);
-    let grads = y.clone().mul(r.tensor::<4>(&d)).sum().backward();
-    Grads {
-        y: Dense::from_tensor(y).data,
-        x: Dense::from_tensor(x_t.grad(&grads).unwrap()).data,
-        w: Dense::from_tensor(w.grad(&grads).unwrap()).data,
-        s_w: Dense::from_tensor(s.grad(&grads).unwrap()).data,
     }
 }
 

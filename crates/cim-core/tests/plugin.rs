@@ -8,8 +8,11 @@ mod common;
 use burn::tensor::{Device, Tensor};
 use cim_core::calibration::GroupSamples;
 use cim_core::lsq::round_ste;
-use cim_core::{AdcWindow, CimConfigError, CimConvConfig, Encoding, Granularity, LsqRange, PsumQuantizer};
-use common::{Dense, Naive, Rng, Windows};
+use cim_core::{
+    AdcWindow, CimConfigError, CimConvConfig, Encoding, Granularity, LsqRange, OwnQuantizers, PsumQuantizer,
+    WeightQuantizer,
+};
+use common::{Dense, Naive, Rng, Windows, layer_grads, plain_conv_grads};
 
 /// One comparator: z + s * [p - z >= s / 2] (ties up, unlike rounding), one window per array.
 struct Comparator;
@@ -95,10 +98,13 @@ fn plugin_adc_matches_the_naive_simulator() {
             let input = rng.dense(vec![2, cfg.in_channels, 6, 6], -0.2, 1.2);
             let weight =
                 rng.dense(vec![cfg.out_channels, cfg.in_channels, cfg.kernel_size, cfg.kernel_size], -1.0, 1.0);
-            let mut layer =
-                cfg.init_with_adc(Some(q), &device).unwrap().with_weight(weight.tensor::<4>(&device)).unwrap();
-            assert_eq!(layer.psum_quantizer().map(|q| q.name()), Some(q.name()));
-            let naive = Naive::with_plugin(&cfg, q);
+            let mut layer = cfg
+                .init_with(OwnQuantizers::psum(q), &device)
+                .unwrap()
+                .with_weight(weight.tensor::<4>(&device))
+                .unwrap();
+            assert_eq!(layer.own_quantizers().psum.map(|q| q.name()), Some(q.name()));
+            let naive = Naive::with_own(&cfg, OwnQuantizers::psum(q));
             let ws = host(layer.weight_scale.val());
             let p = naive.psums(&input, &weight.data, &ws);
 
@@ -158,10 +164,10 @@ fn plugin_adc_matches_the_naive_simulator() {
             }
 
             // hardware counts follow the converter's grouping and window
-            assert_eq!(layer.counts(), cfg.counts(Some(q)).unwrap());
+            assert_eq!(layer.counts(), cfg.counts(OwnQuantizers::psum(q)).unwrap());
             let own =
                 cfg.clone().with_psum_bits(Some(3)).with_psum_granularity(q.granularity()).with_adc_window(q.window());
-            assert_eq!(layer.counts(), own.counts(None).unwrap(), "{what}");
+            assert_eq!(layer.counts(), own.counts(OwnQuantizers::BUILT_IN).unwrap(), "{what}");
         }
     }
 }
@@ -169,7 +175,86 @@ fn plugin_adc_matches_the_naive_simulator() {
 #[test]
 fn a_layer_has_one_adc() {
     let cfg = CimConvConfig::new(5, 11, 3).with_array_size(18).with_psum_bits(Some(3));
-    let e = cfg.init_with_adc(Some(&Comparator), &Device::flex()).unwrap_err();
+    let e = cfg.init_with(OwnQuantizers::psum(&Comparator), &Device::flex()).unwrap_err();
     assert!(matches!(e, CimConfigError::TwoAdcs { bits: 3, quantizer: "comparator" }), "{e}");
     assert!(e.to_string().contains("leave psum_bits unset"), "{e}");
+}
+
+/// Ternary weights after TWN (Li et al. 2016): q in {-1, 0, 1}, zero below half a step, the step
+/// initialised at 1.4 * mean|w| (TWN's threshold 0.7 * mean|w|), one step per column.
+struct TernaryWeights;
+
+impl WeightQuantizer for TernaryWeights {
+    fn name(&self) -> &'static str {
+        "ternary-weights"
+    }
+    fn granularity(&self) -> Granularity {
+        Granularity::Column
+    }
+    fn code(&self, ratio: f32, range: LsqRange) -> f32 {
+        ratio.clamp(range.low.max(-1.0), range.high.min(1.0)).round_ties_even()
+    }
+    fn code_tensor(&self, ratio: Tensor<3>, range: LsqRange) -> Tensor<3> {
+        round_ste(ratio.clamp(range.low.max(-1.0), range.high.min(1.0)))
+    }
+    fn init_step(&self, mean_abs: f64, _range: LsqRange) -> f32 {
+        if mean_abs == 0.0 { 1.0 } else { (1.4 * mean_abs) as f32 }
+    }
+}
+
+/// A weight quantizer of one's own: its initial steps and codes reach the cells exactly as the
+/// naive simulator programs them, and with an ideal ADC the layer's gradients are those of a
+/// plain conv with weights s_w * code(w / s_w).
+#[test]
+fn own_weight_quantizer_matches_the_naive_simulator_and_the_plain_conv() {
+    let own = OwnQuantizers::weight(&TernaryWeights);
+    for (i, encoding) in Encoding::ALL.into_iter().enumerate() {
+        for cell_bits in [1, 2] {
+            let cfg = CimConvConfig::new(5, 11, 3)
+                .with_padding(1)
+                .with_array_size(18)
+                .with_cell_bits(cell_bits)
+                .with_encoding(encoding)
+                .with_weight_granularity(Granularity::Layer)
+                .with_psum_bits(Some(3));
+            let what = format!("{cfg:?}");
+            let device = Device::flex().autodiff();
+            let mut rng = Rng(70 + i as u64 * 3 + cell_bits as u64);
+            let x = rng.dense(vec![2, 5, 5, 5], -0.2, 1.2);
+            let w = rng.dense(vec![11, 5, 3, 3], -1.0, 1.0);
+            let r = rng.dense(vec![2, 11, 5, 5], -1.0, 1.0);
+            let mut layer = cfg.init_with(own, &device).unwrap().with_weight(w.tensor::<4>(&device)).unwrap();
+            assert_eq!(layer.weight_granularity(), Granularity::Column, "{what}");
+            let naive = Naive::with_own(&cfg, own);
+            let steps = host(layer.weight_scale.val());
+            let init = naive.weight_steps_init(&w.data);
+            assert_eq!(steps.len(), init.len(), "{what}: one step per column");
+            for (a, b) in steps.iter().zip(&init) {
+                assert!((*a as f64 - b).abs() <= 1e-5 * b.abs(), "{what}: step {a} vs naive {b}");
+            }
+            let expected = naive.psums(&x, &w.data, &steps);
+            let got = Dense::from_tensor(layer.psums(x.tensor::<4>(&device)));
+            assert!(got.data.iter().zip(&expected.data).all(|(a, b)| *a == *b as f64), "{what}: partial sums");
+            // three levels: with differential encoding every magnitude is 0 or 1, so no cell
+            // holds a digit above 1
+            if encoding == Encoding::Differential {
+                for shares in layer.digit_shares() {
+                    assert_eq!(shares.shares.iter().skip(2).sum::<f64>(), 0.0, "{what}: {shares:?}");
+                }
+            }
+            layer.set_adc_enabled(false).unwrap();
+            let got = layer_grads(&layer, &x, &r);
+            let expected = plain_conv_grads(&layer, &x, &r);
+            let close = |name: &str, a: &[f64], b: &[f64], tol: f64| {
+                let scale = b.iter().fold(1e-6f64, |m, v| m.max(v.abs()));
+                assert_close(&format!("{what}: {name}"), a, b, scale, tol);
+            };
+            close("y", &got.y, &expected.y, 1e-5);
+            close("dx", &got.x, &expected.x, 1e-5);
+            close("dw", &got.w, &expected.w, 1e-5);
+            close("ds_w", &got.s_w, &expected.s_w, 1e-4);
+            let column_lsq = cfg.clone().with_weight_granularity(Granularity::Column);
+            assert_eq!(layer.counts(), column_lsq.counts(OwnQuantizers::BUILT_IN).unwrap(), "{what}");
+        }
+    }
 }

@@ -23,7 +23,7 @@
 
 pub use cim_core::calibration::{GroupSamples, Window, search_window};
 pub use cim_core::lsq::{round_ste, scale_grad};
-pub use cim_core::{AdcWindow, Granularity, LsqRange, PsumQuantizer};
+pub use cim_core::{AdcWindow, Granularity, LsqRange, OwnQuantizers, PsumQuantizer, WeightQuantizer};
 use serde::{Deserialize, Serialize};
 
 /// How a method trains.
@@ -87,11 +87,20 @@ impl Adc {
     }
 }
 
+/// The weight quantizer of a method's CIM layers.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Weights {
+    /// The built-in LSQ quantizer, one step per group of this granularity.
+    Uniform(Granularity),
+    /// The method's own: it fixes the codes, grouping, initial steps and gradient.
+    Own(&'static dyn WeightQuantizer),
+}
+
 /// The quantizers of a method's CIM layers.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Scheme {
-    /// Who shares a weight step (the built-in LSQ weight quantizer).
-    pub weight: Granularity,
+    /// How weights become cell codes.
+    pub weight: Weights,
     /// The ADC.
     pub psum: Adc,
 }
@@ -99,17 +108,39 @@ pub struct Scheme {
 impl Scheme {
     /// Weights, activations and partial sums quantized with the built-in quantizers.
     pub const fn cim(weight: Granularity, psum: Granularity) -> Self {
-        Self { weight, psum: Adc::Uniform(psum) }
+        Self { weight: Weights::Uniform(weight), psum: Adc::Uniform(psum) }
     }
 
     /// Weights and activations quantized, partial sums exact.
     pub const fn ideal_adc(weight: Granularity) -> Self {
-        Self { weight, psum: Adc::Ideal }
+        Self { weight: Weights::Uniform(weight), psum: Adc::Ideal }
     }
 
     /// Built-in weight quantizer, the method's own ADC.
     pub const fn own_adc(weight: Granularity, psum: &'static dyn PsumQuantizer) -> Self {
-        Self { weight, psum: Adc::Own(psum) }
+        Self { weight: Weights::Uniform(weight), psum: Adc::Own(psum) }
+    }
+
+    /// The same scheme with the method's own weight quantizer.
+    pub const fn with_own_weights(self, weight: &'static dyn WeightQuantizer) -> Self {
+        Self { weight: Weights::Own(weight), ..self }
+    }
+
+    /// The granularity of the built-in weight quantizer (the own quantizer's otherwise).
+    pub fn weight_granularity(&self) -> Granularity {
+        match self.weight {
+            Weights::Uniform(g) => g,
+            Weights::Own(q) => q.granularity(),
+        }
+    }
+
+    /// The quantizers of the method's own that replace the built-in ones.
+    pub fn own(&self) -> OwnQuantizers {
+        let weight = match self.weight {
+            Weights::Own(q) => Some(q),
+            Weights::Uniform(_) => None,
+        };
+        OwnQuantizers { weight, psum: self.psum.own() }
     }
 }
 
@@ -156,8 +187,9 @@ impl Method {
     /// Checks that the method is consistent: two-stage training needs an ADC to switch on, and
     /// names (the method's and its quantizer's) are lowercase words joined by `-`.
     pub fn validate(&self) -> Result<(), String> {
-        let own = self.scheme.and_then(|s| s.psum.own()).map(|q| q.name());
-        for name in std::iter::once(self.name).chain(own) {
+        let own = self.scheme.map(|s| s.own()).unwrap_or_default();
+        let own_names = own.weight.map(|q| q.name()).into_iter().chain(own.psum.map(|q| q.name()));
+        for name in std::iter::once(self.name).chain(own_names) {
             if name.is_empty() || !name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-') {
                 return Err(format!("method name `{name}`: expected lowercase letters, digits and `-`"));
             }

@@ -4,7 +4,7 @@ use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{Initializer, PaddingConfig2d};
 use burn::tensor::{Device, Tensor};
-use cim_core::{AdcInit, AdcWindow, CimConfigError, CimConv2d, CimConvConfig, Encoding, Granularity, PsumQuantizer};
+use cim_core::{AdcInit, AdcWindow, CimConfigError, CimConv2d, CimConvConfig, Encoding, Granularity, OwnQuantizers};
 
 use crate::{Arch, ModelCounts};
 
@@ -31,8 +31,9 @@ pub struct CimSettings {
     pub adc_window: AdcWindow,
     /// How ADC windows are calibrated.
     pub adc_init: AdcInit,
-    /// A method's own ADC in place of the built-in one (`psum_bits` is then `None`).
-    pub psum_quantizer: Option<&'static dyn PsumQuantizer>,
+    /// A method's own quantizers in place of the built-in ones (with its own ADC, `psum_bits`
+    /// is `None`).
+    pub own: OwnQuantizers,
 }
 
 impl CimSettings {
@@ -62,7 +63,7 @@ impl CimSettings {
 
     /// A CIM layer of `layer`'s shape with these settings.
     pub fn init(&self, layer: CimConvConfig, device: &Device) -> Result<CimConv2d, CimConfigError> {
-        layer.init_with_adc(self.psum_quantizer, device)
+        layer.init_with(self.own, device)
     }
 
     /// Hardware counts of `arch`'s CIM layers for square inputs of `input_size`, from the tiling
@@ -72,7 +73,7 @@ impl CimSettings {
         let mut total = ModelCounts::default();
         for conv in arch.block_convs(input_size) {
             let layer = self.layer(conv.in_channels, conv.out_channels, 3, conv.stride, 1);
-            let c = layer.counts(self.psum_quantizer)?;
+            let c = layer.counts(self.own)?;
             total.layers += 1;
             total.per_layer_sum = total.per_layer_sum + c;
             total.adc_conversions_per_image += c.adc_conversions_per_pixel * conv.out_pixels;

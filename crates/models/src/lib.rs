@@ -229,7 +229,7 @@ mod tests {
             psum_granularity: Granularity::Column,
             adc_window: AdcWindow::Learned,
             adc_init: AdcInit::Mse,
-            psum_quantizer: None,
+            own: cim_core::OwnQuantizers::BUILT_IN,
         }
     }
 

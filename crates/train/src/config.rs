@@ -400,11 +400,11 @@ impl RunConfig {
                     act_bits: self.act_bits,
                     psum_bits,
                     encoding: self.encoding,
-                    weight_granularity: scheme.weight,
+                    weight_granularity: scheme.weight_granularity(),
                     psum_granularity,
                     adc_window: self.adc_window,
                     adc_init: self.adc_init,
-                    psum_quantizer: scheme.psum.own(),
+                    own: scheme.own(),
                 };
                 // every layer of the model uses the same bits and arrays: one check covers them
                 settings
@@ -573,7 +573,7 @@ mod tests {
         assert_eq!(c.setting_label(), "ternary N128 c2 W4A4 differential");
         let r = c.resolve().unwrap();
         let ConvKind::Cim(s) = &r.conv else { panic!("CIM layers expected") };
-        assert_eq!((s.psum_bits, s.psum_quantizer.map(|q| q.name())), (None, Some("ternary")));
+        assert_eq!((s.psum_bits, s.own.psum.map(|q| q.name())), (None, Some("ternary")));
         assert!(r.calibrates_at(0) && r.adc_enabled(0));
         let e = RunConfig::from_toml("method = \"saxena-roy-binary\"\nadc_window = \"zero\"", "run.toml").unwrap_err();
         assert!(e.to_string().contains("has its own ADC (`binary`"), "{e}");

@@ -4,8 +4,14 @@
 
 use std::path::{Path, PathBuf};
 
+use burn::tensor::module::conv2d;
+use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Device, Tensor, TensorData};
-use cim_core::{AdcInit, AdcWindow, CimConvConfig, Encoding, Granularity, PsumQuantizer};
+use cim_core::CimConv2d;
+use cim_core::lsq::{activation_codes, scale_grad};
+use cim_core::{
+    AdcInit, AdcWindow, CimConvConfig, Encoding, Granularity, LsqRange, OwnQuantizers, PsumQuantizer, WeightQuantizer,
+};
 use serde::Deserialize;
 
 /// A dense row-major array of f64 values.
@@ -138,6 +144,8 @@ pub struct Naive {
     /// A plug-in ADC in place of the uniform one of `psum_bits` (its granularity is
     /// `cfg.psum_granularity`).
     pub plugin: Option<&'static dyn PsumQuantizer>,
+    /// A plug-in weight quantizer in place of LSQ (its granularity is `cfg.weight_granularity`).
+    pub weight_plugin: Option<&'static dyn WeightQuantizer>,
 }
 
 fn signed_range(bits: u32) -> (i64, i64) {
@@ -156,12 +164,30 @@ impl Naive {
             slices: (cfg.weight_bits / cfg.cell_bits) as usize,
             pols: if cfg.encoding == Encoding::Twos { 1 } else { 2 },
             plugin: None,
+            weight_plugin: None,
         }
     }
 
-    /// The simulator of a layer whose ADC is the plug-in `q` (grouped by its granularity).
-    pub fn with_plugin(cfg: &CimConvConfig, q: &'static dyn PsumQuantizer) -> Self {
-        Self { plugin: Some(q), ..Self::new(&cfg.clone().with_psum_granularity(q.granularity())) }
+    /// The simulator of a layer with these quantizers of its own (grouped by their
+    /// granularities).
+    pub fn with_own(cfg: &CimConvConfig, own: OwnQuantizers) -> Self {
+        let mut cfg = cfg.clone();
+        if let Some(q) = own.psum {
+            cfg = cfg.with_psum_granularity(q.granularity());
+        }
+        if let Some(q) = own.weight {
+            cfg = cfg.with_weight_granularity(q.granularity());
+        }
+        Self { plugin: own.psum, weight_plugin: own.weight, ..Self::new(&cfg) }
+    }
+
+    /// The weight code of w with step s (f32 arithmetic, as the layer's).
+    fn weight_code(&self, w: f32, step: f32) -> i64 {
+        let (qn, qp) = self.q_range();
+        match self.weight_plugin {
+            Some(q) => q.code(w / step, LsqRange::new(qn as f32, qp as f32)) as i64,
+            None => (w / step).clamp(qn as f32, qp as f32).round_ties_even() as i64,
+        }
     }
 
     fn key(&self, gran: Granularity, g: usize, c: usize) -> usize {
@@ -215,8 +241,15 @@ impl Naive {
                 }
             }
         }
-        let qp = self.q_range().1.max(1) as f64;
-        sum.iter().zip(&n).map(|(s, &n)| if *s == 0.0 { 1.0 } else { 2.0 * s / n as f64 / qp.sqrt() }).collect()
+        let (qn, qp) = self.q_range();
+        sum.iter()
+            .zip(&n)
+            .map(|(s, &n)| match self.weight_plugin {
+                Some(q) => f64::from(q.init_step(s / n as f64, LsqRange::new(qn as f32, qp as f32))),
+                None if *s == 0.0 => 1.0,
+                None => 2.0 * s / n as f64 / (qp.max(1) as f64).sqrt(),
+            })
+            .collect()
     }
 
     /// Digits [pol][slice] of code q, built from scratch (no library code).
@@ -252,7 +285,6 @@ impl Naive {
         let [b_n, c_in, h, w] = [input.shape[0], input.shape[1], input.shape[2], input.shape[3]];
         let (ho, wo) = (self.out_size(h), self.out_size(w));
         let k = cfg.kernel_size;
-        let (qn, qp) = self.q_range();
         let mut out = vec![0i64; self.pols * self.slices * self.g_tiles * b_n * cfg.out_channels * ho * wo];
         for g in 0..self.g_tiles {
             let channels = g * self.n_c..((g + 1) * self.n_c).min(c_in);
@@ -269,7 +301,7 @@ impl Naive {
                     let step = weight_steps[self.key(cfg.weight_granularity, g, c)];
                     for (ri, &(ch, kh, kw)) in rows.iter().enumerate() {
                         let wv = weight[((c * c_in + ch) * k + kh) * k + kw] as f32;
-                        let q = (wv / step).clamp(qn as f32, qp as f32).round_ties_even() as i64;
+                        let q = self.weight_code(wv, step);
                         for (pol, d) in self.digits(q).iter().enumerate() {
                             for s in 0..self.slices {
                                 cells[pol][s][ri][ci] = d[s];
@@ -550,5 +582,77 @@ impl Rng {
     pub fn dense(&mut self, shape: Vec<usize>, lo: f64, hi: f64) -> Dense {
         let n = shape.iter().product();
         Dense { shape, data: (0..n).map(|_| self.uniform(lo, hi)).collect() }
+    }
+}
+
+pub struct Grads {
+    pub y: Vec<f64>,
+    pub x: Vec<f64>,
+    pub w: Vec<f64>,
+    pub s_w: Vec<f64>,
+}
+
+/// Forward + backward of `sum(y * r)` through the layer.
+pub fn layer_grads(layer: &CimConv2d, x: &Dense, r: &Dense) -> Grads {
+    let d = Device::flex().autodiff();
+    let x_t: Tensor<4> = x.tensor::<4>(&d).require_grad();
+    let y = layer.forward(x_t.clone());
+    let grads = y.clone().mul(r.tensor::<4>(&d)).sum().backward();
+    Grads {
+        y: Dense::from_tensor(y).data,
+        x: Dense::from_tensor(x_t.grad(&grads).unwrap()).data,
+        w: Dense::from_tensor(layer.weight.val().grad(&grads).unwrap()).data,
+        s_w: Dense::from_tensor(layer.weight_scale.val().grad(&grads).unwrap()).data,
+    }
+}
+
+/// The hand-derived reference: a plain convolution of a_int / (2^A - 1) with weights s_w * q,
+/// q = LSQ's codes (round and clamp straight through, LSQ's step gradient and its scale) or the
+/// layer's own weight quantizer's.
+pub fn plain_conv_grads(layer: &CimConv2d, x: &Dense, r: &Dense) -> Grads {
+    let d = Device::flex().autodiff();
+    let cfg = layer.config().clone();
+    let t = *layer.tiling();
+    let x_t: Tensor<4> = x.tensor::<4>(&d).require_grad();
+    let w = layer.weight.val().detach().require_grad();
+    let s = layer.weight_scale.val().detach().require_grad();
+    // expand the steps to every weight, with LSQ's gradient scale per group
+    let own = layer.own_quantizers().weight;
+    let granularity = layer.weight_granularity();
+    let members = t.scale_group_members(granularity);
+    let range = layer.slicing().weight_range();
+    let g: Vec<f32> =
+        members.iter().map(|m| own.map_or(range.grad_scale(m.weights), |q| q.grad_scale(m.weights, range))).collect();
+    let s_scaled = scale_grad(s.clone(), Tensor::from_floats(g.as_slice(), &d));
+    let k2 = cfg.kernel_size * cfg.kernel_size;
+    let mut index = Vec::new();
+    for c in 0..cfg.out_channels {
+        for ch in 0..cfg.in_channels {
+            for _ in 0..k2 {
+                index.push(t.scale_group(granularity, ch / t.channels_per_array, c) as i64);
+            }
+        }
+    }
+    let n = index.len();
+    let idx = Tensor::<1, burn::tensor::Int>::from_data(burn::tensor::TensorData::new(index, [n]), &d);
+    let s_full = s_scaled.select(0, idx).reshape(w.dims());
+    let codes = match own {
+        Some(q) => {
+            let shape = w.dims();
+            let ratio = w.clone().div(s_full.clone()).reshape([1, 1, shape.iter().product::<usize>()]);
+            q.code_tensor(ratio, range).reshape(shape)
+        }
+        None => range.codes(w.clone(), s_full.clone()),
+    };
+    let w_hat = codes.mul(s_full);
+    let a = activation_codes(x_t.clone(), cfg.act_bits).div_scalar(cfg.act_levels());
+    let opts = ConvOptions::new([cfg.stride; 2], [cfg.padding; 2], [1, 1], 1);
+    let y = conv2d(a, w_hat, None, opts);
+    let grads = y.clone().mul(r.tensor::<4>(&d)).sum().backward();
+    Grads {
+        y: Dense::from_tensor(y).data,
+        x: Dense::from_tensor(x_t.grad(&grads).unwrap()).data,
+        w: Dense::from_tensor(w.grad(&grads).unwrap()).data,
+        s_w: Dense::from_tensor(s.grad(&grads).unwrap()).data,
     }
 }
