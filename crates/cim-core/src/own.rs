@@ -80,20 +80,6 @@ pub trait WeightQuantizer: Send + Sync {
     }
 }
 
-impl PartialEq for dyn WeightQuantizer + '_ {
-    fn eq(&self, other: &Self) -> bool {
-        self.name() == other.name()
-    }
-}
-
-impl Eq for dyn WeightQuantizer + '_ {}
-
-impl fmt::Debug for dyn WeightQuantizer + '_ {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "WeightQuantizer({})", self.name())
-    }
-}
-
 /// A partial-sum quantizer supplied by a method crate (see the module docs). Implement it for a
 /// unit struct, keep one instance in a `static`, and return it from the method's scheme.
 pub trait PsumQuantizer: Send + Sync {
@@ -137,17 +123,23 @@ pub trait PsumQuantizer: Send + Sync {
 }
 
 /// Plug-ins are compared and printed by name: two quantizers with one name are one quantizer
-/// (the registry checks that names are unique).
-impl PartialEq for dyn PsumQuantizer + '_ {
-    fn eq(&self, other: &Self) -> bool {
-        self.name() == other.name()
-    }
+/// (the registry checks that method names are unique; a quantizer belongs to its method crate).
+macro_rules! compared_by_name {
+    ($($tr:ident),+) => {$(
+        impl PartialEq for dyn $tr + '_ {
+            fn eq(&self, other: &Self) -> bool {
+                self.name() == other.name()
+            }
+        }
+
+        impl Eq for dyn $tr + '_ {}
+
+        impl fmt::Debug for dyn $tr + '_ {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{}({})", stringify!($tr), self.name())
+            }
+        }
+    )+};
 }
 
-impl Eq for dyn PsumQuantizer + '_ {}
-
-impl fmt::Debug for dyn PsumQuantizer + '_ {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "PsumQuantizer({})", self.name())
-    }
-}
+compared_by_name!(WeightQuantizer, PsumQuantizer);

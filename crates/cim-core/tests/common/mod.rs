@@ -45,7 +45,8 @@ impl Dense {
 pub struct GoldenCase {
     #[serde(default)]
     pub name: Option<String>,
-    pub config: GoldenConfig,
+    #[serde(deserialize_with = "golden_config")]
+    pub config: CimConvConfig,
     pub input: Dense,
     pub weight: Dense,
     pub weight_scale: Dense,
@@ -57,44 +58,20 @@ pub struct GoldenCase {
     pub expected_output: Dense,
 }
 
-#[derive(Debug, Clone, Deserialize)]
-pub struct GoldenConfig {
-    pub array_size: usize,
-    pub kernel: usize,
-    pub stride: usize,
-    pub padding: usize,
-    pub in_channels: usize,
-    pub out_channels: usize,
-    pub weight_bits: u32,
-    pub cell_bits: u32,
-    pub act_bits: u32,
-    pub psum_bits: Option<u32>,
-    pub encoding: Encoding,
-    pub weight_granularity: Granularity,
-    pub psum_granularity: Granularity,
-    /// `true` in the `adc-window/` cases.
-    #[serde(default)]
-    pub adc_window: bool,
-}
-
-impl GoldenConfig {
-    /// The layer configuration. The cases' steps follow LSQ's init rule, so `adc_init = lsq`;
-    /// the `adc-window/` cases need offsets, so a learned window.
-    pub fn cim(&self) -> CimConvConfig {
-        CimConvConfig::new(self.in_channels, self.out_channels, self.kernel)
-            .with_stride(self.stride)
-            .with_padding(self.padding)
-            .with_array_size(self.array_size)
-            .with_weight_bits(self.weight_bits)
-            .with_cell_bits(self.cell_bits)
-            .with_act_bits(self.act_bits)
-            .with_psum_bits(self.psum_bits)
-            .with_encoding(self.encoding)
-            .with_weight_granularity(self.weight_granularity)
-            .with_psum_granularity(self.psum_granularity)
-            .with_adc_window(if self.adc_window { AdcWindow::Learned } else { AdcWindow::Zero })
-            .with_adc_init(AdcInit::Lsq)
-    }
+/// A golden case's `config`, read as the layer configuration it describes: the format names
+/// the kernel size `kernel` and marks a learned ADC window with `adc_window: true` (the
+/// `adc-window/` cases, which give offsets); the cases' steps follow LSQ's init rule, so
+/// `adc_init = lsq`. Every other field has the layer configuration's name and meaning.
+fn golden_config<'de, D: serde::Deserializer<'de>>(d: D) -> Result<CimConvConfig, D::Error> {
+    use serde::de::Error;
+    let mut map = serde_json::Map::deserialize(d)?;
+    let kernel = map.remove("kernel").ok_or_else(|| D::Error::missing_field("kernel"))?;
+    map.insert("kernel_size".into(), kernel);
+    let learned = map.remove("adc_window").and_then(|v| v.as_bool()).unwrap_or(false);
+    let window = if learned { AdcWindow::Learned } else { AdcWindow::Zero };
+    map.insert("adc_window".into(), window.name().into());
+    map.insert("adc_init".into(), AdcInit::Lsq.name().into());
+    serde_json::from_value(serde_json::Value::Object(map)).map_err(D::Error::custom)
 }
 
 /// The golden folder: `CIM_GOLDEN_DIR` when set, else ../shared/golden beside the checkout.
