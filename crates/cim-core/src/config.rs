@@ -261,8 +261,7 @@ impl CimConvConfig {
             Some(q) => Some((q.granularity(), q.window())),
             None => self.psum_bits.map(|_| (self.psum_granularity, self.adc_window)),
         };
-        let weight_granularity = own.weight.map_or(self.weight_granularity, |q| q.granularity());
-        Ok(tiling.counts(&slicing, weight_granularity, adc))
+        Ok(tiling.counts(&slicing, own.weights(self.weight_granularity).granularity(), adc))
     }
 
     /// 2^A - 1: the activation code that stands for 1.0.

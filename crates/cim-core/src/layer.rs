@@ -24,7 +24,7 @@ use crate::adc::{AdcChannels, accumulate_reference, adc_accumulate};
 use crate::calibration::{GroupSamples, calibrate, uniform_window};
 use crate::config::{AdcWindow, CimConfigError, CimConvConfig, Granularity};
 use crate::lsq::{LsqRange, activation_codes, scale_grad};
-use crate::own::OwnQuantizers;
+use crate::own::{OwnQuantizers, WeightQuantizer};
 use crate::psums::{PsumGeometry, grouped_psums};
 use crate::quality::{ChannelWindow, DigitShares, SliceQuality, accumulate, uniform_code};
 use crate::slicing::BitSlicing;
@@ -56,8 +56,8 @@ struct Plan {
     psum_slice: Vec<usize>,
     /// Who shares an ADC window (the plug-in's granularity where there is one).
     psum_granularity: Granularity,
-    /// Who shares a weight step (the plug-in's granularity where there is one).
-    weight_granularity: Granularity,
+    /// How weights become codes: the method's own quantizer, or LSQ.
+    weights: &'static dyn WeightQuantizer,
 }
 
 impl Plan {
@@ -68,7 +68,8 @@ impl Plan {
         }
         let (g_n, c_n) = (tiling.row_tiles, tiling.out_channels);
         let (pol_n, s_n) = (slicing.polarities(), slicing.slices());
-        let wg = own.weight.map_or(config.weight_granularity, |q| q.granularity());
+        let weights = own.weights(config.weight_granularity);
+        let wg = weights.granularity();
         let pg = own.psum.map_or(config.psum_granularity, |q| q.granularity());
         let p_groups = tiling.scale_groups(pg);
         let levels = config.act_levels();
@@ -95,14 +96,8 @@ impl Plan {
             .map(|(pol, s)| slicing.polarity_sign(pol) * slicing.place_value(s))
             .collect();
         let weight_range = slicing.weight_range();
-        let weight_grad_scale = tiling
-            .scale_group_members(wg)
-            .iter()
-            .map(|m| match own.weight {
-                Some(q) => q.grad_scale(m.weights, weight_range),
-                None => weight_range.grad_scale(m.weights),
-            })
-            .collect();
+        let weight_grad_scale =
+            tiling.scale_group_members(wg).iter().map(|m| weights.grad_scale(m.weights, weight_range)).collect();
         let members = tiling.scale_group_members(pg);
         let mut psum_range = Vec::new();
         let mut psum_columns = Vec::new();
@@ -133,7 +128,7 @@ impl Plan {
             psum_columns,
             psum_slice,
             psum_granularity: pg,
-            weight_granularity: wg,
+            weights,
         })
     }
 
@@ -264,9 +259,14 @@ impl CimConv2d {
         self.own
     }
 
+    /// The weight quantizer in effect: the method's own, or LSQ at the configured granularity.
+    pub fn weight_quantizer(&self) -> &'static dyn WeightQuantizer {
+        self.plan.weights
+    }
+
     /// Who shares a weight step: the own weight quantizer's granularity, or the configured one.
     pub fn weight_granularity(&self) -> Granularity {
-        self.plan.weight_granularity
+        self.plan.weights.granularity()
     }
 
     /// Whether the layer has an ADC at all (built-in `psum_bits` or a plug-in).
@@ -281,7 +281,7 @@ impl CimConv2d {
 
     /// Shape of the weight steps: layer [1], array [G, T], column [G, C_out].
     pub fn weight_scale_shape(&self) -> Vec<usize> {
-        self.plan.tiling.scale_shape(self.plan.weight_granularity)
+        self.plan.tiling.scale_shape(self.weight_granularity())
     }
 
     /// Shape of the ADC steps: layer [polarities, S], array [polarities, S, G, T], column
@@ -358,7 +358,7 @@ impl CimConv2d {
         let t = self.plan.tiling;
         let k2 = t.kernel_size * t.kernel_size;
         let w = self.weight.val().into_data().try_to_vec::<f32>().expect("f32 weights");
-        let gran = self.plan.weight_granularity;
+        let gran = self.weight_granularity();
         let mut sums = vec![0f64; t.scale_groups(gran)];
         for c in 0..t.out_channels {
             for g in 0..t.row_tiles {
@@ -372,10 +372,7 @@ impl CimConv2d {
         let steps: Vec<f32> = sums
             .iter()
             .zip(t.scale_group_members(gran))
-            .map(|(sum, m)| match self.own.weight {
-                Some(q) => q.init_step(sum / m.weights as f64, range),
-                None => range.init_step(sum / m.weights as f64),
-            })
+            .map(|(sum, m)| self.plan.weights.init_step(sum / m.weights as f64, range))
             .collect();
         replace_value(&mut self.weight_scale, steps, true);
     }
@@ -452,10 +449,7 @@ impl CimConv2d {
             for ch in 0..t.in_channels {
                 let step = steps[self.plan.weight_step_gc[(ch / t.channels_per_array) * t.out_channels + c] as usize];
                 for &v in &w[(c * t.in_channels + ch) * k2..][..k2] {
-                    let q = match self.own.weight {
-                        Some(own) => own.code(v / step, range),
-                        None => range.code(v, step),
-                    } as i64;
+                    let q = self.plan.weights.code(v / step, range) as i64;
                     for (pol, digits) in sl.digits(q).iter().enumerate() {
                         for (s, &d) in digits.iter().enumerate() {
                             counts[pol * s_n + s][(d - low_level(s)) as usize] += 1;
@@ -587,11 +581,7 @@ impl CimConv2d {
             t.out_channels,
             1,
         ]);
-        let range = self.plan.slicing.weight_range();
-        match self.own.weight {
-            Some(q) => q.code_tensor(w.div(steps), range),
-            None => range.codes(w, steps),
-        }
+        self.plan.weights.code_tensor(w.div(steps), self.plan.slicing.weight_range())
     }
 
     /// The cell gains in effect: the variation hook's, or fresh noise while training with

@@ -20,7 +20,7 @@ pub mod variation;
 pub use config::{AdcInit, AdcWindow, CimConfigError, CimConvConfig, Encoding, Granularity};
 pub use layer::CimConv2d;
 pub use lsq::LsqRange;
-pub use own::{OwnQuantizers, PsumQuantizer, WeightQuantizer};
+pub use own::{LsqWeights, OwnQuantizers, PsumQuantizer, WeightQuantizer};
 pub use slicing::BitSlicing;
 pub use tiling::{LayerCounts, Tiling};
 

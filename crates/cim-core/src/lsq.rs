@@ -4,7 +4,8 @@
 //! `q = round(clamp(v / s, Qn, Qp))`: clamping before rounding makes "inside the range" mean
 //! Qn <= v/s <= Qp, where round passes the gradient straight through; outside, v gets none.
 //! Multiplying the codes by s then gives the step LSQ's gradient, round(v/s) - v/s inside and
-//! Qn or Qp outside, which [`scale_grad`] multiplies by g = 1/sqrt(n * max(Qp, 1)).
+//! Qn or Qp outside, which [`scale_grad`] multiplies by g = 1/sqrt(n * max(Qp, 1)). The weight
+//! codes themselves come from [`crate::own::LsqWeights`], the built-in weight quantizer.
 
 use burn::tensor::Tensor;
 use serde::Serialize;
@@ -45,17 +46,6 @@ impl LsqRange {
     pub fn grad_scale(&self, n: usize) -> f32 {
         (1.0 / (n as f64 * f64::from(self.high.max(1.0))).sqrt()) as f32
     }
-
-    /// The integer code of `v` with step `s`, rounding half to even.
-    pub fn code(&self, v: f32, s: f32) -> f32 {
-        (v / s).clamp(self.low, self.high).round_ties_even()
-    }
-
-    /// Integer-valued codes `round(clamp(v / s, low, high))` with the straight-through gradient:
-    /// d/dv = 1/s and d/ds = -v/s^2 inside the range, 0 outside. `step` broadcasts against `v`.
-    pub fn codes<const D: usize>(&self, v: Tensor<D>, step: Tensor<D>) -> Tensor<D> {
-        round_ste(v.div(step).clamp(self.low, self.high))
-    }
 }
 
 /// Rounds half to even in the forward pass and passes the gradient through unchanged.
@@ -83,6 +73,8 @@ pub fn activation_codes<const D: usize>(x: Tensor<D>, act_bits: u32) -> Tensor<D
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Granularity;
+    use crate::own::LsqWeights;
     use burn::tensor::{Device, TensorData};
 
     fn device() -> Device {
@@ -107,15 +99,17 @@ mod tests {
     #[test]
     fn rounding_is_half_to_even() {
         let r = LsqRange::new(-8.0, 7.0);
-        assert_eq!(r.code(2.5, 1.0), 2.0);
-        assert_eq!(r.code(3.5, 1.0), 4.0);
-        assert_eq!(r.code(-2.5, 1.0), -2.0);
+        let lsq = LsqWeights::of(Granularity::Layer);
+        assert_eq!(lsq.code(2.5, r), 2.0);
+        assert_eq!(lsq.code(3.5, r), 4.0);
+        assert_eq!(lsq.code(-2.5, r), -2.0);
         let d = device();
         let t = Tensor::<1>::from_floats([0.5, 1.5, 2.5, -0.5, -1.5], &d);
         assert_eq!(vec1(round_ste(t)), vec![0.0, 2.0, 2.0, -0.0, -2.0]);
     }
 
-    /// d(s * codes(v, s))/dv and /ds against LSQ's hand-derived values, inside and outside.
+    /// d(s * code(v / s))/dv and /ds of LSQ's codes against LSQ's hand-derived values, inside
+    /// and outside.
     #[test]
     fn lsq_gradients_match_hand_derived_values() {
         let d = device();
@@ -125,7 +119,9 @@ mod tests {
         let v = Tensor::<1>::from_floats(values, &d).require_grad();
         let s = Tensor::<1>::from_floats([s0], &d).require_grad();
         let sb = s.clone().expand([values.len()]);
-        let out = r.codes(v.clone(), sb.clone()).mul(sb);
+        let n = values.len();
+        let ratio = v.clone().div(sb.clone()).reshape([1, 1, n]);
+        let out = LsqWeights::of(Granularity::Layer).code_tensor(ratio, r).reshape([n]).mul(sb);
         let grads = out.sum().backward();
         let gv = vec1(v.grad(&grads).unwrap());
         let gs = vec1(s.grad(&grads).unwrap())[0];

@@ -24,7 +24,7 @@ use burn::tensor::Tensor;
 
 use crate::calibration::{GroupSamples, Window, search_window};
 use crate::config::{AdcWindow, Granularity};
-use crate::lsq::LsqRange;
+use crate::lsq::{LsqRange, round_ste};
 
 /// A method's own quantizers; `None` keeps the built-in one (LSQ weights of the layer's
 /// `weight_granularity`, the uniform ADC of its `psum_bits`).
@@ -48,6 +48,41 @@ impl OwnQuantizers {
     /// Only a weight quantizer of one's own.
     pub const fn weight(q: &'static dyn WeightQuantizer) -> Self {
         Self { weight: Some(q), psum: None }
+    }
+
+    /// The weight quantizer in effect: the own one, or LSQ with the configured granularity.
+    pub fn weights(&self, configured: Granularity) -> &'static dyn WeightQuantizer {
+        self.weight.unwrap_or_else(|| LsqWeights::of(configured))
+    }
+}
+
+/// The built-in weight quantizer: LSQ's codes `round(clamp(w / s_w, Qn, Qp))` with the
+/// straight-through gradient inside the range, LSQ's initial step and gradient scale, one step
+/// per group of its granularity. The layer asks it exactly as it asks a method's own.
+#[derive(Debug)]
+pub struct LsqWeights(Granularity);
+
+impl LsqWeights {
+    /// LSQ with one step per group of `granularity`.
+    pub fn of(granularity: Granularity) -> &'static dyn WeightQuantizer {
+        static BY_GRANULARITY: [LsqWeights; 3] =
+            [LsqWeights(Granularity::Layer), LsqWeights(Granularity::Array), LsqWeights(Granularity::Column)];
+        &BY_GRANULARITY[Granularity::ALL.iter().position(|&g| g == granularity).expect("every granularity")]
+    }
+}
+
+impl WeightQuantizer for LsqWeights {
+    fn name(&self) -> &'static str {
+        "lsq"
+    }
+    fn granularity(&self) -> Granularity {
+        self.0
+    }
+    fn code(&self, ratio: f32, range: LsqRange) -> f32 {
+        ratio.clamp(range.low, range.high).round_ties_even()
+    }
+    fn code_tensor(&self, ratio: Tensor<3>, range: LsqRange) -> Tensor<3> {
+        round_ste(ratio.clamp(range.low, range.high))
     }
 }
 

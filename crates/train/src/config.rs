@@ -332,8 +332,10 @@ impl RunConfig {
     /// `("--adc-window", "zero")` - for a method without the built-in ADC.
     pub fn check_adc_settings_apply(&self, given: &[(String, String)]) -> Result<(), TrainError> {
         let (Some((flag, value)), Some(uses)) = (given.first(), self.uses()) else { return Ok(()) };
+        if uses.adc_setting() {
+            return Ok(());
+        }
         let why = match uses.own_adc {
-            _ if uses.adc_setting() => return Ok(()),
             Some(q) => {
                 format!("method {} has its own ADC (`{}`, which sets its levels and window)", self.method, q.name())
             }

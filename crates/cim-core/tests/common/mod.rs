@@ -594,12 +594,11 @@ pub fn plain_conv_grads(layer: &CimConv2d, x: &Dense, r: &Dense) -> Grads {
     let w = layer.weight.val().detach().require_grad();
     let s = layer.weight_scale.val().detach().require_grad();
     // expand the steps to every weight, with LSQ's gradient scale per group
-    let own = layer.own_quantizers().weight;
-    let granularity = layer.weight_granularity();
+    let quantizer = layer.weight_quantizer();
+    let granularity = quantizer.granularity();
     let members = t.scale_group_members(granularity);
     let range = layer.slicing().weight_range();
-    let g: Vec<f32> =
-        members.iter().map(|m| own.map_or(range.grad_scale(m.weights), |q| q.grad_scale(m.weights, range))).collect();
+    let g: Vec<f32> = members.iter().map(|m| quantizer.grad_scale(m.weights, range)).collect();
     let s_scaled = scale_grad(s.clone(), Tensor::from_floats(g.as_slice(), &d));
     let k2 = cfg.kernel_size * cfg.kernel_size;
     let mut index = Vec::new();
@@ -613,14 +612,9 @@ pub fn plain_conv_grads(layer: &CimConv2d, x: &Dense, r: &Dense) -> Grads {
     let n = index.len();
     let idx = Tensor::<1, burn::tensor::Int>::from_data(burn::tensor::TensorData::new(index, [n]), &d);
     let s_full = s_scaled.select(0, idx).reshape(w.dims());
-    let codes = match own {
-        Some(q) => {
-            let shape = w.dims();
-            let ratio = w.clone().div(s_full.clone()).reshape([1, 1, shape.iter().product::<usize>()]);
-            q.code_tensor(ratio, range).reshape(shape)
-        }
-        None => range.codes(w.clone(), s_full.clone()),
-    };
+    let shape = w.dims();
+    let ratio = w.clone().div(s_full.clone()).reshape([1, 1, shape.iter().product::<usize>()]);
+    let codes = quantizer.code_tensor(ratio, range).reshape(shape);
     let w_hat = codes.mul(s_full);
     let a = activation_codes(x_t.clone(), cfg.act_bits).div_scalar(cfg.act_levels());
     let opts = ConvOptions::new([cfg.stride; 2], [cfg.padding; 2], [1, 1], 1);
