@@ -608,7 +608,6 @@ impl CimConv2d {
     fn grouped_psums(&self, a: Tensor<4>, planes: Tensor<4>) -> Tensor<4> {
         let t = &self.plan.tiling;
         let planes = planes.reshape([t.row_tiles, self.plan.channels() / t.row_tiles, t.rows_per_tile()]);
-        let a = pad_channels(a, t.padded_in_channels());
         let geometry = PsumGeometry { kernel: t.kernel_size, stride: self.config.stride, padding: self.config.padding };
         grouped_psums(a, planes, geometry)
     }

@@ -6,8 +6,11 @@
 //! Here the planes come as [G, P, R] (P = polarities * S * C_out planes of R = n_c*k*k word lines
 //! per row tile) and the partial sums leave channel-major, [K, B, H', W'] with K = G * P ordered
 //! (row tile, polarity, slice, column): each row tile is then ONE matrix product
-//! [P, R] x [R, B*H'*W'] over the im2col of its channels, forward and backward, which is what the
-//! Flex implementation does. Other backends run the grouped convolution
+//! [P, R_g] x [R_g, B*H'*W'] over the im2col of its channels, forward and backward, which is what
+//! the Flex implementation does. The codes come unpadded, [B, C_in, H, W]: the word lines of the
+//! last row tile beyond C_in hold zero codes, so its product runs over its R_g <= R real word
+//! lines only (a 16-channel layer in arrays of 14 channels computes 16, not 28, channels' worth).
+//! Other backends run the grouped convolution over the padded codes
 //! ([`grouped_psums_reference`]).
 
 use burn::backend::autodiff::NodeId;
@@ -45,8 +48,8 @@ impl PsumGeometry {
 /// The partial-sum pass as a backend extension (Flex, and autodiff over it).
 #[backend_extension(Flex, Autodiff)]
 pub trait PsumOps: Backend {
-    /// Activation codes [B, G*n_c, H, W] and digit planes [G, P, R] to partial sums
-    /// [G*P, B, H', W'].
+    /// Activation codes [B, C_in, H, W] (C_in <= G*n_c; the missing channels are zero codes)
+    /// and digit planes [G, P, R = n_c*k*k] to partial sums [G*P, B, H', W'].
     fn cim_psums(
         codes: FloatTensor<Self>,
         planes: FloatTensor<Self>,
@@ -102,6 +105,13 @@ impl Dims {
     /// Output pixels of all images: the columns of the im2col matrix.
     fn columns(&self) -> usize {
         self.batch * self.ho * self.wo
+    }
+
+    /// The word lines of row tile `g` that carry a real input channel (the rest are padding).
+    fn real_rows(&self, g: usize) -> usize {
+        let k2 = self.geo.kernel * self.geo.kernel;
+        let n_c = self.rows / k2;
+        self.channels.saturating_sub(g * n_c).min(n_c) * k2
     }
 }
 
@@ -201,19 +211,20 @@ fn col2im(cols: &[f32], d: Dims) -> Vec<f32> {
     a
 }
 
-/// dst[m, n] = lhs[m, k] * rhs[k, n], each given by (pointer, row stride, column stride).
+/// dst[m, n] = lhs[m, k] * rhs[k, n], each given by (pointer, row stride, column stride); dst
+/// is row-major with row stride `dst_rs` (>= n).
 #[allow(clippy::too_many_arguments)]
 fn matmul(
     m: usize,
     n: usize,
     k: usize,
-    dst: &mut [f32],
+    (dst, dst_rs): (&mut [f32], usize),
     lhs: &[f32],
     (lhs_rs, lhs_cs): (isize, isize),
     rhs: &[f32],
     (rhs_rs, rhs_cs): (isize, isize),
 ) {
-    assert!(dst.len() >= m * n);
+    assert!(dst_rs >= n && dst.len() >= (m.max(1) - 1) * dst_rs + n);
     // SAFETY: every index the strides reach lies inside the slices (checked by the callers'
     // shapes: lhs covers m x k, rhs k x n, dst m x n, row-major or transposed).
     unsafe {
@@ -223,7 +234,7 @@ fn matmul(
             k,
             dst.as_mut_ptr(),
             1,
-            n as isize,
+            dst_rs as isize,
             false,
             lhs.as_ptr(),
             lhs_cs,
@@ -253,8 +264,8 @@ impl PsumOps for Flex {
                 matmul(
                     d.planes,
                     n,
-                    d.rows,
-                    &mut out[g * d.planes * n..][..d.planes * n],
+                    d.real_rows(g),
+                    (&mut out[g * d.planes * n..][..d.planes * n], n),
                     &planes[g * d.planes * d.rows..],
                     (d.rows as isize, 1),
                     &cols[g * d.rows * n..],
@@ -276,30 +287,32 @@ impl PsumOps for Flex {
         let d = Dims::new(&codes, &planes, PsumGeometry { kernel, stride, padding });
         let (grad, planes) = (f32_slice(&grad), f32_slice(&planes));
         let n = d.columns();
+        // the padding word lines see zero codes: their planes' gradient is zero
         let mut grad_planes = vec![0f32; d.groups * d.planes * d.rows];
         // recomputed rather than kept from the forward pass: it is as large as the partial sums
         let grad_codes = with_columns(d.channels * kernel * kernel * n, |cols| {
             im2col(&f32_slice(&codes), d, cols);
             for g in 0..d.groups {
+                let rows_g = d.real_rows(g);
                 let grad_g = &grad[g * d.planes * n..][..d.planes * n];
-                let cols_g = &mut cols[g * d.rows * n..][..d.rows * n];
-                // d/dplanes[g] = grad_g [P, n] x cols_g^T [n, R]
+                let cols_g = &mut cols[g * d.rows * n..][..rows_g * n];
+                // d/dplanes[g] = grad_g [P, n] x cols_g^T [n, R_g]
                 matmul(
                     d.planes,
-                    d.rows,
+                    rows_g,
                     n,
-                    &mut grad_planes[g * d.planes * d.rows..][..d.planes * d.rows],
+                    (&mut grad_planes[g * d.planes * d.rows..][..d.planes * d.rows], d.rows),
                     grad_g,
                     (n as isize, 1),
                     cols_g,
                     (1, n as isize),
                 );
-                // d/dcols_g = planes[g]^T [R, P] x grad_g [P, n], written over cols_g
+                // d/dcols_g = planes[g]^T [R_g, P] x grad_g [P, n], written over cols_g
                 matmul(
-                    d.rows,
+                    rows_g,
                     n,
                     d.planes,
-                    cols_g,
+                    (cols_g, n),
                     &planes[g * d.planes * d.rows..],
                     (1, d.rows as isize),
                     grad_g,
@@ -397,11 +410,18 @@ pub fn grouped_psums(codes: Tensor<4>, planes: Tensor<3>, geo: PsumGeometry) -> 
     ))
 }
 
-/// The same partial sums from burn's grouped convolution (any backend).
+/// The same partial sums from burn's grouped convolution over the codes padded to G*n_c
+/// channels with zeros (any backend).
 pub fn grouped_psums_reference(codes: Tensor<4>, planes: Tensor<3>, geo: PsumGeometry) -> Tensor<4> {
     let [groups, p, rows] = planes.dims();
     let k = geo.kernel;
-    let weights = planes.reshape([groups * p, rows / (k * k), k, k]);
+    let n_c = rows / (k * k);
+    let [b, c, h, w] = codes.dims();
+    let codes = match groups * n_c - c {
+        0 => codes,
+        missing => Tensor::cat(vec![codes.clone(), Tensor::zeros([b, missing, h, w], &codes.device())], 1),
+    };
+    let weights = planes.reshape([groups * p, n_c, k, k]);
     let options = ConvOptions::new([geo.stride; 2], [geo.padding; 2], [1, 1], groups);
     conv2d(codes, weights, None, options).swap_dims(0, 1)
 }
@@ -430,13 +450,22 @@ mod tests {
     #[test]
     fn matches_the_grouped_convolution_forward_and_backward() {
         let device = Device::flex().autodiff();
-        for (seed, (k, stride, padding, groups, n_c, p, h)) in
-            [(3, 1, 1, 3, 2, 5, 6), (3, 2, 1, 2, 1, 4, 7), (1, 2, 0, 4, 3, 3, 5), (3, 2, 0, 1, 4, 2, 6)]
-                .into_iter()
-                .enumerate()
+        // the last tuple entry: input channels missing from the last row tile (padding rows)
+        for (seed, (k, stride, padding, groups, n_c, p, h, missing)) in [
+            (3, 1, 1, 3, 2, 5, 6, 0),
+            (3, 2, 1, 2, 1, 4, 7, 0),
+            (1, 2, 0, 4, 3, 3, 5, 0),
+            (3, 2, 0, 1, 4, 2, 6, 0),
+            (3, 1, 1, 2, 3, 4, 6, 2),
+            (3, 2, 1, 3, 4, 3, 7, 1),
+            (1, 1, 0, 2, 5, 2, 4, 3),
+        ]
+        .into_iter()
+        .enumerate()
         {
             let geo = PsumGeometry { kernel: k, stride, padding };
-            let codes = crate::test_tensor([2, groups * n_c, h, h + 1], 0.0..7.0, seed as u64, &device).round();
+            let channels = groups * n_c - missing;
+            let codes = crate::test_tensor([2, channels, h, h + 1], 0.0..7.0, seed as u64, &device).round();
             let planes = crate::test_tensor([groups, p, n_c * k * k], -2.0..4.0, seed as u64 + 50, &device).round();
             let mut results = Vec::new();
             for fused in [true, false] {
