@@ -28,6 +28,9 @@ use rayon::prelude::*;
 
 use crate::kernels::{f32_slice, flex_tensor, fused_available};
 
+#[cfg(target_arch = "x86_64")]
+mod vnni;
+
 /// Square-kernel convolution geometry of the partial-sum pass.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PsumGeometry {
@@ -252,27 +255,43 @@ fn matmul(
     }
 }
 
+/// The forward partial sums [G*P, B*H'*W']: in integers where the CPU and the values allow
+/// ([`vnni`], bit-identical), else by im2col and one f32 product per row tile.
+fn psums_forward(codes: &[f32], planes: &[f32], d: Dims) -> Vec<f32> {
+    let mut out = vec![0f32; d.groups * d.planes * d.columns()];
+    #[cfg(target_arch = "x86_64")]
+    if vnni::forward(codes, planes, d, &mut out) {
+        return out;
+    }
+    psums_f32(codes, planes, d, &mut out);
+    out
+}
+
+/// The forward partial sums by im2col and one f32 matrix product per row tile.
+fn psums_f32(codes: &[f32], planes: &[f32], d: Dims, out: &mut [f32]) {
+    let n = d.columns();
+    let k2 = d.geo.kernel * d.geo.kernel;
+    with_columns(d.channels * k2 * n, |cols| {
+        im2col(codes, d, cols);
+        for g in 0..d.groups {
+            matmul(
+                d.planes,
+                n,
+                d.real_rows(g),
+                (&mut out[g * d.planes * n..][..d.planes * n], n),
+                &planes[g * d.planes * d.rows..],
+                (d.rows as isize, 1),
+                &cols[g * d.rows * n..],
+                (n as isize, 1),
+            );
+        }
+    });
+}
+
 impl PsumOps for Flex {
     fn cim_psums(codes: FlexTensor, planes: FlexTensor, kernel: usize, stride: usize, padding: usize) -> FlexTensor {
         let d = Dims::new(&codes, &planes, PsumGeometry { kernel, stride, padding });
-        let planes = f32_slice(&planes);
-        let n = d.columns();
-        let mut out = vec![0f32; d.groups * d.planes * n];
-        with_columns(d.channels * kernel * kernel * n, |cols| {
-            im2col(&f32_slice(&codes), d, cols);
-            for g in 0..d.groups {
-                matmul(
-                    d.planes,
-                    n,
-                    d.real_rows(g),
-                    (&mut out[g * d.planes * n..][..d.planes * n], n),
-                    &planes[g * d.planes * d.rows..],
-                    (d.rows as isize, 1),
-                    &cols[g * d.rows * n..],
-                    (n as isize, 1),
-                );
-            }
-        });
+        let out = psums_forward(&f32_slice(&codes), &f32_slice(&planes), d);
         flex_tensor(out, vec![d.groups * d.planes, d.batch, d.ho, d.wo])
     }
 
@@ -445,6 +464,57 @@ mod tests {
         assert_eq!(valid_outputs(4, 8, 2, geo(2, 1)), 0..4);
         assert_eq!(valid_outputs(3, 7, 2, geo(2, 0)), 0..3);
         assert!(valid_outputs(1, 1, 0, geo(1, 1)).is_empty());
+    }
+
+    /// The integer product equals the f32 product bit for bit, and declines what it cannot do
+    /// exactly (fractional planes, codes beyond a byte).
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn integer_products_equal_the_f32_products() {
+        use rand::{RngExt, SeedableRng};
+        if !vnni::available() {
+            eprintln!("no AVX-512 VNNI on this CPU: the integer path is not used here");
+            return;
+        }
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+        // (k, stride, padding, groups, n_c, planes, h, w, missing channels, batch, code max, digit range)
+        for (k, stride, padding, groups, n_c, planes, h, w, missing, batch, code_max, digits) in [
+            (3, 1, 1, 2, 14, 64, 9, 7, 12, 3, 15, -2..=3),
+            (3, 2, 1, 3, 14, 130, 8, 8, 0, 2, 15, 0..=3),
+            (1, 2, 0, 2, 128, 32, 7, 5, 28, 2, 255, -128..=127),
+            (3, 1, 0, 1, 5, 17, 6, 6, 1, 1, 255, -8..=7),
+            (5, 1, 2, 2, 3, 40, 5, 6, 0, 2, 3, 0..=15),
+        ] {
+            let geo = PsumGeometry { kernel: k, stride, padding };
+            let channels = groups * n_c - missing;
+            let codes: Vec<f32> =
+                (0..batch * channels * h * w).map(|_| rng.random_range(0..=code_max) as f32).collect();
+            let plane_values: Vec<f32> =
+                (0..groups * planes * n_c * k * k).map(|_| rng.random_range(digits.clone()) as f32).collect();
+            let d = Dims {
+                batch,
+                channels,
+                h,
+                w,
+                groups,
+                planes,
+                rows: n_c * k * k,
+                ho: geo.out_size(h),
+                wo: geo.out_size(w),
+                geo,
+            };
+            let mut exact = vec![f32::NAN; groups * planes * d.columns()];
+            let mut int = exact.clone();
+            psums_f32(&codes, &plane_values, d, &mut exact);
+            assert!(vnni::forward(&codes, &plane_values, d, &mut int), "k {k} n_c {n_c}: declined");
+            assert_eq!(int, exact, "k {k} stride {stride} n_c {n_c} planes {planes}");
+            let mut fractional = plane_values.clone();
+            fractional[1] = 0.5;
+            assert!(!vnni::forward(&codes, &fractional, d, &mut int));
+            let mut large = codes.clone();
+            large[0] = 256.0;
+            assert!(!vnni::forward(&large, &plane_values, d, &mut int));
+        }
     }
 
     #[test]

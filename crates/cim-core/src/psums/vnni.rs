@@ -1,0 +1,245 @@
+//! The forward partial sums in integers, on CPUs with AVX-512 VNNI.
+//!
+//! Activation codes are integers in [0, 2^A - 1] and digits are integers of at most b_c bits, so
+//! every partial sum is an exact integer dot product. `vpdpbusd` multiplies 4 unsigned bytes by 4
+//! signed bytes and adds them to a 32-bit lane: 64 multiply-adds per instruction, four times the
+//! f32 FMA rate, and no im2col matrix at all - the codes are read in place as 4-channel words of
+//! a channels-last byte copy. The i32 sums are converted to f32 once, so the result equals the
+//! f32 product bit for bit whenever every sum stays below 2^24 in magnitude (then both are exact).
+//! [`forward`] checks that bound and the integrality of its inputs and declines otherwise (cell
+//! gains make the planes fractional), leaving the f32 product to the caller.
+
+use std::arch::x86_64::*;
+
+use rayon::prelude::*;
+
+use super::Dims;
+
+/// Output pixels per zmm register (i32 lanes).
+const LANES: usize = 16;
+/// Pixel registers per register block: 3 x 16 pixels.
+const PANELS: usize = 3;
+/// Output planes per register block (with 3 pixel registers: 24 accumulators of the 32 zmm).
+const PLANES: usize = 8;
+/// Output pixels per register block.
+const PIXELS: usize = PANELS * LANES;
+/// Register blocks of pixels per parallel task.
+const BLOCKS_PER_TASK: usize = 4;
+
+/// Whether this CPU has the instructions.
+pub(super) fn available() -> bool {
+    is_x86_feature_detected!("avx512f")
+        && is_x86_feature_detected!("avx512bw")
+        && is_x86_feature_detected!("avx512vnni")
+}
+
+/// Writes the partial sums [G*P, B*H'*W'] of `codes` [B, C, H, W] and `planes` [G, P, R] into
+/// `out`, or returns false (out untouched) when the inputs are not small integers or a sum could
+/// reach 2^24, or the CPU lacks AVX-512 VNNI.
+pub(super) fn forward(codes: &[f32], planes: &[f32], d: Dims, out: &mut [f32]) -> bool {
+    if !available() {
+        return false;
+    }
+    let Some(input) = ChannelsLast::new(codes, d) else { return false };
+    let Some(weights) = PackedPlanes::new(planes, d, input.quad_channels) else { return false };
+    let k2 = d.geo.kernel * d.geo.kernel;
+    let largest_sum = u64::from(input.max) * u64::from(weights.max_abs) * (d.channels.min(d.rows / k2) * k2) as u64;
+    if largest_sum >= 1 << 24 {
+        return false;
+    }
+    // SAFETY: the CPU has AVX-512 F, BW and VNNI (checked above); `run` reads and writes only
+    // inside the buffers whose shapes `d` describes.
+    unsafe { run(&input, &weights, d, out) };
+    true
+}
+
+/// The codes as bytes, channels last and each row tile's channels padded to a multiple of 4:
+/// [B, H, W, G, quad_channels]; a 4-channel word is then one 32-bit load.
+struct ChannelsLast {
+    bytes: Vec<u8>,
+    quad_channels: usize,
+    max: u8,
+}
+
+impl ChannelsLast {
+    fn new(codes: &[f32], d: Dims) -> Option<Self> {
+        let n_c = d.rows / (d.geo.kernel * d.geo.kernel);
+        let quad_channels = n_c.div_ceil(4) * 4;
+        let pixel = d.groups * quad_channels;
+        let image = d.h * d.w * pixel;
+        let mut bytes = vec![0u8; d.batch * image];
+        let maxima: Vec<Option<u8>> = bytes
+            .par_chunks_mut(image)
+            .enumerate()
+            .map(|(b, dst)| {
+                let mut max = 0u8;
+                for c in 0..d.channels {
+                    let offset = (c / n_c) * quad_channels + c % n_c;
+                    let src = &codes[(b * d.channels + c) * d.h * d.w..][..d.h * d.w];
+                    for (i, &v) in src.iter().enumerate() {
+                        // integers in [0, 255] only (NaN fails too)
+                        if !(0.0..=255.0).contains(&v) || v != v.trunc() {
+                            return None;
+                        }
+                        let v = v as u8;
+                        max = max.max(v);
+                        dst[i * pixel + offset] = v;
+                    }
+                }
+                Some(max)
+            })
+            .collect();
+        let max = maxima.into_iter().try_fold(0u8, |m, x| x.map(|x| m.max(x)))?;
+        Some(Self { bytes, quad_channels, max })
+    }
+}
+
+/// The digit planes as 4-byte words of signed digits (4 channels of one tap), per (row tile,
+/// block of 8 planes, tap (kh, kw), 4-channel word): the 8 words one step of the register block
+/// broadcasts. Missing planes and channels are zero.
+struct PackedPlanes {
+    words: Vec<i32>,
+    /// Words of one (row tile, plane block).
+    block: usize,
+    plane_blocks: usize,
+    max_abs: u8,
+}
+
+impl PackedPlanes {
+    fn new(planes: &[f32], d: Dims, quad_channels: usize) -> Option<Self> {
+        let k2 = d.geo.kernel * d.geo.kernel;
+        let n_c = d.rows / k2;
+        let quads = quad_channels / 4;
+        let plane_blocks = d.planes.div_ceil(PLANES);
+        let block = k2 * quads * PLANES;
+        let mut bytes = vec![0i8; d.groups * plane_blocks * block * 4];
+        let mut max_abs = 0u8;
+        for g in 0..d.groups {
+            for m in 0..d.planes {
+                let row = &planes[(g * d.planes + m) * d.rows..][..d.rows];
+                let dst = &mut bytes[(g * plane_blocks + m / PLANES) * block * 4..][..block * 4];
+                for c in 0..n_c {
+                    for tap in 0..k2 {
+                        let v = row[c * k2 + tap];
+                        if !(-128.0..=127.0).contains(&v) || v != v.trunc() {
+                            return None;
+                        }
+                        max_abs = max_abs.max(v.abs() as u8);
+                        dst[((tap * quads + c / 4) * PLANES + m % PLANES) * 4 + c % 4] = v as i8;
+                    }
+                }
+            }
+        }
+        let words = bytes
+            .chunks_exact(4)
+            .map(|w| i32::from_le_bytes([w[0] as u8, w[1] as u8, w[2] as u8, w[3] as u8]))
+            .collect();
+        Some(Self { words, block, plane_blocks, max_abs })
+    }
+}
+
+/// A raw output pointer shared by the tasks, which write disjoint pixels.
+#[derive(Clone, Copy)]
+struct OutPtr(*mut f32);
+// SAFETY: every task writes a disjoint set of output pixels.
+unsafe impl Send for OutPtr {}
+unsafe impl Sync for OutPtr {}
+
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+unsafe fn run(input: &ChannelsLast, weights: &PackedPlanes, d: Dims, out: &mut [f32]) {
+    let n = d.columns();
+    assert!(out.len() >= d.groups * d.planes * n);
+    let k = d.geo.kernel;
+    let steps = k * k * input.quad_channels / 4;
+    let pixel = d.groups * input.quad_channels;
+    let out = OutPtr(out.as_mut_ptr());
+    let task_pixels = PIXELS * BLOCKS_PER_TASK;
+    (0..n.div_ceil(task_pixels)).into_par_iter().for_each(|task| {
+        let out = out;
+        let first = task * task_pixels;
+        let blocks = (n - first).div_ceil(PIXELS).min(BLOCKS_PER_TASK);
+        // byte offset of every (block, tap, pixel) 4-channel word run of row tile 0; None in the
+        // zero padding and past the last pixel
+        let mut offsets = vec![None::<usize>; blocks * k * k * PIXELS];
+        for block in 0..blocks {
+            for j in 0..PIXELS {
+                let p = first + block * PIXELS + j;
+                if p >= n {
+                    break;
+                }
+                let (b, oy, ox) = (p / (d.ho * d.wo), p / d.wo % d.ho, p % d.wo);
+                for kh in 0..k {
+                    let Some(y) = (oy * d.geo.stride + kh).checked_sub(d.geo.padding).filter(|&y| y < d.h) else {
+                        continue;
+                    };
+                    for kw in 0..k {
+                        if let Some(x) = (ox * d.geo.stride + kw).checked_sub(d.geo.padding).filter(|&x| x < d.w) {
+                            offsets[((block * k + kh) * k + kw) * PIXELS + j] = Some(((b * d.h + y) * d.w + x) * pixel);
+                        }
+                    }
+                }
+            }
+        }
+        // the codes of one row tile, per (block, tap, word, pixel): a register per 16 pixels
+        let mut packed = vec![0i32; blocks * steps * PIXELS];
+        let quads = input.quad_channels / 4;
+        for g in 0..d.groups {
+            for (i, o) in offsets.iter().enumerate() {
+                let (block_tap, j) = (i / PIXELS, i % PIXELS);
+                let dst = &mut packed[block_tap * quads * PIXELS + j..];
+                match o {
+                    Some(o) => {
+                        let src = &input.bytes[o + g * input.quad_channels..][..input.quad_channels];
+                        for (q, word) in src.chunks_exact(4).enumerate() {
+                            dst[q * PIXELS] = i32::from_le_bytes(word.try_into().expect("4 bytes"));
+                        }
+                    }
+                    None => (0..quads).for_each(|q| dst[q * PIXELS] = 0),
+                }
+            }
+            for mb in 0..weights.plane_blocks {
+                let a = &weights.words[(g * weights.plane_blocks + mb) * weights.block..][..weights.block];
+                let planes = (d.planes - mb * PLANES).min(PLANES);
+                for block in 0..blocks {
+                    let p0 = first + block * PIXELS;
+                    let b = &packed[block * steps * PIXELS..][..steps * PIXELS];
+                    // SAFETY: the rows g*P + mb*8 + m (m < planes) hold n values; pixels
+                    // p0.. p0 + min(48, n - p0) belong to this task alone.
+                    let row = unsafe { out.0.add((g * d.planes + mb * PLANES) * n + p0) };
+                    unsafe { register_block(a, b, steps, row, n, planes, (n - p0).min(PIXELS)) };
+                }
+            }
+        }
+    });
+}
+
+/// One register block: 8 planes x 48 pixels summed over every (tap, 4-channel word), written to
+/// the first `planes` rows (row stride `n`) at the first `pixels` positions.
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+unsafe fn register_block(a: &[i32], b: &[i32], steps: usize, out: *mut f32, n: usize, planes: usize, pixels: usize) {
+    let mut acc = [[_mm512_setzero_si512(); PANELS]; PLANES];
+    for step in 0..steps {
+        let mut codes = [_mm512_setzero_si512(); PANELS];
+        for (r, c) in codes.iter_mut().enumerate() {
+            // SAFETY: b holds steps * 48 words.
+            *c = unsafe { _mm512_loadu_si512(b[(step * PANELS + r) * LANES..].as_ptr() as *const _) };
+        }
+        for (m, acc_m) in acc.iter_mut().enumerate() {
+            let digits = _mm512_set1_epi32(a[step * PLANES + m]);
+            for r in 0..PANELS {
+                acc_m[r] = _mm512_dpbusd_epi32(acc_m[r], codes[r], digits);
+            }
+        }
+    }
+    for (m, acc_m) in acc.iter().enumerate().take(planes) {
+        for (r, acc_mr) in acc_m.iter().enumerate() {
+            let valid = pixels.saturating_sub(r * LANES).min(LANES);
+            if valid == 0 {
+                break;
+            }
+            let mask: __mmask16 = if valid == LANES { !0 } else { (1u16 << valid) - 1 };
+            // SAFETY: row m of the caller's block, pixels r*16 .. r*16 + valid (masked).
+            unsafe { _mm512_mask_storeu_ps(out.add(m * n + r * LANES), mask, _mm512_cvtepi32_ps(*acc_mr)) };
+        }
+    }
+}
