@@ -117,6 +117,7 @@ fn ratio_report() {
 criterion_group!(benches, criterion_benches);
 
 fn main() {
+    cim_core::memory::reuse_freed_memory();
     benches();
     ratio_report();
     Criterion::default().configure_from_args().final_summary();

@@ -25,7 +25,7 @@ use crate::calibration::{GroupSamples, calibrate, uniform_window};
 use crate::config::{AdcWindow, CimConfigError, CimConvConfig, Granularity};
 use crate::lsq::{LsqRange, activation_codes, scale_grad};
 use crate::own::{OwnQuantizers, WeightQuantizer};
-use crate::psums::{PsumGeometry, grouped_psums};
+use crate::psums::{PsumGeometry, grouped_psums, grouped_psums_of_weight_codes};
 use crate::quality::{ChannelWindow, DigitShares, SliceQuality, accumulate, uniform_code};
 use crate::slicing::BitSlicing;
 use crate::tiling::{LayerCounts, Tiling};
@@ -511,7 +511,7 @@ impl CimConv2d {
         if !self.adc_enabled {
             return self.forward_ideal(a, q, &weight_steps, gain, &device);
         }
-        let psums = self.grouped_psums(a.clone(), self.planes(q.clone(), gain.clone()));
+        let psums = self.partial_sums(a.clone(), q.clone(), gain.clone());
         if self.record_calibration(&psums) {
             // calibration batches pass exact partial sums on: the windows being calibrated
             // do not exist yet
@@ -547,7 +547,7 @@ impl CimConv2d {
         let steps = self.weight_steps(&device);
         let q = self.weight_codes(&steps, &device);
         let gain = self.effective_cell_gain(&device);
-        let psums = self.grouped_psums(a, self.planes(q, gain));
+        let psums = self.partial_sums(a, q, gain);
         let [_, b, h, w] = psums.dims();
         let t = &self.plan.tiling;
         let s = &self.plan.slicing;
@@ -605,10 +605,16 @@ impl CimConv2d {
     }
 
     /// All partial sums from one grouped convolution: [G * polarities * S * C_out, B, H', W'].
-    fn grouped_psums(&self, a: Tensor<4>, planes: Tensor<4>) -> Tensor<4> {
+    /// Without cell gains the digit planes are cut inside the pass (whose backward is then
+    /// cheaper); with gains the planes are not integers and go in as they are.
+    fn partial_sums(&self, a: Tensor<4>, q: Tensor<3>, gain: Option<Tensor<4>>) -> Tensor<4> {
         let t = &self.plan.tiling;
-        let planes = planes.reshape([t.row_tiles, self.plan.channels() / t.row_tiles, t.rows_per_tile()]);
         let geometry = PsumGeometry { kernel: t.kernel_size, stride: self.config.stride, padding: self.config.padding };
+        if gain.is_none() {
+            return grouped_psums_of_weight_codes(a, q, &self.plan.slicing, geometry);
+        }
+        let planes = self.planes(q, gain);
+        let planes = planes.reshape([t.row_tiles, self.plan.channels() / t.row_tiles, t.rows_per_tile()]);
         grouped_psums(a, planes, geometry)
     }
 

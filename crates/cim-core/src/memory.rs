@@ -65,6 +65,22 @@ pub fn peak_rss_bytes() -> Option<usize> {
     Some(kb * 1024)
 }
 
+/// Makes the C allocator keep freed memory for the next allocation instead of handing it back
+/// to the kernel. A training step allocates and frees tensors of tens of MiB (partial sums,
+/// their gradients); glibc serves every block over 32 MiB by a fresh `mmap`, so each step
+/// page-faulted and had the kernel zero ~1 GiB anew (ResNet-20, differential P3: 5.6 M page
+/// faults in 14 steps and 2.5 s/step, against 0.5 M and 1.9 s/step with this call). The
+/// resident size then stays at the step's peak. A call per process, before the work; elsewhere
+/// than glibc it does nothing.
+pub fn reuse_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes allocator parameters; both values are valid for glibc.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_MAX, 0);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
+    }
+}
+
 /// Bytes as MiB, for printing.
 pub fn mib(bytes: usize) -> f64 {
     bytes as f64 / (1024.0 * 1024.0)

@@ -26,7 +26,9 @@ use burn::tensor::module::conv2d;
 use burn::tensor::ops::ConvOptions;
 use rayon::prelude::*;
 
+use crate::config::Encoding;
 use crate::kernels::{f32_slice, flex_tensor, fused_available};
+use crate::slicing::BitSlicing;
 
 #[cfg(target_arch = "x86_64")]
 mod vnni;
@@ -70,6 +72,41 @@ pub trait PsumOps: Backend {
         stride: usize,
         padding: usize,
     ) -> (FloatTensor<Self>, FloatTensor<Self>);
+
+    /// The same partial sums from integer weight codes [G, C_out, R], their digit planes cut
+    /// inside ([`BitSlicing::digit_planes`] of B_w = `weight_bits`, b_c = `cell_bits`).
+    #[allow(clippy::too_many_arguments)]
+    fn cim_psums_of_weight_codes(
+        codes: FloatTensor<Self>,
+        weight_codes: FloatTensor<Self>,
+        kernel: usize,
+        stride: usize,
+        padding: usize,
+        weight_bits: u32,
+        cell_bits: u32,
+        differential: bool,
+    ) -> FloatTensor<Self>;
+
+    /// Gradients of [`Self::cim_psums_of_weight_codes`] with respect to the codes and the weight
+    /// codes (through the digit straight-through estimator).
+    #[allow(clippy::too_many_arguments)]
+    fn cim_psums_of_weight_codes_backward(
+        grad: FloatTensor<Self>,
+        codes: FloatTensor<Self>,
+        weight_codes: FloatTensor<Self>,
+        kernel: usize,
+        stride: usize,
+        padding: usize,
+        weight_bits: u32,
+        cell_bits: u32,
+        differential: bool,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>);
+}
+
+/// The slicing a weight-code call names, rebuilt from its primitive arguments.
+fn slicing_of(weight_bits: u32, cell_bits: u32, differential: bool) -> BitSlicing {
+    let encoding = if differential { Encoding::Differential } else { Encoding::Twos };
+    BitSlicing::new(weight_bits, cell_bits, encoding).expect("the layer validated its slicing")
 }
 
 /// Sizes of one call, read off the tensors.
@@ -88,17 +125,18 @@ struct Dims {
 }
 
 impl Dims {
-    fn new(codes: &FlexTensor, planes: &FlexTensor, geo: PsumGeometry) -> Self {
+    /// Sizes of codes [B, C, H, W] against `groups` row tiles of `planes` planes of `rows`
+    /// word lines.
+    fn new(codes: &FlexTensor, [groups, planes, rows]: [usize; 3], geo: PsumGeometry) -> Self {
         let a = codes.layout().shape().to_vec();
-        let p = planes.layout().shape().to_vec();
         Self {
             batch: a[0],
             channels: a[1],
             h: a[2],
             w: a[3],
-            groups: p[0],
-            planes: p[1],
-            rows: p[2],
+            groups,
+            planes,
+            rows,
             ho: geo.out_size(a[2]),
             wo: geo.out_size(a[3]),
             geo,
@@ -289,8 +327,47 @@ fn psums_f32(codes: &[f32], planes: &[f32], d: Dims, out: &mut [f32]) {
 }
 
 impl PsumOps for Flex {
+    fn cim_psums_of_weight_codes(
+        codes: FlexTensor,
+        weight_codes: FlexTensor,
+        kernel: usize,
+        stride: usize,
+        padding: usize,
+        weight_bits: u32,
+        cell_bits: u32,
+        differential: bool,
+    ) -> FlexTensor {
+        let sl = slicing_of(weight_bits, cell_bits, differential);
+        let [groups, columns, rows] = shape3(&weight_codes);
+        let planes = digit_planes_host(&f32_slice(&weight_codes), &sl, [groups, columns, rows]);
+        let p = sl.polarities() * sl.slices() * columns;
+        let d = Dims::new(&codes, [groups, p, rows], PsumGeometry { kernel, stride, padding });
+        let out = psums_forward(&f32_slice(&codes), &planes, d);
+        flex_tensor(out, vec![d.groups * d.planes, d.batch, d.ho, d.wo])
+    }
+
+    fn cim_psums_of_weight_codes_backward(
+        grad: FlexTensor,
+        codes: FlexTensor,
+        weight_codes: FlexTensor,
+        kernel: usize,
+        stride: usize,
+        padding: usize,
+        weight_bits: u32,
+        cell_bits: u32,
+        differential: bool,
+    ) -> (FlexTensor, FlexTensor) {
+        let sl = slicing_of(weight_bits, cell_bits, differential);
+        let [groups, columns, rows] = shape3(&weight_codes);
+        let p = sl.polarities() * sl.slices() * columns;
+        let d = Dims::new(&codes, [groups, p, rows], PsumGeometry { kernel, stride, padding });
+        let (grad_codes, grad_q) =
+            psums_of_weight_codes_backward(&f32_slice(&grad), &codes, &f32_slice(&weight_codes), &sl, d);
+        (flex_tensor(grad_codes, vec![d.batch, d.channels, d.h, d.w]), flex_tensor(grad_q, vec![groups, columns, rows]))
+    }
+
     fn cim_psums(codes: FlexTensor, planes: FlexTensor, kernel: usize, stride: usize, padding: usize) -> FlexTensor {
-        let d = Dims::new(&codes, &planes, PsumGeometry { kernel, stride, padding });
+        let d = Dims::new(&codes, shape3(&planes), PsumGeometry { kernel, stride, padding });
         let out = psums_forward(&f32_slice(&codes), &f32_slice(&planes), d);
         flex_tensor(out, vec![d.groups * d.planes, d.batch, d.ho, d.wo])
     }
@@ -303,7 +380,7 @@ impl PsumOps for Flex {
         stride: usize,
         padding: usize,
     ) -> (FlexTensor, FlexTensor) {
-        let d = Dims::new(&codes, &planes, PsumGeometry { kernel, stride, padding });
+        let d = Dims::new(&codes, shape3(&planes), PsumGeometry { kernel, stride, padding });
         let (grad, planes) = (f32_slice(&grad), f32_slice(&planes));
         let n = d.columns();
         // the padding word lines see zero codes: their planes' gradient is zero
@@ -347,19 +424,131 @@ impl PsumOps for Flex {
     }
 }
 
+fn shape3(t: &FlexTensor) -> [usize; 3] {
+    let s = t.layout().shape();
+    [s[0], s[1], s[2]]
+}
+
+/// Host digit planes of weight codes [G, C, R]: [G, P, R] with P = (polarity, slice, column),
+/// the values of [`BitSlicing::digit_planes`].
+fn digit_planes_host(q: &[f32], sl: &BitSlicing, [groups, columns, rows]: [usize; 3]) -> Vec<f32> {
+    let range = sl.weight_range();
+    let low = range.low as i64;
+    // every code's digits, looked up: the codes span at most 2^(B_w+1) values
+    let table: Vec<Vec<f32>> = (low..=range.high as i64)
+        .map(|code| sl.digits(code).into_iter().flatten().map(|d| d as f32).collect())
+        .collect();
+    let digits = sl.polarities() * sl.slices();
+    let mut planes = vec![0f32; groups * digits * columns * rows];
+    for g in 0..groups {
+        for c in 0..columns {
+            for r in 0..rows {
+                let code = q[(g * columns + c) * rows + r];
+                let entry = &table[(code as i64 - low) as usize];
+                for (i, &digit) in entry.iter().enumerate() {
+                    planes[((g * digits + i) * columns + c) * rows + r] = digit;
+                }
+            }
+        }
+    }
+    planes
+}
+
+/// [`PsumOps::cim_psums_of_weight_codes_backward`] on host slices.
+fn psums_of_weight_codes_backward(
+    grad: &[f32],
+    codes: &FlexTensor,
+    q: &[f32],
+    sl: &BitSlicing,
+    d: Dims,
+) -> (Vec<f32>, Vec<f32>) {
+    let [groups, columns, rows] = [d.groups, d.planes / (sl.polarities() * sl.slices()), d.rows];
+    let planes = digit_planes_host(q, sl, [groups, columns, rows]);
+    let n = d.columns();
+    let (pol_n, s_n) = (sl.polarities(), sl.slices());
+    let mut grad_q = vec![0f32; groups * columns * rows];
+    let grad_codes = with_columns(d.channels * d.geo.kernel * d.geo.kernel * n, |cols| {
+        im2col(&f32_slice(codes), d, cols);
+        // per (polarity, column): the slices' partial-sum gradients weighted by their digit
+        // STE, so that one product per polarity gives dL/dq instead of one per slice
+        let mut folded = vec![0f32; pol_n * columns * n];
+        let mut per_polarity = vec![0f32; pol_n * columns * rows];
+        for g in 0..groups {
+            let rows_g = d.real_rows(g);
+            let grad_g = &grad[g * d.planes * n..][..d.planes * n];
+            folded.par_chunks_mut(n).enumerate().for_each(|(pc, dst)| {
+                let (pol, c) = (pc / columns, pc % columns);
+                for s in 0..s_n {
+                    let ste = sl.digit_ste(s);
+                    let src = &grad_g[((pol * s_n + s) * columns + c) * n..][..n];
+                    if s == 0 {
+                        dst.iter_mut().zip(src).for_each(|(o, &v)| *o = ste * v);
+                    } else {
+                        dst.iter_mut().zip(src).for_each(|(o, &v)| *o += ste * v);
+                    }
+                }
+            });
+            let cols_g = &mut cols[g * d.rows * n..][..rows_g * n];
+            matmul(
+                pol_n * columns,
+                rows_g,
+                n,
+                (&mut per_polarity, rows),
+                &folded,
+                (n as isize, 1),
+                cols_g,
+                (1, n as isize),
+            );
+            // dL/dq routed to the polarity holding the code (differential: w+ for q >= 0,
+            // minus w- for q < 0), as the digit STE routes it
+            for c in 0..columns {
+                for r in 0..rows_g {
+                    let at = (g * columns + c) * rows + r;
+                    grad_q[at] = match sl.encoding {
+                        Encoding::Twos => per_polarity[c * rows + r],
+                        Encoding::Differential if q[at] >= 0.0 => per_polarity[c * rows + r],
+                        Encoding::Differential => -per_polarity[(columns + c) * rows + r],
+                    };
+                }
+            }
+            // d/dcols_g = planes[g]^T [R_g, P] x grad_g [P, n], written over cols_g
+            matmul(
+                rows_g,
+                n,
+                d.planes,
+                (cols_g, n),
+                &planes[g * d.planes * d.rows..],
+                (1, d.rows as isize),
+                grad_g,
+                (n as isize, 1),
+            );
+        }
+        col2im(cols, d)
+    });
+    (grad_codes, grad_q)
+}
+
 #[derive(Debug)]
 struct PsumsBackward;
 
+/// The weights' side of a partial-sum call: digit planes, or weight codes with their slicing
+/// (B_w, b_c, differential).
+type WeightSide = Option<(u32, u32, bool)>;
+
 impl<B: Backend + PsumOps> Backward<B, 2> for PsumsBackward {
-    type State = (NodeId, NodeId, PsumGeometry);
+    type State = (NodeId, NodeId, PsumGeometry, WeightSide);
 
     fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, checkpointer: &mut Checkpointer) {
         let [node_codes, node_planes] = ops.parents;
         let grad = grads.consume::<B>(&ops.node);
-        let (codes, planes, geo) = ops.state;
+        let (codes, weights, geo, slicing) = ops.state;
         let codes = checkpointer.retrieve_node_output::<B::FloatTensorPrimitive>(codes);
-        let planes = checkpointer.retrieve_node_output::<B::FloatTensorPrimitive>(planes);
-        let (gc, gp) = B::cim_psums_backward(grad, codes, planes, geo.kernel, geo.stride, geo.padding);
+        let weights = checkpointer.retrieve_node_output::<B::FloatTensorPrimitive>(weights);
+        let (k, s, p) = (geo.kernel, geo.stride, geo.padding);
+        let (gc, gp) = match slicing {
+            None => B::cim_psums_backward(grad, codes, weights, k, s, p),
+            Some((wb, cb, diff)) => B::cim_psums_of_weight_codes_backward(grad, codes, weights, k, s, p, wb, cb, diff),
+        };
         if let Some(node) = node_codes {
             grads.register::<B>(node.id, gc);
         }
@@ -385,12 +574,64 @@ impl<B: Backend + PsumOps, C: CheckpointStrategy> PsumOps for Autodiff<B, C> {
         };
         match PsumsBackward.prepare::<C>([codes.node(), planes.node()]).compute_bound().stateful() {
             OpsKind::Tracked(mut prep) => {
-                let state = (prep.checkpoint(&codes), prep.checkpoint(&planes), geo);
+                let state = (prep.checkpoint(&codes), prep.checkpoint(&planes), geo, None);
                 let out = run(&codes, &planes);
                 prep.finish(state, out)
             }
             OpsKind::UnTracked(prep) => prep.finish(run(&codes, &planes)),
         }
+    }
+
+    fn cim_psums_of_weight_codes(
+        codes: AutodiffTensor<B, C>,
+        weight_codes: AutodiffTensor<B, C>,
+        kernel: usize,
+        stride: usize,
+        padding: usize,
+        weight_bits: u32,
+        cell_bits: u32,
+        differential: bool,
+    ) -> AutodiffTensor<B, C> {
+        let geo = PsumGeometry { kernel, stride, padding };
+        let run = |c: &AutodiffTensor<B, C>, q: &AutodiffTensor<B, C>| {
+            let (c, q) = (c.primitive().clone(), q.primitive().clone());
+            B::cim_psums_of_weight_codes(c, q, kernel, stride, padding, weight_bits, cell_bits, differential)
+        };
+        match PsumsBackward.prepare::<C>([codes.node(), weight_codes.node()]).compute_bound().stateful() {
+            OpsKind::Tracked(mut prep) => {
+                let slicing = Some((weight_bits, cell_bits, differential));
+                let state = (prep.checkpoint(&codes), prep.checkpoint(&weight_codes), geo, slicing);
+                let out = run(&codes, &weight_codes);
+                prep.finish(state, out)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(run(&codes, &weight_codes)),
+        }
+    }
+
+    fn cim_psums_of_weight_codes_backward(
+        grad: AutodiffTensor<B, C>,
+        codes: AutodiffTensor<B, C>,
+        weight_codes: AutodiffTensor<B, C>,
+        kernel: usize,
+        stride: usize,
+        padding: usize,
+        weight_bits: u32,
+        cell_bits: u32,
+        differential: bool,
+    ) -> (AutodiffTensor<B, C>, AutodiffTensor<B, C>) {
+        // Second-order gradients are not needed: the result is a constant.
+        let (gc, gq) = B::cim_psums_of_weight_codes_backward(
+            grad.into_primitive(),
+            codes.into_primitive(),
+            weight_codes.into_primitive(),
+            kernel,
+            stride,
+            padding,
+            weight_bits,
+            cell_bits,
+            differential,
+        );
+        (AutodiffTensor::<B, C>::new(gc), AutodiffTensor::<B, C>::new(gq))
     }
 
     fn cim_psums_backward(
@@ -429,6 +670,44 @@ pub fn grouped_psums(codes: Tensor<4>, planes: Tensor<3>, geo: PsumGeometry) -> 
     ))
 }
 
+/// Partial sums [G*P, B, H', W'] of activation codes [B, C_in, H, W] and integer weight codes
+/// [G, C_out, R], whose digit planes `slicing` cuts ([`BitSlicing::digit_planes`], with its
+/// gradient): one pass on Flex, whose backward needs one product per polarity for dL/dq instead
+/// of one per slice; the digit planes and [`grouped_psums_reference`] elsewhere.
+pub fn grouped_psums_of_weight_codes(
+    codes: Tensor<4>,
+    weight_codes: Tensor<3>,
+    slicing: &BitSlicing,
+    geo: PsumGeometry,
+) -> Tensor<4> {
+    if !fused_available(&codes.device()) {
+        return grouped_psums_of_weight_codes_reference(codes, weight_codes, slicing, geo);
+    }
+    Tensor::from_dispatch(<burn::backend::Dispatch as PsumOps>::cim_psums_of_weight_codes(
+        codes.into_dispatch(),
+        weight_codes.into_dispatch(),
+        geo.kernel,
+        geo.stride,
+        geo.padding,
+        slicing.weight_bits,
+        slicing.cell_bits,
+        slicing.encoding == Encoding::Differential,
+    ))
+}
+
+/// The same from generic ops: [`BitSlicing::digit_planes`], then the grouped convolution.
+pub fn grouped_psums_of_weight_codes_reference(
+    codes: Tensor<4>,
+    weight_codes: Tensor<3>,
+    slicing: &BitSlicing,
+    geo: PsumGeometry,
+) -> Tensor<4> {
+    let [groups, columns, rows] = weight_codes.dims();
+    let planes = slicing.digit_planes(weight_codes);
+    let p = slicing.polarities() * slicing.slices() * columns;
+    grouped_psums_reference(codes, planes.reshape([groups, p, rows]), geo)
+}
+
 /// The same partial sums from burn's grouped convolution over the codes padded to G*n_c
 /// channels with zeros (any backend).
 pub fn grouped_psums_reference(codes: Tensor<4>, planes: Tensor<3>, geo: PsumGeometry) -> Tensor<4> {
@@ -464,6 +743,56 @@ mod tests {
         assert_eq!(valid_outputs(4, 8, 2, geo(2, 1)), 0..4);
         assert_eq!(valid_outputs(3, 7, 2, geo(2, 0)), 0..3);
         assert!(valid_outputs(1, 1, 0, geo(1, 1)).is_empty());
+    }
+
+    /// The weight-code pass against digit planes + grouped convolution (generic ops): exact
+    /// partial sums, and the gradients of codes and weight codes to float tolerance, for both
+    /// encodings, with and without padding word lines.
+    #[test]
+    fn weight_code_pass_matches_digit_planes_and_the_grouped_convolution() {
+        let device = Device::flex().autodiff();
+        // (k, stride, padding, groups, n_c, columns, h, missing channels, B_w, b_c, encoding)
+        for (seed, (k, stride, padding, groups, n_c, columns, h, missing, wb, cb, encoding)) in [
+            (3, 1, 1, 2, 3, 5, 6, 2, 4, 2, Encoding::Differential),
+            (3, 1, 1, 2, 3, 5, 6, 2, 4, 2, Encoding::Twos),
+            (3, 2, 1, 3, 2, 4, 7, 0, 4, 1, Encoding::Twos),
+            (1, 1, 0, 2, 4, 3, 5, 1, 6, 3, Encoding::Differential),
+            (3, 2, 0, 1, 4, 2, 6, 0, 8, 4, Encoding::Differential),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let geo = PsumGeometry { kernel: k, stride, padding };
+            let slicing = BitSlicing::new(wb, cb, encoding).unwrap();
+            let range = slicing.weight_range();
+            let codes =
+                crate::test_tensor([2, groups * n_c - missing, h, h + 1], 0.0..15.0, seed as u64, &device).round();
+            let q =
+                crate::test_tensor([groups, columns, n_c * k * k], range.low..range.high, seed as u64 + 50, &device)
+                    .round();
+            let mut results = Vec::new();
+            for fused in [true, false] {
+                let c = codes.clone().detach().require_grad();
+                let qq = q.clone().detach().require_grad();
+                let f = if fused { grouped_psums_of_weight_codes } else { grouped_psums_of_weight_codes_reference };
+                let y = f(c.clone(), qq.clone(), &slicing, geo);
+                let r = crate::test_tensor(y.dims(), -1.0..1.0, 99, &device);
+                let grads = y.clone().mul(r).sum().backward();
+                results.push((
+                    flat(y),
+                    flat(c.grad(&grads).unwrap()),
+                    qq.grad(&grads).unwrap().into_data().try_to_vec::<f32>().unwrap(),
+                ));
+            }
+            let (a, b) = (&results[0], &results[1]);
+            assert_eq!(a.0, b.0, "case {seed}: integer partial sums must be exact");
+            for (name, x, y) in [("d/dcodes", &a.1, &b.1), ("d/dq", &a.2, &b.2)] {
+                let scale = y.iter().fold(1e-3f32, |m, v| m.max(v.abs()));
+                for (i, (u, v)) in x.iter().zip(y.iter()).enumerate() {
+                    assert!((u - v).abs() <= 1e-5 * scale, "case {seed} {name}[{i}]: {u} vs {v}");
+                }
+            }
+        }
     }
 
     /// The integer product equals the f32 product bit for bit, and declines what it cannot do

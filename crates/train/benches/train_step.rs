@@ -47,6 +47,7 @@ fn pytorch_step(steps: usize) -> Result<(f64, String, Vec<f64>), String> {
 }
 
 fn main() {
+    cim_core::memory::reuse_freed_memory();
     let all_nets = std::env::var("TRAIN_STEP_NETS").is_err();
     let torch_before = if all_nets { pytorch_step(5) } else { Err("TRAIN_STEP_NETS is set".into()) };
     let device = train::trainer::training_device();
