@@ -20,10 +20,11 @@ use burn::tensor::module::conv2d;
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
 
+use crate::activation::activation_codes;
 use crate::adc::{AdcChannels, accumulate_reference, adc_accumulate};
 use crate::calibration::{GroupSamples, calibrate, uniform_window};
 use crate::config::{AdcWindow, CimConfigError, CimConvConfig, Granularity};
-use crate::lsq::{LsqRange, activation_codes, scale_grad};
+use crate::lsq::{LsqRange, scale_grad};
 use crate::own::{OwnQuantizers, WeightQuantizer};
 use crate::psums::{PsumGeometry, grouped_psums, grouped_psums_of_weight_codes};
 use crate::quality::{ChannelWindow, DigitShares, SliceQuality, accumulate, uniform_code};

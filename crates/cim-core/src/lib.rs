@@ -3,6 +3,7 @@
 //! ([`slicing`]), LSQ quantizers ([`lsq`]), the ADC with dequantization and accumulation
 //! ([`adc`]) with its calibration ([`calibration`]) and quality statistics ([`quality`]), and the layer that puts them together ([`CimConv2d`]).
 
+pub mod activation;
 pub mod adc;
 pub mod calibration;
 pub mod config;

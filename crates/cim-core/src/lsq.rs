@@ -63,19 +63,12 @@ pub fn scale_grad<const D: usize>(x: Tensor<D>, scale: Tensor<D>) -> Tensor<D> {
     x.detach().add(zero_with_grad)
 }
 
-/// A-bit activation codes entering the arrays: round(clamp(x, 0, 1) * (2^A - 1)), with the
-/// gradient passed straight through inside [0, 1] (DESIGN.md section 3, first paragraph).
-pub fn activation_codes<const D: usize>(x: Tensor<D>, act_bits: u32) -> Tensor<D> {
-    let levels = ((1u64 << act_bits) - 1) as f32;
-    round_ste(x.clamp(0.0, 1.0).mul_scalar(levels))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::config::Granularity;
     use crate::own::LsqWeights;
-    use burn::tensor::{Device, TensorData};
+    use burn::tensor::Device;
 
     fn device() -> Device {
         Device::flex().autodiff()
@@ -154,15 +147,5 @@ mod tests {
         let v = 241.01f32;
         let y = scale_grad(Tensor::<1>::from_floats([v], &d), Tensor::from_floats([57_000.3f32], &d));
         assert_eq!(vec1(y), vec![v]);
-    }
-
-    #[test]
-    fn activation_codes_clamp_round_and_pass_gradient_inside() {
-        let d = device();
-        let x = Tensor::<1>::from_data(TensorData::from([-0.2f32, 0.1, 0.5, 1.0, 1.3]), &d).require_grad();
-        let a = activation_codes(x.clone(), 2); // levels 3
-        assert_eq!(vec1(a.clone()), vec![0.0, 0.0, 2.0, 3.0, 3.0]); // 1.5 rounds to 2
-        let grads = a.sum().backward();
-        assert_eq!(vec1(x.grad(&grads).unwrap()), vec![0.0, 3.0, 3.0, 3.0, 0.0]);
     }
 }

@@ -8,7 +8,8 @@ use burn::tensor::module::conv2d;
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Device, Tensor, TensorData};
 use cim_core::CimConv2d;
-use cim_core::lsq::{activation_codes, scale_grad};
+use cim_core::activation::activation_codes;
+use cim_core::lsq::scale_grad;
 use cim_core::{
     AdcInit, AdcWindow, CimConvConfig, Encoding, Granularity, LsqRange, OwnQuantizers, PsumQuantizer, WeightQuantizer,
 };
