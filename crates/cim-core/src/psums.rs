@@ -444,6 +444,13 @@ fn digit_planes_host(q: &[f32], sl: &BitSlicing, [groups, columns, rows]: [usize
         for c in 0..columns {
             for r in 0..rows {
                 let code = q[(g * columns + c) * rows + r];
+                // the WeightQuantizer contract: integer codes within the encoding's range
+                assert!(
+                    code == code.trunc() && (range.low..=range.high).contains(&code),
+                    "weight code {code} is not an integer in [{}, {}] (a weight quantizer's codes must be)",
+                    range.low,
+                    range.high
+                );
                 let entry = &table[(code as i64 - low) as usize];
                 for (i, &digit) in entry.iter().enumerate() {
                     planes[((g * digits + i) * columns + c) * rows + r] = digit;
