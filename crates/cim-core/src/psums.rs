@@ -567,6 +567,27 @@ impl<B: Backend + PsumOps> Backward<B, 2> for PsumsBackward {
 
 type AutodiffTensor<B, C> = FloatTensor<Autodiff<B, C>>;
 
+/// Runs a partial-sum pass under autodiff: `run` computes the values from the inner tensors;
+/// when tracked, the codes and the weights' side (planes or weight codes, with `slicing`) are
+/// checkpointed for [`PsumsBackward`].
+fn tracked<B: Backend + PsumOps, C: CheckpointStrategy>(
+    codes: AutodiffTensor<B, C>,
+    weights: AutodiffTensor<B, C>,
+    geo: PsumGeometry,
+    slicing: WeightSide,
+    run: impl Fn(FloatTensor<B>, FloatTensor<B>) -> FloatTensor<B>,
+) -> AutodiffTensor<B, C> {
+    let values = |c: &AutodiffTensor<B, C>, w: &AutodiffTensor<B, C>| run(c.primitive().clone(), w.primitive().clone());
+    match PsumsBackward.prepare::<C>([codes.node(), weights.node()]).compute_bound().stateful() {
+        OpsKind::Tracked(mut prep) => {
+            let state = (prep.checkpoint(&codes), prep.checkpoint(&weights), geo, slicing);
+            let out = values(&codes, &weights);
+            prep.finish(state, out)
+        }
+        OpsKind::UnTracked(prep) => prep.finish(values(&codes, &weights)),
+    }
+}
+
 impl<B: Backend + PsumOps, C: CheckpointStrategy> PsumOps for Autodiff<B, C> {
     fn cim_psums(
         codes: AutodiffTensor<B, C>,
@@ -576,17 +597,7 @@ impl<B: Backend + PsumOps, C: CheckpointStrategy> PsumOps for Autodiff<B, C> {
         padding: usize,
     ) -> AutodiffTensor<B, C> {
         let geo = PsumGeometry { kernel, stride, padding };
-        let run = |c: &AutodiffTensor<B, C>, p: &AutodiffTensor<B, C>| {
-            B::cim_psums(c.primitive().clone(), p.primitive().clone(), kernel, stride, padding)
-        };
-        match PsumsBackward.prepare::<C>([codes.node(), planes.node()]).compute_bound().stateful() {
-            OpsKind::Tracked(mut prep) => {
-                let state = (prep.checkpoint(&codes), prep.checkpoint(&planes), geo, None);
-                let out = run(&codes, &planes);
-                prep.finish(state, out)
-            }
-            OpsKind::UnTracked(prep) => prep.finish(run(&codes, &planes)),
-        }
+        tracked::<B, C>(codes, planes, geo, None, |c, p| B::cim_psums(c, p, kernel, stride, padding))
     }
 
     fn cim_psums_of_weight_codes(
@@ -600,19 +611,10 @@ impl<B: Backend + PsumOps, C: CheckpointStrategy> PsumOps for Autodiff<B, C> {
         differential: bool,
     ) -> AutodiffTensor<B, C> {
         let geo = PsumGeometry { kernel, stride, padding };
-        let run = |c: &AutodiffTensor<B, C>, q: &AutodiffTensor<B, C>| {
-            let (c, q) = (c.primitive().clone(), q.primitive().clone());
+        let slicing = Some((weight_bits, cell_bits, differential));
+        tracked::<B, C>(codes, weight_codes, geo, slicing, |c, q| {
             B::cim_psums_of_weight_codes(c, q, kernel, stride, padding, weight_bits, cell_bits, differential)
-        };
-        match PsumsBackward.prepare::<C>([codes.node(), weight_codes.node()]).compute_bound().stateful() {
-            OpsKind::Tracked(mut prep) => {
-                let slicing = Some((weight_bits, cell_bits, differential));
-                let state = (prep.checkpoint(&codes), prep.checkpoint(&weight_codes), geo, slicing);
-                let out = run(&codes, &weight_codes);
-                prep.finish(state, out)
-            }
-            OpsKind::UnTracked(prep) => prep.finish(run(&codes, &weight_codes)),
-        }
+        })
     }
 
     fn cim_psums_of_weight_codes_backward(
