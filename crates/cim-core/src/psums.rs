@@ -338,10 +338,8 @@ impl PsumOps for Flex {
         differential: bool,
     ) -> FlexTensor {
         let sl = slicing_of(weight_bits, cell_bits, differential);
-        let [groups, columns, rows] = shape3(&weight_codes);
-        let planes = digit_planes_host(&f32_slice(&weight_codes), &sl, [groups, columns, rows]);
-        let p = sl.polarities() * sl.slices() * columns;
-        let d = Dims::new(&codes, [groups, p, rows], PsumGeometry { kernel, stride, padding });
+        let d = weight_code_dims(&codes, &weight_codes, &sl, PsumGeometry { kernel, stride, padding });
+        let planes = digit_planes_host(&f32_slice(&weight_codes), &sl, shape3(&weight_codes));
         let out = psums_forward(&f32_slice(&codes), &planes, d);
         flex_tensor(out, vec![d.groups * d.planes, d.batch, d.ho, d.wo])
     }
@@ -358,12 +356,13 @@ impl PsumOps for Flex {
         differential: bool,
     ) -> (FlexTensor, FlexTensor) {
         let sl = slicing_of(weight_bits, cell_bits, differential);
-        let [groups, columns, rows] = shape3(&weight_codes);
-        let p = sl.polarities() * sl.slices() * columns;
-        let d = Dims::new(&codes, [groups, p, rows], PsumGeometry { kernel, stride, padding });
+        let d = weight_code_dims(&codes, &weight_codes, &sl, PsumGeometry { kernel, stride, padding });
         let (grad_codes, grad_q) =
             psums_of_weight_codes_backward(&f32_slice(&grad), &codes, &f32_slice(&weight_codes), &sl, d);
-        (flex_tensor(grad_codes, vec![d.batch, d.channels, d.h, d.w]), flex_tensor(grad_q, vec![groups, columns, rows]))
+        (
+            flex_tensor(grad_codes, vec![d.batch, d.channels, d.h, d.w]),
+            flex_tensor(grad_q, shape3(&weight_codes).to_vec()),
+        )
     }
 
     fn cim_psums(codes: FlexTensor, planes: FlexTensor, kernel: usize, stride: usize, padding: usize) -> FlexTensor {
@@ -422,6 +421,12 @@ impl PsumOps for Flex {
             flex_tensor(grad_planes, vec![d.groups, d.planes, d.rows]),
         )
     }
+}
+
+/// Sizes of a weight-code call: the planes are (polarity, slice, column) of each weight code row.
+fn weight_code_dims(codes: &FlexTensor, weight_codes: &FlexTensor, sl: &BitSlicing, geo: PsumGeometry) -> Dims {
+    let [groups, columns, rows] = shape3(weight_codes);
+    Dims::new(codes, [groups, sl.polarities() * sl.slices() * columns, rows], geo)
 }
 
 fn shape3(t: &FlexTensor) -> [usize; 3] {

@@ -154,13 +154,16 @@ unsafe fn run(input: &ChannelsLast, weights: &PackedPlanes, d: Dims, out: &mut [
     let pixel = d.groups * input.quad_channels;
     let out = OutPtr(out.as_mut_ptr());
     let task_pixels = PIXELS * BLOCKS_PER_TASK;
-    (0..n.div_ceil(task_pixels)).into_par_iter().for_each(|task| {
+    // the per-task buffers live once per worker thread, not once per task
+    let buffers = || (Vec::<Option<usize>>::new(), Vec::<i32>::new());
+    (0..n.div_ceil(task_pixels)).into_par_iter().for_each_init(buffers, |(offsets, packed), task| {
         let out = out;
         let first = task * task_pixels;
         let blocks = (n - first).div_ceil(PIXELS).min(BLOCKS_PER_TASK);
         // byte offset of every (block, tap, pixel) 4-channel word run of row tile 0; None in the
         // zero padding and past the last pixel
-        let mut offsets = vec![None::<usize>; blocks * k * k * PIXELS];
+        offsets.clear();
+        offsets.resize(blocks * k * k * PIXELS, None);
         for block in 0..blocks {
             for j in 0..PIXELS {
                 let p = first + block * PIXELS + j;
@@ -181,7 +184,7 @@ unsafe fn run(input: &ChannelsLast, weights: &PackedPlanes, d: Dims, out: &mut [
             }
         }
         // the codes of one row tile, per (block, tap, word, pixel): a register per 16 pixels
-        let mut packed = vec![0i32; blocks * steps * PIXELS];
+        packed.resize(blocks * steps * PIXELS, 0); // every entry is written below, per row tile
         let quads = input.quad_channels / 4;
         for g in 0..d.groups {
             for (i, o) in offsets.iter().enumerate() {
