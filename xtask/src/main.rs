@@ -1,6 +1,7 @@
 //! `cargo xtask`: the command line of the harness, a thin layer over the library crates.
 
 mod data_cmd;
+mod speed_cmd;
 mod study_cmd;
 mod train_cmd;
 
@@ -32,6 +33,8 @@ enum Command {
     Inspect(study_cmd::InspectArgs),
     /// Run the benchmarks (CIM layer vs conv2d, CIM vs FP training step).
     Bench,
+    /// Train-step speed (ResNet-20, fp and CIM) on the CPU and/or the GPU.
+    Speed(speed_cmd::SpeedArgs),
 }
 
 /// The data directory of a command: the flag's folder (checked), else $CIM_DATA_DIR or ./data.
@@ -42,6 +45,28 @@ pub fn data_dir(explicit: Option<&std::path::Path>, flag: &str) -> anyhow::Resul
         eprintln!("{flag} {}: does not exist yet; it is created on first use", dir.root().display());
     }
     Ok(dir)
+}
+
+/// `--device cpu|gpu`, shared by every command that computes.
+#[derive(clap::Args, Clone, Copy)]
+pub struct DeviceArg {
+    /// Where to compute: `cpu` (burn's Flex backend with the hand-written kernels) or `gpu`
+    /// (burn's wgpu backend: Vulkan, else OpenGL; needs a build with `--features gpu`). Not part
+    /// of a run's identity: the same run on either device is the same experiment.
+    #[arg(long, default_value_t = cim_core::ComputeDevice::Cpu)]
+    pub device: cim_core::ComputeDevice,
+}
+
+impl DeviceArg {
+    /// Opens the device before any work (a binary without the `gpu` feature, or a machine
+    /// without an adapter, fails here with what to do) and says which hardware runs.
+    pub fn checked(self) -> anyhow::Result<cim_core::ComputeDevice> {
+        self.device.open()?;
+        if self.device == cim_core::ComputeDevice::Gpu {
+            eprintln!("device: {}", self.device.describe()?);
+        }
+        Ok(self.device)
+    }
 }
 
 fn main() {
@@ -63,6 +88,7 @@ fn main() {
         Command::Variation(args) => study_cmd::variation(args),
         Command::Inspect(args) => study_cmd::inspect(args),
         Command::Bench => study_cmd::bench(),
+        Command::Speed(args) => speed_cmd::speed(args),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

@@ -89,6 +89,8 @@ pub struct ReproduceArgs {
     /// Train cells that failed earlier (non-finite values) again, from their last good checkpoint.
     #[arg(long)]
     retry_failed: bool,
+    #[command(flatten)]
+    device: crate::DeviceArg,
 }
 
 pub fn reproduce(args: ReproduceArgs) -> Result<()> {
@@ -103,6 +105,7 @@ pub fn reproduce(args: ReproduceArgs) -> Result<()> {
         dry_run: args.dry_run,
         progress: !args.quiet,
         retry_failed: args.retry_failed,
+        device: if args.dry_run { args.device.device } else { args.device.checked()? },
     };
     let out = study::reproduce(&study, &opts)?;
     if args.dry_run {
@@ -206,6 +209,8 @@ pub struct VariationArgs {
     /// Data directory (default: $CIM_DATA_DIR, else ./data).
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    #[command(flatten)]
+    device: crate::DeviceArg,
 }
 
 pub fn variation(args: VariationArgs) -> Result<()> {
@@ -216,6 +221,7 @@ pub fn variation(args: VariationArgs) -> Result<()> {
         args.chip_seed,
         args.limit_test,
         &crate::data_dir(args.data_dir.as_deref(), "--data-dir")?,
+        args.device.checked()?,
     )?;
     println!(
         "{} (config {}), {} chips per sigma, {} test images; without variation {:.2}%",
@@ -251,10 +257,13 @@ pub struct InspectArgs {
     /// Data directory (default: $CIM_DATA_DIR, else ./data).
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    #[command(flatten)]
+    device: crate::DeviceArg,
 }
 
 pub fn inspect(args: InspectArgs) -> Result<()> {
-    let r = train::inspect_run(&args.run, args.batches, &crate::data_dir(args.data_dir.as_deref(), "--data-dir")?)?;
+    let data_dir = crate::data_dir(args.data_dir.as_deref(), "--data-dir")?;
+    let r = train::inspect_run(&args.run, args.batches, &data_dir, args.device.checked()?)?;
     println!("{} (config {}), {} test images", r.method, r.config_hash, r.images);
     println!(
         "{:>5} {:<14} {:>3} {:>5} {:>9} {:>10} {:>9} {:>9} {:>12} {:>10}  digit shares (lowest level first)",

@@ -27,6 +27,8 @@ pub struct TrainArgs {
     #[arg(long)]
     quiet: bool,
     #[command(flatten)]
+    device: crate::DeviceArg,
+    #[command(flatten)]
     flags: RunFlags,
 }
 
@@ -82,6 +84,7 @@ pub fn train(args: TrainArgs) -> Result<()> {
         data_dir: crate::data_dir(args.data_dir.as_deref(), "--data-dir")?,
         progress: !args.quiet,
         stop_after: args.stop_after,
+        device: args.device.checked()?,
     };
     match train::train(&config, &args.out, &opts)? {
         Some(s) => println!(
@@ -119,11 +122,14 @@ pub struct EvalArgs {
     /// Data directory (default: $CIM_DATA_DIR, else ./data).
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    #[command(flatten)]
+    device: crate::DeviceArg,
 }
 
 pub fn eval(args: EvalArgs) -> Result<()> {
     let data_dir = crate::data_dir(args.data_dir.as_deref(), "--data-dir")?;
-    let r = train::evaluate_run(&args.run, args.dataset.as_deref(), args.folder_holdout, &data_dir)?;
+    let device = args.device.checked()?;
+    let r = train::evaluate_run(&args.run, args.dataset.as_deref(), args.folder_holdout, &data_dir, device)?;
     println!("accuracy {:.2}% (loss {:.4}) on {} images", 100.0 * r.accuracy, r.loss, r.images);
     Ok(())
 }

@@ -233,6 +233,32 @@ fn bad_flags_are_named() {
     assert!(!Path::new("/nonexistent/x").exists());
 }
 
+/// `--device gpu` on a binary built without the `gpu` feature stops before any work and says how
+/// to build one; an unknown device is named with the two there are.
+#[cfg(not(feature = "gpu"))]
+#[test]
+fn a_cpu_only_binary_refuses_the_gpu() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("r");
+    let run_arg = run.to_str().unwrap();
+    for args in [
+        vec!["train", "--device", "gpu", "--out", run_arg],
+        vec!["eval", "--device", "gpu", "--run", run_arg],
+        vec!["speed", "--devices", "cpu,gpu"],
+    ] {
+        let out = xtask().args(&args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && stderr.contains("without the `gpu` feature") && stderr.contains("--features gpu"),
+            "{args:?}: {stderr}"
+        );
+    }
+    assert!(!run.exists());
+    let out = xtask().args(["train", "--device", "tpu", "--out", run_arg]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("'tpu' for '--device") && stderr.contains("`cpu` or `gpu`"), "{stderr}");
+}
+
 #[test]
 fn small_bad_inputs_get_clear_errors() {
     let tmp = tempfile::tempdir().unwrap();

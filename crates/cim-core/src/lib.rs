@@ -7,6 +7,7 @@ pub mod activation;
 pub mod adc;
 pub mod calibration;
 pub mod config;
+pub mod device;
 mod kernels;
 pub mod layer;
 pub mod lsq;
@@ -18,6 +19,7 @@ pub mod slicing;
 pub mod tiling;
 pub mod variation;
 
+pub use device::{ComputeDevice, DeviceError};
 pub use config::{AdcInit, AdcWindow, CimConfigError, CimConvConfig, Encoding, Granularity};
 pub use layer::CimConv2d;
 pub use lsq::LsqRange;

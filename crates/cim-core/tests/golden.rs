@@ -153,7 +153,7 @@ fn every_golden_case_matches() {
     let windowed = cases.iter().filter(|(_, c)| c.psum_offset.is_some()).count();
     assert!(cases.len() > windowed, "no golden cases in {}", dir.display());
     assert!(windowed > 0, "no ADC-window cases in {}", dir.join("adc-window").display());
-    let device = Device::flex();
+    let device = common::test_device();
     let mut failures = Vec::new();
     for (path, case) in &cases {
         if case.config.adc_window.is_learned() != case.psum_offset.is_some() {

@@ -8,7 +8,7 @@ use cim_core::{AdcWindow, CimConv2d, CimConvConfig, Encoding, Granularity};
 use common::{Dense, Naive, Rng, Windows, layer_grads, plain_conv_grads};
 
 fn device() -> Device {
-    Device::flex().autodiff()
+    common::test_device().autodiff()
 }
 
 fn assert_close(what: &str, got: &[f64], expected: &[f64], tol: f64) {
@@ -177,7 +177,7 @@ fn calibration_is_deterministic_and_skipped_with_an_ideal_adc() {
 /// and the trained parameters are never touched.
 #[test]
 fn cell_gains_perturb_only_the_forward_pass() {
-    let d = Device::flex();
+    let d = common::test_device();
     for psum in [None, Some(3)] {
         let cfg = CimConvConfig::new(5, 11, 3).with_padding(1).with_array_size(18).with_psum_bits(psum);
         let mut rng = Rng(3);

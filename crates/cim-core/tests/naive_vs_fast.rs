@@ -4,14 +4,14 @@
 
 mod common;
 
-use burn::tensor::{Device, Tensor};
+use burn::tensor::Tensor;
 use cim_core::{AdcInit, AdcWindow, CimConv2d, CimConvConfig, Encoding, Granularity};
 use common::{Dense, Naive, Psums, Rng, Windows};
 use proptest::prelude::*;
 
 /// Runs one configuration on random data; returns a description of the first mismatch.
 fn compare(cfg: &CimConvConfig, batch: usize, size: usize, seed: u64) -> Result<(), String> {
-    let device = Device::flex();
+    let device = common::test_device();
     let mut rng = Rng(seed);
     let input = rng.dense(vec![batch, cfg.in_channels, size, size], -0.2, 1.2);
     let weight = rng.dense(vec![cfg.out_channels, cfg.in_channels, cfg.kernel_size, cfg.kernel_size], -1.0, 1.0);
@@ -207,7 +207,7 @@ fn every_setting_on_awkward_shapes() {
 /// the naive simulator's walk over the same partial sums and windows.
 #[test]
 fn adc_inspection_matches_the_naive_simulator() {
-    let device = Device::flex();
+    let device = common::test_device();
     for (i, (encoding, pg)) in
         Encoding::ALL.into_iter().flat_map(|e| Granularity::ALL.into_iter().map(move |g| (e, g))).enumerate()
     {

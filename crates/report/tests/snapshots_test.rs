@@ -109,6 +109,7 @@ fn write_fixtures(study: &Study, runs: &Path) {
             test_images: 50,
             wall_seconds: 2.0,
             images_per_sec: 100.0,
+            device: Default::default(),
         };
         write_json(&dir.join("summary.json"), &summary).unwrap();
         if c.uses_adc() {
@@ -284,6 +285,7 @@ sweep = [{ lr = [0.05, 1e6] }]
         dry_run: false,
         progress: false,
         retry_failed: false,
+        device: Default::default(), // the CPU
     };
     let first = study::reproduce(&study, &opts).unwrap();
     assert_eq!((first.trained, first.failed.len()), (1, 1), "{:?}", first.failed);

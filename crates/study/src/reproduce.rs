@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use data::DataDir;
 use train::run::RunDir;
-use train::{Summary, TrainOptions};
+use train::{ComputeDevice, Summary, TrainOptions};
 
 use crate::{Cell, Study, StudyError};
 
@@ -26,6 +26,9 @@ pub struct ReproduceOptions {
     /// Train failed cells again (their `failed.json` is removed first; they resume from their
     /// last good checkpoint).
     pub retry_failed: bool,
+    /// Where every cell trains, is inspected and programmed with variation (not part of a
+    /// cell's hash: the same cell on either device is the same experiment).
+    pub device: ComputeDevice,
 }
 
 /// Where a cell stands.
@@ -171,7 +174,12 @@ pub fn reproduce(study: &Study, opts: &ReproduceOptions) -> Result<ReproduceOutc
                 eprintln!("[{}/{}] {} ({state})", i + 1, cells.len(), cell.label());
             }
             let train_opts =
-                TrainOptions { data_dir: opts.data_dir.clone(), progress: opts.progress, stop_after: None };
+                TrainOptions {
+                    data_dir: opts.data_dir.clone(),
+                    progress: opts.progress,
+                    stop_after: None,
+                    device: opts.device,
+                };
             match train::train(&cell.config, &dir, &train_opts) {
                 Ok(_) => out.trained += 1,
                 Err(e) => {
@@ -186,7 +194,7 @@ pub fn reproduce(study: &Study, opts: &ReproduceOptions) -> Result<ReproduceOutc
             // the ADC quality of the trained run, for the report (archived runs of older
             // versions have no checkpoint to inspect)
             if cell.config.uses_adc() && RunDir::new(&dir).latest_checkpoint()?.is_some() {
-                match train::inspect_run(&dir, train::DEFAULT_INSPECT_BATCHES, &opts.data_dir) {
+                match train::inspect_run(&dir, train::DEFAULT_INSPECT_BATCHES, &opts.data_dir, opts.device) {
                     Ok(_) => out.inspected += 1,
                     Err(e) => out.failed.push((format!("inspect of {}", cell.label()), e.to_string())),
                 }
@@ -205,7 +213,7 @@ pub fn reproduce(study: &Study, opts: &ReproduceOptions) -> Result<ReproduceOutc
             if opts.progress {
                 eprintln!("variation: {} ({} sigmas x {} chips)", cell.label(), v.sigmas.len(), v.chips);
             }
-            match train::variation_study(&dir, &v.sigmas, v.chips, v.chip_seed, v.limit_test, &opts.data_dir) {
+            match train::variation_study(&dir, &v.sigmas, v.chips, v.chip_seed, v.limit_test, &opts.data_dir, opts.device) {
                 Ok(_) => out.variation += 1,
                 Err(e) => out.failed.push((format!("variation of {}", cell.label()), e.to_string())),
             }

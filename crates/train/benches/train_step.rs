@@ -7,28 +7,15 @@
 //!
 //! `cargo bench -p train --bench train_step`
 
-use std::time::Instant;
-
-use burn::nn::loss::CrossEntropyLossConfig;
-use burn::optim::{GradientsParams, ModuleOptimizer};
-use burn::tensor::{Distribution, Int, Tensor, TensorData};
-use cim_core::memory::{TrackingAllocator, live_bytes, mib, peak_bytes, peak_rss_bytes, reset_peak};
+use cim_core::memory::{TrackingAllocator, mib, peak_rss_bytes};
 use cim_core::{AdcWindow, Encoding};
-use models::Model;
 use train::RunConfig;
+use train::speed::{StepCase, time_steps};
 
 #[global_allocator]
 static ALLOC: TrackingAllocator = TrackingAllocator;
 
 const BATCH: usize = 128;
-
-struct Net {
-    name: &'static str,
-    model: Option<Model>,
-    optim: ModuleOptimizer,
-    times: Vec<f64>,
-    peak: usize,
-}
 
 /// The PyTorch step's median over `steps` steps, and its version; or why there is none.
 fn pytorch_step(steps: usize) -> Result<(f64, String, Vec<f64>), String> {
@@ -50,81 +37,34 @@ fn main() {
     cim_core::memory::reuse_freed_memory();
     let all_nets = std::env::var("TRAIN_STEP_NETS").is_err();
     let torch_before = if all_nets { pytorch_step(5) } else { Err("TRAIN_STEP_NETS is set".into()) };
-    let device = train::trainer::training_device();
-    let x = Tensor::<4>::random([BATCH, 3, 32, 32], Distribution::Normal(0.0, 1.0), &device);
-    let y = Tensor::<1, Int>::from_data(
-        TensorData::new((0..BATCH as i64).map(|i| i % 10).collect::<Vec<_>>(), [BATCH]),
-        &device,
-    );
-    let loss_fn = CrossEntropyLossConfig::new().init(&device);
+    let device = train::trainer::training_device(train::ComputeDevice::Cpu).expect("the CPU device");
     // the setting (twos), and the run default (differential: twice the arrays) for scale
-    let setting = |method: &str, encoding| RunConfig {
-        method: method.into(),
-        weight_bits: 4,
-        act_bits: 4,
-        cell_bits: 2,
-        psum_bits: 3,
-        array_size: 128,
-        encoding,
-        ..RunConfig::default()
-    };
-    let mut nets: Vec<Net> = [
-        ("floating point", setting("fp", Encoding::Twos)),
-        ("CIM col/col P3 twos", setting("columnwise", Encoding::Twos)),
-        ("CIM col/col P3 diff.", setting("columnwise", Encoding::Differential)),
+    let diff = StepCase::cim("CIM col/col P3 diff.", "columnwise", Encoding::Differential);
+    let cases: Vec<StepCase> = [
+        StepCase::cim("floating point", "fp", Encoding::Twos),
+        StepCase::cim("CIM col/col P3 twos", "columnwise", Encoding::Twos),
+        diff.clone(),
         // the ADC of before windows existed, to measure what the learned window costs
-        (
+        StepCase::new(
             "CIM col/col P3 diff. zero window",
-            RunConfig { adc_window: AdcWindow::Zero, ..setting("columnwise", Encoding::Differential) },
+            RunConfig { adc_window: AdcWindow::Zero, ..diff.config.clone() },
         ),
     ]
     .into_iter()
     // TRAIN_STEP_NETS=diff (say) keeps only the matching nets, for a profiler; the ratios need all
-    .filter(|(name, _)| std::env::var("TRAIN_STEP_NETS").map_or(true, |only| name.contains(only.as_str())))
-    .map(|(name, config)| {
-        let run = config.resolve().expect("valid config");
-        let mut model = train::trainer::build_model(&run, [3, 32, 32], 10, &device).expect("model");
-        // the ADC steps are set from data before the first step, as in training
-        model.cim_layers().iter().for_each(|l| l.arm_psum_calibration());
-        let _ = model.forward(x.clone());
-        model.cim_layers_mut().into_iter().for_each(|l| {
-            l.finish_psum_calibration();
-        });
-        Net { name, model: Some(model), optim: train::trainer::optimizer(&config), times: Vec::new(), peak: 0 }
-    })
+    .filter(|c| std::env::var("TRAIN_STEP_NETS").map_or(true, |only| c.name.contains(only.as_str())))
     .collect();
-    let step = |net: &mut Net| -> (f64, usize) {
-        reset_peak();
-        let base = live_bytes();
-        let start = Instant::now();
-        let model = net.model.take().unwrap();
-        let loss = loss_fn.forward(model.forward(x.clone()), y.clone());
-        let grads = GradientsParams::from_grads(loss.backward(), &model);
-        net.model = Some(net.optim.step(0.01, model, grads));
-        (start.elapsed().as_secs_f64(), peak_bytes().saturating_sub(base))
-    };
-    for round in 0..7 {
-        for net in nets.iter_mut() {
-            let (t, peak) = step(net);
-            if round >= 2 {
-                net.times.push(t);
-                net.peak = net.peak.max(peak);
-            }
-        }
-    }
+    let nets = time_steps(&cases, BATCH, 2, 5, &device).expect("the step timing");
     let torch_after = if all_nets { pytorch_step(5) } else { Err("TRAIN_STEP_NETS is set".into()) };
     println!("ResNet-20 train step, batch {BATCH}, burn-flex, medians of 5 interleaved steps:");
-    let mut medians = Vec::new();
-    for net in &mut nets {
-        net.times.sort_by(f64::total_cmp);
-        let m = net.times[net.times.len() / 2];
-        medians.push(m);
+    let medians: Vec<f64> = nets.iter().map(|n| n.median()).collect();
+    for (net, m) in nets.iter().zip(&medians) {
         println!(
             "  {:<22} {:7.3} s/step  {:6.0} img/s  heap peak during a step {:8.1} MiB",
             net.name,
             m,
             BATCH as f64 / m,
-            mib(net.peak)
+            mib(net.heap_peak)
         );
     }
     if !all_nets {
@@ -152,8 +92,8 @@ fn main() {
     let gib = |b: usize| b as f64 / (1u64 << 30) as f64;
     println!(
         "  CIM heap peak: twos {:.2} GiB, differential {:.2} GiB (target <= 2 GiB)",
-        gib(nets[1].peak),
-        gib(nets[2].peak)
+        gib(nets[1].heap_peak),
+        gib(nets[2].heap_peak)
     );
     if let Some(rss) = peak_rss_bytes() {
         println!("  process peak RSS {:.1} MiB", mib(rss));

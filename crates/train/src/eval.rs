@@ -7,6 +7,7 @@ use std::sync::Arc;
 use burn::module::Module;
 use burn::store::ModuleRecord;
 use burn::tensor::{Bytes, Device, Tensor, TensorData};
+use cim_core::ComputeDevice;
 use data::{BatchLoader, DataDir, ImageSet, Normalize};
 use models::Model;
 use serde::{Deserialize, Serialize};
@@ -73,8 +74,13 @@ pub fn evaluate(
 }
 
 /// The trained model of a run folder (its newest checkpoint, verified against its checksums and
-/// against the folder's `config.toml`), in evaluation mode on Flex.
-pub fn load_trained(run_dir: &Path, shape: [usize; 3], classes: usize) -> Result<(Model, ResolvedRun), TrainError> {
+/// against the folder's `config.toml`), in evaluation mode on `device`.
+pub fn load_trained(
+    run_dir: &Path,
+    shape: [usize; 3],
+    classes: usize,
+    device: &Device,
+) -> Result<(Model, ResolvedRun), TrainError> {
     let dir = RunDir::new(run_dir);
     let config = dir
         .read_config()?
@@ -84,8 +90,7 @@ pub fn load_trained(run_dir: &Path, shape: [usize; 3], classes: usize) -> Result
         .latest_checkpoint()?
         .ok_or_else(|| TrainError::io(dir.pointer_path(), "missing: the run has no checkpoint yet"))?;
     ckpt.check_config(&config, &dir.config_path())?;
-    let device = Device::flex();
-    let model = build_model(&run, shape, classes, &device)?;
+    let model = build_model(&run, shape, classes, device)?;
     let model = load_model_record(model, &ckpt)?;
     Ok((model.valid(), run))
 }
@@ -107,6 +112,7 @@ pub fn evaluate_run(
     dataset: Option<&str>,
     folder_holdout: Option<usize>,
     data_dir: &DataDir,
+    device: ComputeDevice,
 ) -> Result<EvalResult, TrainError> {
     let config: RunConfig = RunDir::new(run_dir)
         .read_config()?
@@ -129,8 +135,9 @@ pub fn evaluate_run(
         (true, Some(n)) => loaded.test.select(&loaded.test.balanced_subset(n, config.seed.wrapping_add(1))?),
         _ => loaded.test.clone(),
     };
-    let (model, _) = load_trained(run_dir, test.shape, test.classes.len())?;
-    let result = evaluate(&model, &Arc::new(test), config.batch_size, &loaded.normalize, &Device::flex());
+    let device = device.open()?;
+    let (model, _) = load_trained(run_dir, test.shape, test.classes.len(), &device)?;
+    let result = evaluate(&model, &Arc::new(test), config.batch_size, &loaded.normalize, &device);
     if !result.loss.is_finite() {
         return Err(TrainError::Config(format!(
             "{}: the model gives a non-finite test loss ({}) on {}; nothing was written",

@@ -4,7 +4,8 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::{Tensor, TensorData};
+use cim_core::ComputeDevice;
 use data::{BatchLoader, DataDir};
 use serde::{Deserialize, Serialize};
 
@@ -125,7 +126,12 @@ fn db(v: Option<f64>) -> String {
 /// Inspects the trained run in `run_dir` on `batches` test batches of its own test split; writes
 /// `adc-quality.json` and `adc-quality.csv` into the run folder. Reuses a report of the same
 /// config and image count.
-pub fn inspect_run(run_dir: &Path, batches: usize, data_dir: &DataDir) -> Result<AdcQualityReport, TrainError> {
+pub fn inspect_run(
+    run_dir: &Path,
+    batches: usize,
+    data_dir: &DataDir,
+    device: ComputeDevice,
+) -> Result<AdcQualityReport, TrainError> {
     if batches == 0 {
         return Err(TrainError::Config("--batches 0: expected at least 1 test batch".into()));
     }
@@ -149,8 +155,8 @@ pub fn inspect_run(run_dir: &Path, batches: usize, data_dir: &DataDir) -> Result
         return Ok(existing);
     }
     let test = Arc::new(data.test.select(&(0..images).collect::<Vec<_>>()));
-    let (model, _) = load_trained(run_dir, test.shape, test.classes.len())?;
-    let device = Device::flex();
+    let device = device.open()?;
+    let (model, _) = load_trained(run_dir, test.shape, test.classes.len(), &device)?;
     let layers = model.cim_layers();
     layers.iter().for_each(|l| l.arm_adc_inspection());
     let indices: Vec<usize> = (0..test.len()).collect();

@@ -6,9 +6,11 @@ pub mod config;
 pub mod eval;
 pub mod inspect;
 pub mod run;
+pub mod speed;
 pub mod trainer;
 pub mod variation;
 
+pub use cim_core::{ComputeDevice, DeviceError};
 pub use config::{ResolvedRun, RunConfig, Uses};
 pub use eval::{EvalResult, evaluate, evaluate_run};
 pub use inspect::{AdcQualityReport, AdcQualityRow, DEFAULT_INSPECT_BATCHES, inspect_run};
@@ -28,6 +30,9 @@ pub enum TrainError {
     /// Data could not be loaded.
     #[error(transparent)]
     Data(#[from] data::DataError),
+    /// The device asked for (`--device`) cannot be opened.
+    #[error(transparent)]
+    Device(#[from] cim_core::DeviceError),
     /// A file of the run folder could not be read or written.
     #[error("{path}: {message}")]
     Io {

@@ -10,6 +10,7 @@ use burn::optim::decay::WeightDecayConfig;
 use burn::optim::momentum::MomentumConfig;
 use burn::optim::{GradientsParams, ModuleOptimizer, OptimizerRecord, SgdConfig};
 use burn::tensor::{Bytes, Device, Int, Tensor, TensorData};
+use cim_core::ComputeDevice;
 use data::{Batch, BatchLoader, DataDir, ImageSet, LoadedData};
 use indicatif::{ProgressBar, ProgressStyle};
 use models::Model;
@@ -31,6 +32,9 @@ pub struct TrainOptions {
     /// Stop after this many epochs in this session (the run stays resumable); for tests and for
     /// splitting long runs.
     pub stop_after: Option<usize>,
+    /// Where to train: not part of the run's identity (the same cell on either device is the same
+    /// experiment), so it lives here and not in the run's configuration.
+    pub device: ComputeDevice,
 }
 
 /// The training data of a run: both splits after the configured limits.
@@ -67,9 +71,9 @@ pub fn load_run_data(config: &RunConfig, dir: &DataDir) -> Result<RunData, Train
     Ok(RunData { data, train, test })
 }
 
-/// The device runs train on: the Flex CPU backend with autodiff.
-pub fn training_device() -> Device {
-    Device::flex().autodiff()
+/// The device runs train on, with autodiff.
+pub fn training_device(device: ComputeDevice) -> Result<Device, TrainError> {
+    Ok(device.open()?.autodiff())
 }
 
 /// Builds the model of a resolved run for a data set's images.
@@ -113,8 +117,8 @@ pub fn train(config: &RunConfig, out: &Path, opts: &TrainOptions) -> Result<Opti
         return Ok(Some(summary));
     }
 
+    let device = training_device(opts.device)?;
     let data = load_run_data(config, &opts.data_dir)?;
-    let device = training_device();
     let mut model = build_model(&run, data.train.shape, data.train.classes.len(), &device)?;
     let mut optim = optimizer(config);
     let (mut history, start) = match dir.latest_checkpoint()? {
@@ -264,7 +268,7 @@ pub fn train(config: &RunConfig, out: &Path, opts: &TrainOptions) -> Result<Opti
         save_checkpoint(&dir, config, &model, &optim, &history)?;
     }
     bar.finish_and_clear();
-    let summary = summarize(config, &history, data.train.len(), data.test.len());
+    let summary = summarize(config, &history, data.train.len(), data.test.len(), opts.device);
     write_json(&dir.summary_path(), &summary)?;
     Ok(Some(summary))
 }
@@ -388,7 +392,13 @@ pub fn best_epoch(history: &[EpochRecord]) -> Option<&EpochRecord> {
         .max_by(|a, b| a.test_acc.total_cmp(&b.test_acc).then(b.epoch.cmp(&a.epoch)))
 }
 
-fn summarize(config: &RunConfig, history: &[EpochRecord], train_images: usize, test_images: usize) -> Summary {
+fn summarize(
+    config: &RunConfig,
+    history: &[EpochRecord],
+    train_images: usize,
+    test_images: usize,
+    device: ComputeDevice,
+) -> Summary {
     let best = best_epoch(history).expect("at least one epoch");
     let last = history.last().expect("at least one epoch");
     Summary {
@@ -405,6 +415,7 @@ fn summarize(config: &RunConfig, history: &[EpochRecord], train_images: usize, t
         test_images,
         wall_seconds: last.wall_seconds,
         images_per_sec: history.iter().map(|r| r.images_per_sec).sum::<f64>() / history.len() as f64,
+        device,
     }
 }
 

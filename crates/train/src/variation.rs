@@ -6,6 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use burn::tensor::Device;
+use cim_core::ComputeDevice;
 use cim_core::variation::{cell_seed, lognormal_gains};
 use data::DataDir;
 use models::Model;
@@ -87,6 +88,7 @@ pub fn variation_study(
     base_seed: u64,
     limit_test: Option<usize>,
     data_dir: &DataDir,
+    device: ComputeDevice,
 ) -> Result<VariationReport, TrainError> {
     if chips == 0 {
         return Err(TrainError::Config("--chips 0: expected at least 1 chip per sigma".into()));
@@ -115,8 +117,8 @@ pub fn variation_study(
         _ => data.test.clone(),
     };
     let test = &test;
-    let (mut model, _) = load_trained(run_dir, test.shape, test.classes.len())?;
-    let device = Device::flex();
+    let device = device.open()?;
+    let (mut model, _) = load_trained(run_dir, test.shape, test.classes.len(), &device)?;
     let noiseless = evaluate(&model, test, config.batch_size, &data.data.normalize, &device).accuracy;
     let mut results = Vec::new();
     for &sigma in sigmas {

@@ -10,7 +10,7 @@ mod common;
 use common::metrics_without_timing;
 use data::DataDir;
 use serde_json::Value;
-use train::{RunConfig, TrainError, TrainOptions};
+use train::{ComputeDevice, RunConfig, TrainError, TrainOptions};
 
 fn tiny() -> RunConfig {
     RunConfig {
@@ -25,7 +25,7 @@ fn tiny() -> RunConfig {
 }
 
 fn options(data: &Path) -> TrainOptions {
-    TrainOptions { data_dir: DataDir::new(data), progress: false, stop_after: None }
+    TrainOptions { data_dir: DataDir::new(data), progress: false, stop_after: None, device: ComputeDevice::Cpu }
 }
 
 /// Every file under `dir`, recursively.
@@ -132,8 +132,8 @@ fn an_edited_config_is_caught_before_evaluation_and_resume() {
     std::fs::write(&config, &edited).unwrap();
     let edited_hash = RunConfig::from_stored_toml(&edited, "").unwrap().hash();
     for e in [
-        train::evaluate_run(&run, None, None, &dd).unwrap_err().to_string(),
-        train::variation_study(&run, &[0.0], 1, 0, None, &dd).unwrap_err().to_string(),
+        train::evaluate_run(&run, None, None, &dd, ComputeDevice::Cpu).unwrap_err().to_string(),
+        train::variation_study(&run, &[0.0], 1, 0, None, &dd, ComputeDevice::Cpu).unwrap_err().to_string(),
     ] {
         assert!(
             e.contains("config.toml") && e.contains(&edited_hash) && e.contains(&cfg.hash()) && e.contains("edited"),
@@ -146,10 +146,10 @@ fn an_edited_config_is_caught_before_evaluation_and_resume() {
     assert!(e.contains(&edited_hash) && e.contains(&cfg.hash()), "{e}");
     // restored, everything works again
     std::fs::write(&config, &original).unwrap();
-    train::evaluate_run(&run, None, None, &dd).unwrap();
-    let e = train::variation_study(&run, &[0.0], 1, 0, Some(0), &dd).unwrap_err().to_string();
+    train::evaluate_run(&run, None, None, &dd, ComputeDevice::Cpu).unwrap();
+    let e = train::variation_study(&run, &[0.0], 1, 0, Some(0), &dd, ComputeDevice::Cpu).unwrap_err().to_string();
     assert!(e.contains("--limit-test 0"), "{e}");
-    let e = train::evaluate_run(&run, None, Some(7), &dd).unwrap_err().to_string();
+    let e = train::evaluate_run(&run, None, Some(7), &dd, ComputeDevice::Cpu).unwrap_err().to_string();
     assert!(e.contains("--folder-holdout 7"), "{e}");
 }
 
@@ -168,7 +168,7 @@ fn damaged_checkpoints_are_refused_with_their_checksums() {
     std::fs::write(&model, &flipped).unwrap();
     let e = train::train(&cfg, &run, &options(&data)).unwrap_err().to_string();
     assert!(e.contains("model.bpk") && e.contains("SHA-256 mismatch"), "{e}");
-    let e = train::evaluate_run(&run, None, None, &dd).unwrap_err().to_string();
+    let e = train::evaluate_run(&run, None, None, &dd, ComputeDevice::Cpu).unwrap_err().to_string();
     assert!(e.contains("model.bpk") && e.contains("SHA-256 mismatch"), "{e}");
 
     // random bytes

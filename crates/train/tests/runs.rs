@@ -7,7 +7,7 @@ mod common;
 use common::metrics_without_timing;
 use data::DataDir;
 use serde_json::Value;
-use train::{RunConfig, TrainError, TrainOptions};
+use train::{ComputeDevice, RunConfig, TrainError, TrainOptions};
 
 fn config() -> RunConfig {
     RunConfig {
@@ -22,7 +22,7 @@ fn config() -> RunConfig {
 }
 
 fn options(data: &Path, stop_after: Option<usize>) -> TrainOptions {
-    TrainOptions { data_dir: DataDir::new(data), progress: false, stop_after }
+    TrainOptions { data_dir: DataDir::new(data), progress: false, stop_after, device: ComputeDevice::Cpu }
 }
 
 fn summary_without_timing(run: &Path) -> Value {
@@ -98,16 +98,16 @@ fn variation_study_at_sigma_zero_is_the_noiseless_accuracy() {
     let cfg = RunConfig { epochs: 1, limit_train: Some(96), limit_test: Some(64), ..config() };
     train::train(&cfg, &run, &options(&data, None)).unwrap().unwrap();
     let dd = DataDir::new(&data);
-    let r = train::variation_study(&run, &[0.0, 0.3], 3, 5, None, &dd).unwrap();
+    let r = train::variation_study(&run, &[0.0, 0.3], 3, 5, None, &dd, ComputeDevice::Cpu).unwrap();
     let summary: Value = serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap();
     assert_eq!(r.noiseless, summary["final_test_acc"].as_f64().unwrap(), "the trained model, evaluated as in training");
     assert!(r.results[0].accuracies.iter().all(|&a| a == r.noiseless), "sigma 0: every chip is the noiseless model");
     assert_eq!(r.results[0].std, 0.0);
     // same chip seeds again: identical accuracies (recomputed, not read from the cache)
     std::fs::remove_file(run.join("variation.json")).unwrap();
-    let again = train::variation_study(&run, &[0.0, 0.3], 3, 5, None, &dd).unwrap();
+    let again = train::variation_study(&run, &[0.0, 0.3], 3, 5, None, &dd, ComputeDevice::Cpu).unwrap();
     assert_eq!(again, r);
     assert!(run.join("variation.json").exists());
-    let e = train::variation_study(&run, &[0.1], 0, 5, None, &dd).unwrap_err().to_string();
+    let e = train::variation_study(&run, &[0.1], 0, 5, None, &dd, ComputeDevice::Cpu).unwrap_err().to_string();
     assert!(e.contains("--chips 0"), "{e}");
 }

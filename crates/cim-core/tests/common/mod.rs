@@ -15,6 +15,17 @@ use cim_core::{
 };
 use serde::Deserialize;
 
+/// The device the suites run on: Flex with its hand-written kernels, or with
+/// `CIM_TEST_DEVICE=gpu` (and a build with `--features gpu`) burn's wgpu backend, where the layer
+/// takes its generic tensor-op formulation. CI runs the golden, simulator and gradient suites
+/// both ways (the GPU through Mesa's llvmpipe OpenGL).
+pub fn test_device() -> Device {
+    let choice = std::env::var("CIM_TEST_DEVICE").unwrap_or_else(|_| "cpu".into());
+    let device: cim_core::ComputeDevice =
+        choice.parse().unwrap_or_else(|e| panic!("CIM_TEST_DEVICE={choice}: {e}"));
+    device.open().unwrap_or_else(|e| panic!("CIM_TEST_DEVICE={choice}: {e}"))
+}
+
 /// A dense row-major array of f64 values.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Dense {
@@ -572,7 +583,7 @@ pub struct Grads {
 
 /// Forward + backward of `sum(y * r)` through the layer.
 pub fn layer_grads(layer: &CimConv2d, x: &Dense, r: &Dense) -> Grads {
-    let d = Device::flex().autodiff();
+    let d = test_device().autodiff();
     let x_t: Tensor<4> = x.tensor::<4>(&d).require_grad();
     let y = layer.forward(x_t.clone());
     let grads = y.clone().mul(r.tensor::<4>(&d)).sum().backward();
@@ -588,7 +599,7 @@ pub fn layer_grads(layer: &CimConv2d, x: &Dense, r: &Dense) -> Grads {
 /// q = LSQ's codes (round and clamp straight through, LSQ's step gradient and its scale) or the
 /// layer's own weight quantizer's.
 pub fn plain_conv_grads(layer: &CimConv2d, x: &Dense, r: &Dense) -> Grads {
-    let d = Device::flex().autodiff();
+    let d = test_device().autodiff();
     let cfg = layer.config().clone();
     let t = *layer.tiling();
     let x_t: Tensor<4> = x.tensor::<4>(&d).require_grad();
