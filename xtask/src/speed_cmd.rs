@@ -35,17 +35,19 @@ pub fn speed(args: SpeedArgs) -> Result<()> {
     let mut first: Option<Vec<f64>> = None;
     for &d in &args.devices {
         let device = train::trainer::training_device(d)?;
-        let timings = time_steps(&cases, args.batch, 1, args.steps, &device)?;
-        let medians: Vec<f64> = timings.iter().map(|t| t.median()).collect();
-        for (t, m) in timings.iter().zip(&medians) {
-            let against = match &first {
-                Some(base) => {
-                    let i = timings.iter().position(|u| u.name == t.name).unwrap_or(0);
-                    format!("  {:.2}x {}", base[i] / m, args.devices[0])
-                }
-                None => String::new(),
-            };
-            println!("  {:<4} {:<30} {:8.3} s/step {:8.1} img/s{against}", d, t.name, m, args.batch as f64 / m);
+        let medians: Vec<f64> =
+            time_steps(&cases, args.batch, 1, args.steps, &device)?.iter().map(|t| t.median()).collect();
+        for (i, (case, m)) in cases.iter().zip(&medians).enumerate() {
+            // the first device's step over this one's: how many times faster this device is
+            let against = first.as_ref().map(|base| format!("  {:.2}x {}", base[i] / m, args.devices[0]));
+            println!(
+                "  {:<4} {:<30} {:8.3} s/step {:8.1} img/s{}",
+                d,
+                case.name,
+                m,
+                args.batch as f64 / m,
+                against.unwrap_or_default()
+            );
         }
         first.get_or_insert(medians);
     }

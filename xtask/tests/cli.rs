@@ -256,7 +256,10 @@ fn a_cpu_only_binary_refuses_the_gpu() {
     assert!(!run.exists());
     let out = xtask().args(["train", "--device", "tpu", "--out", run_arg]).output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && stderr.contains("'tpu' for '--device") && stderr.contains("`cpu` or `gpu`"), "{stderr}");
+    assert!(
+        !out.status.success() && stderr.contains("'tpu' for '--device") && stderr.contains("`cpu` or `gpu`"),
+        "{stderr}"
+    );
 }
 
 #[test]

@@ -70,9 +70,7 @@ impl ComputeDevice {
     /// for the GPU), for logs and the GPU check.
     pub fn describe(self) -> Result<String, DeviceError> {
         match self {
-            ComputeDevice::Cpu => {
-                Ok(format!("CPU, burn Flex backend, {} threads", rayon::current_num_threads()))
-            }
+            ComputeDevice::Cpu => Ok(format!("CPU, burn Flex backend, {} threads", rayon::current_num_threads())),
             ComputeDevice::Gpu => gpu::open().map(|opened| opened.adapter.clone()),
         }
     }
@@ -114,9 +112,8 @@ mod gpu {
         static OPENED: OnceLock<Result<Opened, DeviceError>> = OnceLock::new();
         OPENED
             .get_or_init(|| {
-                let (device, setup) = Device::wgpu_options()
-                    .init_with_setup()
-                    .map_err(|e| DeviceError::NoAdapter(e.to_string()))?;
+                let (device, setup) =
+                    Device::wgpu_options().init_with_setup().map_err(|e| DeviceError::NoAdapter(e.to_string()))?;
                 let info = setup.adapter.get_info();
                 let adapter = format!(
                     "GPU, burn wgpu backend: {} ({:?}, {:?}, driver {} {})",

@@ -19,8 +19,8 @@ pub mod slicing;
 pub mod tiling;
 pub mod variation;
 
-pub use device::{ComputeDevice, DeviceError};
 pub use config::{AdcInit, AdcWindow, CimConfigError, CimConvConfig, Encoding, Granularity};
+pub use device::{ComputeDevice, DeviceError};
 pub use layer::CimConv2d;
 pub use lsq::LsqRange;
 pub use own::{LsqWeights, OwnQuantizers, PsumQuantizer, WeightQuantizer};

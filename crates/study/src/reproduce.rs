@@ -173,13 +173,12 @@ pub fn reproduce(study: &Study, opts: &ReproduceOptions) -> Result<ReproduceOutc
             if opts.progress {
                 eprintln!("[{}/{}] {} ({state})", i + 1, cells.len(), cell.label());
             }
-            let train_opts =
-                TrainOptions {
-                    data_dir: opts.data_dir.clone(),
-                    progress: opts.progress,
-                    stop_after: None,
-                    device: opts.device,
-                };
+            let train_opts = TrainOptions {
+                data_dir: opts.data_dir.clone(),
+                progress: opts.progress,
+                stop_after: None,
+                device: opts.device,
+            };
             match train::train(&cell.config, &dir, &train_opts) {
                 Ok(_) => out.trained += 1,
                 Err(e) => {
@@ -213,7 +212,15 @@ pub fn reproduce(study: &Study, opts: &ReproduceOptions) -> Result<ReproduceOutc
             if opts.progress {
                 eprintln!("variation: {} ({} sigmas x {} chips)", cell.label(), v.sigmas.len(), v.chips);
             }
-            match train::variation_study(&dir, &v.sigmas, v.chips, v.chip_seed, v.limit_test, &opts.data_dir, opts.device) {
+            match train::variation_study(
+                &dir,
+                &v.sigmas,
+                v.chips,
+                v.chip_seed,
+                v.limit_test,
+                &opts.data_dir,
+                opts.device,
+            ) {
                 Ok(_) => out.variation += 1,
                 Err(e) => out.failed.push((format!("variation of {}", cell.label()), e.to_string())),
             }

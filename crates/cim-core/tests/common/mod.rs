@@ -21,8 +21,7 @@ use serde::Deserialize;
 /// both ways (the GPU through Mesa's llvmpipe OpenGL).
 pub fn test_device() -> Device {
     let choice = std::env::var("CIM_TEST_DEVICE").unwrap_or_else(|_| "cpu".into());
-    let device: cim_core::ComputeDevice =
-        choice.parse().unwrap_or_else(|e| panic!("CIM_TEST_DEVICE={choice}: {e}"));
+    let device: cim_core::ComputeDevice = choice.parse().unwrap_or_else(|e| panic!("CIM_TEST_DEVICE={choice}: {e}"));
     let opened = device.open().unwrap_or_else(|e| panic!("CIM_TEST_DEVICE={choice}: {e}"));
     static SAID: std::sync::Once = std::sync::Once::new();
     SAID.call_once(|| eprintln!("test device: {}", device.describe().unwrap_or_default()));
