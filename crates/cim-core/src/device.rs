@@ -52,11 +52,6 @@ impl ComputeDevice {
         }
     }
 
-    /// Whether this binary can open the GPU at all (built with the `gpu` feature).
-    pub fn gpu_built() -> bool {
-        cfg!(feature = "gpu")
-    }
-
     /// Opens the device (without autodiff; add `.autodiff()` for training). The GPU is opened
     /// once per process and shared by every later call.
     pub fn open(self) -> Result<Device, DeviceError> {

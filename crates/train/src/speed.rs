@@ -1,6 +1,6 @@
 //! Timing of whole ResNet training steps (forward, loss, backward, SGD update) on one fixed
 //! random batch, shared by the `train_step` bench (CPU, against PyTorch) and `cargo xtask
-//! gpu-check` (GPU against CPU). Steps of all cases run interleaved, round by round, so that the
+//! speed` (GPU against CPU, run by `scripts/gpu-check.sh`). Steps of all cases run interleaved, round by round, so that the
 //! machine's drift hits every case alike.
 
 use std::time::Instant;
@@ -13,7 +13,7 @@ use cim_core::memory::{live_bytes, peak_bytes, reset_peak};
 
 use crate::TrainError;
 use crate::config::RunConfig;
-use crate::trainer::{build_model, optimizer};
+use crate::trainer::{build_model, calibrate_adcs_on, optimizer};
 
 /// One network to time.
 #[derive(Debug, Clone)]
@@ -90,11 +90,7 @@ pub fn time_steps(
     for case in cases {
         let run = case.config.resolve()?;
         let mut model = build_model(&run, [3, 32, 32], 10, device)?;
-        model.cim_layers().iter().for_each(|l| l.arm_psum_calibration());
-        let _ = model.forward(x.clone());
-        model.cim_layers_mut().into_iter().for_each(|l| {
-            l.finish_psum_calibration();
-        });
+        calibrate_adcs_on(&mut model, std::iter::once(x.clone()));
         let timing = StepTiming { name: case.name.clone(), seconds: Vec::new(), heap_peak: 0 };
         nets.push((Some(model), optimizer(&case.config), timing));
     }

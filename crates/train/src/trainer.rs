@@ -343,12 +343,17 @@ pub fn non_finite_parameter(model: &Model) -> Option<(String, f64)> {
 /// stage, in training mode and without cell noise, record every ADC group's partial sums; each
 /// layer then sets its windows from them. The batches are trained on afterwards as usual.
 fn calibrate_adcs(model: &mut Model, batches: impl Iterator<Item = Batch>, device: &Device) {
+    let inputs = batches.map(|batch| Tensor::<4>::from_data(TensorData::new(batch.images, batch.shape), device));
+    calibrate_adcs_on(model, inputs);
+}
+
+/// Sets every ADC window of `model` from forward passes of `inputs` (without cell variation).
+pub(crate) fn calibrate_adcs_on(model: &mut Model, inputs: impl Iterator<Item = Tensor<4>>) {
     for layer in model.cim_layers_mut() {
         layer.set_training_variation(None, 0);
         layer.arm_psum_calibration();
     }
-    for batch in batches {
-        let x = Tensor::<4>::from_data(TensorData::new(batch.images, batch.shape), device);
+    for x in inputs {
         let _ = model.forward(x);
     }
     for layer in model.cim_layers_mut() {
