@@ -2,8 +2,12 @@
 
 use std::borrow::Cow;
 
-use burn::backend::DispatchDevice;
+use burn::backend::autodiff::NodeId;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::ops::{Backward, OpsKind};
 use burn::backend::flex::FlexTensor;
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{Autodiff, Backend, DispatchDevice};
 use burn::tensor::{Device, TensorData};
 
 /// Whether the hand-written passes can run on this device (Flex, with or without autodiff).
@@ -23,6 +27,34 @@ pub(crate) fn f32_slice(t: &FlexTensor) -> Cow<'_, [f32]> {
 /// A contiguous Flex tensor from row-major values.
 pub(crate) fn flex_tensor(data: Vec<f32>, shape: Vec<usize>) -> FlexTensor {
     FlexTensor::from_data(TensorData::new(data, shape))
+}
+
+/// A float tensor of the autodiff backend over `B`.
+pub(crate) type AutodiffTensor<B, C> = FloatTensor<Autodiff<B, C>>;
+
+/// Runs an N-input pass under autodiff: `run` computes the values from the inner tensors; when
+/// tracked, every input is checkpointed, with `extra`, as the state of `op`'s backward.
+pub(crate) fn tracked<B, C, Op, S, const N: usize>(
+    op: Op,
+    inputs: [AutodiffTensor<B, C>; N],
+    extra: S,
+    run: impl Fn([FloatTensor<B>; N]) -> FloatTensor<B>,
+) -> AutodiffTensor<B, C>
+where
+    B: Backend,
+    C: CheckpointStrategy,
+    Op: Backward<B, N, State = ([NodeId; N], S)>,
+    S: Clone + Send + std::fmt::Debug + 'static,
+{
+    let values = |inputs: &[AutodiffTensor<B, C>; N]| run(inputs.each_ref().map(|t| t.primitive().clone()));
+    match op.prepare::<C>(inputs.each_ref().map(|t| t.node())).compute_bound().stateful() {
+        OpsKind::Tracked(mut prep) => {
+            let state = (inputs.each_ref().map(|t| prep.checkpoint(t)), extra);
+            let out = values(&inputs);
+            prep.finish(state, out)
+        }
+        OpsKind::UnTracked(prep) => prep.finish(values(&inputs)),
+    }
 }
 
 /// Rounds half to even with the 1.5 * 2^23 trick, which vectorizes on baseline x86-64 (no

@@ -24,9 +24,10 @@ use crate::activation::activation_codes;
 use crate::adc::{AdcChannels, accumulate_reference, adc_accumulate};
 use crate::calibration::{GroupSamples, calibrate, uniform_window};
 use crate::config::{AdcWindow, CimConfigError, CimConvConfig, Granularity};
+use crate::im2col::ConvGeometry;
 use crate::lsq::{LsqRange, scale_grad};
 use crate::own::{OwnQuantizers, WeightQuantizer};
-use crate::psums::{PsumGeometry, grouped_psums, grouped_psums_of_weight_codes};
+use crate::psums::{grouped_psums, grouped_psums_of_weight_codes};
 use crate::quality::{ChannelWindow, DigitShares, SliceQuality, accumulate, uniform_code};
 use crate::slicing::BitSlicing;
 use crate::tiling::{LayerCounts, Tiling};
@@ -610,7 +611,7 @@ impl CimConv2d {
     /// cheaper); with gains the planes are not integers and go in as they are.
     fn partial_sums(&self, a: Tensor<4>, q: Tensor<3>, gain: Option<Tensor<4>>) -> Tensor<4> {
         let t = &self.plan.tiling;
-        let geometry = PsumGeometry { kernel: t.kernel_size, stride: self.config.stride, padding: self.config.padding };
+        let geometry = ConvGeometry { kernel: t.kernel_size, stride: self.config.stride, padding: self.config.padding };
         if gain.is_none() {
             return grouped_psums_of_weight_codes(a, q, &self.plan.slicing, geometry);
         }

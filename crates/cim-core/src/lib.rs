@@ -5,9 +5,12 @@
 
 pub mod activation;
 pub mod adc;
+pub mod batch_norm;
 pub mod calibration;
 pub mod config;
 pub mod device;
+pub mod float_conv;
+mod im2col;
 mod kernels;
 pub mod layer;
 pub mod lsq;
@@ -21,6 +24,7 @@ pub mod variation;
 
 pub use config::{AdcInit, AdcWindow, CimConfigError, CimConvConfig, Encoding, Granularity};
 pub use device::{ComputeDevice, DeviceError};
+pub use im2col::ConvGeometry;
 pub use layer::CimConv2d;
 pub use lsq::LsqRange;
 pub use own::{LsqWeights, OwnQuantizers, PsumQuantizer, WeightQuantizer};
@@ -35,8 +39,14 @@ pub(crate) fn test_tensor<const D: usize>(
     seed: u64,
     device: &burn::tensor::Device,
 ) -> burn::tensor::Tensor<D> {
+    let values = test_values(shape.iter().product(), range, seed);
+    burn::tensor::Tensor::from_data(burn::tensor::TensorData::new(values, shape), device)
+}
+
+/// `len` values uniform in `range` from a host RNG seeded with `seed`.
+#[cfg(test)]
+pub(crate) fn test_values(len: usize, range: std::ops::Range<f32>, seed: u64) -> Vec<f32> {
     use rand::{RngExt, SeedableRng};
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-    let values: Vec<f32> = (0..shape.iter().product()).map(|_| rng.random_range(range.clone())).collect();
-    burn::tensor::Tensor::from_data(burn::tensor::TensorData::new(values, shape), device)
+    (0..len).map(|_| rng.random_range(range.clone())).collect()
 }

@@ -17,7 +17,7 @@ use burn::backend::autodiff::NodeId;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
-use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::autodiff::ops::{Backward, Ops};
 use burn::backend::flex::FlexTensor;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, Backend, Flex, backend_extension};
@@ -27,28 +27,12 @@ use burn::tensor::ops::ConvOptions;
 use rayon::prelude::*;
 
 use crate::config::Encoding;
-use crate::kernels::{f32_slice, flex_tensor, fused_available};
+use crate::im2col::{ConvGeometry, PlaneShape, Write, matmul};
+use crate::kernels::{AutodiffTensor, f32_slice, flex_tensor, fused_available, tracked};
 use crate::slicing::BitSlicing;
 
 #[cfg(target_arch = "x86_64")]
 mod vnni;
-
-/// Square-kernel convolution geometry of the partial-sum pass.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PsumGeometry {
-    /// k.
-    pub kernel: usize,
-    /// Stride.
-    pub stride: usize,
-    /// Zero padding.
-    pub padding: usize,
-}
-
-impl PsumGeometry {
-    fn out_size(&self, size: usize) -> usize {
-        (size + 2 * self.padding - self.kernel) / self.stride + 1
-    }
-}
 
 /// The partial-sum pass as a backend extension (Flex, and autodiff over it).
 #[backend_extension(Flex, Autodiff)]
@@ -121,13 +105,13 @@ struct Dims {
     rows: usize,
     ho: usize,
     wo: usize,
-    geo: PsumGeometry,
+    geo: ConvGeometry,
 }
 
 impl Dims {
     /// Sizes of codes [B, C, H, W] against `groups` row tiles of `planes` planes of `rows`
     /// word lines.
-    fn new(codes: &FlexTensor, [groups, planes, rows]: [usize; 3], geo: PsumGeometry) -> Self {
+    fn new(codes: &FlexTensor, [groups, planes, rows]: [usize; 3], geo: ConvGeometry) -> Self {
         let a = codes.layout().shape().to_vec();
         Self {
             batch: a[0],
@@ -141,6 +125,11 @@ impl Dims {
             wo: geo.out_size(a[3]),
             geo,
         }
+    }
+
+    /// One input plane against its output plane.
+    fn plane(&self) -> PlaneShape {
+        PlaneShape::new(self.h, self.w, self.geo)
     }
 
     /// Output pixels of all images: the columns of the im2col matrix.
@@ -173,46 +162,17 @@ fn with_columns<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
     })
 }
 
-/// The output positions `o` whose input coordinate `o * stride + offset - padding` lies in
-/// [0, size): a contiguous range, so the loops below need no per-pixel bounds checks.
-fn valid_outputs(out_size: usize, size: usize, offset: usize, geo: PsumGeometry) -> std::ops::Range<usize> {
-    let (s, p) = (geo.stride as isize, geo.padding as isize);
-    let shift = offset as isize - p; // input = o * s + shift
-    let lo = if shift >= 0 { 0 } else { (-shift + s - 1) / s };
-    let hi = ((size as isize - 1 - shift).div_euclid(s) + 1).clamp(0, out_size as isize);
-    (lo.min(hi) as usize)..(hi as usize)
-}
-
 /// im2col of all images into `cols` [channels * k * k, B * H' * W'], rows ordered
 /// (channel, kh, kw); every entry is written.
 fn im2col(a: &[f32], d: Dims, cols: &mut [f32]) {
     let k = d.geo.kernel;
-    let (stride, pad) = (d.geo.stride, d.geo.padding);
-    let hw_out = d.ho * d.wo;
+    let plane = d.plane();
+    let hw_out = plane.out_pixels();
     cols.par_chunks_mut(d.columns()).enumerate().for_each(|(row, out)| {
         let (c, kh, kw) = (row / (k * k), row / k % k, row % k);
-        let rows = valid_outputs(d.ho, d.h, kh, d.geo);
-        let xs = valid_outputs(d.wo, d.w, kw, d.geo);
         for b in 0..d.batch {
             let img = &a[(b * d.channels + c) * d.h * d.w..][..d.h * d.w];
-            let o = &mut out[b * hw_out..][..hw_out];
-            for (oy, o_row) in o.chunks_exact_mut(d.wo).enumerate() {
-                if !rows.contains(&oy) {
-                    o_row.fill(0.0);
-                    continue;
-                }
-                let src = &img[(oy * stride + kh - pad) * d.w..][..d.w];
-                o_row[..xs.start].fill(0.0);
-                o_row[xs.end..].fill(0.0);
-                let x0 = xs.start * stride + kw - pad;
-                if stride == 1 {
-                    o_row[xs.clone()].copy_from_slice(&src[x0..x0 + xs.len()]);
-                } else {
-                    for (i, o) in o_row[xs.clone()].iter_mut().enumerate() {
-                        *o = src[x0 + i * stride];
-                    }
-                }
-            }
+            plane.im2col_row(img, kh, kw, &mut out[b * hw_out..][..hw_out]);
         }
     });
 }
@@ -220,77 +180,20 @@ fn im2col(a: &[f32], d: Dims, cols: &mut [f32]) {
 /// col2im: adds every column entry back onto the pixel it was read from; [B, channels, H, W].
 fn col2im(cols: &[f32], d: Dims) -> Vec<f32> {
     let k = d.geo.kernel;
-    let (stride, pad) = (d.geo.stride, d.geo.padding);
-    let hw_out = d.ho * d.wo;
+    let plane = d.plane();
+    let hw_out = plane.out_pixels();
     let mut a = vec![0f32; d.batch * d.channels * d.h * d.w];
     // one image plane per task, a fixed summation order within it: deterministic
-    a.par_chunks_mut(d.h * d.w).enumerate().for_each(|(plane, img)| {
-        let (b, c) = (plane / d.channels, plane % d.channels);
+    a.par_chunks_mut(d.h * d.w).enumerate().for_each(|(p, img)| {
+        let (b, c) = (p / d.channels, p % d.channels);
         for kh in 0..k {
-            let rows = valid_outputs(d.ho, d.h, kh, d.geo);
             for kw in 0..k {
-                let xs = valid_outputs(d.wo, d.w, kw, d.geo);
                 let row = (c * k + kh) * k + kw;
-                let src = &cols[row * d.columns() + b * hw_out..][..hw_out];
-                let x0 = xs.start * stride + kw - pad;
-                for oy in rows.clone() {
-                    let dst = &mut img[(oy * stride + kh - pad) * d.w..][..d.w];
-                    let s_row = &src[oy * d.wo..][xs.clone()];
-                    if stride == 1 {
-                        for (o, v) in dst[x0..x0 + xs.len()].iter_mut().zip(s_row) {
-                            *o += v;
-                        }
-                    } else {
-                        for (i, v) in s_row.iter().enumerate() {
-                            dst[x0 + i * stride] += v;
-                        }
-                    }
-                }
+                plane.col2im_row(&cols[row * d.columns() + b * hw_out..][..hw_out], kh, kw, img);
             }
         }
     });
     a
-}
-
-/// dst[m, n] = lhs[m, k] * rhs[k, n], each given by (pointer, row stride, column stride); dst
-/// is row-major with row stride `dst_rs` (>= n).
-#[allow(clippy::too_many_arguments)]
-fn matmul(
-    m: usize,
-    n: usize,
-    k: usize,
-    (dst, dst_rs): (&mut [f32], usize),
-    lhs: &[f32],
-    (lhs_rs, lhs_cs): (isize, isize),
-    rhs: &[f32],
-    (rhs_rs, rhs_cs): (isize, isize),
-) {
-    assert!(dst_rs >= n && dst.len() >= (m.max(1) - 1) * dst_rs + n);
-    // SAFETY: every index the strides reach lies inside the slices (checked by the callers'
-    // shapes: lhs covers m x k, rhs k x n, dst m x n, row-major or transposed).
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            1,
-            dst_rs as isize,
-            false,
-            lhs.as_ptr(),
-            lhs_cs,
-            lhs_rs,
-            rhs.as_ptr(),
-            rhs_cs,
-            rhs_rs,
-            0.0,
-            1.0,
-            false,
-            false,
-            false,
-            gemm::Parallelism::Rayon(0),
-        );
-    }
 }
 
 /// The forward partial sums [G*P, B*H'*W']: in integers where the CPU and the values allow
@@ -316,11 +219,10 @@ fn psums_f32(codes: &[f32], planes: &[f32], d: Dims, out: &mut [f32]) {
                 d.planes,
                 n,
                 d.real_rows(g),
-                (&mut out[g * d.planes * n..][..d.planes * n], n),
-                &planes[g * d.planes * d.rows..],
-                (d.rows as isize, 1),
-                &cols[g * d.rows * n..],
-                (n as isize, 1),
+                (&mut out[g * d.planes * n..][..d.planes * n], n, Write::Over),
+                (&planes[g * d.planes * d.rows..], d.rows as isize, 1),
+                (&cols[g * d.rows * n..], n as isize, 1),
+                true,
             );
         }
     });
@@ -338,7 +240,7 @@ impl PsumOps for Flex {
         differential: bool,
     ) -> FlexTensor {
         let sl = slicing_of(weight_bits, cell_bits, differential);
-        let d = weight_code_dims(&codes, &weight_codes, &sl, PsumGeometry { kernel, stride, padding });
+        let d = weight_code_dims(&codes, &weight_codes, &sl, ConvGeometry { kernel, stride, padding });
         let planes = digit_planes_host(&f32_slice(&weight_codes), &sl, shape3(&weight_codes));
         let out = psums_forward(&f32_slice(&codes), &planes, d);
         flex_tensor(out, vec![d.groups * d.planes, d.batch, d.ho, d.wo])
@@ -356,7 +258,7 @@ impl PsumOps for Flex {
         differential: bool,
     ) -> (FlexTensor, FlexTensor) {
         let sl = slicing_of(weight_bits, cell_bits, differential);
-        let d = weight_code_dims(&codes, &weight_codes, &sl, PsumGeometry { kernel, stride, padding });
+        let d = weight_code_dims(&codes, &weight_codes, &sl, ConvGeometry { kernel, stride, padding });
         let (grad_codes, grad_q) =
             psums_of_weight_codes_backward(&f32_slice(&grad), &codes, &f32_slice(&weight_codes), &sl, d);
         (
@@ -366,7 +268,7 @@ impl PsumOps for Flex {
     }
 
     fn cim_psums(codes: FlexTensor, planes: FlexTensor, kernel: usize, stride: usize, padding: usize) -> FlexTensor {
-        let d = Dims::new(&codes, shape3(&planes), PsumGeometry { kernel, stride, padding });
+        let d = Dims::new(&codes, shape3(&planes), ConvGeometry { kernel, stride, padding });
         let out = psums_forward(&f32_slice(&codes), &f32_slice(&planes), d);
         flex_tensor(out, vec![d.groups * d.planes, d.batch, d.ho, d.wo])
     }
@@ -379,7 +281,7 @@ impl PsumOps for Flex {
         stride: usize,
         padding: usize,
     ) -> (FlexTensor, FlexTensor) {
-        let d = Dims::new(&codes, shape3(&planes), PsumGeometry { kernel, stride, padding });
+        let d = Dims::new(&codes, shape3(&planes), ConvGeometry { kernel, stride, padding });
         let (grad, planes) = (f32_slice(&grad), f32_slice(&planes));
         let n = d.columns();
         // the padding word lines see zero codes: their planes' gradient is zero
@@ -396,22 +298,20 @@ impl PsumOps for Flex {
                     d.planes,
                     rows_g,
                     n,
-                    (&mut grad_planes[g * d.planes * d.rows..][..d.planes * d.rows], d.rows),
-                    grad_g,
-                    (n as isize, 1),
-                    cols_g,
-                    (1, n as isize),
+                    (&mut grad_planes[g * d.planes * d.rows..][..d.planes * d.rows], d.rows, Write::Over),
+                    (grad_g, n as isize, 1),
+                    (cols_g, 1, n as isize),
+                    true,
                 );
                 // d/dcols_g = planes[g]^T [R_g, P] x grad_g [P, n], written over cols_g
                 matmul(
                     rows_g,
                     n,
                     d.planes,
-                    (cols_g, n),
-                    &planes[g * d.planes * d.rows..],
-                    (1, d.rows as isize),
-                    grad_g,
-                    (n as isize, 1),
+                    (cols_g, n, Write::Over),
+                    (&planes[g * d.planes * d.rows..], 1, d.rows as isize),
+                    (grad_g, n as isize, 1),
+                    true,
                 );
             }
             col2im(cols, d)
@@ -424,7 +324,7 @@ impl PsumOps for Flex {
 }
 
 /// Sizes of a weight-code call: the planes are (polarity, slice, column) of each weight code row.
-fn weight_code_dims(codes: &FlexTensor, weight_codes: &FlexTensor, sl: &BitSlicing, geo: PsumGeometry) -> Dims {
+fn weight_code_dims(codes: &FlexTensor, weight_codes: &FlexTensor, sl: &BitSlicing, geo: ConvGeometry) -> Dims {
     let [groups, columns, rows] = shape3(weight_codes);
     Dims::new(codes, [groups, sl.polarities() * sl.slices() * columns, rows], geo)
 }
@@ -505,11 +405,10 @@ fn psums_of_weight_codes_backward(
                 pol_n * columns,
                 rows_g,
                 n,
-                (&mut per_polarity, rows),
-                &folded,
-                (n as isize, 1),
-                cols_g,
-                (1, n as isize),
+                (&mut per_polarity, rows, Write::Over),
+                (&folded, n as isize, 1),
+                (cols_g, 1, n as isize),
+                true,
             );
             // dL/dq routed to the polarity holding the code (differential: w+ for q >= 0,
             // minus w- for q < 0), as the digit STE routes it
@@ -528,11 +427,10 @@ fn psums_of_weight_codes_backward(
                 rows_g,
                 n,
                 d.planes,
-                (cols_g, n),
-                &planes[g * d.planes * d.rows..],
-                (1, d.rows as isize),
-                grad_g,
-                (n as isize, 1),
+                (cols_g, n, Write::Over),
+                (&planes[g * d.planes * d.rows..], 1, d.rows as isize),
+                (grad_g, n as isize, 1),
+                true,
             );
         }
         col2im(cols, d)
@@ -548,12 +446,12 @@ struct PsumsBackward;
 type WeightSide = Option<(u32, u32, bool)>;
 
 impl<B: Backend + PsumOps> Backward<B, 2> for PsumsBackward {
-    type State = (NodeId, NodeId, PsumGeometry, WeightSide);
+    type State = ([NodeId; 2], (ConvGeometry, WeightSide));
 
     fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, checkpointer: &mut Checkpointer) {
         let [node_codes, node_planes] = ops.parents;
         let grad = grads.consume::<B>(&ops.node);
-        let (codes, weights, geo, slicing) = ops.state;
+        let ([codes, weights], (geo, slicing)) = ops.state;
         let codes = checkpointer.retrieve_node_output::<B::FloatTensorPrimitive>(codes);
         let weights = checkpointer.retrieve_node_output::<B::FloatTensorPrimitive>(weights);
         let (k, s, p) = (geo.kernel, geo.stride, geo.padding);
@@ -570,29 +468,6 @@ impl<B: Backend + PsumOps> Backward<B, 2> for PsumsBackward {
     }
 }
 
-type AutodiffTensor<B, C> = FloatTensor<Autodiff<B, C>>;
-
-/// Runs a partial-sum pass under autodiff: `run` computes the values from the inner tensors;
-/// when tracked, the codes and the weights' side (planes or weight codes, with `slicing`) are
-/// checkpointed for [`PsumsBackward`].
-fn tracked<B: Backend + PsumOps, C: CheckpointStrategy>(
-    codes: AutodiffTensor<B, C>,
-    weights: AutodiffTensor<B, C>,
-    geo: PsumGeometry,
-    slicing: WeightSide,
-    run: impl Fn(FloatTensor<B>, FloatTensor<B>) -> FloatTensor<B>,
-) -> AutodiffTensor<B, C> {
-    let values = |c: &AutodiffTensor<B, C>, w: &AutodiffTensor<B, C>| run(c.primitive().clone(), w.primitive().clone());
-    match PsumsBackward.prepare::<C>([codes.node(), weights.node()]).compute_bound().stateful() {
-        OpsKind::Tracked(mut prep) => {
-            let state = (prep.checkpoint(&codes), prep.checkpoint(&weights), geo, slicing);
-            let out = values(&codes, &weights);
-            prep.finish(state, out)
-        }
-        OpsKind::UnTracked(prep) => prep.finish(values(&codes, &weights)),
-    }
-}
-
 impl<B: Backend + PsumOps, C: CheckpointStrategy> PsumOps for Autodiff<B, C> {
     fn cim_psums(
         codes: AutodiffTensor<B, C>,
@@ -601,8 +476,10 @@ impl<B: Backend + PsumOps, C: CheckpointStrategy> PsumOps for Autodiff<B, C> {
         stride: usize,
         padding: usize,
     ) -> AutodiffTensor<B, C> {
-        let geo = PsumGeometry { kernel, stride, padding };
-        tracked::<B, C>(codes, planes, geo, None, |c, p| B::cim_psums(c, p, kernel, stride, padding))
+        let geo = ConvGeometry { kernel, stride, padding };
+        tracked::<B, C, _, _, 2>(PsumsBackward, [codes, planes], (geo, None), |[c, p]| {
+            B::cim_psums(c, p, kernel, stride, padding)
+        })
     }
 
     fn cim_psums_of_weight_codes(
@@ -615,9 +492,9 @@ impl<B: Backend + PsumOps, C: CheckpointStrategy> PsumOps for Autodiff<B, C> {
         cell_bits: u32,
         differential: bool,
     ) -> AutodiffTensor<B, C> {
-        let geo = PsumGeometry { kernel, stride, padding };
+        let geo = ConvGeometry { kernel, stride, padding };
         let slicing = Some((weight_bits, cell_bits, differential));
-        tracked::<B, C>(codes, weight_codes, geo, slicing, |c, q| {
+        tracked::<B, C, _, _, 2>(PsumsBackward, [codes, weight_codes], (geo, slicing), |[c, q]| {
             B::cim_psums_of_weight_codes(c, q, kernel, stride, padding, weight_bits, cell_bits, differential)
         })
     }
@@ -671,7 +548,7 @@ impl<B: Backend + PsumOps, C: CheckpointStrategy> PsumOps for Autodiff<B, C> {
 
 /// Partial sums [G*P, B, H', W'] of activation codes [B, G*n_c, H, W] and digit planes [G, P, R]:
 /// the im2col + matrix-product pass on Flex, [`grouped_psums_reference`] elsewhere.
-pub fn grouped_psums(codes: Tensor<4>, planes: Tensor<3>, geo: PsumGeometry) -> Tensor<4> {
+pub fn grouped_psums(codes: Tensor<4>, planes: Tensor<3>, geo: ConvGeometry) -> Tensor<4> {
     if !fused_available(&codes.device()) {
         return grouped_psums_reference(codes, planes, geo);
     }
@@ -692,7 +569,7 @@ pub fn grouped_psums_of_weight_codes(
     codes: Tensor<4>,
     weight_codes: Tensor<3>,
     slicing: &BitSlicing,
-    geo: PsumGeometry,
+    geo: ConvGeometry,
 ) -> Tensor<4> {
     if !fused_available(&codes.device()) {
         return grouped_psums_of_weight_codes_reference(codes, weight_codes, slicing, geo);
@@ -714,7 +591,7 @@ pub fn grouped_psums_of_weight_codes_reference(
     codes: Tensor<4>,
     weight_codes: Tensor<3>,
     slicing: &BitSlicing,
-    geo: PsumGeometry,
+    geo: ConvGeometry,
 ) -> Tensor<4> {
     let [groups, columns, rows] = weight_codes.dims();
     let planes = slicing.digit_planes(weight_codes);
@@ -724,7 +601,7 @@ pub fn grouped_psums_of_weight_codes_reference(
 
 /// The same partial sums from burn's grouped convolution over the codes padded to G*n_c
 /// channels with zeros (any backend).
-pub fn grouped_psums_reference(codes: Tensor<4>, planes: Tensor<3>, geo: PsumGeometry) -> Tensor<4> {
+pub fn grouped_psums_reference(codes: Tensor<4>, planes: Tensor<3>, geo: ConvGeometry) -> Tensor<4> {
     let [groups, p, rows] = planes.dims();
     let k = geo.kernel;
     let n_c = rows / (k * k);
@@ -747,18 +624,6 @@ mod tests {
         t.into_data().try_to_vec::<f32>().unwrap()
     }
 
-    #[test]
-    fn valid_output_ranges() {
-        let geo = |stride, padding| PsumGeometry { kernel: 3, stride, padding };
-        assert_eq!(valid_outputs(8, 8, 0, geo(1, 1)), 1..8);
-        assert_eq!(valid_outputs(8, 8, 1, geo(1, 1)), 0..8);
-        assert_eq!(valid_outputs(8, 8, 2, geo(1, 1)), 0..7);
-        assert_eq!(valid_outputs(4, 8, 0, geo(2, 1)), 1..4);
-        assert_eq!(valid_outputs(4, 8, 2, geo(2, 1)), 0..4);
-        assert_eq!(valid_outputs(3, 7, 2, geo(2, 0)), 0..3);
-        assert!(valid_outputs(1, 1, 0, geo(1, 1)).is_empty());
-    }
-
     /// The weight-code pass against digit planes + grouped convolution (generic ops): exact
     /// partial sums, and the gradients of codes and weight codes to float tolerance, for both
     /// encodings, with and without padding word lines.
@@ -776,7 +641,7 @@ mod tests {
         .into_iter()
         .enumerate()
         {
-            let geo = PsumGeometry { kernel: k, stride, padding };
+            let geo = ConvGeometry { kernel: k, stride, padding };
             let slicing = BitSlicing::new(wb, cb, encoding).unwrap();
             let range = slicing.weight_range();
             let codes =
@@ -828,7 +693,7 @@ mod tests {
             (3, 1, 0, 1, 5, 17, 6, 6, 1, 1, 255, -8..=7),
             (5, 1, 2, 2, 3, 40, 5, 6, 0, 2, 3, 0..=15),
         ] {
-            let geo = PsumGeometry { kernel: k, stride, padding };
+            let geo = ConvGeometry { kernel: k, stride, padding };
             let channels = groups * n_c - missing;
             let codes: Vec<f32> =
                 (0..batch * channels * h * w).map(|_| rng.random_range(0..=code_max) as f32).collect();
@@ -876,7 +741,7 @@ mod tests {
         .into_iter()
         .enumerate()
         {
-            let geo = PsumGeometry { kernel: k, stride, padding };
+            let geo = ConvGeometry { kernel: k, stride, padding };
             let channels = groups * n_c - missing;
             let codes = crate::test_tensor([2, channels, h, h + 1], 0.0..7.0, seed as u64, &device).round();
             let planes = crate::test_tensor([groups, p, n_c * k * k], -2.0..4.0, seed as u64 + 50, &device).round();

@@ -120,7 +120,7 @@ impl Conv3x3 {
     /// Applies the conv.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         match self {
-            Conv3x3::Float(c) => c.forward(x),
+            Conv3x3::Float(c) => apply_float(c, x),
             Conv3x3::Cim(c) => c.forward(x),
         }
     }
@@ -157,4 +157,23 @@ pub fn float_conv(
         .with_bias(false)
         .with_initializer(Initializer::KaimingNormal { gain: std::f64::consts::SQRT_2, fan_out_only: false })
         .init(device)
+}
+
+/// Applies a floating-point conv through [`cim_core::float_conv::conv2d`] (one pass per image on
+/// Flex, no layout changes): the convs [`float_conv`] builds (square kernel and stride, equal
+/// padding on every side, no bias, dilation 1, one group). Any other conv takes burn's forward.
+pub fn apply_float(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
+    let [kh, kw] = conv.kernel_size;
+    let [sh, sw] = conv.stride;
+    let padding = match conv.padding {
+        PaddingConfig2d::Explicit(t, l, b, r) if t == l && l == b && b == r => Some(t),
+        PaddingConfig2d::Valid => Some(0),
+        _ => None,
+    };
+    match padding {
+        Some(p) if kh == kw && sh == sw && conv.bias.is_none() && conv.dilation == [1, 1] && conv.groups == 1 => {
+            cim_core::float_conv::conv2d(x, conv.weight.val(), sh, p)
+        }
+        _ => conv.forward(x),
+    }
 }

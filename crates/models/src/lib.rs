@@ -4,6 +4,7 @@
 //! baseline).
 
 mod conv;
+mod norm;
 mod resnet18;
 mod resnet20;
 

@@ -12,7 +12,8 @@ use burn::tensor::{Device, Tensor};
 use cim_core::CimConfigError;
 
 use crate::Arch;
-use crate::conv::{Conv3x3, ConvKind, float_conv};
+use crate::conv::{Conv3x3, ConvKind, apply_float, float_conv};
+use crate::norm::batch_norm;
 
 /// A 1x1 projection with its batch norm.
 #[derive(Module, Debug)]
@@ -56,11 +57,11 @@ impl BasicBlock {
 
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let skip = match &self.downsample {
-            Some(d) => d.bn.forward(d.conv.forward(x.clone())),
+            Some(d) => batch_norm(&d.bn, apply_float(&d.conv, x.clone()), false),
             None => x.clone(),
         };
-        let out = relu(self.bn1.forward(self.conv1.forward(x)));
-        let out = self.bn2.forward(self.conv2.forward(out));
+        let out = batch_norm(&self.bn1, self.conv1.forward(x), true);
+        let out = batch_norm(&self.bn2, self.conv2.forward(out), false);
         relu(out.add(skip))
     }
 }
@@ -99,7 +100,7 @@ impl ResNet18 {
 
     /// Logits of a batch.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
-        let x = self.pool.forward(relu(self.stem_bn.forward(self.stem.forward(x))));
+        let x = self.pool.forward(batch_norm(&self.stem_bn, apply_float(&self.stem, x), true));
         let mut x = x;
         for block in &self.blocks {
             x = block.forward(x);

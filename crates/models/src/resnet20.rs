@@ -7,12 +7,12 @@ use burn::module::Module;
 use burn::nn::conv::Conv2d;
 use burn::nn::pool::{AdaptiveAvgPool2d, AdaptiveAvgPool2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig};
-use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
 use cim_core::CimConfigError;
 
 use crate::Arch;
-use crate::conv::{Conv3x3, ConvKind, float_conv};
+use crate::conv::{Conv3x3, ConvKind, apply_float, float_conv};
+use crate::norm::batch_norm;
 
 /// One pre-activation basic block.
 #[derive(Module, Debug)]
@@ -46,13 +46,13 @@ impl PreActBlock {
     }
 
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let pre = relu(self.bn1.forward(x.clone()));
+        let pre = batch_norm(&self.bn1, x.clone(), true);
         let skip = match &self.shortcut {
-            Some(conv) => conv.forward(pre.clone()),
+            Some(conv) => apply_float(conv, pre.clone()),
             None => x,
         };
         let out = self.conv1.forward(pre);
-        let out = self.conv2.forward(relu(self.bn2.forward(out)));
+        let out = self.conv2.forward(batch_norm(&self.bn2, out, true));
         out.add(skip)
     }
 }
@@ -86,11 +86,11 @@ impl ResNet20 {
 
     /// Logits of a batch.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
-        let mut x = self.stem.forward(x);
+        let mut x = apply_float(&self.stem, x);
         for block in &self.blocks {
             x = block.forward(x);
         }
-        let x = self.pool.forward(relu(self.bn.forward(x)));
+        let x = self.pool.forward(batch_norm(&self.bn, x, true));
         self.fc.forward(x.flatten(1, 3))
     }
 
