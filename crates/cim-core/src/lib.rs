@@ -1,7 +1,10 @@
 //! Crossbar semantics of a compute-in-memory convolution, exactly as DESIGN.md section 3 defines
 //! them: mapping and tiling onto N x N arrays ([`tiling`]), bit slicing of weight codes into cells
 //! ([`slicing`]), LSQ quantizers ([`lsq`]), the ADC with dequantization and accumulation
-//! ([`adc`]) with its calibration ([`calibration`]) and quality statistics ([`quality`]), and the layer that puts them together ([`CimConv2d`]).
+//! ([`adc`]) with its calibration ([`calibration`]) and quality statistics ([`quality`]), and the
+//! layer that puts them together ([`CimConv2d`]). Beside them, the Flex passes of the layers
+//! outside the arrays: the floating-point convolution ([`float_conv`]) and batch norm with its
+//! ReLU ([`batch_norm`]).
 
 pub mod activation;
 pub mod adc;
