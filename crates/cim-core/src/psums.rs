@@ -177,23 +177,66 @@ fn im2col(a: &[f32], d: Dims, cols: &mut [f32]) {
     });
 }
 
-/// col2im: adds every column entry back onto the pixel it was read from; [B, channels, H, W].
-fn col2im(cols: &[f32], d: Dims) -> Vec<f32> {
-    let k = d.geo.kernel;
+/// Images per task of a backward pass: the chunks, not the threads, fix the order in which the
+/// weights' gradient is summed.
+const IMAGES_PER_CHUNK: usize = 8;
+
+/// The backward of a partial-sum pass, image by image so that each image's im2col and its
+/// gradient stay in the cache (the whole batch's are as large as the partial sums): for every
+/// image, per row tile g, `weight_grad(g, grad_g, cols_g, scratch, partial)` adds the weights'
+/// side to this chunk's `partial` (of `partial_len` values), with grad_g the image's gradient
+/// rows [P, H'W'] (row stride B*H'*W') and cols_g its im2col rows [R_g, H'W']; then
+/// dL/dcols_g = planes[g]^T x grad_g, added back onto the image by col2im. Returns dL/dcodes
+/// [B, C, H, W] and the chunks' partials summed in chunk order.
+fn backward_by_images(
+    grad: &[f32],
+    codes: &[f32],
+    planes: &[f32],
+    d: Dims,
+    partial_len: usize,
+    weight_grad: impl Fn(usize, &[f32], &[f32], &mut Vec<f32>, &mut [f32]) + Sync,
+) -> (Vec<f32>, Vec<f32>) {
     let plane = d.plane();
-    let hw_out = plane.out_pixels();
-    let mut a = vec![0f32; d.batch * d.channels * d.h * d.w];
-    // one image plane per task, a fixed summation order within it: deterministic
-    a.par_chunks_mut(d.h * d.w).enumerate().for_each(|(p, img)| {
-        let (b, c) = (p / d.channels, p % d.channels);
-        for kh in 0..k {
-            for kw in 0..k {
-                let row = (c * k + kh) * k + kw;
-                plane.col2im_row(&cols[row * d.columns() + b * hw_out..][..hw_out], kh, kw, img);
-            }
-        }
-    });
-    a
+    let (hw, n, image_len) = (plane.out_pixels(), d.columns(), d.channels * d.h * d.w);
+    let im2col_rows = d.channels * d.geo.kernel * d.geo.kernel;
+    let mut grad_codes = vec![0f32; d.batch * image_len];
+    let partials: Vec<Vec<f32>> = grad_codes
+        .par_chunks_mut(IMAGES_PER_CHUNK * image_len)
+        .enumerate()
+        .map_init(
+            || (vec![0f32; im2col_rows * hw], vec![0f32; im2col_rows * hw], Vec::new()),
+            |(cols, grad_cols, scratch), (chunk, grad_chunk)| {
+                let mut partial = vec![0f32; partial_len];
+                for (i, grad_image) in grad_chunk.chunks_exact_mut(image_len).enumerate() {
+                    let b = chunk * IMAGES_PER_CHUNK + i;
+                    plane.im2col_image(&codes[b * image_len..][..image_len], d.channels, cols);
+                    for g in 0..d.groups {
+                        let rows_g = d.real_rows(g);
+                        let grad_g = &grad[g * d.planes * n + b * hw..];
+                        let cols_g = &cols[g * d.rows * hw..][..rows_g * hw];
+                        weight_grad(g, grad_g, cols_g, scratch, &mut partial);
+                        // d/dcols_g = planes[g]^T [R_g, P] x grad_g [P, H'W']
+                        matmul(
+                            rows_g,
+                            hw,
+                            d.planes,
+                            (&mut grad_cols[g * d.rows * hw..][..rows_g * hw], hw, Write::Over),
+                            (&planes[g * d.planes * d.rows..], 1, d.rows as isize),
+                            (grad_g, n as isize, 1),
+                            false,
+                        );
+                    }
+                    plane.col2im_image(grad_cols, d.channels, grad_image);
+                }
+                partial
+            },
+        )
+        .collect();
+    let mut total = vec![0f32; partial_len];
+    for part in &partials {
+        total.iter_mut().zip(part).for_each(|(t, p)| *t += p);
+    }
+    (grad_codes, total)
 }
 
 /// The forward partial sums [G*P, B*H'*W']: in integers where the CPU and the values allow
@@ -283,39 +326,28 @@ impl PsumOps for Flex {
     ) -> (FlexTensor, FlexTensor) {
         let d = Dims::new(&codes, shape3(&planes), ConvGeometry { kernel, stride, padding });
         let (grad, planes) = (f32_slice(&grad), f32_slice(&planes));
-        let n = d.columns();
-        // the padding word lines see zero codes: their planes' gradient is zero
-        let mut grad_planes = vec![0f32; d.groups * d.planes * d.rows];
-        // recomputed rather than kept from the forward pass: it is as large as the partial sums
-        let grad_codes = with_columns(d.channels * kernel * kernel * n, |cols| {
-            im2col(&f32_slice(&codes), d, cols);
-            for g in 0..d.groups {
-                let rows_g = d.real_rows(g);
-                let grad_g = &grad[g * d.planes * n..][..d.planes * n];
-                let cols_g = &mut cols[g * d.rows * n..][..rows_g * n];
-                // d/dplanes[g] = grad_g [P, n] x cols_g^T [n, R_g]
+        let (n, hw) = (d.columns(), d.plane().out_pixels());
+        // the padding word lines see zero codes: their planes' gradient stays zero
+        let (grad_codes, grad_planes) = backward_by_images(
+            &grad,
+            &f32_slice(&codes),
+            &planes,
+            d,
+            d.groups * d.planes * d.rows,
+            |g, grad_g, cols_g, _, partial| {
+                // d/dplanes[g] += grad_g [P, H'W'] x cols_g^T [H'W', R_g]
+                let rows_g = cols_g.len() / hw;
                 matmul(
                     d.planes,
                     rows_g,
-                    n,
-                    (&mut grad_planes[g * d.planes * d.rows..][..d.planes * d.rows], d.rows, Write::Over),
+                    hw,
+                    (&mut partial[g * d.planes * d.rows..][..d.planes * d.rows], d.rows, Write::Add),
                     (grad_g, n as isize, 1),
-                    (cols_g, 1, n as isize),
-                    true,
+                    (cols_g, 1, hw as isize),
+                    false,
                 );
-                // d/dcols_g = planes[g]^T [R_g, P] x grad_g [P, n], written over cols_g
-                matmul(
-                    rows_g,
-                    n,
-                    d.planes,
-                    (cols_g, n, Write::Over),
-                    (&planes[g * d.planes * d.rows..], 1, d.rows as isize),
-                    (grad_g, n as isize, 1),
-                    true,
-                );
-            }
-            col2im(cols, d)
-        });
+            },
+        );
         (
             flex_tensor(grad_codes, vec![d.batch, d.channels, d.h, d.w]),
             flex_tensor(grad_planes, vec![d.groups, d.planes, d.rows]),
@@ -376,65 +408,55 @@ fn psums_of_weight_codes_backward(
 ) -> (Vec<f32>, Vec<f32>) {
     let [groups, columns, rows] = [d.groups, d.planes / (sl.polarities() * sl.slices()), d.rows];
     let planes = digit_planes_host(q, sl, [groups, columns, rows]);
-    let n = d.columns();
+    let (n, hw) = (d.columns(), d.plane().out_pixels());
     let (pol_n, s_n) = (sl.polarities(), sl.slices());
-    let mut grad_q = vec![0f32; groups * columns * rows];
-    let grad_codes = with_columns(d.channels * d.geo.kernel * d.geo.kernel * n, |cols| {
-        im2col(&f32_slice(codes), d, cols);
-        // per (polarity, column): the slices' partial-sum gradients weighted by their digit
-        // STE, so that one product per polarity gives dL/dq instead of one per slice
-        let mut folded = vec![0f32; pol_n * columns * n];
-        let mut per_polarity = vec![0f32; pol_n * columns * rows];
-        for g in 0..groups {
-            let rows_g = d.real_rows(g);
-            let grad_g = &grad[g * d.planes * n..][..d.planes * n];
-            folded.par_chunks_mut(n).enumerate().for_each(|(pc, dst)| {
-                let (pol, c) = (pc / columns, pc % columns);
-                for s in 0..s_n {
-                    let ste = sl.digit_ste(s);
-                    let src = &grad_g[((pol * s_n + s) * columns + c) * n..][..n];
-                    if s == 0 {
-                        dst.iter_mut().zip(src).for_each(|(o, &v)| *o = ste * v);
-                    } else {
-                        dst.iter_mut().zip(src).for_each(|(o, &v)| *o += ste * v);
-                    }
-                }
-            });
-            let cols_g = &mut cols[g * d.rows * n..][..rows_g * n];
-            matmul(
-                pol_n * columns,
-                rows_g,
-                n,
-                (&mut per_polarity, rows, Write::Over),
-                (&folded, n as isize, 1),
-                (cols_g, 1, n as isize),
-                true,
-            );
-            // dL/dq routed to the polarity holding the code (differential: w+ for q >= 0,
-            // minus w- for q < 0), as the digit STE routes it
-            for c in 0..columns {
-                for r in 0..rows_g {
-                    let at = (g * columns + c) * rows + r;
-                    grad_q[at] = match sl.encoding {
-                        Encoding::Twos => per_polarity[c * rows + r],
-                        Encoding::Differential if q[at] >= 0.0 => per_polarity[c * rows + r],
-                        Encoding::Differential => -per_polarity[(columns + c) * rows + r],
-                    };
+    let per_tile = pol_n * columns * rows;
+    // per (polarity, column): the slices' partial-sum gradients weighted by their digit STE, so
+    // that one product per polarity gives dL/dq instead of one per slice
+    let fold_and_multiply = |g: usize, grad_g: &[f32], cols_g: &[f32], folded: &mut Vec<f32>, partial: &mut [f32]| {
+        folded.resize(pol_n * columns * hw, 0.0);
+        for (pc, dst) in folded.chunks_exact_mut(hw).enumerate() {
+            let (pol, c) = (pc / columns, pc % columns);
+            for s in 0..s_n {
+                let ste = sl.digit_ste(s);
+                let src = &grad_g[((pol * s_n + s) * columns + c) * n..][..hw];
+                if s == 0 {
+                    dst.iter_mut().zip(src).for_each(|(o, &v)| *o = ste * v);
+                } else {
+                    dst.iter_mut().zip(src).for_each(|(o, &v)| *o += ste * v);
                 }
             }
-            // d/dcols_g = planes[g]^T [R_g, P] x grad_g [P, n], written over cols_g
-            matmul(
-                rows_g,
-                n,
-                d.planes,
-                (cols_g, n, Write::Over),
-                (&planes[g * d.planes * d.rows..], 1, d.rows as isize),
-                (grad_g, n as isize, 1),
-                true,
-            );
         }
-        col2im(cols, d)
-    });
+        // per polarity and column: += folded [pol*C, H'W'] x cols_g^T [H'W', R_g]
+        let rows_g = cols_g.len() / hw;
+        matmul(
+            pol_n * columns,
+            rows_g,
+            hw,
+            (&mut partial[g * per_tile..][..per_tile], rows, Write::Add),
+            (folded, hw as isize, 1),
+            (cols_g, 1, hw as isize),
+            false,
+        );
+    };
+    let (grad_codes, per_polarity) =
+        backward_by_images(grad, &f32_slice(codes), &planes, d, groups * per_tile, fold_and_multiply);
+    // dL/dq routed to the polarity holding the code (differential: w+ for q >= 0, minus w- for
+    // q < 0), as the digit STE routes it
+    let mut grad_q = vec![0f32; groups * columns * rows];
+    for g in 0..groups {
+        let tile = &per_polarity[g * per_tile..][..per_tile];
+        for c in 0..columns {
+            for r in 0..d.real_rows(g) {
+                let at = (g * columns + c) * rows + r;
+                grad_q[at] = match sl.encoding {
+                    Encoding::Twos => tile[c * rows + r],
+                    Encoding::Differential if q[at] >= 0.0 => tile[c * rows + r],
+                    Encoding::Differential => -tile[(columns + c) * rows + r],
+                };
+            }
+        }
+    }
     (grad_codes, grad_q)
 }
 
@@ -644,8 +666,10 @@ mod tests {
             let geo = ConvGeometry { kernel: k, stride, padding };
             let slicing = BitSlicing::new(wb, cb, encoding).unwrap();
             let range = slicing.weight_range();
+            // batches beyond one chunk of the backward, and not a multiple of it
+            let batch = [2, 11, 3, 17, 9][seed];
             let codes =
-                crate::test_tensor([2, groups * n_c - missing, h, h + 1], 0.0..15.0, seed as u64, &device).round();
+                crate::test_tensor([batch, groups * n_c - missing, h, h + 1], 0.0..15.0, seed as u64, &device).round();
             let q =
                 crate::test_tensor([groups, columns, n_c * k * k], range.low..range.high, seed as u64 + 50, &device)
                     .round();
@@ -743,7 +767,8 @@ mod tests {
         {
             let geo = ConvGeometry { kernel: k, stride, padding };
             let channels = groups * n_c - missing;
-            let codes = crate::test_tensor([2, channels, h, h + 1], 0.0..7.0, seed as u64, &device).round();
+            let batch = [2, 11, 17][seed % 3];
+            let codes = crate::test_tensor([batch, channels, h, h + 1], 0.0..7.0, seed as u64, &device).round();
             let planes = crate::test_tensor([groups, p, n_c * k * k], -2.0..4.0, seed as u64 + 50, &device).round();
             let mut results = Vec::new();
             for fused in [true, false] {
@@ -768,5 +793,25 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// The backward sums the weights' gradient over chunks of images in chunk order: the same
+    /// bits whatever the rayon pool's size.
+    #[test]
+    fn the_backward_does_not_depend_on_the_thread_count() {
+        let sl = BitSlicing::new(4, 2, Encoding::Differential).unwrap();
+        let (batch, channels, h, groups, columns, n_c) = (19, 5, 6, 2, 3, 3);
+        let codes =
+            flex_tensor(crate::test_values(batch * channels * h * h, 0.0..15.0, 1), vec![batch, channels, h, h]);
+        let q: Vec<f32> =
+            crate::test_values(groups * columns * n_c * 9, -7.0..7.0, 2).iter().map(|v| v.round()).collect();
+        let geo = ConvGeometry { kernel: 3, stride: 1, padding: 1 };
+        let d = weight_code_dims(&codes, &flex_tensor(q.clone(), vec![groups, columns, n_c * 9]), &sl, geo);
+        let grad = crate::test_values(d.groups * d.planes * d.columns(), -1.0..1.0, 3);
+        let run = |threads| {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            pool.install(|| psums_of_weight_codes_backward(&grad, &codes, &q, &sl, d))
+        };
+        assert_eq!(run(1), run(3));
     }
 }
