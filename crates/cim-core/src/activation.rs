@@ -18,7 +18,7 @@ use burn::backend::{Autodiff, Backend, Flex, backend_extension};
 use burn::tensor::Tensor;
 use rayon::prelude::*;
 
-use crate::kernels::{f32_slice, flex_tensor, fused_available, round_half_even};
+use crate::kernels::{f32_slice, flex_tensor, fused_available, round_half_even, zeros};
 use crate::lsq::round_ste;
 
 /// Elements per parallel task: large enough to amortize scheduling, small enough to balance.
@@ -43,7 +43,7 @@ impl ActivationOps for Flex {
         let shape = x.layout().shape().to_vec();
         let levels = levels(act_bits);
         let x = f32_slice(&x);
-        let mut out = vec![0f32; x.len()];
+        let mut out = zeros(x.len());
         out.par_chunks_mut(CHUNK).zip(x.par_chunks(CHUNK)).for_each(|(o, x)| {
             for (o, &x) in o.iter_mut().zip(x) {
                 // f32::clamp keeps NaN, as the masked fills do
@@ -57,7 +57,7 @@ impl ActivationOps for Flex {
         let shape = x.layout().shape().to_vec();
         let levels = levels(act_bits);
         let (grad, x) = (f32_slice(&grad), f32_slice(&x));
-        let mut out = vec![0f32; x.len()];
+        let mut out = zeros(x.len());
         out.par_chunks_mut(CHUNK).zip(x.par_chunks(CHUNK)).zip(grad.par_chunks(CHUNK)).for_each(|((o, x), g)| {
             for ((o, &x), &g) in o.iter_mut().zip(x).zip(g) {
                 *o = if x < 0.0 || x > 1.0 { 0.0 } else { g * levels };

@@ -26,7 +26,7 @@ use burn::backend::{Autodiff, Backend, Flex, backend_extension};
 use burn::tensor::Tensor;
 use rayon::prelude::*;
 
-use crate::kernels::{f32_slice, flex_tensor, fused_available, round_half_even, with_best_simd};
+use crate::kernels::{f32_slice, flex_tensor, fused_available, round_half_even, with_best_simd, zeros};
 use crate::lsq::round_ste;
 
 /// The fused ADC pass as a backend extension (Flex, and autodiff over it).
@@ -183,7 +183,7 @@ impl AdcOps for Flex {
         let (step, offset, coef) = (f32_slice(&step), f32_slice(&offset), f32_slice(&coef));
         let (low, high) = (f32_slice(&low), f32_slice(&high));
         let ch = Channels { step: &step, offset: &offset, coef: &coef, low: &low, high: &high };
-        let mut out = vec![0f32; batch * out_channels * hw];
+        let mut out = zeros(batch * out_channels * hw);
         out.par_chunks_mut(out_channels * hw)
             .enumerate()
             .for_each(|(b, out_b)| forward_image_dispatch(out_b, &p, b, batch, &ch, out_channels, hw));
@@ -207,7 +207,7 @@ impl AdcOps for Flex {
         let (step, offset, coef) = (f32_slice(&step), f32_slice(&offset), f32_slice(&coef));
         let (low, high) = (f32_slice(&low), f32_slice(&high));
         let ch = Channels { step: &step, offset: &offset, coef: &coef, low: &low, high: &high };
-        let mut grad_p = vec![0f32; k * batch * hw];
+        let mut grad_p = zeros(k * batch * hw);
         // one channel per task, images summed in order within it: no dependence on scheduling
         let per_channel: Vec<(f32, f32, f32)> = grad_p
             .par_chunks_mut(batch * hw)

@@ -21,7 +21,7 @@ use burn::tensor::Tensor;
 use burn::tensor::activation::relu;
 use rayon::prelude::*;
 
-use crate::kernels::{AutodiffTensor, f32_slice, flex_tensor, fused_available, tracked};
+use crate::kernels::{AutodiffTensor, f32_slice, flex_tensor, fused_available, tracked, zeros};
 
 /// Batch norm (training mode) with an optional ReLU, as a backend extension (Flex, and autodiff
 /// over it).
@@ -109,7 +109,7 @@ fn affine(gamma: &[f32], beta: &[f32], stats: &[f32], epsilon: f64) -> Vec<(f32,
 
 fn forward(x: &[f32], gamma: &[f32], beta: &[f32], stats: &[f32], epsilon: f64, relu: bool, d: Dims) -> Vec<f32> {
     let maps = affine(gamma, beta, stats, epsilon);
-    let mut out = vec![0f32; x.len()];
+    let mut out = zeros(x.len());
     out.par_chunks_mut(d.plane).zip(x.par_chunks(d.plane)).enumerate().for_each(|(p, (o, xs))| {
         let (scale, shift, _) = maps[p % d.channels];
         if relu {
@@ -156,7 +156,7 @@ fn backward(
         })
         .collect();
     let n = d.count();
-    let mut grad_x = vec![0f32; x.len()];
+    let mut grad_x = zeros(x.len());
     grad_x.par_chunks_mut(d.plane).enumerate().for_each(|(p, gx)| {
         let c = p % d.channels;
         let (scale, shift, inv_std) = maps[c];

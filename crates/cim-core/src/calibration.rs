@@ -58,7 +58,8 @@ impl GroupSamples {
     fn from_integers(values: &[f32]) -> Option<Self> {
         let (mut low, mut high) = (f32::INFINITY, f32::NEG_INFINITY);
         for &v in values {
-            if !v.is_finite() || v != v.trunc() {
+            // a cast, not trunc(): a libm call per value on baseline x86-64 (no SSE4.1)
+            if !v.is_finite() || (v as i64) as f32 != v {
                 return None;
             }
             low = low.min(v);

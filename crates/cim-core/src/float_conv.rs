@@ -23,7 +23,7 @@ use burn::tensor::ops::ConvOptions;
 use rayon::prelude::*;
 
 use crate::im2col::{ConvGeometry, PlaneShape, Write, matmul};
-use crate::kernels::{AutodiffTensor, f32_slice, flex_tensor, fused_available, tracked};
+use crate::kernels::{AutodiffTensor, f32_slice, flex_tensor, fused_available, tracked, zeros};
 
 /// Images per partial weight gradient: the chunks, not the threads, fix the summation order.
 const IMAGES_PER_CHUNK: usize = 8;
@@ -101,7 +101,7 @@ fn columns_of<'a>(image: &'a [f32], d: Dims, cols: &'a mut Vec<f32>) -> &'a [f32
 
 fn forward(x: &[f32], weight: &[f32], d: Dims) -> Vec<f32> {
     let n = d.plane.out_pixels();
-    let mut out = vec![0f32; d.batch * d.out_len()];
+    let mut out = zeros(d.batch * d.out_len());
     out.par_chunks_mut(d.out_len()).enumerate().for_each_init(Vec::new, |cols, (b, out_b)| {
         let cols = columns_of(&x[b * d.image_len()..][..d.image_len()], d, cols);
         // out_b [C_out, n] = weights [C_out, rows] x cols [rows, n]
@@ -113,7 +113,7 @@ fn forward(x: &[f32], weight: &[f32], d: Dims) -> Vec<f32> {
 
 fn backward(grad: &[f32], x: &[f32], weight: &[f32], d: Dims) -> (Vec<f32>, Vec<f32>) {
     let (n, rows, oc) = (d.plane.out_pixels(), d.rows(), d.out_channels);
-    let mut grad_x = vec![0f32; d.batch * d.image_len()];
+    let mut grad_x = zeros(d.batch * d.image_len());
     let partials: Vec<Vec<f32>> = grad_x
         .par_chunks_mut(IMAGES_PER_CHUNK * d.image_len())
         .enumerate()

@@ -24,6 +24,16 @@ pub(crate) fn f32_slice(t: &FlexTensor) -> Cow<'_, [f32]> {
     }
 }
 
+/// `len` zeros, written by every thread: the process keeps freed memory
+/// ([`crate::memory::reuse_freed_memory`]), so a large `vec![0.0; len]` is a memset of a reused
+/// block on one thread while the other cores wait.
+pub(crate) fn zeros(len: usize) -> Vec<f32> {
+    use rayon::prelude::*;
+    let mut v = Vec::with_capacity(len);
+    v.par_extend(rayon::iter::repeat_n(0f32, len));
+    v
+}
+
 /// A contiguous Flex tensor from row-major values.
 pub(crate) fn flex_tensor(data: Vec<f32>, shape: Vec<usize>) -> FlexTensor {
     FlexTensor::from_data(TensorData::new(data, shape))

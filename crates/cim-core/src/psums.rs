@@ -28,7 +28,7 @@ use rayon::prelude::*;
 
 use crate::config::Encoding;
 use crate::im2col::{ConvGeometry, PlaneShape, Write, matmul};
-use crate::kernels::{AutodiffTensor, f32_slice, flex_tensor, fused_available, tracked};
+use crate::kernels::{AutodiffTensor, f32_slice, flex_tensor, fused_available, tracked, zeros};
 use crate::slicing::BitSlicing;
 
 #[cfg(target_arch = "x86_64")]
@@ -199,7 +199,7 @@ fn backward_by_images(
     let plane = d.plane();
     let (hw, n, image_len) = (plane.out_pixels(), d.columns(), d.channels * d.h * d.w);
     let im2col_rows = d.channels * d.geo.kernel * d.geo.kernel;
-    let mut grad_codes = vec![0f32; d.batch * image_len];
+    let mut grad_codes = zeros(d.batch * image_len);
     let partials: Vec<Vec<f32>> = grad_codes
         .par_chunks_mut(IMAGES_PER_CHUNK * image_len)
         .enumerate()
@@ -242,7 +242,7 @@ fn backward_by_images(
 /// The forward partial sums [G*P, B*H'*W']: in integers where the CPU and the values allow
 /// ([`vnni`], bit-identical), else by im2col and one f32 product per row tile.
 fn psums_forward(codes: &[f32], planes: &[f32], d: Dims) -> Vec<f32> {
-    let mut out = vec![0f32; d.groups * d.planes * d.columns()];
+    let mut out = zeros(d.groups * d.planes * d.columns());
     #[cfg(target_arch = "x86_64")]
     if vnni::forward(codes, planes, d, &mut out) {
         return out;

@@ -78,7 +78,7 @@ impl ChannelsLast {
                     let src = &codes[(b * d.channels + c) * d.h * d.w..][..d.h * d.w];
                     for (i, &v) in src.iter().enumerate() {
                         // integers in [0, 255] only (NaN fails too)
-                        if !(0.0..=255.0).contains(&v) || v != v.trunc() {
+                        if !(0.0..=255.0).contains(&v) || f32::from(v as u8) != v {
                             return None;
                         }
                         let v = v as u8;
@@ -121,7 +121,7 @@ impl PackedPlanes {
                 for c in 0..n_c {
                     for tap in 0..k2 {
                         let v = row[c * k2 + tap];
-                        if !(-128.0..=127.0).contains(&v) || v != v.trunc() {
+                        if !(-128.0..=127.0).contains(&v) || f32::from(v as i8) != v {
                             return None;
                         }
                         max_abs = max_abs.max(v.abs() as u8);
