@@ -29,8 +29,12 @@ pub(crate) fn f32_slice(t: &FlexTensor) -> Cow<'_, [f32]> {
 /// block on one thread while the other cores wait.
 pub(crate) fn zeros(len: usize) -> Vec<f32> {
     use rayon::prelude::*;
-    let mut v = Vec::with_capacity(len);
-    v.par_extend(rayon::iter::repeat_n(0f32, len));
+    let mut v: Vec<f32> = Vec::with_capacity(len);
+    v.spare_capacity_mut()[..len]
+        .par_chunks_mut(1 << 16)
+        .for_each(|chunk| chunk.fill(std::mem::MaybeUninit::new(0.0)));
+    // SAFETY: the capacity is at least `len` and its first `len` values were all written above.
+    unsafe { v.set_len(len) };
     v
 }
 
