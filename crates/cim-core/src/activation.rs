@@ -11,14 +11,16 @@ use burn::backend::autodiff::NodeId;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
-use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::autodiff::ops::{Backward, Ops};
 use burn::backend::flex::FlexTensor;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, Backend, Flex, backend_extension};
 use burn::tensor::Tensor;
 use rayon::prelude::*;
 
-use crate::kernels::{f32_slice, flex_tensor, fused_available, round_half_even, zeros};
+use crate::kernels::{
+    AutodiffTensor, backward_with, f32_slice, flex_tensor, fused_available, round_half_even, tracked, zeros,
+};
 use crate::lsq::round_ste;
 
 /// Elements per parallel task: large enough to amortize scheduling, small enough to balance.
@@ -71,31 +73,18 @@ impl ActivationOps for Flex {
 struct ActivationCodesBackward;
 
 impl<B: Backend + ActivationOps> Backward<B, 1> for ActivationCodesBackward {
-    type State = (NodeId, u32);
+    type State = ([NodeId; 1], u32);
 
     fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, checkpointer: &mut Checkpointer) {
-        let [node_x] = ops.parents;
-        let grad = grads.consume::<B>(&ops.node);
-        let (x, act_bits) = ops.state;
-        let x = checkpointer.retrieve_node_output::<B::FloatTensorPrimitive>(x);
-        if let Some(node) = node_x {
-            grads.register::<B>(node.id, B::activation_codes_backward(grad, x, act_bits));
-        }
+        backward_with::<B, _, 1, 1>(ops, grads, checkpointer, |grad, [x], act_bits| {
+            [B::activation_codes_backward(grad, x, act_bits)]
+        });
     }
 }
 
-type AutodiffTensor<B, C> = FloatTensor<Autodiff<B, C>>;
-
 impl<B: Backend + ActivationOps, C: CheckpointStrategy> ActivationOps for Autodiff<B, C> {
     fn activation_codes(x: AutodiffTensor<B, C>, act_bits: u32) -> AutodiffTensor<B, C> {
-        match ActivationCodesBackward.prepare::<C>([x.node()]).compute_bound().stateful() {
-            OpsKind::Tracked(mut prep) => {
-                let state = (prep.checkpoint(&x), act_bits);
-                let out = B::activation_codes(x.primitive().clone(), act_bits);
-                prep.finish(state, out)
-            }
-            OpsKind::UnTracked(prep) => prep.finish(B::activation_codes(x.primitive().clone(), act_bits)),
-        }
+        tracked::<B, C, _, _, 1>(ActivationCodesBackward, [x], act_bits, |[x]| B::activation_codes(x, act_bits))
     }
 
     fn activation_codes_backward(

@@ -19,14 +19,17 @@ use burn::backend::autodiff::NodeId;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
-use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::autodiff::ops::{Backward, Ops};
 use burn::backend::flex::FlexTensor;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, Backend, Flex, backend_extension};
 use burn::tensor::Tensor;
 use rayon::prelude::*;
 
-use crate::kernels::{f32_slice, flex_tensor, fused_available, round_half_even, with_best_simd, zeros};
+use crate::kernels::{
+    AutodiffTensor, backward_with, f32_slice, flex_tensor, fused_available, round_half_even, tracked, with_best_simd,
+    zeros,
+};
 use crate::lsq::round_ste;
 
 /// The fused ADC pass as a backend extension (Flex, and autodiff over it).
@@ -223,28 +226,22 @@ impl AdcOps for Flex {
 #[derive(Debug)]
 struct AdcAccumulateBackward;
 
-type AdcState = (NodeId, NodeId, NodeId, NodeId, NodeId, NodeId, usize);
+impl<B: Backend + AdcOps> Backward<B, 6> for AdcAccumulateBackward {
+    /// (psums, step, offset, coef, low, high), and C_out; low and high are constants.
+    type State = ([NodeId; 6], usize);
 
-impl<B: Backend + AdcOps> Backward<B, 4> for AdcAccumulateBackward {
-    type State = AdcState;
-
-    fn backward(self, ops: Ops<Self::State, 4>, grads: &mut Gradients, checkpointer: &mut Checkpointer) {
-        let [node_p, node_step, node_offset, node_coef] = ops.parents;
-        let grad = grads.consume::<B>(&ops.node);
-        let (p, step, offset, coef, low, high, out_channels) = ops.state;
-        let mut get = |id| checkpointer.retrieve_node_output::<B::FloatTensorPrimitive>(id);
-        let (p, step, offset, coef, low, high) = (get(p), get(step), get(offset), get(coef), get(low), get(high));
-        let (gp, gs, gz, gc) = B::adc_accumulate_backward(grad, p, step, offset, coef, low, high, out_channels);
-        for (node, g) in [(node_p, gp), (node_step, gs), (node_offset, gz), (node_coef, gc)] {
-            if let Some(node) = node {
-                grads.register::<B>(node.id, g);
-            }
-        }
+    fn backward(self, ops: Ops<Self::State, 6>, grads: &mut Gradients, checkpointer: &mut Checkpointer) {
+        backward_with::<B, _, 6, 4>(
+            ops,
+            grads,
+            checkpointer,
+            |grad, [p, step, offset, coef, low, high], out_channels| {
+                let (gp, gs, gz, gc) = B::adc_accumulate_backward(grad, p, step, offset, coef, low, high, out_channels);
+                [gp, gs, gz, gc]
+            },
+        );
     }
 }
-
-/// The autodiff backend's float tensor over `B`.
-type AutodiffTensor<B, C> = FloatTensor<Autodiff<B, C>>;
 
 impl<B: Backend + AdcOps, C: CheckpointStrategy> AdcOps for Autodiff<B, C> {
     fn adc_accumulate(
@@ -256,38 +253,10 @@ impl<B: Backend + AdcOps, C: CheckpointStrategy> AdcOps for Autodiff<B, C> {
         high: AutodiffTensor<B, C>,
         out_channels: usize,
     ) -> AutodiffTensor<B, C> {
-        let prep = AdcAccumulateBackward
-            .prepare::<C>([psums.node(), step.node(), offset.node(), coef.node()])
-            .compute_bound()
-            .stateful();
-        let inputs = [&psums, &step, &offset, &coef, &low, &high];
-        let run = |[p, s, z, c, l, h]: [&AutodiffTensor<B, C>; 6]| {
-            B::adc_accumulate(
-                p.primitive().clone(),
-                s.primitive().clone(),
-                z.primitive().clone(),
-                c.primitive().clone(),
-                l.primitive().clone(),
-                h.primitive().clone(),
-                out_channels,
-            )
-        };
-        match prep {
-            OpsKind::Tracked(mut prep) => {
-                let state = (
-                    prep.checkpoint(&psums),
-                    prep.checkpoint(&step),
-                    prep.checkpoint(&offset),
-                    prep.checkpoint(&coef),
-                    prep.checkpoint(&low),
-                    prep.checkpoint(&high),
-                    out_channels,
-                );
-                let out = run(inputs);
-                prep.finish(state, out)
-            }
-            OpsKind::UnTracked(prep) => prep.finish(run(inputs)),
-        }
+        let inputs = [psums, step, offset, coef, low, high];
+        tracked::<B, C, _, _, 6>(AdcAccumulateBackward, inputs, out_channels, |[p, s, z, c, l, h]| {
+            B::adc_accumulate(p, s, z, c, l, h, out_channels)
+        })
     }
 
     fn adc_accumulate_backward(

@@ -21,7 +21,7 @@ use burn::tensor::Tensor;
 use burn::tensor::activation::relu;
 use rayon::prelude::*;
 
-use crate::kernels::{AutodiffTensor, f32_slice, flex_tensor, fused_available, tracked, zeros};
+use crate::kernels::{AutodiffTensor, backward_with, f32_slice, flex_tensor, fused_available, tracked, zeros};
 
 /// Batch norm (training mode) with an optional ReLU, as a backend extension (Flex, and autodiff
 /// over it).
@@ -221,17 +221,11 @@ impl<B: Backend + BatchNormOps> Backward<B, 4> for BatchNormBackward {
     type State = ([NodeId; 4], (f64, bool));
 
     fn backward(self, ops: Ops<Self::State, 4>, grads: &mut Gradients, checkpointer: &mut Checkpointer) {
-        let [node_x, node_gamma, node_beta, _stats] = ops.parents;
-        let grad = grads.consume::<B>(&ops.node);
-        let ([x, gamma, beta, stats], (epsilon, relu)) = ops.state;
-        let [x, gamma, beta, stats] =
-            [x, gamma, beta, stats].map(|n| checkpointer.retrieve_node_output::<B::FloatTensorPrimitive>(n));
-        let (gx, gg, gb) = B::batch_norm_act_backward(grad, x, gamma, beta, stats, epsilon, relu);
-        for (node, g) in [(node_x, gx), (node_gamma, gg), (node_beta, gb)] {
-            if let Some(node) = node {
-                grads.register::<B>(node.id, g);
-            }
-        }
+        // the statistics are a constant: no gradient of their own (see `batch_stats`)
+        backward_with::<B, _, 4, 3>(ops, grads, checkpointer, |grad, [x, gamma, beta, stats], (epsilon, relu)| {
+            let (gx, gg, gb) = B::batch_norm_act_backward(grad, x, gamma, beta, stats, epsilon, relu);
+            [gx, gg, gb]
+        });
     }
 }
 

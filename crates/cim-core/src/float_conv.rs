@@ -23,7 +23,7 @@ use burn::tensor::ops::ConvOptions;
 use rayon::prelude::*;
 
 use crate::im2col::{ConvGeometry, PlaneShape, Write, matmul};
-use crate::kernels::{AutodiffTensor, f32_slice, flex_tensor, fused_available, tracked, zeros};
+use crate::kernels::{AutodiffTensor, backward_with, f32_slice, flex_tensor, fused_available, tracked, zeros};
 
 /// Images per partial weight gradient: the chunks, not the threads, fix the summation order.
 const IMAGES_PER_CHUNK: usize = 8;
@@ -177,18 +177,10 @@ impl<B: Backend + FloatConvOps> Backward<B, 2> for FloatConvBackward {
     type State = ([NodeId; 2], (usize, usize));
 
     fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, checkpointer: &mut Checkpointer) {
-        let [node_x, node_weight] = ops.parents;
-        let grad = grads.consume::<B>(&ops.node);
-        let ([x, weight], (stride, padding)) = ops.state;
-        let x = checkpointer.retrieve_node_output::<B::FloatTensorPrimitive>(x);
-        let weight = checkpointer.retrieve_node_output::<B::FloatTensorPrimitive>(weight);
-        let (gx, gw) = B::float_conv2d_backward(grad, x, weight, stride, padding);
-        if let Some(node) = node_x {
-            grads.register::<B>(node.id, gx);
-        }
-        if let Some(node) = node_weight {
-            grads.register::<B>(node.id, gw);
-        }
+        backward_with::<B, _, 2, 2>(ops, grads, checkpointer, |grad, [x, weight], (stride, padding)| {
+            let (gx, gw) = B::float_conv2d_backward(grad, x, weight, stride, padding);
+            [gx, gw]
+        });
     }
 }
 

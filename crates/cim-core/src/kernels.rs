@@ -3,8 +3,10 @@
 use std::borrow::Cow;
 
 use burn::backend::autodiff::NodeId;
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
-use burn::backend::autodiff::ops::{Backward, OpsKind};
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::flex::FlexTensor;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, Backend, DispatchDevice};
@@ -30,9 +32,7 @@ pub(crate) fn f32_slice(t: &FlexTensor) -> Cow<'_, [f32]> {
 pub(crate) fn zeros(len: usize) -> Vec<f32> {
     use rayon::prelude::*;
     let mut v: Vec<f32> = Vec::with_capacity(len);
-    v.spare_capacity_mut()[..len]
-        .par_chunks_mut(1 << 16)
-        .for_each(|chunk| chunk.fill(std::mem::MaybeUninit::new(0.0)));
+    v.spare_capacity_mut()[..len].par_chunks_mut(1 << 16).for_each(|chunk| chunk.fill(std::mem::MaybeUninit::new(0.0)));
     // SAFETY: the capacity is at least `len` and its first `len` values were all written above.
     unsafe { v.set_len(len) };
     v
@@ -68,6 +68,25 @@ where
             prep.finish(state, out)
         }
         OpsKind::UnTracked(prep) => prep.finish(values(&inputs)),
+    }
+}
+
+/// The body of a [`tracked`] pass's backward: consumes the output's gradient, retrieves the N
+/// checkpointed inputs, lets `gradients` compute the first M inputs' gradients, and registers
+/// each with its parent where the parent is tracked.
+pub(crate) fn backward_with<B: Backend, S, const N: usize, const M: usize>(
+    ops: Ops<([NodeId; N], S), N>,
+    grads: &mut Gradients,
+    checkpointer: &mut Checkpointer,
+    gradients: impl FnOnce(FloatTensor<B>, [FloatTensor<B>; N], S) -> [FloatTensor<B>; M],
+) {
+    let grad = grads.consume::<B>(&ops.node);
+    let (ids, extra) = ops.state;
+    let inputs = ids.map(|id| checkpointer.retrieve_node_output::<FloatTensor<B>>(id));
+    for (parent, g) in ops.parents.into_iter().zip(gradients(grad, inputs, extra)) {
+        if let Some(node) = parent {
+            grads.register::<B>(node.id, g);
+        }
     }
 }
 

@@ -28,7 +28,7 @@ use rayon::prelude::*;
 
 use crate::config::Encoding;
 use crate::im2col::{ConvGeometry, PlaneShape, Write, matmul};
-use crate::kernels::{AutodiffTensor, f32_slice, flex_tensor, fused_available, tracked, zeros};
+use crate::kernels::{AutodiffTensor, backward_with, f32_slice, flex_tensor, fused_available, tracked, zeros};
 use crate::slicing::BitSlicing;
 
 #[cfg(target_arch = "x86_64")]
@@ -471,22 +471,16 @@ impl<B: Backend + PsumOps> Backward<B, 2> for PsumsBackward {
     type State = ([NodeId; 2], (ConvGeometry, WeightSide));
 
     fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, checkpointer: &mut Checkpointer) {
-        let [node_codes, node_planes] = ops.parents;
-        let grad = grads.consume::<B>(&ops.node);
-        let ([codes, weights], (geo, slicing)) = ops.state;
-        let codes = checkpointer.retrieve_node_output::<B::FloatTensorPrimitive>(codes);
-        let weights = checkpointer.retrieve_node_output::<B::FloatTensorPrimitive>(weights);
-        let (k, s, p) = (geo.kernel, geo.stride, geo.padding);
-        let (gc, gp) = match slicing {
-            None => B::cim_psums_backward(grad, codes, weights, k, s, p),
-            Some((wb, cb, diff)) => B::cim_psums_of_weight_codes_backward(grad, codes, weights, k, s, p, wb, cb, diff),
-        };
-        if let Some(node) = node_codes {
-            grads.register::<B>(node.id, gc);
-        }
-        if let Some(node) = node_planes {
-            grads.register::<B>(node.id, gp);
-        }
+        backward_with::<B, _, 2, 2>(ops, grads, checkpointer, |grad, [codes, weights], (geo, slicing)| {
+            let (k, s, p) = (geo.kernel, geo.stride, geo.padding);
+            let (gc, gw) = match slicing {
+                None => B::cim_psums_backward(grad, codes, weights, k, s, p),
+                Some((wb, cb, diff)) => {
+                    B::cim_psums_of_weight_codes_backward(grad, codes, weights, k, s, p, wb, cb, diff)
+                }
+            };
+            [gc, gw]
+        });
     }
 }
 
