@@ -15,6 +15,8 @@
 //! chain as one pass forward and one pass backward ([`AdcOps`]); elsewhere it falls back to
 //! [`adc_accumulate_reference`], which is also the oracle the fused pass is tested against.
 
+use std::mem::MaybeUninit;
+
 use burn::backend::autodiff::NodeId;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
@@ -28,7 +30,7 @@ use rayon::prelude::*;
 
 use crate::kernels::{
     AutodiffTensor, backward_with, f32_slice, flex_tensor, fused_available, round_half_even, tracked, with_best_simd,
-    zeros,
+    written_by, zeros,
 };
 use crate::lsq::round_ste;
 
@@ -92,11 +94,11 @@ fn forward_image(out_b: &mut [f32], p: &[f32], b: usize, batch: usize, ch: &Chan
     }
 }
 
-/// One channel `kk` of the backward pass over all images: writes d/dp into `gp_k` [B, HW] and
-/// returns (d/dstep, d/doffset, d/dcoef) of the channel.
+/// One channel `kk` of the backward pass over all images: writes d/dp into every entry of `gp_k`
+/// [B, HW] and returns (d/dstep, d/doffset, d/dcoef) of the channel.
 #[inline(always)]
 fn backward_channel(
-    gp_k: &mut [f32],
+    gp_k: &mut [MaybeUninit<f32>],
     p_k: &[f32],
     gy: &[f32],
     kk: usize,
@@ -112,11 +114,11 @@ fn backward_channel(
     let mut acc_grad = [0f32; LANES];
     for (b, (row, gp)) in p_k.chunks_exact(hw).zip(gp_k.chunks_exact_mut(hw)).enumerate() {
         let g_row = &gy[(b * out_channels + kk % out_channels) * hw..][..hw];
-        let mut lane = |i: usize, gp: &mut f32, v: f32, g: f32| {
+        let mut lane = |i: usize, gp: &mut MaybeUninit<f32>, v: f32, g: f32| {
             let ratio = (v - z) / s;
             let inside = ratio >= lo && ratio <= hi;
             let code = round_half_even(ratio.clamp(lo, hi));
-            *gp = if inside { g * cf } else { 0.0 };
+            gp.write(if inside { g * cf } else { 0.0 });
             acc_step[i] += g * (code - if inside { ratio } else { 0.0 });
             acc_code[i] += g * code;
             acc_clipped[i] += if inside { 0.0 } else { g };
@@ -156,7 +158,7 @@ fn forward_image_dispatch(
 
 #[allow(clippy::too_many_arguments)]
 fn backward_channel_dispatch(
-    gp_k: &mut [f32],
+    gp_k: &mut [MaybeUninit<f32>],
     p_k: &[f32],
     gy: &[f32],
     kk: usize,
@@ -164,7 +166,7 @@ fn backward_channel_dispatch(
     out_channels: usize,
     hw: usize,
 ) -> (f32, f32, f32) {
-    with_best_simd!((gp_k: &mut [f32], p_k: &[f32], gy: &[f32], kk: usize, ch: &Channels, out_channels: usize, hw: usize) -> (f32, f32, f32) {
+    with_best_simd!((gp_k: &mut [MaybeUninit<f32>], p_k: &[f32], gy: &[f32], kk: usize, ch: &Channels, out_channels: usize, hw: usize) -> (f32, f32, f32) {
         backward_channel(gp_k, p_k, gy, kk, ch, out_channels, hw)
     });
 }
@@ -210,14 +212,21 @@ impl AdcOps for Flex {
         let (step, offset, coef) = (f32_slice(&step), f32_slice(&offset), f32_slice(&coef));
         let (low, high) = (f32_slice(&low), f32_slice(&high));
         let ch = Channels { step: &step, offset: &offset, coef: &coef, low: &low, high: &high };
-        let mut grad_p = zeros(k * batch * hw);
-        // one channel per task, images summed in order within it: no dependence on scheduling
-        let per_channel: Vec<(f32, f32, f32)> = grad_p
-            .par_chunks_mut(batch * hw)
-            .zip(p.par_chunks(batch * hw))
-            .enumerate()
-            .map(|(kk, (gp_k, p_k))| backward_channel_dispatch(gp_k, p_k, &gy, kk, &ch, out_channels, hw))
-            .collect();
+        let mut per_channel: Vec<(f32, f32, f32)> = Vec::new();
+        // SAFETY: backward_channel writes every entry of its channel's rows, and the channels
+        // cover all k * batch * hw values.
+        let grad_p = unsafe {
+            written_by(k * batch * hw, |grad_p| {
+                // one channel per task, images summed in order within it: no dependence on
+                // scheduling
+                per_channel = grad_p
+                    .par_chunks_mut(batch * hw)
+                    .zip(p.par_chunks(batch * hw))
+                    .enumerate()
+                    .map(|(kk, (gp_k, p_k))| backward_channel_dispatch(gp_k, p_k, &gy, kk, &ch, out_channels, hw))
+                    .collect();
+            })
+        };
         let column = |f: fn(&(f32, f32, f32)) -> f32| flex_tensor(per_channel.iter().map(f).collect(), vec![k]);
         (flex_tensor(grad_p, vec![k, batch, h, w]), column(|g| g.0), column(|g| g.1), column(|g| g.2))
     }

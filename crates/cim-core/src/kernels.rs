@@ -38,6 +38,19 @@ pub(crate) fn zeros(len: usize) -> Vec<f32> {
     v
 }
 
+/// `len` values written by `fill`, never zeroed first: for outputs of hundreds of megabytes per
+/// step (the partial sums and their gradient) the zeroing alone was a memory pass of its own.
+///
+/// # Safety
+/// `fill` must write every one of the `len` values it is given.
+pub(crate) unsafe fn written_by(len: usize, fill: impl FnOnce(&mut [std::mem::MaybeUninit<f32>])) -> Vec<f32> {
+    let mut v: Vec<f32> = Vec::with_capacity(len);
+    fill(&mut v.spare_capacity_mut()[..len]);
+    // SAFETY: the caller's `fill` wrote all `len` values.
+    unsafe { v.set_len(len) };
+    v
+}
+
 /// A contiguous Flex tensor from row-major values.
 pub(crate) fn flex_tensor(data: Vec<f32>, shape: Vec<usize>) -> FlexTensor {
     FlexTensor::from_data(TensorData::new(data, shape))

@@ -14,6 +14,7 @@ use std::arch::x86_64::*;
 use rayon::prelude::*;
 
 use super::Dims;
+use crate::kernels::written_by;
 
 /// Output pixels per zmm register (i32 lanes).
 const LANES: usize = 16;
@@ -33,24 +34,25 @@ pub(super) fn available() -> bool {
         && is_x86_feature_detected!("avx512vnni")
 }
 
-/// Writes the partial sums [G*P, B*H'*W'] of `codes` [B, C, H, W] and `planes` [G, P, R] into
-/// `out`, or returns false (out untouched) when the inputs are not small integers or a sum could
-/// reach 2^24, or the CPU lacks AVX-512 VNNI.
-pub(super) fn forward(codes: &[f32], planes: &[f32], d: Dims, out: &mut [f32]) -> bool {
+/// The partial sums [G*P, B*H'*W'] of `codes` [B, C, H, W] and `planes` [G, P, R], or None
+/// when the inputs are not small integers or a sum could reach 2^24, or the CPU lacks AVX-512
+/// VNNI.
+pub(super) fn forward(codes: &[f32], planes: &[f32], d: Dims) -> Option<Vec<f32>> {
     if !available() {
-        return false;
+        return None;
     }
-    let Some(input) = ChannelsLast::new(codes, d) else { return false };
-    let Some(weights) = PackedPlanes::new(planes, d, input.quad_channels) else { return false };
+    let input = ChannelsLast::new(codes, d)?;
+    let weights = PackedPlanes::new(planes, d, input.quad_channels)?;
     let k2 = d.geo.kernel * d.geo.kernel;
     let largest_sum = u64::from(input.max) * u64::from(weights.max_abs) * (d.channels.min(d.rows / k2) * k2) as u64;
     if largest_sum >= 1 << 24 {
-        return false;
+        return None;
     }
-    // SAFETY: the CPU has AVX-512 F, BW and VNNI (checked above); `run` reads and writes only
-    // inside the buffers whose shapes `d` describes.
-    unsafe { run(&input, &weights, d, out) };
-    true
+    let len = d.groups * d.planes * d.columns();
+    // SAFETY: the CPU has AVX-512 F, BW and VNNI (checked above); `run` writes every one of the
+    // G*P*B*H'*W' outputs (each plane of each row tile at every pixel) and reads only inside
+    // the buffers whose shapes `d` describes.
+    Some(unsafe { written_by(len, |out| run(&input, &weights, d, out.as_mut_ptr().cast::<f32>(), len)) })
 }
 
 /// The codes as bytes, channels last and each row tile's channels padded to a multiple of 4:
@@ -146,13 +148,13 @@ unsafe impl Send for OutPtr {}
 unsafe impl Sync for OutPtr {}
 
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-unsafe fn run(input: &ChannelsLast, weights: &PackedPlanes, d: Dims, out: &mut [f32]) {
+unsafe fn run(input: &ChannelsLast, weights: &PackedPlanes, d: Dims, out: *mut f32, len: usize) {
     let n = d.columns();
-    assert!(out.len() >= d.groups * d.planes * n);
+    assert!(len >= d.groups * d.planes * n);
     let k = d.geo.kernel;
     let steps = k * k * input.quad_channels / 4;
     let pixel = d.groups * input.quad_channels;
-    let out = OutPtr(out.as_mut_ptr());
+    let out = OutPtr(out);
     let task_pixels = PIXELS * BLOCKS_PER_TASK;
     // the per-task buffers live once per worker thread, not once per task
     let buffers = || (Vec::<Option<usize>>::new(), Vec::<i32>::new());
