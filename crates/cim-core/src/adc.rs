@@ -29,8 +29,8 @@ use burn::tensor::Tensor;
 use rayon::prelude::*;
 
 use crate::kernels::{
-    AutodiffTensor, backward_with, f32_slice, flex_tensor, fused_available, round_half_even, tracked, with_best_simd,
-    written_by, zeros,
+    AutodiffTensor, backward_with, f32_slice, flex_tensor, fused_available, prefetch, round_half_even, tracked,
+    with_best_simd, written_by, zeros,
 };
 use crate::lsq::round_ste;
 
@@ -94,6 +94,54 @@ fn forward_image(out_b: &mut [f32], p: &[f32], b: usize, batch: usize, ch: &Chan
     }
 }
 
+/// How many rows ahead [`AdcImageBackward::image_rows`] asks for the partial sums.
+const PREFETCH_ROWS: usize = 2;
+
+/// Values of a channel's running backward sums: (step, code, clipped, grad), LANES each.
+pub(crate) const CHANNEL_SUMS: usize = 4 * LANES;
+
+/// One row (one image) of channel `kk` of the backward pass: writes d/dp of every value of `row`
+/// into `gp` and adds the row's terms to the channel's running `sums` [CHANNEL_SUMS].
+#[inline(always)]
+fn backward_row(gp: &mut [MaybeUninit<f32>], row: &[f32], g_row: &[f32], kk: usize, ch: &Channels, sums: &mut [f32]) {
+    let (s, z) = (ch.step[kk], ch.offset[kk]);
+    let (lo, hi, cf) = (ch.low[kk], ch.high[kk], ch.coef[kk]);
+    let lanes = |i: usize| -> [f32; LANES] { sums[i * LANES..][..LANES].try_into().expect("LANES sums") };
+    let (mut acc_step, mut acc_code, mut acc_clipped, mut acc_grad) = (lanes(0), lanes(1), lanes(2), lanes(3));
+    let mut lane = |i: usize, gp: &mut MaybeUninit<f32>, v: f32, g: f32| {
+        let ratio = (v - z) / s;
+        let inside = ratio >= lo && ratio <= hi;
+        let code = round_half_even(ratio.clamp(lo, hi));
+        gp.write(if inside { g * cf } else { 0.0 });
+        acc_step[i] += g * (code - if inside { ratio } else { 0.0 });
+        acc_code[i] += g * code;
+        acc_clipped[i] += if inside { 0.0 } else { g };
+        acc_grad[i] += g;
+    };
+    let mut gp_chunks = gp.chunks_exact_mut(LANES);
+    let mut v_chunks = row.chunks_exact(LANES);
+    let mut g_chunks = g_row.chunks_exact(LANES);
+    for ((gp8, v8), g8) in (&mut gp_chunks).zip(&mut v_chunks).zip(&mut g_chunks) {
+        for i in 0..LANES {
+            lane(i, &mut gp8[i], v8[i], g8[i]);
+        }
+    }
+    let rest = gp_chunks.into_remainder().iter_mut().zip(v_chunks.remainder()).zip(g_chunks.remainder());
+    for (i, ((gp, &v), &g)) in rest.enumerate() {
+        lane(i, gp, v, g);
+    }
+    for (i, acc) in [acc_step, acc_code, acc_clipped, acc_grad].into_iter().enumerate() {
+        sums[i * LANES..][..LANES].copy_from_slice(&acc);
+    }
+}
+
+/// (d/dstep, d/doffset, d/dcoef) of channel `kk` from its running backward sums.
+fn channel_gradients(kk: usize, ch: &Channels, sums: &[f32]) -> (f32, f32, f32) {
+    let sum = |i: usize| sums[i * LANES..][..LANES].iter().sum::<f32>();
+    let (s, z, cf) = (ch.step[kk], ch.offset[kk], ch.coef[kk]);
+    (sum(0) * cf, sum(2) * cf, sum(1) * s + sum(3) * z)
+}
+
 /// One channel `kk` of the backward pass over all images: writes d/dp into every entry of `gp_k`
 /// [B, HW] and returns (d/dstep, d/doffset, d/dcoef) of the channel.
 #[inline(always)]
@@ -106,39 +154,80 @@ fn backward_channel(
     out_channels: usize,
     hw: usize,
 ) -> (f32, f32, f32) {
-    let (s, z) = (ch.step[kk], ch.offset[kk]);
-    let (lo, hi, cf) = (ch.low[kk], ch.high[kk], ch.coef[kk]);
-    let mut acc_step = [0f32; LANES];
-    let mut acc_code = [0f32; LANES];
-    let mut acc_clipped = [0f32; LANES];
-    let mut acc_grad = [0f32; LANES];
+    let mut sums = [0f32; CHANNEL_SUMS];
     for (b, (row, gp)) in p_k.chunks_exact(hw).zip(gp_k.chunks_exact_mut(hw)).enumerate() {
         let g_row = &gy[(b * out_channels + kk % out_channels) * hw..][..hw];
-        let mut lane = |i: usize, gp: &mut MaybeUninit<f32>, v: f32, g: f32| {
-            let ratio = (v - z) / s;
-            let inside = ratio >= lo && ratio <= hi;
-            let code = round_half_even(ratio.clamp(lo, hi));
-            gp.write(if inside { g * cf } else { 0.0 });
-            acc_step[i] += g * (code - if inside { ratio } else { 0.0 });
-            acc_code[i] += g * code;
-            acc_clipped[i] += if inside { 0.0 } else { g };
-            acc_grad[i] += g;
-        };
-        let mut gp_chunks = gp.chunks_exact_mut(LANES);
-        let mut v_chunks = row.chunks_exact(LANES);
-        let mut g_chunks = g_row.chunks_exact(LANES);
-        for ((gp8, v8), g8) in (&mut gp_chunks).zip(&mut v_chunks).zip(&mut g_chunks) {
-            for i in 0..LANES {
-                lane(i, &mut gp8[i], v8[i], g8[i]);
-            }
-        }
-        let rest = gp_chunks.into_remainder().iter_mut().zip(v_chunks.remainder()).zip(g_chunks.remainder());
-        for (i, ((gp, &v), &g)) in rest.enumerate() {
-            lane(i, gp, v, g);
-        }
+        backward_row(gp, row, g_row, kk, ch, &mut sums);
     }
-    let sum = |acc: [f32; LANES]| acc.iter().sum::<f32>();
-    (sum(acc_step) * cf, sum(acc_clipped) * cf, sum(acc_code) * s + sum(acc_grad) * z)
+    channel_gradients(kk, ch, &sums)
+}
+
+/// The ADC pass's backward one image at a time, for a consumer of d/dpsums that works image by
+/// image ([`crate::psums`]'s backward): the [K, B, HW] gradient never exists as a whole.
+pub(crate) struct AdcImageBackward<'a> {
+    /// dL/dy [B, C_out, HW].
+    gy: &'a [f32],
+    /// The partial sums [K, B, HW].
+    p: &'a [f32],
+    ch: Channels<'a>,
+    out_channels: usize,
+    batch: usize,
+    hw: usize,
+}
+
+impl<'a> AdcImageBackward<'a> {
+    /// The backward of [`AdcOps::adc_accumulate`] over `psums` [K, B, HW] (channels as in the
+    /// module docs), given dL/dy [B, C_out, HW].
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        gy: &'a [f32],
+        p: &'a [f32],
+        [step, offset, coef, low, high]: [&'a [f32]; 5],
+        out_channels: usize,
+        batch: usize,
+        hw: usize,
+    ) -> Self {
+        Self { gy, p, ch: Channels { step, offset, coef, low, high }, out_channels, batch, hw }
+    }
+
+    /// Channels K.
+    pub(crate) fn channels(&self) -> usize {
+        self.ch.step.len()
+    }
+
+    /// d/dp of image `b` in channels `first..first + count` into `gp` [count, HW], their terms
+    /// added to `sums` [K * CHANNEL_SUMS] (every channel's running sums).
+    pub(crate) fn image_rows(&self, first: usize, count: usize, b: usize, gp: &mut [f32], sums: &mut [f32]) {
+        let hw = self.hw;
+        // SAFETY: MaybeUninit<f32> has f32's layout, and only initialised values are written.
+        let gp = unsafe { &mut *(&mut gp[..count * hw] as *mut [f32] as *mut [MaybeUninit<f32>]) };
+        let this = self;
+        with_best_simd!((this: &AdcImageBackward, first: usize, b: usize, gp: &mut [MaybeUninit<f32>], sums: &mut [f32]) -> () {
+            let (hw, batch) = (this.hw, this.batch);
+            let count = gp.len() / hw;
+            for (i, gp_row) in gp.chunks_exact_mut(hw).enumerate() {
+                let kk = first + i;
+                // the rows of one image lie B*HW apart: too far for the hardware prefetcher
+                if i + PREFETCH_ROWS < count {
+                    prefetch(&this.p[((kk + PREFETCH_ROWS) * batch + b) * hw..][..hw]);
+                }
+                let row = &this.p[(kk * batch + b) * hw..][..hw];
+                let g_row = &this.gy[(b * this.out_channels + kk % this.out_channels) * hw..][..hw];
+                backward_row(gp_row, row, g_row, kk, &this.ch, &mut sums[kk * CHANNEL_SUMS..][..CHANNEL_SUMS]);
+            }
+        });
+    }
+
+    /// (d/dstep, d/doffset, d/dcoef), each [K], from every channel's summed running sums.
+    pub(crate) fn gradients(&self, sums: &[f32]) -> [Vec<f32>; 3] {
+        let per_channel: Vec<_> =
+            (0..self.channels()).map(|kk| channel_gradients(kk, &self.ch, &sums[kk * CHANNEL_SUMS..])).collect();
+        [
+            per_channel.iter().map(|g| g.0).collect(),
+            per_channel.iter().map(|g| g.1).collect(),
+            per_channel.iter().map(|g| g.2).collect(),
+        ]
+    }
 }
 
 #[allow(clippy::too_many_arguments)]

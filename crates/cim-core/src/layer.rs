@@ -25,9 +25,10 @@ use crate::adc::{AdcChannels, accumulate_reference, adc_accumulate};
 use crate::calibration::{GroupSamples, calibrate, uniform_window};
 use crate::config::{AdcWindow, CimConfigError, CimConvConfig, Granularity};
 use crate::im2col::ConvGeometry;
+use crate::kernels::fused_available;
 use crate::lsq::{LsqRange, scale_grad};
 use crate::own::{OwnQuantizers, WeightQuantizer};
-use crate::psums::{grouped_psums, grouped_psums_of_weight_codes};
+use crate::psums::{grouped_psums, grouped_psums_of_weight_codes, psums_through_adc};
 use crate::quality::{ChannelWindow, DigitShares, SliceQuality, accumulate, uniform_code};
 use crate::slicing::BitSlicing;
 use crate::tiling::{LayerCounts, Tiling};
@@ -513,7 +514,13 @@ impl CimConv2d {
         if !self.adc_enabled {
             return self.forward_ideal(a, q, &weight_steps, gain, &device);
         }
-        let psums = self.partial_sums(a.clone(), q.clone(), gain.clone());
+        // Built-in ADC over integer digit planes: the partial sums and the ADC run as one op
+        // (psums::psums_through_adc), the partial sums computed here as its constant input.
+        let through_adc = gain.is_none() && self.own.psum.is_none() && fused_available(&device);
+        let psums = match through_adc {
+            true => self.partial_sums(a.clone().detach(), q.clone().detach(), None),
+            false => self.partial_sums(a.clone(), q.clone(), gain.clone()),
+        };
         if self.record_calibration(&psums) {
             // calibration batches pass exact partial sums on: the windows being calibrated
             // do not exist yet
@@ -538,7 +545,19 @@ impl CimConv2d {
             .map(|&i| (self.plan.psum_range[i as usize].low, self.plan.psum_range[i as usize].high))
             .unzip();
         let (low, high) = (self.floats(&low, &device), self.floats(&high, &device));
-        adc_accumulate(psums, AdcChannels { step: steps, offset: offsets, coef, low, high }, self.config.out_channels)
+        let channels = AdcChannels { step: steps, offset: offsets, coef, low, high };
+        if through_adc {
+            return psums_through_adc(
+                a,
+                q,
+                psums,
+                &self.plan.slicing,
+                self.geometry(),
+                channels,
+                self.config.out_channels,
+            );
+        }
+        adc_accumulate(psums, channels, self.config.out_channels)
     }
 
     /// The integer partial sums of every array column before the ADC, laid out as the golden
@@ -611,13 +630,18 @@ impl CimConv2d {
     /// cheaper); with gains the planes are not integers and go in as they are.
     fn partial_sums(&self, a: Tensor<4>, q: Tensor<3>, gain: Option<Tensor<4>>) -> Tensor<4> {
         let t = &self.plan.tiling;
-        let geometry = ConvGeometry { kernel: t.kernel_size, stride: self.config.stride, padding: self.config.padding };
+        let geometry = self.geometry();
         if gain.is_none() {
             return grouped_psums_of_weight_codes(a, q, &self.plan.slicing, geometry);
         }
         let planes = self.planes(q, gain);
         let planes = planes.reshape([t.row_tiles, self.plan.channels() / t.row_tiles, t.rows_per_tile()]);
         grouped_psums(a, planes, geometry)
+    }
+
+    /// The convolution's geometry on the arrays.
+    fn geometry(&self) -> ConvGeometry {
+        ConvGeometry { kernel: self.plan.tiling.kernel_size, stride: self.config.stride, padding: self.config.padding }
     }
 
     /// Ideal ADC: one plain conv with the dequantized weights (cell gains folded in).

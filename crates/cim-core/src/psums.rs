@@ -26,13 +26,17 @@ use burn::tensor::module::conv2d;
 use burn::tensor::ops::ConvOptions;
 use rayon::prelude::*;
 
+use crate::adc::{AdcImageBackward, CHANNEL_SUMS};
 use crate::config::Encoding;
 use crate::im2col::{ConvGeometry, PlaneShape, Write, matmul};
 use crate::kernels::{AutodiffTensor, backward_with, f32_slice, flex_tensor, fused_available, tracked, zeros};
 use crate::slicing::BitSlicing;
 
+mod through_adc;
 #[cfg(target_arch = "x86_64")]
 mod vnni;
+
+pub use through_adc::{PsumsThroughAdcOps, psums_through_adc, psums_through_adc_reference};
 
 /// The partial-sum pass as a backend extension (Flex, and autodiff over it).
 #[backend_extension(Flex, Autodiff)]
@@ -181,40 +185,68 @@ fn im2col(a: &[f32], d: Dims, cols: &mut [f32]) {
 /// weights' gradient is summed.
 const IMAGES_PER_CHUNK: usize = 8;
 
+/// Where a partial-sum backward takes dL/dpsums from.
+#[derive(Clone, Copy)]
+enum PsumGrad<'a> {
+    /// The whole gradient [G*P, B*H'*W'], given.
+    Given(&'a [f32]),
+    /// Worked out image by image from the gradient of the ADC pass the partial sums went
+    /// through; the ADC channels' running sums ride in the chunks' partials.
+    ThroughAdc(&'a AdcImageBackward<'a>),
+}
+
 /// The backward of a partial-sum pass, image by image so that each image's im2col and its
 /// gradient stay in the cache (the whole batch's are as large as the partial sums): for every
-/// image, per row tile g, `weight_grad(g, grad_g, cols_g, scratch, partial)` adds the weights'
-/// side to this chunk's `partial` (of `partial_len` values), with grad_g the image's gradient
-/// rows [P, H'W'] (row stride B*H'*W') and cols_g its im2col rows [R_g, H'W']; then
+/// image, per row tile g, `weight_grad(g, (grad_g, grad_rs), cols_g, scratch, partial)` adds the
+/// weights' side to this chunk's `partial` (of `partial_len` values), with grad_g the image's
+/// gradient rows [P, H'W'] (row stride grad_rs) and cols_g its im2col rows [R_g, H'W']; then
 /// dL/dcols_g = planes[g]^T x grad_g, added back onto the image by col2im. Returns dL/dcodes
-/// [B, C, H, W] and the chunks' partials summed in chunk order.
+/// [B, C, H, W] and the chunks' partials summed in chunk order: `partial_len` values, then with
+/// [`PsumGrad::ThroughAdc`] the ADC channels' sums (K * [`CHANNEL_SUMS`]).
 fn backward_by_images(
-    grad: &[f32],
+    source: PsumGrad,
     codes: &[f32],
     planes: &[f32],
     d: Dims,
     partial_len: usize,
-    weight_grad: impl Fn(usize, &[f32], &[f32], &mut Vec<f32>, &mut [f32]) + Sync,
+    weight_grad: impl Fn(usize, (&[f32], usize), &[f32], &mut Vec<f32>, &mut [f32]) + Sync,
 ) -> (Vec<f32>, Vec<f32>) {
     let plane = d.plane();
     let (hw, n, image_len) = (plane.out_pixels(), d.columns(), d.channels * d.h * d.w);
     let im2col_rows = d.channels * d.geo.kernel * d.geo.kernel;
+    let adc_len = match source {
+        PsumGrad::Given(_) => 0,
+        PsumGrad::ThroughAdc(adc) => adc.channels() * CHANNEL_SUMS,
+    };
     let mut grad_codes = zeros(d.batch * image_len);
     let partials: Vec<Vec<f32>> = grad_codes
         .par_chunks_mut(IMAGES_PER_CHUNK * image_len)
         .enumerate()
         .map_init(
-            || (vec![0f32; im2col_rows * hw], vec![0f32; im2col_rows * hw], Vec::new()),
-            |(cols, grad_cols, scratch), (chunk, grad_chunk)| {
-                let mut partial = vec![0f32; partial_len];
+            || {
+                let grad_rows = match source {
+                    PsumGrad::Given(_) => Vec::new(),
+                    PsumGrad::ThroughAdc(_) => vec![0f32; d.planes * hw],
+                };
+                (vec![0f32; im2col_rows * hw], vec![0f32; im2col_rows * hw], grad_rows, Vec::new())
+            },
+            |(cols, grad_cols, grad_rows, scratch), (chunk, grad_chunk)| {
+                let mut partial = vec![0f32; partial_len + adc_len];
+                let (weights_part, adc_sums) = partial.split_at_mut(partial_len);
                 for (i, grad_image) in grad_chunk.chunks_exact_mut(image_len).enumerate() {
                     let b = chunk * IMAGES_PER_CHUNK + i;
                     plane.im2col_image(&codes[b * image_len..][..image_len], d.channels, cols);
                     for g in 0..d.groups {
                         let rows_g = d.real_rows(g);
-                        let grad_g = &grad[g * d.planes * n + b * hw..];
+                        let (grad_g, grad_rs) = match source {
+                            PsumGrad::Given(grad) => (&grad[g * d.planes * n + b * hw..], n),
+                            PsumGrad::ThroughAdc(adc) => {
+                                adc.image_rows(g * d.planes, d.planes, b, grad_rows, adc_sums);
+                                (&grad_rows[..], hw)
+                            }
+                        };
                         let cols_g = &cols[g * d.rows * hw..][..rows_g * hw];
-                        weight_grad(g, grad_g, cols_g, scratch, &mut partial);
+                        weight_grad(g, (grad_g, grad_rs), cols_g, scratch, weights_part);
                         // d/dcols_g = planes[g]^T [R_g, P] x grad_g [P, H'W']
                         matmul(
                             rows_g,
@@ -222,7 +254,7 @@ fn backward_by_images(
                             d.planes,
                             (&mut grad_cols[g * d.rows * hw..][..rows_g * hw], hw, Write::Over),
                             (&planes[g * d.planes * d.rows..], 1, d.rows as isize),
-                            (grad_g, n as isize, 1),
+                            (grad_g, grad_rs as isize, 1),
                             false,
                         );
                     }
@@ -232,7 +264,7 @@ fn backward_by_images(
             },
         )
         .collect();
-    let mut total = vec![0f32; partial_len];
+    let mut total = vec![0f32; partial_len + adc_len];
     for part in &partials {
         total.iter_mut().zip(part).for_each(|(t, p)| *t += p);
     }
@@ -302,8 +334,13 @@ impl PsumOps for Flex {
     ) -> (FlexTensor, FlexTensor) {
         let sl = slicing_of(weight_bits, cell_bits, differential);
         let d = weight_code_dims(&codes, &weight_codes, &sl, ConvGeometry { kernel, stride, padding });
-        let (grad_codes, grad_q) =
-            psums_of_weight_codes_backward(&f32_slice(&grad), &codes, &f32_slice(&weight_codes), &sl, d);
+        let (grad_codes, grad_q, _) = psums_of_weight_codes_backward(
+            PsumGrad::Given(&f32_slice(&grad)),
+            &codes,
+            &f32_slice(&weight_codes),
+            &sl,
+            d,
+        );
         (
             flex_tensor(grad_codes, vec![d.batch, d.channels, d.h, d.w]),
             flex_tensor(grad_q, shape3(&weight_codes).to_vec()),
@@ -326,15 +363,15 @@ impl PsumOps for Flex {
     ) -> (FlexTensor, FlexTensor) {
         let d = Dims::new(&codes, shape3(&planes), ConvGeometry { kernel, stride, padding });
         let (grad, planes) = (f32_slice(&grad), f32_slice(&planes));
-        let (n, hw) = (d.columns(), d.plane().out_pixels());
+        let hw = d.plane().out_pixels();
         // the padding word lines see zero codes: their planes' gradient stays zero
         let (grad_codes, grad_planes) = backward_by_images(
-            &grad,
+            PsumGrad::Given(&grad),
             &f32_slice(&codes),
             &planes,
             d,
             d.groups * d.planes * d.rows,
-            |g, grad_g, cols_g, _, partial| {
+            |g, (grad_g, grad_rs), cols_g, _, partial| {
                 // d/dplanes[g] += grad_g [P, H'W'] x cols_g^T [H'W', R_g]
                 let rows_g = cols_g.len() / hw;
                 matmul(
@@ -342,7 +379,7 @@ impl PsumOps for Flex {
                     rows_g,
                     hw,
                     (&mut partial[g * d.planes * d.rows..][..d.planes * d.rows], d.rows, Write::Add),
-                    (grad_g, n as isize, 1),
+                    (grad_g, grad_rs as isize, 1),
                     (cols_g, 1, hw as isize),
                     false,
                 );
@@ -398,49 +435,53 @@ fn digit_planes_host(q: &[f32], sl: &BitSlicing, [groups, columns, rows]: [usize
     planes
 }
 
-/// [`PsumOps::cim_psums_of_weight_codes_backward`] on host slices.
+/// [`PsumOps::cim_psums_of_weight_codes_backward`] on host slices: dL/dcodes, dL/dq and, with
+/// [`PsumGrad::ThroughAdc`], the ADC channels' summed running sums (else empty).
 fn psums_of_weight_codes_backward(
-    grad: &[f32],
+    source: PsumGrad,
     codes: &FlexTensor,
     q: &[f32],
     sl: &BitSlicing,
     d: Dims,
-) -> (Vec<f32>, Vec<f32>) {
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let [groups, columns, rows] = [d.groups, d.planes / (sl.polarities() * sl.slices()), d.rows];
     let planes = digit_planes_host(q, sl, [groups, columns, rows]);
-    let (n, hw) = (d.columns(), d.plane().out_pixels());
+    let hw = d.plane().out_pixels();
     let (pol_n, s_n) = (sl.polarities(), sl.slices());
     let per_tile = pol_n * columns * rows;
     // per (polarity, column): the slices' partial-sum gradients weighted by their digit STE, so
     // that one product per polarity gives dL/dq instead of one per slice
-    let fold_and_multiply = |g: usize, grad_g: &[f32], cols_g: &[f32], folded: &mut Vec<f32>, partial: &mut [f32]| {
-        folded.resize(pol_n * columns * hw, 0.0);
-        for (pc, dst) in folded.chunks_exact_mut(hw).enumerate() {
-            let (pol, c) = (pc / columns, pc % columns);
-            for s in 0..s_n {
-                let ste = sl.digit_ste(s);
-                let src = &grad_g[((pol * s_n + s) * columns + c) * n..][..hw];
-                if s == 0 {
-                    dst.iter_mut().zip(src).for_each(|(o, &v)| *o = ste * v);
-                } else {
-                    dst.iter_mut().zip(src).for_each(|(o, &v)| *o += ste * v);
+    let fold_and_multiply =
+        |g: usize, (grad_g, grad_rs): (&[f32], usize), cols_g: &[f32], folded: &mut Vec<f32>, partial: &mut [f32]| {
+            folded.resize(pol_n * columns * hw, 0.0);
+            for (pc, dst) in folded.chunks_exact_mut(hw).enumerate() {
+                let (pol, c) = (pc / columns, pc % columns);
+                for s in 0..s_n {
+                    let ste = sl.digit_ste(s);
+                    let src = &grad_g[((pol * s_n + s) * columns + c) * grad_rs..][..hw];
+                    if s == 0 {
+                        dst.iter_mut().zip(src).for_each(|(o, &v)| *o = ste * v);
+                    } else {
+                        dst.iter_mut().zip(src).for_each(|(o, &v)| *o += ste * v);
+                    }
                 }
             }
-        }
-        // per polarity and column: += folded [pol*C, H'W'] x cols_g^T [H'W', R_g]
-        let rows_g = cols_g.len() / hw;
-        matmul(
-            pol_n * columns,
-            rows_g,
-            hw,
-            (&mut partial[g * per_tile..][..per_tile], rows, Write::Add),
-            (folded, hw as isize, 1),
-            (cols_g, 1, hw as isize),
-            false,
-        );
-    };
-    let (grad_codes, per_polarity) =
-        backward_by_images(grad, &f32_slice(codes), &planes, d, groups * per_tile, fold_and_multiply);
+            // per polarity and column: += folded [pol*C, H'W'] x cols_g^T [H'W', R_g]
+            let rows_g = cols_g.len() / hw;
+            matmul(
+                pol_n * columns,
+                rows_g,
+                hw,
+                (&mut partial[g * per_tile..][..per_tile], rows, Write::Add),
+                (folded, hw as isize, 1),
+                (cols_g, 1, hw as isize),
+                false,
+            );
+        };
+    let (grad_codes, mut sums) =
+        backward_by_images(source, &f32_slice(codes), &planes, d, groups * per_tile, fold_and_multiply);
+    let adc_sums = sums.split_off(groups * per_tile);
+    let per_polarity = sums;
     // dL/dq routed to the polarity holding the code (differential: w+ for q >= 0, minus w- for
     // q < 0), as the digit STE routes it
     let mut grad_q = vec![0f32; groups * columns * rows];
@@ -457,7 +498,7 @@ fn psums_of_weight_codes_backward(
             }
         }
     }
-    (grad_codes, grad_q)
+    (grad_codes, grad_q, adc_sums)
 }
 
 #[derive(Debug)]
@@ -801,10 +842,23 @@ mod tests {
         let geo = ConvGeometry { kernel: 3, stride: 1, padding: 1 };
         let d = weight_code_dims(&codes, &flex_tensor(q.clone(), vec![groups, columns, n_c * 9]), &sl, geo);
         let grad = crate::test_values(d.groups * d.planes * d.columns(), -1.0..1.0, 3);
-        let run = |threads| {
-            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
-            pool.install(|| psums_of_weight_codes_backward(&grad, &codes, &q, &sl, d))
-        };
-        assert_eq!(run(1), run(3));
+        // the same through an ADC pass (its channels' sums are summed by chunks too)
+        let (k, hw) = (d.groups * d.planes, d.ho * d.wo);
+        let gy = crate::test_values(batch * columns * hw, -1.0..1.0, 4);
+        let p: Vec<f32> = crate::test_values(k * batch * hw, -10.0..40.0, 5).iter().map(|v| v.round()).collect();
+        let (step, offset, coef) = (
+            crate::test_values(k, 0.8..6.0, 6),
+            crate::test_values(k, -5.0..5.0, 7),
+            crate::test_values(k, -2.0..2.0, 8),
+        );
+        let (low, high) = (vec![0f32; k], vec![7f32; k]);
+        let adc = AdcImageBackward::new(&gy, &p, [&step, &offset, &coef, &low, &high], columns, batch, hw);
+        for source in [PsumGrad::Given(&grad), PsumGrad::ThroughAdc(&adc)] {
+            let run = |threads| {
+                let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+                pool.install(|| psums_of_weight_codes_backward(source, &codes, &q, &sl, d))
+            };
+            assert_eq!(run(1), run(3));
+        }
     }
 }

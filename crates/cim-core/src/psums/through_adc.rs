@@ -1,0 +1,403 @@
+//! The partial sums of weight codes and the ADC pass over them ([`crate::adc`]) as one autodiff
+//! op, so that the backward works out dL/dpsums image by image inside the partial-sum backward:
+//! that gradient is as large as the partial sums themselves (about 1 GB per ResNet-20 step at
+//! batch 128) and, as the ADC pass's own output, was written in full and read back by the
+//! partial-sum backward. The values are exactly [`adc_accumulate`] over
+//! [`grouped_psums_of_weight_codes`]: what runs off Flex, and what the tests compare against.
+//!
+//! The partial sums come in computed (the layer needs them before the ADC, for calibration and
+//! inspection) and ride as a constant; the gradients reach the activation codes, the weight codes
+//! and the ADC's steps, offsets and coefficients.
+
+use burn::backend::autodiff::NodeId;
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops};
+use burn::backend::flex::FlexTensor;
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{Autodiff, Backend, Flex, backend_extension};
+use burn::tensor::Tensor;
+
+use super::{
+    PsumGrad, grouped_psums_of_weight_codes, psums_of_weight_codes_backward, shape3, slicing_of, weight_code_dims,
+};
+use crate::adc::{AdcChannels, AdcImageBackward, AdcOps, adc_accumulate};
+use crate::config::Encoding;
+use crate::im2col::ConvGeometry;
+use crate::kernels::{AutodiffTensor, backward_with, f32_slice, flex_tensor, fused_available, tracked};
+use crate::slicing::BitSlicing;
+
+/// The fused pass as a backend extension (Flex, and autodiff over it).
+#[backend_extension(Flex, Autodiff)]
+pub trait PsumsThroughAdcOps: Backend {
+    /// [`AdcOps::adc_accumulate`] of `psums` [K, B, H', W'], the partial sums of activation
+    /// codes [B, C_in, H, W] and weight codes [G, C_out, R] (as
+    /// [`super::PsumOps::cim_psums_of_weight_codes`] gives them).
+    #[allow(clippy::too_many_arguments)]
+    fn psums_through_adc(
+        codes: FloatTensor<Self>,
+        weight_codes: FloatTensor<Self>,
+        psums: FloatTensor<Self>,
+        step: FloatTensor<Self>,
+        offset: FloatTensor<Self>,
+        coef: FloatTensor<Self>,
+        low: FloatTensor<Self>,
+        high: FloatTensor<Self>,
+        kernel: usize,
+        stride: usize,
+        padding: usize,
+        weight_bits: u32,
+        cell_bits: u32,
+        differential: bool,
+        out_channels: usize,
+    ) -> FloatTensor<Self>;
+
+    /// Gradients with respect to the codes, the weight codes, the steps, the offsets and the
+    /// coefficients.
+    #[allow(clippy::type_complexity, clippy::too_many_arguments)]
+    fn psums_through_adc_backward(
+        grad: FloatTensor<Self>,
+        codes: FloatTensor<Self>,
+        weight_codes: FloatTensor<Self>,
+        psums: FloatTensor<Self>,
+        step: FloatTensor<Self>,
+        offset: FloatTensor<Self>,
+        coef: FloatTensor<Self>,
+        low: FloatTensor<Self>,
+        high: FloatTensor<Self>,
+        kernel: usize,
+        stride: usize,
+        padding: usize,
+        weight_bits: u32,
+        cell_bits: u32,
+        differential: bool,
+        out_channels: usize,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
+}
+
+impl PsumsThroughAdcOps for Flex {
+    fn psums_through_adc(
+        _codes: FlexTensor,
+        _weight_codes: FlexTensor,
+        psums: FlexTensor,
+        step: FlexTensor,
+        offset: FlexTensor,
+        coef: FlexTensor,
+        low: FlexTensor,
+        high: FlexTensor,
+        _kernel: usize,
+        _stride: usize,
+        _padding: usize,
+        _weight_bits: u32,
+        _cell_bits: u32,
+        _differential: bool,
+        out_channels: usize,
+    ) -> FlexTensor {
+        Flex::adc_accumulate(psums, step, offset, coef, low, high, out_channels)
+    }
+
+    fn psums_through_adc_backward(
+        grad: FlexTensor,
+        codes: FlexTensor,
+        weight_codes: FlexTensor,
+        psums: FlexTensor,
+        step: FlexTensor,
+        offset: FlexTensor,
+        coef: FlexTensor,
+        low: FlexTensor,
+        high: FlexTensor,
+        kernel: usize,
+        stride: usize,
+        padding: usize,
+        weight_bits: u32,
+        cell_bits: u32,
+        differential: bool,
+        out_channels: usize,
+    ) -> (FlexTensor, FlexTensor, FlexTensor, FlexTensor, FlexTensor) {
+        let sl = slicing_of(weight_bits, cell_bits, differential);
+        let d = weight_code_dims(&codes, &weight_codes, &sl, ConvGeometry { kernel, stride, padding });
+        let (gy, p) = (f32_slice(&grad), f32_slice(&psums));
+        let channels = [&step, &offset, &coef, &low, &high].map(f32_slice);
+        let adc =
+            AdcImageBackward::new(&gy, &p, channels.each_ref().map(|c| &c[..]), out_channels, d.batch, d.ho * d.wo);
+        let (grad_codes, grad_q, sums) =
+            psums_of_weight_codes_backward(PsumGrad::ThroughAdc(&adc), &codes, &f32_slice(&weight_codes), &sl, d);
+        let k = adc.channels();
+        let [gs, gz, gc] = adc.gradients(&sums).map(|g| flex_tensor(g, vec![k]));
+        (
+            flex_tensor(grad_codes, vec![d.batch, d.channels, d.h, d.w]),
+            flex_tensor(grad_q, shape3(&weight_codes).to_vec()),
+            gs,
+            gz,
+            gc,
+        )
+    }
+}
+
+/// The non-tensor arguments of one call.
+#[derive(Debug, Clone, Copy)]
+struct Args {
+    geo: ConvGeometry,
+    weight_bits: u32,
+    cell_bits: u32,
+    differential: bool,
+    out_channels: usize,
+}
+
+#[derive(Debug)]
+struct PsumsThroughAdcBackward;
+
+impl<B: Backend + PsumsThroughAdcOps> Backward<B, 8> for PsumsThroughAdcBackward {
+    /// (codes, weight codes, step, offset, coef, psums, low, high): the last three constants.
+    type State = ([NodeId; 8], Args);
+
+    fn backward(self, ops: Ops<Self::State, 8>, grads: &mut Gradients, checkpointer: &mut Checkpointer) {
+        backward_with::<B, _, 8, 5>(ops, grads, checkpointer, |grad, [a, q, s, z, c, p, lo, hi], args| {
+            let ConvGeometry { kernel, stride, padding } = args.geo;
+            let (ga, gq, gs, gz, gc) = B::psums_through_adc_backward(
+                grad,
+                a,
+                q,
+                p,
+                s,
+                z,
+                c,
+                lo,
+                hi,
+                kernel,
+                stride,
+                padding,
+                args.weight_bits,
+                args.cell_bits,
+                args.differential,
+                args.out_channels,
+            );
+            [ga, gq, gs, gz, gc]
+        });
+    }
+}
+
+impl<B: Backend + PsumsThroughAdcOps, C: CheckpointStrategy> PsumsThroughAdcOps for Autodiff<B, C> {
+    fn psums_through_adc(
+        codes: AutodiffTensor<B, C>,
+        weight_codes: AutodiffTensor<B, C>,
+        psums: AutodiffTensor<B, C>,
+        step: AutodiffTensor<B, C>,
+        offset: AutodiffTensor<B, C>,
+        coef: AutodiffTensor<B, C>,
+        low: AutodiffTensor<B, C>,
+        high: AutodiffTensor<B, C>,
+        kernel: usize,
+        stride: usize,
+        padding: usize,
+        weight_bits: u32,
+        cell_bits: u32,
+        differential: bool,
+        out_channels: usize,
+    ) -> AutodiffTensor<B, C> {
+        let geo = ConvGeometry { kernel, stride, padding };
+        let args = Args { geo, weight_bits, cell_bits, differential, out_channels };
+        let inputs = [codes, weight_codes, step, offset, coef, psums, low, high];
+        tracked::<B, C, _, _, 8>(PsumsThroughAdcBackward, inputs, args, |[a, q, s, z, c, p, lo, hi]| {
+            B::psums_through_adc(
+                a,
+                q,
+                p,
+                s,
+                z,
+                c,
+                lo,
+                hi,
+                kernel,
+                stride,
+                padding,
+                weight_bits,
+                cell_bits,
+                differential,
+                out_channels,
+            )
+        })
+    }
+
+    fn psums_through_adc_backward(
+        grad: AutodiffTensor<B, C>,
+        codes: AutodiffTensor<B, C>,
+        weight_codes: AutodiffTensor<B, C>,
+        psums: AutodiffTensor<B, C>,
+        step: AutodiffTensor<B, C>,
+        offset: AutodiffTensor<B, C>,
+        coef: AutodiffTensor<B, C>,
+        low: AutodiffTensor<B, C>,
+        high: AutodiffTensor<B, C>,
+        kernel: usize,
+        stride: usize,
+        padding: usize,
+        weight_bits: u32,
+        cell_bits: u32,
+        differential: bool,
+        out_channels: usize,
+    ) -> (AutodiffTensor<B, C>, AutodiffTensor<B, C>, AutodiffTensor<B, C>, AutodiffTensor<B, C>, AutodiffTensor<B, C>)
+    {
+        // Second-order gradients are not needed: the result is a constant.
+        let (ga, gq, gs, gz, gc) = B::psums_through_adc_backward(
+            grad.into_primitive(),
+            codes.into_primitive(),
+            weight_codes.into_primitive(),
+            psums.into_primitive(),
+            step.into_primitive(),
+            offset.into_primitive(),
+            coef.into_primitive(),
+            low.into_primitive(),
+            high.into_primitive(),
+            kernel,
+            stride,
+            padding,
+            weight_bits,
+            cell_bits,
+            differential,
+            out_channels,
+        );
+        let wrap = AutodiffTensor::<B, C>::new;
+        (wrap(ga), wrap(gq), wrap(gs), wrap(gz), wrap(gc))
+    }
+}
+
+/// `adc_accumulate(grouped_psums_of_weight_codes(codes, weight_codes), ch)`, given `psums`, the
+/// values of those partial sums (computed by the caller without gradient): one op on Flex whose
+/// backward never materialises dL/dpsums; the two ops elsewhere (`psums` then unused).
+pub fn psums_through_adc(
+    codes: Tensor<4>,
+    weight_codes: Tensor<3>,
+    psums: Tensor<4>,
+    slicing: &BitSlicing,
+    geo: ConvGeometry,
+    ch: AdcChannels,
+    out_channels: usize,
+) -> Tensor<4> {
+    if !fused_available(&codes.device()) {
+        return psums_through_adc_reference(codes, weight_codes, slicing, geo, ch, out_channels);
+    }
+    Tensor::from_dispatch(<burn::backend::Dispatch as PsumsThroughAdcOps>::psums_through_adc(
+        codes.into_dispatch(),
+        weight_codes.into_dispatch(),
+        psums.detach().into_dispatch(),
+        ch.step.into_dispatch(),
+        ch.offset.into_dispatch(),
+        ch.coef.into_dispatch(),
+        ch.low.into_dispatch(),
+        ch.high.into_dispatch(),
+        geo.kernel,
+        geo.stride,
+        geo.padding,
+        slicing.weight_bits,
+        slicing.cell_bits,
+        slicing.encoding == Encoding::Differential,
+        out_channels,
+    ))
+}
+
+/// The same as two ops: the partial sums (tracked), then the ADC pass.
+pub fn psums_through_adc_reference(
+    codes: Tensor<4>,
+    weight_codes: Tensor<3>,
+    slicing: &BitSlicing,
+    geo: ConvGeometry,
+    ch: AdcChannels,
+    out_channels: usize,
+) -> Tensor<4> {
+    adc_accumulate(grouped_psums_of_weight_codes(codes, weight_codes, slicing, geo), ch, out_channels)
+}
+
+#[cfg(test)]
+mod tests {
+    use burn::tensor::Device;
+
+    use super::*;
+
+    fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+        t.into_data().try_to_vec::<f32>().unwrap()
+    }
+
+    fn assert_close(fused: Vec<f32>, reference: Vec<f32>, tol: f32, what: &str) {
+        assert_eq!(fused.len(), reference.len(), "{what}");
+        let scale = reference.iter().fold(1e-3f32, |m, x| m.max(x.abs()));
+        for (i, (x, y)) in fused.iter().zip(&reference).enumerate() {
+            assert!((x - y).abs() <= tol * scale, "{what}[{i}]: fused {x} vs two passes {y}");
+        }
+    }
+
+    /// The one op against the partial-sum pass followed by the ADC pass: the same output, and
+    /// the gradients of the codes, weight codes, steps, offsets and coefficients to float
+    /// tolerance, for both encodings, padding word lines, strides and batches over several
+    /// chunks of images.
+    #[test]
+    fn matches_the_partial_sums_then_the_adc() {
+        let device = Device::flex().autodiff();
+        // (k, stride, padding, groups, n_c, columns, h, missing channels, batch, B_w, b_c, encoding)
+        for (seed, (k, stride, padding, groups, n_c, columns, h, missing, batch, wb, cb, encoding)) in [
+            (3, 1, 1, 2, 3, 5, 6, 2, 11, 4, 2, Encoding::Differential),
+            (3, 1, 1, 2, 3, 5, 6, 2, 9, 4, 2, Encoding::Twos),
+            (3, 2, 1, 3, 2, 4, 7, 0, 3, 4, 1, Encoding::Twos),
+            (1, 1, 0, 2, 4, 3, 5, 1, 17, 6, 3, Encoding::Differential),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let seed = seed as u64 * 10;
+            let sl = BitSlicing::new(wb, cb, encoding).unwrap();
+            let geo = ConvGeometry { kernel: k, stride, padding };
+            let channels = groups * n_c - missing;
+            let codes = crate::test_tensor([batch, channels, h, h], 0.0..15.0, seed, &device).round();
+            let range = sl.weight_range();
+            let rows = n_c * k * k;
+            let q = crate::test_tensor([groups, columns, rows], range.low..range.high, seed + 1, &device).round();
+            let kk = groups * sl.polarities() * sl.slices() * columns;
+            let per_slice = |f: &dyn Fn(usize) -> f32| -> Vec<f32> {
+                (0..kk).map(|i| f(i / columns % (sl.polarities() * sl.slices()) % sl.slices())).collect()
+            };
+            let low = per_slice(&|s| sl.adc_range(s, 3).low);
+            let high = per_slice(&|s| sl.adc_range(s, 3).high);
+            let step = crate::test_tensor([kk], 1.0..12.0, seed + 2, &device);
+            // offsets both ways, so that values clip low and high
+            let offset = crate::test_tensor([kk], -20.0..30.0, seed + 3, &device);
+            let coef = crate::test_tensor([kk], -2.0..2.0, seed + 4, &device);
+            let mut results = Vec::new();
+            for fused in [true, false] {
+                let track = |t: &Tensor<1>| t.clone().detach().require_grad();
+                let (a, w) = (codes.clone().detach().require_grad(), q.clone().detach().require_grad());
+                let (s, z, c) = (track(&step), track(&offset), track(&coef));
+                let ch = AdcChannels {
+                    step: s.clone(),
+                    offset: z.clone(),
+                    coef: c.clone(),
+                    low: Tensor::from_floats(low.as_slice(), &device),
+                    high: Tensor::from_floats(high.as_slice(), &device),
+                };
+                let y = if fused {
+                    let psums = grouped_psums_of_weight_codes(codes.clone(), q.clone(), &sl, geo);
+                    psums_through_adc(a.clone(), w.clone(), psums, &sl, geo, ch, columns)
+                } else {
+                    psums_through_adc_reference(a.clone(), w.clone(), &sl, geo, ch, columns)
+                };
+                let weight = crate::test_tensor(y.dims(), 0.0..1.0, seed + 5, &device);
+                let grads = y.clone().mul(weight).sum().backward();
+                results.push([
+                    values(y),
+                    values(a.grad(&grads).unwrap()),
+                    values(w.grad(&grads).unwrap()),
+                    values(s.grad(&grads).unwrap()),
+                    values(z.grad(&grads).unwrap()),
+                    values(c.grad(&grads).unwrap()),
+                ]);
+            }
+            let reference = results.pop().unwrap();
+            let fused = results.pop().unwrap();
+            assert_eq!(fused[0], reference[0], "case {seed}: the forward is the ADC pass itself");
+            for (i, what) in ["d/dcodes", "d/dq", "d/dstep", "d/doffset", "d/dcoef"].iter().enumerate() {
+                assert_close(fused[i + 1].clone(), reference[i + 1].clone(), 1e-5, &format!("case {seed} {what}"));
+            }
+            assert!(reference[4].iter().any(|&g| g != 0.0), "case {seed}: some values clip");
+        }
+    }
+}
