@@ -78,11 +78,19 @@ struct Channels<'a> {
 /// every CPU.
 const LANES: usize = 8;
 
+/// How many rows ahead the passes that walk one image's rows of the partial sums ask for them.
+const PREFETCH_ROWS: usize = 2;
+
 /// One image of the forward pass: `out_b` [C_out, HW] += the dequantized ADC codes of image `b`
 /// of every channel of `p` [K, B, HW].
 #[inline(always)]
 fn forward_image(out_b: &mut [f32], p: &[f32], b: usize, batch: usize, ch: &Channels, out_channels: usize, hw: usize) {
-    for kk in 0..ch.step.len() {
+    let k = ch.step.len();
+    for kk in 0..k {
+        // an image's rows lie B*HW apart: too far for the hardware prefetcher
+        if kk + PREFETCH_ROWS < k {
+            prefetch(&p[((kk + PREFETCH_ROWS) * batch + b) * hw..][..hw]);
+        }
         let row = &p[(kk * batch + b) * hw..][..hw];
         let (s, z) = (ch.step[kk], ch.offset[kk]);
         let (lo, hi) = (ch.low[kk], ch.high[kk]);
@@ -93,9 +101,6 @@ fn forward_image(out_b: &mut [f32], p: &[f32], b: usize, batch: usize, ch: &Chan
         }
     }
 }
-
-/// How many rows ahead [`AdcImageBackward::image_rows`] asks for the partial sums.
-const PREFETCH_ROWS: usize = 2;
 
 /// Values of a channel's running backward sums: (step, code, clipped, grad), LANES each.
 pub(crate) const CHANNEL_SUMS: usize = 4 * LANES;
