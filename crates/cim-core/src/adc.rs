@@ -453,6 +453,7 @@ pub fn accumulate_reference(quantized: Tensor<4>, coef: Tensor<1>, out_channels:
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{assert_close, test_flat};
     use burn::tensor::Device;
 
     fn setup(device: &Device, seed: u64) -> (Tensor<4>, AdcChannels) {
@@ -467,16 +468,6 @@ mod tests {
         let high: Vec<f32> = (0..k).map(|i| if (i / c) % 2 == 0 { 3.0 } else { 7.0 }).collect();
         let (low, high) = (Tensor::from_floats(low.as_slice(), device), Tensor::from_floats(high.as_slice(), device));
         (psums, AdcChannels { step, offset, coef, low, high })
-    }
-
-    fn assert_close(a: Tensor<1>, b: Tensor<1>, tol: f32, what: &str) {
-        let a = a.into_data().try_to_vec::<f32>().unwrap();
-        let b = b.into_data().try_to_vec::<f32>().unwrap();
-        assert_eq!(a.len(), b.len());
-        let scale = b.iter().fold(1e-3f32, |m, x| m.max(x.abs()));
-        for (i, (x, y)) in a.iter().zip(&b).enumerate() {
-            assert!((x - y).abs() <= tol * scale, "{what}[{i}]: fused {x} vs reference {y}");
-        }
     }
 
     #[test]
@@ -503,13 +494,15 @@ mod tests {
                     c.grad(&grads).unwrap(),
                 ]);
             }
-            assert_close(outs[0].clone(), outs[1].clone(), 1e-6, "output");
+            let close =
+                |a: Tensor<1>, b: Tensor<1>, tol, what| assert_close(&test_flat(a), &test_flat(b), tol, 1e-3, what);
+            close(outs[0].clone(), outs[1].clone(), 1e-6, "output");
             let [gp, gs, gz, gc] = grads_all.remove(0);
             let [rp, rs, rz, rc] = grads_all.remove(0);
-            assert_close(gp, rp, 1e-6, "d/dpsums");
-            assert_close(gs, rs, 1e-5, "d/dstep");
-            assert_close(gz.clone(), rz, 1e-5, "d/doffset");
-            assert_close(gc, rc, 1e-5, "d/dcoef");
+            close(gp, rp, 1e-6, "d/dpsums");
+            close(gs, rs, 1e-5, "d/dstep");
+            close(gz.clone(), rz, 1e-5, "d/doffset");
+            close(gc, rc, 1e-5, "d/dcoef");
             // the offsets were drawn so that some values clip: their gradient is not all zero
             assert!(gz.abs().sum().into_scalar::<f32>() > 0.0);
         }

@@ -238,19 +238,8 @@ pub fn conv2d_reference(x: Tensor<4>, weight: Tensor<4>, stride: usize, padding:
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{assert_close, test_flat};
     use burn::tensor::Device;
-
-    fn flat<const D: usize>(t: Tensor<D>) -> Vec<f32> {
-        t.into_data().try_to_vec::<f32>().unwrap()
-    }
-
-    fn assert_close(a: &[f32], b: &[f32], what: &str) {
-        assert_eq!(a.len(), b.len(), "{what}");
-        let scale = b.iter().fold(1f32, |m, v| m.max(v.abs()));
-        for (i, (x, y)) in a.iter().zip(b).enumerate() {
-            assert!((x - y).abs() <= 1e-5 * scale, "{what}[{i}]: {x} vs {y} (scale {scale})");
-        }
-    }
 
     /// Forward, dL/dx and dL/dweights against burn's conv2d, for the geometries of the models
     /// (3x3 stride 1 and 2, 1x1 stride 2, 1x1 stride 1) and odd sizes, over batches that are not
@@ -279,13 +268,13 @@ mod tests {
                 let (x, weight) = (x.clone(), weight.clone());
                 let out = f(x.clone(), weight.clone(), s, p);
                 let grads = (out.clone() * probe.clone()).sum().backward();
-                (flat(out), flat(x.grad(&grads).unwrap()), flat(weight.grad(&grads).unwrap()))
+                (test_flat(out), test_flat(x.grad(&grads).unwrap()), test_flat(weight.grad(&grads).unwrap()))
             };
             let (fast, reference) = (run(conv2d), run(conv2d_reference));
             let case = format!("case {seed}");
-            assert_close(&fast.0, &reference.0, &format!("{case} output"));
-            assert_close(&fast.1, &reference.1, &format!("{case} dL/dx"));
-            assert_close(&fast.2, &reference.2, &format!("{case} dL/dweights"));
+            assert_close(&fast.0, &reference.0, 1e-5, 1.0, &format!("{case} output"));
+            assert_close(&fast.1, &reference.1, 1e-5, 1.0, &format!("{case} dL/dx"));
+            assert_close(&fast.2, &reference.2, 1e-5, 1.0, &format!("{case} dL/dweights"));
         }
     }
 

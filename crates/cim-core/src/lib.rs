@@ -53,3 +53,20 @@ pub(crate) fn test_values(len: usize, range: std::ops::Range<f32>, seed: u64) ->
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
     (0..len).map(|_| rng.random_range(range.clone())).collect()
 }
+
+/// A tensor's values in row-major order (tests).
+#[cfg(test)]
+pub(crate) fn test_flat<const D: usize>(t: burn::tensor::Tensor<D>) -> Vec<f32> {
+    t.into_data().try_to_vec::<f32>().expect("f32 values")
+}
+
+/// Asserts that a fast path's values are within `tol` x max(|reference|, `floor`) of the
+/// reference's, entry by entry (tests).
+#[cfg(test)]
+pub(crate) fn assert_close(fast: &[f32], reference: &[f32], tol: f32, floor: f32, what: &str) {
+    assert_eq!(fast.len(), reference.len(), "{what}: lengths");
+    let scale = reference.iter().fold(floor, |m, v| m.max(v.abs()));
+    for (i, (x, y)) in fast.iter().zip(reference).enumerate() {
+        assert!((x - y).abs() <= tol * scale, "{what}[{i}]: fast {x} vs reference {y} (scale {scale})");
+    }
+}
