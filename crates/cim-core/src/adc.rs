@@ -106,15 +106,25 @@ fn forward_image(out_b: &mut [f32], p: &[f32], b: usize, batch: usize, ch: &Chan
 pub(crate) const CHANNEL_SUMS: usize = 4 * LANES;
 
 /// One row (one image) of channel `kk` of the backward pass: writes d/dp of every value of `row`
-/// into `gp` and adds the row's terms to the channel's running `sums` [CHANNEL_SUMS].
+/// (f32, or the exact i16 partial sums of [`crate::psums::psums_through_adc`]) into `gp` and adds
+/// the row's terms to the channel's running `sums` [CHANNEL_SUMS].
 #[inline(always)]
-fn backward_row(gp: &mut [MaybeUninit<f32>], row: &[f32], g_row: &[f32], kk: usize, ch: &Channels, sums: &mut [f32]) {
+fn backward_row<T: Copy>(
+    gp: &mut [MaybeUninit<f32>],
+    row: &[T],
+    g_row: &[f32],
+    kk: usize,
+    ch: &Channels,
+    sums: &mut [f32],
+) where
+    f32: From<T>,
+{
     let (s, z) = (ch.step[kk], ch.offset[kk]);
     let (lo, hi, cf) = (ch.low[kk], ch.high[kk], ch.coef[kk]);
     let lanes = |i: usize| -> [f32; LANES] { sums[i * LANES..][..LANES].try_into().expect("LANES sums") };
     let (mut acc_step, mut acc_code, mut acc_clipped, mut acc_grad) = (lanes(0), lanes(1), lanes(2), lanes(3));
-    let mut lane = |i: usize, gp: &mut MaybeUninit<f32>, v: f32, g: f32| {
-        let ratio = (v - z) / s;
+    let mut lane = |i: usize, gp: &mut MaybeUninit<f32>, v: T, g: f32| {
+        let ratio = (f32::from(v) - z) / s;
         let inside = ratio >= lo && ratio <= hi;
         let code = round_half_even(ratio.clamp(lo, hi));
         gp.write(if inside { g * cf } else { 0.0 });
@@ -167,13 +177,21 @@ fn backward_channel(
     channel_gradients(kk, ch, &sums)
 }
 
+/// Partial sums [K, B, HW] as the backward reads them.
+#[derive(Clone, Copy)]
+pub(crate) enum PsumValues<'a> {
+    F32(&'a [f32]),
+    /// Exact integer sums, as [`crate::psums::psums_through_adc`] keeps them where they fit.
+    I16(&'a [i16]),
+}
+
 /// The ADC pass's backward one image at a time, for a consumer of d/dpsums that works image by
 /// image ([`crate::psums`]'s backward): the [K, B, HW] gradient never exists as a whole.
 pub(crate) struct AdcImageBackward<'a> {
     /// dL/dy [B, C_out, HW].
     gy: &'a [f32],
     /// The partial sums [K, B, HW].
-    p: &'a [f32],
+    p: PsumValues<'a>,
     ch: Channels<'a>,
     out_channels: usize,
     batch: usize,
@@ -186,7 +204,7 @@ impl<'a> AdcImageBackward<'a> {
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         gy: &'a [f32],
-        p: &'a [f32],
+        p: PsumValues<'a>,
         [step, offset, coef, low, high]: [&'a [f32]; 5],
         out_channels: usize,
         batch: usize,
@@ -208,19 +226,30 @@ impl<'a> AdcImageBackward<'a> {
         let gp = unsafe { &mut *(&mut gp[..count * hw] as *mut [f32] as *mut [MaybeUninit<f32>]) };
         let this = self;
         with_best_simd!((this: &AdcImageBackward, first: usize, b: usize, gp: &mut [MaybeUninit<f32>], sums: &mut [f32]) -> () {
-            let (hw, batch) = (this.hw, this.batch);
-            let count = gp.len() / hw;
-            for (i, gp_row) in gp.chunks_exact_mut(hw).enumerate() {
-                let kk = first + i;
-                // the rows of one image lie B*HW apart: too far for the hardware prefetcher
-                if i + PREFETCH_ROWS < count {
-                    prefetch(&this.p[((kk + PREFETCH_ROWS) * batch + b) * hw..][..hw]);
-                }
-                let row = &this.p[(kk * batch + b) * hw..][..hw];
-                let g_row = &this.gy[(b * this.out_channels + kk % this.out_channels) * hw..][..hw];
-                backward_row(gp_row, row, g_row, kk, &this.ch, &mut sums[kk * CHANNEL_SUMS..][..CHANNEL_SUMS]);
+            match this.p {
+                PsumValues::F32(p) => this.rows_of(p, first, b, gp, sums),
+                PsumValues::I16(p) => this.rows_of(p, first, b, gp, sums),
             }
         });
+    }
+
+    #[inline(always)]
+    fn rows_of<T: Copy>(&self, p: &[T], first: usize, b: usize, gp: &mut [MaybeUninit<f32>], sums: &mut [f32])
+    where
+        f32: From<T>,
+    {
+        let (hw, batch) = (self.hw, self.batch);
+        let count = gp.len() / hw;
+        for (i, gp_row) in gp.chunks_exact_mut(hw).enumerate() {
+            let kk = first + i;
+            // the rows of one image lie B*HW apart: too far for the hardware prefetcher
+            if i + PREFETCH_ROWS < count {
+                prefetch(&p[((kk + PREFETCH_ROWS) * batch + b) * hw..][..hw]);
+            }
+            let row = &p[(kk * batch + b) * hw..][..hw];
+            let g_row = &self.gy[(b * self.out_channels + kk % self.out_channels) * hw..][..hw];
+            backward_row(gp_row, row, g_row, kk, &self.ch, &mut sums[kk * CHANNEL_SUMS..][..CHANNEL_SUMS]);
+        }
     }
 
     /// (d/dstep, d/doffset, d/dcoef), each [K], from every channel's summed running sums.

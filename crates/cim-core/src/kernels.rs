@@ -43,8 +43,8 @@ pub(crate) fn zeros(len: usize) -> Vec<f32> {
 ///
 /// # Safety
 /// `fill` must write every one of the `len` values it is given.
-pub(crate) unsafe fn written_by(len: usize, fill: impl FnOnce(&mut [std::mem::MaybeUninit<f32>])) -> Vec<f32> {
-    let mut v: Vec<f32> = Vec::with_capacity(len);
+pub(crate) unsafe fn written_by<T>(len: usize, fill: impl FnOnce(&mut [std::mem::MaybeUninit<T>])) -> Vec<T> {
+    let mut v: Vec<T> = Vec::with_capacity(len);
     fill(&mut v.spare_capacity_mut()[..len]);
     // SAFETY: the caller's `fill` wrote all `len` values.
     unsafe { v.set_len(len) };
@@ -53,9 +53,9 @@ pub(crate) unsafe fn written_by(len: usize, fill: impl FnOnce(&mut [std::mem::Ma
 
 /// Asks the CPU to bring `values` into the cache ahead of their use (a hint; no-op off x86-64).
 #[inline(always)]
-pub(crate) fn prefetch(values: &[f32]) {
+pub(crate) fn prefetch<T>(values: &[T]) {
     #[cfg(target_arch = "x86_64")]
-    for line in values.chunks(16) {
+    for line in values.chunks((64 / size_of::<T>()).max(1)) {
         // SAFETY: a prefetch only hints at an address inside the slice; it never faults.
         unsafe { std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(line.as_ptr().cast()) };
     }
@@ -77,7 +77,7 @@ pub(crate) fn tracked<B, C, Op, S, const N: usize>(
     op: Op,
     inputs: [AutodiffTensor<B, C>; N],
     extra: S,
-    run: impl Fn([FloatTensor<B>; N]) -> FloatTensor<B>,
+    run: impl FnOnce([FloatTensor<B>; N]) -> FloatTensor<B>,
 ) -> AutodiffTensor<B, C>
 where
     B: Backend,
@@ -85,14 +85,35 @@ where
     Op: Backward<B, N, State = ([NodeId; N], S)>,
     S: Clone + Send + std::fmt::Debug + 'static,
 {
+    tracked_keeping::<B, C, Op, S, (), N>(op, inputs, |values| (run(values), ()), |()| extra).0
+}
+
+/// [`tracked`] for a pass that also returns what its backward needs besides its inputs (`kept`,
+/// handed back to the caller too): the state is `extra(kept)`.
+pub(crate) fn tracked_keeping<B, C, Op, S, K, const N: usize>(
+    op: Op,
+    inputs: [AutodiffTensor<B, C>; N],
+    run: impl FnOnce([FloatTensor<B>; N]) -> (FloatTensor<B>, K),
+    extra: impl FnOnce(K) -> S,
+) -> (AutodiffTensor<B, C>, K)
+where
+    B: Backend,
+    C: CheckpointStrategy,
+    Op: Backward<B, N, State = ([NodeId; N], S)>,
+    S: Clone + Send + std::fmt::Debug + 'static,
+    K: Clone,
+{
     let values = |inputs: &[AutodiffTensor<B, C>; N]| run(inputs.each_ref().map(|t| t.primitive().clone()));
     match op.prepare::<C>(inputs.each_ref().map(|t| t.node())).compute_bound().stateful() {
         OpsKind::Tracked(mut prep) => {
-            let state = (inputs.each_ref().map(|t| prep.checkpoint(t)), extra);
-            let out = values(&inputs);
-            prep.finish(state, out)
+            let ids = inputs.each_ref().map(|t| prep.checkpoint(t));
+            let (out, kept) = values(&inputs);
+            (prep.finish((ids, extra(kept.clone())), out), kept)
         }
-        OpsKind::UnTracked(prep) => prep.finish(values(&inputs)),
+        OpsKind::UnTracked(prep) => {
+            let (out, kept) = values(&inputs);
+            (prep.finish(out), kept)
+        }
     }
 }
 

@@ -515,49 +515,60 @@ impl CimConv2d {
             return self.forward_ideal(a, q, &weight_steps, gain, &device);
         }
         // Built-in ADC over integer digit planes: the partial sums and the ADC run as one op
-        // (psums::psums_through_adc), the partial sums computed here as its constant input.
+        // (psums::psums_through_adc), and the partial sums exist here only to be recorded.
         let through_adc = gain.is_none() && self.own.psum.is_none() && fused_available(&device);
-        let psums = match through_adc {
-            true => self.partial_sums(a.clone().detach(), q.clone().detach(), None),
-            false => self.partial_sums(a.clone(), q.clone(), gain.clone()),
+        let psums = (!through_adc).then(|| self.partial_sums(a.clone(), q.clone(), gain.clone()));
+        let recorded = match (&psums, self.is_recording()) {
+            (_, false) => None,
+            (Some(psums), true) => Some(psums.clone()),
+            (None, true) => Some(self.partial_sums(a.clone().detach(), q.clone().detach(), None)),
         };
-        if self.record_calibration(&psums) {
+        if let Some(recorded) = &recorded
+            && self.record_calibration(recorded)
+        {
             // calibration batches pass exact partial sums on: the windows being calibrated
             // do not exist yet
             return self.forward_ideal(a, q, &weight_steps, gain, &device);
         }
-        let (steps, offsets) = self.adc_windows(&psums);
-        self.record_quality(&psums, &steps, &offsets);
+        let [b, _, h, w] = a.dims();
+        let geometry = self.geometry();
+        let (steps, offsets) = self.adc_windows(b * geometry.out_size(h) * geometry.out_size(w), &device);
+        if let Some(recorded) = &recorded {
+            self.record_quality(recorded, &steps, &offsets);
+        }
         let coef = weight_steps
             .select(0, self.index(&self.plan.weight_step_k, &device))
             .mul(self.floats(&self.plan.coef_k, &device));
-        if let Some(q) = self.own.psum {
+        let Some(psums) = psums else {
+            let channels = self.built_in_adc_channels(steps, offsets, coef, &device);
+            return psums_through_adc(a, q, &self.plan.slicing, geometry, channels, self.config.out_channels);
+        };
+        if let Some(plug_in) = self.own.psum {
             // a plug-in ADC: p_q = z + s * code((p - z) / s) with the plug-in's code and gradient
             let k = coef.dims()[0];
             let (s, z) = (steps.reshape([k, 1, 1, 1]), offsets.reshape([k, 1, 1, 1]));
-            let codes = q.code_tensor(psums.sub(z.clone()).div(s.clone()));
+            let codes = plug_in.code_tensor(psums.sub(z.clone()).div(s.clone()));
             return accumulate_reference(codes.mul(s).add(z), coef, self.config.out_channels);
         }
+        let channels = self.built_in_adc_channels(steps, offsets, coef, &device);
+        adc_accumulate(psums, channels, self.config.out_channels)
+    }
+
+    /// Every channel's built-in ADC: its window, dequantization coefficient and code range.
+    fn built_in_adc_channels(
+        &self,
+        step: Tensor<1>,
+        offset: Tensor<1>,
+        coef: Tensor<1>,
+        device: &Device,
+    ) -> AdcChannels {
         let (low, high): (Vec<f32>, Vec<f32>) = self
             .plan
             .psum_step_k
             .iter()
             .map(|&i| (self.plan.psum_range[i as usize].low, self.plan.psum_range[i as usize].high))
             .unzip();
-        let (low, high) = (self.floats(&low, &device), self.floats(&high, &device));
-        let channels = AdcChannels { step: steps, offset: offsets, coef, low, high };
-        if through_adc {
-            return psums_through_adc(
-                a,
-                q,
-                psums,
-                &self.plan.slicing,
-                self.geometry(),
-                channels,
-                self.config.out_channels,
-            );
-        }
-        adc_accumulate(psums, channels, self.config.out_channels)
+        AdcChannels { step, offset, coef, low: self.floats(&low, device), high: self.floats(&high, device) }
     }
 
     /// The integer partial sums of every array column before the ADC, laid out as the golden
@@ -678,10 +689,7 @@ impl CimConv2d {
 
     /// ADC steps and offsets per fast-path channel [K], with LSQ's gradient scale (times the
     /// unit squared, see [`Self::psum_scale_unit`]); a `zero` window's offsets carry no gradient.
-    fn adc_windows(&self, psums: &Tensor<4>) -> (Tensor<1>, Tensor<1>) {
-        let device = psums.device();
-        let [_, b, h, w] = psums.dims();
-        let positions = b * h * w;
+    fn adc_windows(&self, positions: usize, device: &Device) -> (Tensor<1>, Tensor<1>) {
         let scale: Vec<f32> = self
             .plan
             .psum_range
@@ -693,19 +701,24 @@ impl CimConv2d {
             })
             .collect();
         let unit = self.psum_scale_unit.val().detach();
-        let scale = self.floats(&scale, &device).mul(unit.clone().mul(unit));
+        let scale = self.floats(&scale, device).mul(unit.clone().mul(unit));
         let steps = scale_grad(self.psum_scale.val(), scale.clone());
         let offsets = match self.adc_window().is_learned() {
             true => scale_grad(self.psum_offset.val(), scale),
             false => self.psum_offset.val().detach(),
         };
-        let index = self.index(&self.plan.psum_step_k, &device);
+        let index = self.index(&self.plan.psum_step_k, device);
         (steps.select(0, index.clone()), offsets.select(0, index))
     }
 
     /// Host copy of the partial sums [K, B*H'*W'].
     fn psum_values(psums: &Tensor<4>) -> Vec<f32> {
         psums.clone().detach().into_data().convert::<f32>().try_to_vec::<f32>().expect("f32 partial sums")
+    }
+
+    /// Whether this forward's partial sums are being recorded (calibration or inspection).
+    fn is_recording(&self) -> bool {
+        !matches!(*self.recorder(), Recording::Off)
     }
 
     /// During calibration, adds this batch's partial sums to every group's samples; returns

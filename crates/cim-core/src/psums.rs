@@ -852,7 +852,14 @@ mod tests {
             crate::test_values(k, -2.0..2.0, 8),
         );
         let (low, high) = (vec![0f32; k], vec![7f32; k]);
-        let adc = AdcImageBackward::new(&gy, &p, [&step, &offset, &coef, &low, &high], columns, batch, hw);
+        let adc = AdcImageBackward::new(
+            &gy,
+            crate::adc::PsumValues::F32(&p),
+            [&step, &offset, &coef, &low, &high],
+            columns,
+            batch,
+            hw,
+        );
         for source in [PsumGrad::Given(&grad), PsumGrad::ThroughAdc(&adc)] {
             let run = |threads| {
                 let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();

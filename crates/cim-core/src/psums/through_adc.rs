@@ -5,9 +5,11 @@
 //! partial-sum backward. The values are exactly [`adc_accumulate`] over
 //! [`grouped_psums_of_weight_codes`]: what runs off Flex, and what the tests compare against.
 //!
-//! The partial sums come in computed (the layer needs them before the ADC, for calibration and
-//! inspection) and ride as a constant; the gradients reach the activation codes, the weight codes
-//! and the ADC's steps, offsets and coefficients.
+//! Forward, where the integer kernel runs ([`super::vnni::forward_through_adc`]), the ADC pass is
+//! applied to each block of partial sums while it is in registers, and the partial sums are kept
+//! for the backward as exact i16; elsewhere the partial sums are computed in f32 and the ADC pass
+//! runs over them. The gradients reach the activation codes, the weight codes and the ADC's
+//! steps, offsets and coefficients.
 
 use burn::backend::autodiff::NodeId;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
@@ -17,28 +19,29 @@ use burn::backend::autodiff::ops::{Backward, Ops};
 use burn::backend::flex::FlexTensor;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, Backend, Flex, backend_extension};
-use burn::tensor::Tensor;
+use burn::tensor::{DType, Tensor, TensorData};
 
 use super::{
-    PsumGrad, grouped_psums_of_weight_codes, psums_of_weight_codes_backward, shape3, slicing_of, weight_code_dims,
+    PsumGrad, digit_planes_host, grouped_psums_of_weight_codes, psums_forward, psums_of_weight_codes_backward, shape3,
+    slicing_of, weight_code_dims,
 };
-use crate::adc::{AdcChannels, AdcImageBackward, AdcOps, adc_accumulate};
+use crate::adc::{AdcChannels, AdcImageBackward, AdcOps, PsumValues, adc_accumulate};
 use crate::config::Encoding;
 use crate::im2col::ConvGeometry;
-use crate::kernels::{AutodiffTensor, backward_with, f32_slice, flex_tensor, fused_available, tracked};
+use crate::kernels::{AutodiffTensor, backward_with, f32_slice, flex_tensor, fused_available, tracked_keeping};
 use crate::slicing::BitSlicing;
 
 /// The fused pass as a backend extension (Flex, and autodiff over it).
 #[backend_extension(Flex, Autodiff)]
 pub trait PsumsThroughAdcOps: Backend {
-    /// [`AdcOps::adc_accumulate`] of `psums` [K, B, H', W'], the partial sums of activation
-    /// codes [B, C_in, H, W] and weight codes [G, C_out, R] (as
-    /// [`super::PsumOps::cim_psums_of_weight_codes`] gives them).
-    #[allow(clippy::too_many_arguments)]
+    /// [`AdcOps::adc_accumulate`] of the partial sums [K, B, H', W'] of activation codes
+    /// [B, C_in, H, W] and weight codes [G, C_out, R] (as
+    /// [`super::PsumOps::cim_psums_of_weight_codes`] gives them), and those partial sums as the
+    /// backward takes them (f32, or i16 where that is exact).
+    #[allow(clippy::too_many_arguments, clippy::type_complexity)]
     fn psums_through_adc(
         codes: FloatTensor<Self>,
         weight_codes: FloatTensor<Self>,
-        psums: FloatTensor<Self>,
         step: FloatTensor<Self>,
         offset: FloatTensor<Self>,
         coef: FloatTensor<Self>,
@@ -51,10 +54,10 @@ pub trait PsumsThroughAdcOps: Backend {
         cell_bits: u32,
         differential: bool,
         out_channels: usize,
-    ) -> FloatTensor<Self>;
+    ) -> (FloatTensor<Self>, FloatTensor<Self>);
 
     /// Gradients with respect to the codes, the weight codes, the steps, the offsets and the
-    /// coefficients.
+    /// coefficients, given the partial sums the forward kept.
     #[allow(clippy::type_complexity, clippy::too_many_arguments)]
     fn psums_through_adc_backward(
         grad: FloatTensor<Self>,
@@ -78,23 +81,37 @@ pub trait PsumsThroughAdcOps: Backend {
 
 impl PsumsThroughAdcOps for Flex {
     fn psums_through_adc(
-        _codes: FlexTensor,
-        _weight_codes: FlexTensor,
-        psums: FlexTensor,
+        codes: FlexTensor,
+        weight_codes: FlexTensor,
         step: FlexTensor,
         offset: FlexTensor,
         coef: FlexTensor,
         low: FlexTensor,
         high: FlexTensor,
-        _kernel: usize,
-        _stride: usize,
-        _padding: usize,
-        _weight_bits: u32,
-        _cell_bits: u32,
-        _differential: bool,
+        kernel: usize,
+        stride: usize,
+        padding: usize,
+        weight_bits: u32,
+        cell_bits: u32,
+        differential: bool,
         out_channels: usize,
-    ) -> FlexTensor {
-        Flex::adc_accumulate(psums, step, offset, coef, low, high, out_channels)
+    ) -> (FlexTensor, FlexTensor) {
+        let sl = slicing_of(weight_bits, cell_bits, differential);
+        let d = weight_code_dims(&codes, &weight_codes, &sl, ConvGeometry { kernel, stride, padding });
+        let planes = digit_planes_host(&f32_slice(&weight_codes), &sl, shape3(&weight_codes));
+        let a = f32_slice(&codes);
+        let psum_shape = vec![d.groups * d.planes, d.batch, d.ho, d.wo];
+        #[cfg(target_arch = "x86_64")]
+        {
+            let channels = [&step, &offset, &coef, &low, &high].map(f32_slice);
+            let adc = super::vnni::AdcEpilogue::new(channels.each_ref().map(|c| &c[..]), out_channels);
+            if let Some((y, psums)) = super::vnni::forward_through_adc(&a, &planes, d, &adc) {
+                let y = flex_tensor(y, vec![d.batch, out_channels, d.ho, d.wo]);
+                return (y, FlexTensor::from_data(TensorData::new(psums, psum_shape)));
+            }
+        }
+        let psums = flex_tensor(psums_forward(&a, &planes, d), psum_shape);
+        (Flex::adc_accumulate(psums.clone(), step, offset, coef, low, high, out_channels), psums)
     }
 
     fn psums_through_adc_backward(
@@ -117,10 +134,18 @@ impl PsumsThroughAdcOps for Flex {
     ) -> (FlexTensor, FlexTensor, FlexTensor, FlexTensor, FlexTensor) {
         let sl = slicing_of(weight_bits, cell_bits, differential);
         let d = weight_code_dims(&codes, &weight_codes, &sl, ConvGeometry { kernel, stride, padding });
-        let (gy, p) = (f32_slice(&grad), f32_slice(&psums));
+        let gy = f32_slice(&grad);
+        let floats;
+        let p = match psums.as_slice::<i16>() {
+            Some(p) if psums.dtype() == DType::I16 && psums.is_contiguous() => PsumValues::I16(p),
+            _ => {
+                floats = f32_slice(&psums);
+                PsumValues::F32(&floats)
+            }
+        };
         let channels = [&step, &offset, &coef, &low, &high].map(f32_slice);
         let adc =
-            AdcImageBackward::new(&gy, &p, channels.each_ref().map(|c| &c[..]), out_channels, d.batch, d.ho * d.wo);
+            AdcImageBackward::new(&gy, p, channels.each_ref().map(|c| &c[..]), out_channels, d.batch, d.ho * d.wo);
         let (grad_codes, grad_q, sums) =
             psums_of_weight_codes_backward(PsumGrad::ThroughAdc(&adc), &codes, &f32_slice(&weight_codes), &sl, d);
         let k = adc.channels();
@@ -148,12 +173,13 @@ struct Args {
 #[derive(Debug)]
 struct PsumsThroughAdcBackward;
 
-impl<B: Backend + PsumsThroughAdcOps> Backward<B, 8> for PsumsThroughAdcBackward {
-    /// (codes, weight codes, step, offset, coef, psums, low, high): the last three constants.
-    type State = ([NodeId; 8], Args);
+impl<B: Backend + PsumsThroughAdcOps> Backward<B, 7> for PsumsThroughAdcBackward {
+    /// (codes, weight codes, step, offset, coef, low, high): the last two constants; and the
+    /// partial sums the forward kept.
+    type State = ([NodeId; 7], (Args, FloatTensor<B>));
 
-    fn backward(self, ops: Ops<Self::State, 8>, grads: &mut Gradients, checkpointer: &mut Checkpointer) {
-        backward_with::<B, _, 8, 5>(ops, grads, checkpointer, |grad, [a, q, s, z, c, p, lo, hi], args| {
+    fn backward(self, ops: Ops<Self::State, 7>, grads: &mut Gradients, checkpointer: &mut Checkpointer) {
+        backward_with::<B, _, 7, 5>(ops, grads, checkpointer, |grad, [a, q, s, z, c, lo, hi], (args, p)| {
             let ConvGeometry { kernel, stride, padding } = args.geo;
             let (ga, gq, gs, gz, gc) = B::psums_through_adc_backward(
                 grad,
@@ -182,7 +208,6 @@ impl<B: Backend + PsumsThroughAdcOps, C: CheckpointStrategy> PsumsThroughAdcOps 
     fn psums_through_adc(
         codes: AutodiffTensor<B, C>,
         weight_codes: AutodiffTensor<B, C>,
-        psums: AutodiffTensor<B, C>,
         step: AutodiffTensor<B, C>,
         offset: AutodiffTensor<B, C>,
         coef: AutodiffTensor<B, C>,
@@ -195,15 +220,14 @@ impl<B: Backend + PsumsThroughAdcOps, C: CheckpointStrategy> PsumsThroughAdcOps 
         cell_bits: u32,
         differential: bool,
         out_channels: usize,
-    ) -> AutodiffTensor<B, C> {
+    ) -> (AutodiffTensor<B, C>, AutodiffTensor<B, C>) {
         let geo = ConvGeometry { kernel, stride, padding };
         let args = Args { geo, weight_bits, cell_bits, differential, out_channels };
-        let inputs = [codes, weight_codes, step, offset, coef, psums, low, high];
-        tracked::<B, C, _, _, 8>(PsumsThroughAdcBackward, inputs, args, |[a, q, s, z, c, p, lo, hi]| {
+        let inputs = [codes, weight_codes, step, offset, coef, low, high];
+        let run = |[a, q, s, z, c, lo, hi]: [FloatTensor<B>; 7]| {
             B::psums_through_adc(
                 a,
                 q,
-                p,
                 s,
                 z,
                 c,
@@ -217,7 +241,9 @@ impl<B: Backend + PsumsThroughAdcOps, C: CheckpointStrategy> PsumsThroughAdcOps 
                 differential,
                 out_channels,
             )
-        })
+        };
+        let (y, psums) = tracked_keeping::<B, C, _, _, _, 7>(PsumsThroughAdcBackward, inputs, run, |p| (args, p));
+        (y, AutodiffTensor::<B, C>::new(psums))
     }
 
     fn psums_through_adc_backward(
@@ -263,13 +289,11 @@ impl<B: Backend + PsumsThroughAdcOps, C: CheckpointStrategy> PsumsThroughAdcOps 
     }
 }
 
-/// `adc_accumulate(grouped_psums_of_weight_codes(codes, weight_codes), ch)`, given `psums`, the
-/// values of those partial sums (computed by the caller without gradient): one op on Flex whose
-/// backward never materialises dL/dpsums; the two ops elsewhere (`psums` then unused).
+/// `adc_accumulate(grouped_psums_of_weight_codes(codes, weight_codes), ch)`: one op on Flex whose
+/// backward never materialises dL/dpsums; the two ops elsewhere.
 pub fn psums_through_adc(
     codes: Tensor<4>,
     weight_codes: Tensor<3>,
-    psums: Tensor<4>,
     slicing: &BitSlicing,
     geo: ConvGeometry,
     ch: AdcChannels,
@@ -278,10 +302,9 @@ pub fn psums_through_adc(
     if !fused_available(&codes.device()) {
         return psums_through_adc_reference(codes, weight_codes, slicing, geo, ch, out_channels);
     }
-    Tensor::from_dispatch(<burn::backend::Dispatch as PsumsThroughAdcOps>::psums_through_adc(
+    let (y, _kept_for_the_backward) = <burn::backend::Dispatch as PsumsThroughAdcOps>::psums_through_adc(
         codes.into_dispatch(),
         weight_codes.into_dispatch(),
-        psums.detach().into_dispatch(),
         ch.step.into_dispatch(),
         ch.offset.into_dispatch(),
         ch.coef.into_dispatch(),
@@ -294,7 +317,8 @@ pub fn psums_through_adc(
         slicing.cell_bits,
         slicing.encoding == Encoding::Differential,
         out_channels,
-    ))
+    );
+    Tensor::from_dispatch(y)
 }
 
 /// The same as two ops: the partial sums (tracked), then the ADC pass.
@@ -316,19 +340,23 @@ mod tests {
     use super::*;
     use crate::{assert_close, test_flat};
 
-    /// The one op against the partial-sum pass followed by the ADC pass: the same output, and
-    /// the gradients of the codes, weight codes, steps, offsets and coefficients to float
-    /// tolerance, for both encodings, padding word lines, strides and batches over several
-    /// chunks of images.
+    /// The one op against the partial-sum pass followed by the ADC pass: the same output bit for
+    /// bit, and the gradients of the codes, weight codes, steps, offsets and coefficients to
+    /// float tolerance, for both encodings, padding word lines, strides, batches over several
+    /// chunks of images and register blocks across images; the last case's sums exceed i16 (the
+    /// op then keeps f32 partial sums).
     #[test]
     fn matches_the_partial_sums_then_the_adc() {
         let device = Device::flex().autodiff();
-        // (k, stride, padding, groups, n_c, columns, h, missing channels, batch, B_w, b_c, encoding)
-        for (seed, (k, stride, padding, groups, n_c, columns, h, missing, batch, wb, cb, encoding)) in [
-            (3, 1, 1, 2, 3, 5, 6, 2, 11, 4, 2, Encoding::Differential),
-            (3, 1, 1, 2, 3, 5, 6, 2, 9, 4, 2, Encoding::Twos),
-            (3, 2, 1, 3, 2, 4, 7, 0, 3, 4, 1, Encoding::Twos),
-            (1, 1, 0, 2, 4, 3, 5, 1, 17, 6, 3, Encoding::Differential),
+        // (k, stride, padding, groups, n_c, columns, h, missing channels, batch, B_w, b_c,
+        // encoding, largest code)
+        for (seed, (k, stride, padding, groups, n_c, columns, h, missing, batch, wb, cb, encoding, top)) in [
+            (3, 1, 1, 2, 3, 5, 6, 2, 11, 4, 2, Encoding::Differential, 15.0),
+            (3, 1, 1, 2, 3, 5, 6, 2, 9, 4, 2, Encoding::Twos, 15.0),
+            (3, 2, 1, 3, 2, 4, 7, 0, 3, 4, 1, Encoding::Twos, 15.0),
+            (1, 1, 0, 2, 4, 3, 5, 1, 17, 6, 3, Encoding::Differential, 15.0),
+            (3, 1, 1, 1, 17, 9, 5, 0, 4, 4, 2, Encoding::Differential, 15.0),
+            (3, 1, 1, 2, 3, 5, 6, 1, 5, 6, 3, Encoding::Twos, 255.0),
         ]
         .into_iter()
         .enumerate()
@@ -337,7 +365,7 @@ mod tests {
             let sl = BitSlicing::new(wb, cb, encoding).unwrap();
             let geo = ConvGeometry { kernel: k, stride, padding };
             let channels = groups * n_c - missing;
-            let codes = crate::test_tensor([batch, channels, h, h], 0.0..15.0, seed, &device).round();
+            let codes = crate::test_tensor([batch, channels, h, h], 0.0..top, seed, &device).round();
             let range = sl.weight_range();
             let rows = n_c * k * k;
             let q = crate::test_tensor([groups, columns, rows], range.low..range.high, seed + 1, &device).round();
@@ -364,8 +392,7 @@ mod tests {
                     high: Tensor::from_floats(high.as_slice(), &device),
                 };
                 let y = if fused {
-                    let psums = grouped_psums_of_weight_codes(codes.clone(), q.clone(), &sl, geo);
-                    psums_through_adc(a.clone(), w.clone(), psums, &sl, geo, ch, columns)
+                    psums_through_adc(a.clone(), w.clone(), &sl, geo, ch, columns)
                 } else {
                     psums_through_adc_reference(a.clone(), w.clone(), &sl, geo, ch, columns)
                 };
