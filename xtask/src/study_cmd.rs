@@ -14,7 +14,7 @@ pub fn project_root() -> PathBuf {
 
 #[derive(Args)]
 pub struct ProfileArgs {
-    /// Study profile: smoke (default), real-small, paper, any folder of reports/ with a study.toml,
+    /// Study profile: smoke (default), real, paper, any folder of reports/ with a study.toml,
     /// or the path of your own study file (its report is written beside it).
     #[arg(long, default_value = "smoke")]
     profile: String,
@@ -64,7 +64,10 @@ impl ProfileArgs {
                 bail!("--cifar10-jpeg {}: not a folder (expected a tree root/<class>/*.jpg)", dir.display());
             }
             let dir = dir.canonicalize().with_context(|| format!("--cifar10-jpeg {}", dir.display()))?;
-            study.provide("cifar10-jpeg", &dir.display().to_string());
+            // the runs are keyed by the tree's content, so that a copy elsewhere finds them
+            let id = data::source::folder_identity(&dir, "cifar10-jpeg")
+                .with_context(|| format!("--cifar10-jpeg {}", dir.display()))?;
+            study.provide("cifar10-jpeg", &dir.display().to_string(), Some(&id));
         }
         Ok(study)
     }
@@ -94,7 +97,11 @@ pub struct ReproduceArgs {
 }
 
 pub fn reproduce(args: ReproduceArgs) -> Result<()> {
-    let (study, runs_root, _) = args.profile.load()?;
+    let (mut study, runs_root, report_dir) = args.profile.load()?;
+    // a committed result needs no input to be known as finished
+    for (input, value) in study.provide_from_archive(&report_dir.join("runs")) {
+        eprintln!("--{input} not given: using {value}, the input of the committed runs in {}", report_dir.display());
+    }
     for (bench, input) in study.skipped() {
         eprintln!("skipping benchmark `{bench}`: it needs --{input} DIR");
     }
@@ -106,6 +113,7 @@ pub fn reproduce(args: ReproduceArgs) -> Result<()> {
         progress: !args.quiet,
         retry_failed: args.retry_failed,
         device: if args.dry_run { args.device.device } else { args.device.checked()? },
+        archive: Some(report_dir.join("runs")),
     };
     let out = study::reproduce(&study, &opts)?;
     if args.dry_run {
@@ -165,8 +173,12 @@ pub fn report(args: ReportArgs) -> Result<()> {
         adopt: args.adopt,
     };
     let tables = report::generate(&study, &opts)?;
+    let readme = project_root().join("README.md");
     if out_dir == project_root().join("reports/smoke") {
-        update_readme(&project_root().join("README.md"), tables.markdown("accuracy"))?;
+        update_readme(&readme, "smoke-accuracy", tables.markdown("accuracy").trim_start_matches(|c| c != '|'))?;
+    }
+    if out_dir == project_root().join("reports/real") {
+        update_readme(&readme, "real-finding", &format!("{}\n", tables.finding()))?;
     }
     println!("{}", tables.markdown("accuracy"));
     println!("{}", tables.markdown("claims"));
@@ -174,15 +186,15 @@ pub fn report(args: ReportArgs) -> Result<()> {
     Ok(())
 }
 
-/// Puts the smoke profile's accuracy table into the workspace README, between its markers.
-fn update_readme(path: &Path, table: &str) -> Result<()> {
-    const START: &str = "<!-- smoke-accuracy:start -->";
-    const END: &str = "<!-- smoke-accuracy:end -->";
+/// Puts `content` (a committed report's table or finding) into the workspace README, between
+/// the markers `<!-- NAME:start -->` and `<!-- NAME:end -->`.
+fn update_readme(path: &Path, name: &str, content: &str) -> Result<()> {
+    let (start, end) = (format!("<!-- {name}:start -->"), format!("<!-- {name}:end -->"));
     let text = std::fs::read_to_string(path).with_context(|| format!("{}: cannot read", path.display()))?;
-    let (Some(a), Some(b)) = (text.find(START), text.find(END)) else {
-        bail!("{}: the markers {START} and {END} are missing", path.display());
+    let (Some(a), Some(b)) = (text.find(&start), text.find(&end)) else {
+        bail!("{}: the markers {start} and {end} are missing", path.display());
     };
-    let updated = format!("{}{START}\n{}{}", &text[..a], table.trim_start_matches(|c| c != '|'), &text[b..]);
+    let updated = format!("{}{start}\n{content}{}", &text[..a], &text[b..]);
     let tmp = path.with_extension("md.tmp");
     std::fs::write(&tmp, updated).with_context(|| format!("{}: cannot write", tmp.display()))?;
     std::fs::rename(&tmp, path).with_context(|| format!("{}: cannot replace", path.display()))?;

@@ -17,9 +17,13 @@ pub struct TrainArgs {
     /// Continue the run in --out (its own config.toml is used when no other is given).
     #[arg(long)]
     resume: bool,
-    /// Stop after this many epochs in this session (the run stays resumable).
+    /// Stop after this many epochs in this invocation (the run stays resumable).
     #[arg(long)]
     stop_after: Option<usize>,
+    /// Start from the final weights of this finished run (e.g. a floating-point pretraining of
+    /// the same architecture and data set); its config hash becomes part of this run's.
+    #[arg(long, value_name = "RUN_DIR")]
+    init_from: Option<PathBuf>,
     /// Data directory (default: $CIM_DATA_DIR, else ./data).
     #[arg(long)]
     data_dir: Option<PathBuf>,
@@ -78,13 +82,31 @@ pub fn train(args: TrainArgs) -> Result<()> {
         },
         (None, false) => RunConfig::default(),
     };
-    let config = base.with_flags(&args.flags.0)?;
+    let mut config = base.with_flags(&args.flags.0)?;
+    if let Some(from) = &args.init_from {
+        let source = match train::RunDir::new(from).read_config() {
+            Ok(Some(c)) => c,
+            Ok(None) => bail!("--init-from {}: not a run folder (no config.toml)", from.display()),
+            Err(e) => bail!("--init-from {}: not a run folder this tool can read ({e})", from.display()),
+        };
+        config.init_from = Some(source.hash());
+    }
     config.resolve()?; // every check before any work
+    if config.dataset_id.is_none() {
+        // a folder's run is keyed by the folder's content, not by where it lies or is called
+        if let Some(path) = config.dataset.strip_prefix(data::source::FOLDER_PREFIX) {
+            config.dataset_id = Some(
+                data::source::folder_identity(std::path::Path::new(path), "folder")
+                    .with_context(|| format!("--dataset {}", config.dataset))?,
+            );
+        }
+    }
     let opts = TrainOptions {
         data_dir: crate::data_dir(args.data_dir.as_deref(), "--data-dir")?,
         progress: !args.quiet,
         stop_after: args.stop_after,
         device: args.device.checked()?,
+        init_from: args.init_from.clone(),
     };
     match train::train(&config, &args.out, &opts)? {
         Some(s) => println!(

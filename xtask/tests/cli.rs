@@ -301,3 +301,69 @@ fn output_into_a_closed_pipe_ends_quietly() {
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert_ne!(out.status.code(), Some(101), "{stderr}");
 }
+
+/// Writes a tiny image-folder tree: `classes` folders of `per_class` 8x8 PNGs each.
+fn write_tree(root: &Path, classes: usize, per_class: usize) {
+    for c in 0..classes {
+        let dir = root.join(format!("class{c}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        for i in 0..per_class {
+            let img = image::RgbImage::from_fn(8, 8, |x, y| {
+                image::Rgb([(x * 30) as u8, (y * 30) as u8, (c * 100 + i) as u8])
+            });
+            img.save(dir.join(format!("{i:03}.png"))).unwrap();
+        }
+    }
+}
+
+/// A folder data set is keyed by its content: the same tree at two places trains into the same
+/// configuration hash; a changed image is refused before training resumes; `--init-from` starts
+/// from a finished run and refuses a folder that is not one.
+#[test]
+fn folder_runs_are_keyed_by_content_and_start_from_finished_runs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b) = (tmp.path().join("a/tree"), tmp.path().join("b/elsewhere"));
+    write_tree(&a, 2, 6);
+    write_tree(&b, 2, 6);
+    let train = |tree: &Path, out: &Path, extra: &[&str]| {
+        let method = if extra.contains(&"--method") { [].as_slice() } else { ["--method", "fp"].as_slice() };
+        xtask()
+            .args(["train", "--quiet", "--epochs", "1", "--batch-size", "4", "--folder-holdout", "2"])
+            .args(method)
+            .arg("--dataset")
+            .arg(format!("folder:{}", tree.display()))
+            .arg("--out")
+            .arg(out)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let (ra, rb) = (tmp.path().join("ra"), tmp.path().join("rb"));
+    for (tree, out) in [(&a, &ra), (&b, &rb)] {
+        let o = train(tree, out, &[]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    let config = |run: &Path| std::fs::read_to_string(run.join("config.toml")).unwrap();
+    let hash = |run: &Path| {
+        let s: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap();
+        s["config_hash"].as_str().unwrap().to_string()
+    };
+    assert!(config(&ra).contains("dataset_id = \"folder@"), "{}", config(&ra));
+    assert_eq!(hash(&ra), hash(&rb), "same images, same run, wherever the tree lies");
+
+    // fine-tuning from the finished run; then from a folder that is not a run
+    let ft = tmp.path().join("ft");
+    let o = train(&a, &ft, &["--method", "ideal-adc", "--init-from", ra.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(config(&ft).contains(&format!("init_from = \"{}\"", hash(&ra))), "{}", config(&ft));
+    let o = train(&a, &tmp.path().join("ft2"), &["--init-from", a.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && stderr.contains("--init-from") && stderr.contains("not a run folder"), "{stderr}");
+
+    // a changed image: the tree is no longer the one the run was keyed by
+    image::RgbImage::from_pixel(8, 8, image::Rgb([1, 2, 3])).save(b.join("class0/000.png")).unwrap();
+    let o = xtask().args(["eval", "--run"]).arg(&rb).output().unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && stderr.contains("identity"), "{stderr}");
+}

@@ -131,3 +131,26 @@ pub fn load_folder(index: &FolderIndex, prep: &Preprocess) -> Result<ImageSet> {
         labels: index.items.iter().map(|(_, l)| *l).collect(),
     })
 }
+
+/// SHA-256 over the tree's content: for every file in index order, its path relative to the
+/// root, its class and the SHA-256 of its bytes. Two copies of a tree at different places have
+/// the same digest; any renamed, moved, added, removed or changed image changes it.
+pub fn content_digest(index: &FolderIndex) -> Result<String> {
+    use sha2::{Digest, Sha256};
+    let file_digests: Vec<[u8; 32]> = index
+        .items
+        .par_iter()
+        .map(|(p, _)| std::fs::read(p).map(|b| Sha256::digest(&b).into()).map_err(|e| DataError::io(p, e)))
+        .collect::<Result<_>>()?;
+    let mut all = Sha256::new();
+    for ((path, label), digest) in index.items.iter().zip(&file_digests) {
+        let rel = path.strip_prefix(&index.root).unwrap_or(path);
+        // '/' separators whatever the platform, so that the digest travels between machines
+        let rel: Vec<String> = rel.components().map(|c| c.as_os_str().to_string_lossy().into_owned()).collect();
+        all.update(rel.join("/").as_bytes());
+        all.update([0]);
+        all.update(label.to_le_bytes());
+        all.update(digest);
+    }
+    Ok(hex::encode(all.finalize()))
+}

@@ -1,6 +1,6 @@
 //! What a run trains on: a named data set (a manifest) or an image-folder tree given by path.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use crate::folder::{Preprocess, index_folder, load_folder};
@@ -84,6 +84,36 @@ pub fn load_dataset(spec: &str, dir: &DataDir, holdout_per_class: usize) -> Resu
         augment: Augment::of(&manifest),
         load_seconds: start.elapsed().as_secs_f64(),
     })
+}
+
+/// The identity of a `folder:` tree as a run's hash keys it: `NAME@` and the first 16 hex digits
+/// of its [`content_digest`](crate::folder::content_digest), so that the same images give the
+/// same runs wherever the tree lies.
+pub fn folder_identity(root: &Path, name: &str) -> Result<String> {
+    let index = index_folder(root)?;
+    let digest = crate::folder::content_digest(&index)?;
+    Ok(format!("{name}@{}", &digest[..16]))
+}
+
+/// Fails unless the `folder:` tree `spec` has the content of `identity` (from
+/// [`folder_identity`]): a run keyed by its data's content never trains or tests on other images.
+pub fn check_folder_identity(spec: &str, identity: &str) -> Result<()> {
+    let Some(path) = spec.strip_prefix(FOLDER_PREFIX) else {
+        return Err(DataError::Invalid(format!(
+            "dataset_id = {identity:?} is for `folder:` data sets, but the dataset is `{spec}`"
+        )));
+    };
+    let (name, _) = identity.split_once('@').ok_or_else(|| {
+        DataError::Invalid(format!("dataset_id = {identity:?}: expected NAME@DIGEST (16 hex digits)"))
+    })?;
+    let actual = folder_identity(Path::new(path), name)?;
+    if actual != identity {
+        return Err(DataError::Invalid(format!(
+            "{path}: the images there have the identity {actual}, the run was keyed by {identity}: it is \
+             another tree, or its files were changed, added or removed"
+        )));
+    }
+    Ok(())
 }
 
 /// Per-channel mean and standard deviation of a set's pixels in [0, 1].

@@ -125,6 +125,30 @@ impl Conv3x3 {
         }
     }
 
+    /// The float weights [C_out, C_in, 3, 3] (of a CIM layer: the latent weights it quantizes).
+    pub fn weight(&self) -> Tensor<4> {
+        match self {
+            Conv3x3::Float(c) => c.weight.val(),
+            Conv3x3::Cim(c) => c.weight.val(),
+        }
+    }
+
+    /// The same conv with `weight` in place of its weights (shape checked); a CIM layer
+    /// re-initializes its weight steps from them.
+    pub fn with_weight(self, weight: Tensor<4>) -> Result<Self, String> {
+        Ok(match self {
+            Conv3x3::Float(mut c) => {
+                let expected = c.weight.val().dims();
+                if weight.dims() != expected {
+                    return Err(format!("weight shape {:?} does not match the conv's {expected:?}", weight.dims()));
+                }
+                c.weight = burn::module::Param::from_tensor(weight.detach());
+                Conv3x3::Float(c)
+            }
+            Conv3x3::Cim(c) => Conv3x3::Cim(c.with_weight(weight)?),
+        })
+    }
+
     /// The CIM layer, if this conv is one.
     pub fn cim(&self) -> Option<&CimConv2d> {
         match self {

@@ -186,6 +186,28 @@ impl Model {
         }
     }
 
+    /// This model started from the weights of `pretrained` (a model of the same architecture,
+    /// input channels and classes, floating point or CIM): every parameter and running statistic
+    /// of the layers off the arrays is `pretrained`'s, and each 3x3 conv is this model's own
+    /// (floating point or on arrays, with its quantizer settings) holding `pretrained`'s weights,
+    /// its weight steps initialized from them. ADC windows are left for calibration.
+    pub fn starting_from(self, pretrained: &Model) -> Result<Model, String> {
+        let same_arch = matches!(
+            (&self, pretrained),
+            (Model::Resnet20(_), Model::Resnet20(_)) | (Model::Resnet18(_), Model::Resnet18(_))
+        );
+        if !same_arch {
+            return Err("the pretrained model is of another architecture".into());
+        }
+        let own = self.convs().into_iter().cloned().collect::<Vec<_>>();
+        let mut out = pretrained.clone();
+        for (i, (slot, conv)) in out.convs_mut().into_iter().zip(own).enumerate() {
+            let weight = slot.weight();
+            *slot = conv.with_weight(weight).map_err(|e| format!("3x3 conv {i}: {e}"))?;
+        }
+        Ok(out)
+    }
+
     /// The layers that run on CIM arrays, in forward order.
     pub fn cim_layers(&self) -> Vec<&CimConv2d> {
         self.convs().into_iter().filter_map(Conv3x3::cim).collect()

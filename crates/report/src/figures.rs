@@ -24,21 +24,36 @@ fn register_font() {
     });
 }
 
-/// One line of a figure: (x, mean, low, high) points.
+/// One line of a figure: (x, mean, low, high) points, drawn in its method's colour.
 struct Line {
     name: String,
+    method: String,
     points: Vec<(f64, f64, f64, f64)>,
 }
 
-const COLORS: [RGBColor; 8] = [
+/// A method's colour: the same in every figure of every report (by its place in the registry;
+/// variants of one method, such as its two-stage recipe, are told apart by their marker).
+fn color_of(method: &str) -> RGBColor {
+    if method == methods::PROPOSED.name() {
+        return PROPOSED_COLOR;
+    }
+    let others = methods::all().iter().filter(|m| m.name() != methods::PROPOSED.name());
+    let index = others.clone().position(|m| m.name() == method).unwrap_or(others.count());
+    COLORS[index % COLORS.len()]
+}
+
+/// The proposed method's colour (red); the others take [`COLORS`] in registry order.
+const PROPOSED_COLOR: RGBColor = RGBColor(214, 39, 40);
+const COLORS: [RGBColor; 9] = [
     RGBColor(31, 119, 180),
     RGBColor(255, 127, 14),
     RGBColor(44, 160, 44),
-    RGBColor(214, 39, 40),
     RGBColor(148, 103, 189),
     RGBColor(140, 86, 75),
     RGBColor(227, 119, 194),
     RGBColor(127, 127, 127),
+    RGBColor(188, 189, 34),
+    RGBColor(23, 190, 207),
 ];
 
 fn plot<DB: DrawingBackend>(
@@ -80,8 +95,9 @@ where
         .label_style(("sans-serif", 14))
         .draw()
         .map_err(|e| e.to_string())?;
-    for (i, line) in lines.iter().enumerate() {
-        let color = COLORS[i % COLORS.len()];
+    for line in lines {
+        let color = color_of(&line.method);
+        let hollow = line.name.contains("two-stage");
         if bands {
             let mut poly: Vec<(f64, f64)> = line.points.iter().map(|p| (p.0, p.3)).collect();
             poly.extend(line.points.iter().rev().map(|p| (p.0, p.2)));
@@ -92,8 +108,9 @@ where
             .map_err(|e| e.to_string())?
             .label(line.name.clone())
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2)));
+        let style = if hollow { color.stroke_width(2) } else { color.filled() };
         chart
-            .draw_series(line.points.iter().map(|p| Circle::new((p.0, p.1), 3, color.filled())))
+            .draw_series(line.points.iter().map(|p| Circle::new((p.0, p.1), if hollow { 5 } else { 3 }, style)))
             .map_err(|e| e.to_string())?;
     }
     chart
@@ -170,7 +187,10 @@ fn sweep_lines(study: &Study, bench: &str, results: &[CellResult], field: &str) 
             _ => false,
         };
         let mut by_x: std::collections::BTreeMap<i64, Vec<f64>> = std::collections::BTreeMap::new();
-        for r in results.iter().filter(|r| r.cell.benchmark == bench && &r.cell.config.method == method) {
+        for r in results
+            .iter()
+            .filter(|r| r.cell.benchmark == bench && !r.cell.pretraining && &r.cell.config.method == method)
+        {
             let Some(s) = &r.summary else { continue };
             let t = toml::Table::try_from(&r.cell.config).expect("table");
             let at_base = fixed.iter().filter(|f| **f != field).all(|f| t.get(*f) == base.get(*f) || !uses_field);
@@ -190,7 +210,7 @@ fn sweep_lines(study: &Study, bench: &str, results: &[CellResult], field: &str) 
                 (*x as f64, m, lo, hi)
             })
             .collect();
-        lines.push(Line { name: method.clone(), points });
+        lines.push(Line { name: method.clone(), method: method.clone(), points });
     }
     // methods that do not depend on the field (fp, ideal-adc for ADC bits) are drawn flat
     // across the range of the others
@@ -225,33 +245,134 @@ pub fn draw(study: &Study, results: &[CellResult], out: &mut ReportWriter) -> Re
             stems.push(stem);
         }
     }
-    let lines: Vec<Line> = results
-        .iter()
-        .filter_map(|r| {
-            let v = r.variation.as_ref()?;
-            Some(Line {
-                name: match r.cell.config.recipe {
-                    Some(recipe) => format!("{} {} seed {}", r.cell.config.method, recipe.name(), r.cell.config.seed),
-                    None => format!("{} seed {}", r.cell.config.method, r.cell.config.seed),
-                },
-                points: v
-                    .results
-                    .iter()
-                    .map(|s| (s.sigma, 100.0 * s.mean, 100.0 * (s.mean - s.std), 100.0 * (s.mean + s.std)))
-                    .collect(),
-            })
-        })
-        .collect();
-    if !lines.is_empty() {
-        render(
-            out,
-            "acc_vs_sigma",
-            "Accuracy vs cell variation (mean ± std over chips)",
-            "σ of log-normal cell variation",
-            &lines,
-            true,
-        )?;
-        stems.push("acc_vs_sigma".into());
+    for (i, b) in study.benchmark.iter().enumerate() {
+        let lines = epoch_lines(study, &b.name, results);
+        for (j, (setting, lines)) in lines.iter().enumerate() {
+            let stem = format!("acc_vs_epoch_{i}_{j}");
+            let title = format!("{}: test accuracy per fine-tuning epoch, {setting}", b.name);
+            render(out, &stem, &title, "epoch", lines, true)?;
+            stems.push(stem);
+        }
+    }
+    if let Some(v) = &study.variation {
+        let lines = variation_lines(results);
+        if !lines.is_empty() {
+            let title = format!("{}: accuracy vs cell variation", v.benchmark);
+            render(out, "acc_vs_sigma", &title, "σ of log-normal cell variation", &lines, true)?;
+            stems.push("acc_vs_sigma".into());
+        }
     }
     Ok(stems)
+}
+
+/// A cell's name in a figure: its method, with its recipe where it overrides the method's.
+fn line_name(cell: &study::Cell) -> String {
+    match cell.config.recipe {
+        Some(recipe) => format!("{} {}", cell.config.method, recipe.name()),
+        None => cell.config.method.clone(),
+    }
+}
+
+/// Per one-stage setting of the benchmark (the columns of its accuracy table): test accuracy
+/// after every epoch for each method (recipe overrides as lines of their own), mean over seeds
+/// with the range of the seeds as the band. Methods without the setting's ADC (ideal ADC, an
+/// ADC of their own) are drawn in every setting.
+fn epoch_lines(study: &Study, bench: &str, results: &[CellResult]) -> Vec<(String, Vec<Line>)> {
+    let rs: Vec<&CellResult> =
+        results.iter().filter(|r| r.cell.benchmark == bench && !r.cell.pretraining && !r.history.is_empty()).collect();
+    let mut settings: Vec<&study::Cell> = Vec::new();
+    for r in &rs {
+        let c = &r.cell.config;
+        if c.uses_adc_setting()
+            && c.recipe.is_none()
+            && !settings.iter().any(|s| s.config.setting_label() == c.setting_label())
+        {
+            settings.push(&r.cell);
+        }
+    }
+    let mut out = Vec::new();
+    for setting in settings {
+        let mut groups: Vec<(String, String, Vec<&CellResult>)> = Vec::new();
+        for r in &rs {
+            let c = &r.cell.config;
+            let mut same = setting.config.clone();
+            same.method = c.method.clone();
+            same.seed = c.seed;
+            same.recipe = c.recipe;
+            let belongs = !c.uses_adc_setting() || study::canonical(same) == *c;
+            if !belongs {
+                continue;
+            }
+            let name = line_name(&r.cell);
+            match groups.iter_mut().find(|g| g.0 == name) {
+                Some(g) => g.2.push(r),
+                None => groups.push((name, c.method.clone(), vec![r])),
+            }
+        }
+        let order = |m: &str| {
+            study.benchmark.iter().find(|b| b.name == bench).and_then(|b| b.methods.iter().position(|x| x == m))
+        };
+        groups.sort_by_key(|g| (order(&g.1), g.0.clone()));
+        let lines: Vec<Line> = groups
+            .into_iter()
+            .map(|(name, method, runs)| {
+                let epochs = runs.iter().map(|r| r.history.len()).max().unwrap_or(0);
+                let points = (0..epochs)
+                    .filter_map(|e| {
+                        let accs: Vec<f64> =
+                            runs.iter().filter_map(|r| r.history.get(e)).map(|h| 100.0 * h.test_acc).collect();
+                        range_point((e + 1) as f64, &accs)
+                    })
+                    .collect();
+                Line { name, method, points }
+            })
+            .collect();
+        out.push((setting.config.setting_label(), lines));
+    }
+    out
+}
+
+/// Accuracy against sigma for each studied method (recipe overrides apart): the mean over every
+/// seed's chips, with the range of the chips as the band; the point at 0 is the runs' accuracy
+/// without variation.
+fn variation_lines(results: &[CellResult]) -> Vec<Line> {
+    let mut groups: Vec<(String, String, Vec<&train::VariationReport>)> = Vec::new();
+    for r in results {
+        let Some(v) = &r.variation else { continue };
+        let name = line_name(&r.cell);
+        match groups.iter_mut().find(|g| g.0 == name) {
+            Some(g) => g.2.push(v),
+            None => groups.push((name, r.cell.config.method.clone(), vec![v])),
+        }
+    }
+    groups
+        .into_iter()
+        .map(|(name, method, reports)| {
+            let noiseless: Vec<f64> = reports.iter().map(|v| 100.0 * v.noiseless).collect();
+            let mut points: Vec<(f64, f64, f64, f64)> = range_point(0.0, &noiseless).into_iter().collect();
+            let mut sigmas: Vec<f64> = reports.iter().flat_map(|v| v.results.iter().map(|s| s.sigma)).collect();
+            sigmas.sort_by(f64::total_cmp);
+            sigmas.dedup();
+            for sigma in sigmas.into_iter().filter(|s| *s > 0.0) {
+                let accs: Vec<f64> = reports
+                    .iter()
+                    .flat_map(|v| v.results.iter().filter(|s| s.sigma == sigma).flat_map(|s| s.accuracies.iter()))
+                    .map(|a| 100.0 * a)
+                    .collect();
+                points.extend(range_point(sigma, &accs));
+            }
+            Line { name, method, points }
+        })
+        .collect()
+}
+
+/// (x, mean, min, max) of values; `None` for none.
+fn range_point(x: f64, values: &[f64]) -> Option<(f64, f64, f64, f64)> {
+    if values.is_empty() {
+        return None;
+    }
+    let mean = values.iter().sum::<f64>() / values.len() as f64;
+    let min = values.iter().copied().fold(f64::INFINITY, f64::min);
+    let max = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    Some((x, mean, min, max))
 }

@@ -7,6 +7,7 @@
 
 mod figures;
 mod results;
+pub mod stats;
 mod tables;
 pub mod writer;
 
@@ -98,7 +99,7 @@ pub struct ReportOptions {
 pub fn generate(study: &Study, opts: &ReportOptions) -> Result<Tables, ReportError> {
     let results = load_results(study, &opts.runs_root, &opts.out_dir)?;
     let mut out = writer::ReportWriter::new(&opts.out_dir).adopting(opts.adopt);
-    results::archive(&results, &mut out)?;
+    results::archive(study, &results, &mut out)?;
     let claims = Claims::load(&opts.claims)?;
     let tables = Tables::build(study, &results, &claims)?;
     tables.write(&mut out)?;

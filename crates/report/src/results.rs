@@ -26,6 +26,8 @@ pub struct CellResult {
     pub adc_quality: Option<AdcQualityReport>,
     /// Why the run failed, if it did.
     pub failure: Option<FailureRecord>,
+    /// The folder the results were read from: the run folder, or the report's archived copy.
+    pub dir: std::path::PathBuf,
 }
 
 /// Reads the run folder of every cell of `study`: `<runs_root>/<profile>/<hash>/`, or, where that
@@ -75,14 +77,16 @@ pub fn load_results(study: &Study, runs_root: &Path, archive: &Path) -> Result<V
             let adc_quality: Option<AdcQualityReport> = read_json(&dir.join("adc-quality.json")).ok().flatten();
             let adc_quality = adc_quality.filter(|q| q.config_hash == cell.key() && summary.is_some());
             let state = if failure.is_some() { CellState::Failed } else { cell_state(&dir) };
-            Ok(CellResult { state, summary, history, variation, adc_quality, failure, cell })
+            Ok(CellResult { state, summary, history, variation, adc_quality, failure, cell, dir })
         })
         .collect()
 }
 
-/// Copies every cell's configuration and results (not its checkpoints) into
-/// `<out>/runs/<hash>/`, so that the committed report carries the runs behind its numbers.
-pub fn archive(results: &[CellResult], out: &mut ReportWriter) -> Result<(), ReportError> {
+/// Copies every cell's configuration and results into `<out>/runs/<hash>/`, so that the
+/// committed report carries the runs behind its numbers; where the study keeps weights
+/// ([`Study::archive_weights`]), the final model of every finished pretraining and seed-0 cell
+/// as well (no optimizer state).
+pub fn archive(study: &Study, results: &[CellResult], out: &mut ReportWriter) -> Result<(), ReportError> {
     for r in results {
         let dir = Path::new("runs").join(r.cell.key());
         if r.summary.is_none() && r.history.is_empty() && r.failure.is_none() {
@@ -102,6 +106,13 @@ pub fn archive(results: &[CellResult], out: &mut ReportWriter) -> Result<(), Rep
         if let Some(q) = &r.adc_quality {
             out.add(&dir.join("adc-quality.json"), serde_json::to_string_pretty(q).expect("json") + "\n");
             out.add(&dir.join("adc-quality.csv"), q.csv());
+        }
+        let keeps_weights = study.archive_weights && (r.cell.pretraining || r.cell.config.seed == 0);
+        if keeps_weights && r.summary.is_some() {
+            let files = RunDir::new(&r.dir).model_only_checkpoint().map_err(|e| ReportError::io(&r.dir, e))?;
+            for (rel, bytes) in files.into_iter().flatten() {
+                out.add(&dir.join(rel), bytes);
+            }
         }
     }
     Ok(())

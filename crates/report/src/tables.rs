@@ -8,6 +8,7 @@ use polars::prelude::*;
 use study::{Cell, CellState, Study};
 
 use crate::results::CellResult;
+use crate::stats::{PairedInterval, paired_differences};
 use crate::writer::ReportWriter;
 use crate::{Claims, ReportError};
 
@@ -15,6 +16,9 @@ use crate::{Claims, ReportError};
 pub struct Tables {
     /// (stem, frame, markdown)
     pub tables: Vec<(String, DataFrame, String)>,
+    /// What the claim, stage and variation tables find, one sentence per benchmark and table,
+    /// with the intervals (empty where they have no comparison).
+    pub findings: Vec<String>,
 }
 
 fn pct(x: f64) -> String {
@@ -136,13 +140,15 @@ impl Tables {
     /// Builds every table from the results.
     pub fn build(study: &Study, results: &[CellResult], claims: &Claims) -> Result<Self, ReportError> {
         let mut tables = Vec::new();
+        let mut findings = Vec::new();
         tables.push(accuracy_table(study, results)?);
-        tables.push(claim_table(study, results, claims)?);
-        tables.push(stage_table(study, results)?);
+        tables.push(claim_table(study, results, claims, &mut findings)?);
+        tables.push(stage_table(study, results, &mut findings)?);
         tables.push(hardware_table(study, results)?);
         tables.push(adc_quality_table(study, results)?);
         tables.push(variation_table(study, results)?);
-        Ok(Self { tables })
+        tables.push(variation_claim_table(study, results, &mut findings)?);
+        Ok(Self { tables, findings })
     }
 
     /// Writes `<stem>.csv` and `<stem>.md` for every table.
@@ -157,6 +163,11 @@ impl Tables {
             out.add(Path::new(&format!("{stem}.md")), md.as_bytes());
         }
         Ok(())
+    }
+
+    /// The findings as one paragraph.
+    pub fn finding(&self) -> String {
+        self.findings.join(" ")
     }
 
     /// The Markdown of one table.
@@ -180,6 +191,9 @@ impl Tables {
             if versions.len() == 1 { "" } else { "s" },
             if versions.is_empty() { "none".to_string() } else { versions.join(", ") }
         );
+        if !self.findings.is_empty() {
+            s += &format!("## Finding\n\n{}\n\n", self.finding());
+        }
         let titles = [
             ("accuracy", "Accuracy: method x setting"),
             ("claims", "The paper's claim: column/column minus the best related work"),
@@ -187,6 +201,7 @@ impl Tables {
             ("hardware", "Hardware cost per model"),
             ("adc_quality", "ADC quality (cargo xtask inspect)"),
             ("variation", "Memory-cell variation (accuracy in percent over simulated chips)"),
+            ("variation_claims", "Robustness to cell variation: column/column against the best baseline"),
         ];
         for (stem, title) in titles {
             s += &format!("## {title}\n\n{}\n(CSV: [`{stem}.csv`]({stem}.csv))\n\n", self.markdown(stem));
@@ -254,11 +269,31 @@ fn accuracy_table(study: &Study, results: &[CellResult]) -> Result<(String, Data
         let mut headers = vec!["method".to_string()];
         headers.extend(cols.iter().map(|c| c.config.setting_label()));
         let mut rows = Vec::new();
+        // the floating-point pretraining every other cell starts from, the same in every column
+        let pretraining: Vec<&CellResult> = rs.iter().copied().filter(|r| r.cell.pretraining).collect();
+        if !pretraining.is_empty() {
+            let text = agg_text(&aggregate(&pretraining));
+            let mut row = vec!["fp (pretraining)".to_string()];
+            row.extend(cols.iter().map(|_| text.clone()));
+            rows.push(row);
+            for r in &pretraining {
+                b_col.push(b.name.clone());
+                m_col.push("fp (pretraining)".to_string());
+                s_col.push(r.cell.config.setting_label());
+                seed_col.push(r.cell.config.seed);
+                state_col.push(r.state.to_string());
+                fin_col.push(r.summary.as_ref().map(|s| s.final_test_acc));
+                best_col.push(r.summary.as_ref().map(|s| s.best_test_acc));
+            }
+        }
         for method in method_order(study, &b.name) {
             let mut row = vec![method.clone()];
             for col in &cols {
-                let cells: Vec<&CellResult> =
-                    rs.iter().copied().filter(|r| r.cell.config.method == method && in_column(&r.cell, col)).collect();
+                let cells: Vec<&CellResult> = rs
+                    .iter()
+                    .copied()
+                    .filter(|r| !r.cell.pretraining && r.cell.config.method == method && in_column(&r.cell, col))
+                    .collect();
                 row.push(agg_text(&aggregate(&cells)));
                 for r in cells {
                     b_col.push(b.name.clone());
@@ -299,22 +334,62 @@ fn accuracy_table(study: &Study, results: &[CellResult]) -> Result<(String, Data
     Ok(("accuracy".into(), stats, md))
 }
 
+/// Final accuracies (in points) of the finished cells of `method` in column `col`, by seed.
+fn finals_by_seed(rs: &[&CellResult], method: &str, col: &Cell) -> Vec<(u64, f64)> {
+    rs.iter()
+        .filter(|r| !r.cell.pretraining && r.cell.config.method == method && in_column(&r.cell, col))
+        .filter_map(|r| r.summary.as_ref().map(|s| (r.cell.config.seed, 100.0 * s.final_test_acc)))
+        .collect()
+}
+
+fn mean_of(values: &[(u64, f64)]) -> f64 {
+    values.iter().map(|v| v.1).sum::<f64>() / values.len() as f64
+}
+
+/// The related method with the best mean final accuracy over seeds in column `col`: every
+/// method of the benchmark other than the proposed one with the built-in ADC at the column's P
+/// (a method with its own converter has another resolution; the accuracy table shows it).
+fn best_baseline(b: &study::Benchmark, rs: &[&CellResult], col: &Cell) -> Option<(String, Vec<(u64, f64)>)> {
+    let proposed = methods::PROPOSED.name();
+    b.methods
+        .iter()
+        .filter(|m| m.as_str() != proposed)
+        .filter(|m| train::Uses::of_method(m).is_some_and(|u| u.adc_setting()))
+        .map(|m| (m.clone(), finals_by_seed(rs, m, col)))
+        .filter(|(_, v)| !v.is_empty())
+        .max_by(|a, b| mean_of(&a.1).total_cmp(&mean_of(&b.1)))
+}
+
+/// The paired comparison of `a` minus `b` over the seeds both have: the interval's text, its
+/// verdict, and the interval itself where there are two pairs or more.
+fn compare(a: &[(u64, f64)], b: &[(u64, f64)]) -> (String, String, Option<PairedInterval>) {
+    let diffs = paired_differences(a, b);
+    match PairedInterval::of(&diffs) {
+        Some(i) => (i.text(), i.verdict().text().to_string(), Some(i)),
+        None if diffs.len() == 1 => (format!("{:+.2}", diffs[0]), "n/a (one seed)".into(), None),
+        None => ("—".into(), "—".into(), None),
+    }
+}
+
 fn claim_table(
     study: &Study,
     results: &[CellResult],
     claims: &Claims,
+    findings: &mut Vec<String>,
 ) -> Result<(String, DataFrame, String), ReportError> {
     let headers = [
         "benchmark",
         "setting",
         "column/column",
-        "best related work",
-        "measured gain",
+        "best baseline",
+        "gain [95% CI]",
+        "seeds",
+        "column/column better",
         "claimed gain",
-        "gain > seed spread",
     ];
     let mut rows = Vec::new();
-    let (mut bc, mut sc, mut gc, mut cc, mut ec) = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut bc, mut sc, mut basec, mut gc, mut lc, mut hc, mut nc, mut vc, mut cc) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     // every benchmark gets its measured gain; those that stand for one of the paper's benchmarks
     // show the claim beside it
     for b in study.benchmark.iter().filter(|b| b.is_runnable()) {
@@ -328,79 +403,113 @@ fn claim_table(
             None => None,
         };
         let rs = benchmark_results(results, &b.name);
+        let mut parts = Vec::new();
         // the claim is about one-stage training at the paper's settings: recipe overrides are
         // compared in the stage table instead
         for col in columns(&rs).into_iter().filter(|c| c.config.recipe.is_none()) {
-            let agg_of = |m: &str| -> Agg {
-                let cells: Vec<&CellResult> =
-                    rs.iter().copied().filter(|r| r.cell.config.method == m && in_column(&r.cell, col)).collect();
-                aggregate(&cells)
-            };
-            // related work: every other method with the built-in ADC at this column's P (a method
-            // with its own converter has another resolution; the accuracy table shows it)
             let proposed = methods::PROPOSED.name();
-            let ours = agg_of(proposed);
-            let related: Vec<(String, Agg)> = b
-                .methods
-                .iter()
-                .filter(|m| m.as_str() != proposed)
-                .filter(|m| train::Uses::of_method(m).is_some_and(|u| u.adc_setting()))
-                .map(|m| (m.clone(), agg_of(m)))
-                .filter(|(_, a)| !a.finals.is_empty())
-                .collect();
-            let best = related.iter().max_by(|a, b| mean_std(&a.1.finals).0.total_cmp(&mean_std(&b.1.finals).0));
-            let (gain, text, beyond) = match (ours.finals.is_empty(), best) {
-                (false, Some((name, a))) => {
-                    let (mo, so) = mean_std(&ours.finals);
-                    let (mb, sb) = mean_std(&a.finals);
-                    let gain = 100.0 * (mo - mb);
-                    let beyond = if ours.finals.len() > 1 && a.finals.len() > 1 {
-                        let spread = 100.0 * (so * so + sb * sb).sqrt();
-                        format!("{} (spread {spread:.2})", if gain.abs() > spread { "yes" } else { "no" })
-                    } else {
-                        "n/a (one seed)".into()
-                    };
-                    (Some(gain), (format!("{} ({name})", pct(mb)), format!("{gain:+.2}")), beyond)
-                }
-                _ => (None, ("missing".into(), "—".into()), "—".into()),
+            let ours_cells: Vec<&CellResult> =
+                rs.iter().copied().filter(|r| r.cell.config.method == proposed && in_column(&r.cell, col)).collect();
+            let ours = finals_by_seed(&rs, proposed, col);
+            let best = best_baseline(b, &rs, col);
+            let (baseline, (gain, verdict, interval)) = match (&best, ours.is_empty()) {
+                (Some((name, v)), false) => (format!("{:.2} ({name})", mean_of(v)), compare(&ours, v)),
+                _ => ("missing".into(), ("—".into(), "—".into(), None)),
             };
+            let pairs = best.as_ref().map_or(0, |(_, v)| paired_differences(&ours, v).len());
+            if let (Some(i), Some((name, _))) = (interval, &best) {
+                parts.push(format!(
+                    "{:+.2} points [{:+.2}, {:+.2}] over {name} at {} ({})",
+                    i.mean,
+                    i.low,
+                    i.high,
+                    short_setting(col),
+                    i.verdict().text()
+                ));
+            }
             rows.push(vec![
                 b.name.clone(),
                 col.config.setting_label(),
-                agg_text(&ours),
-                text.0,
-                text.1,
+                agg_text(&aggregate(&ours_cells)),
+                baseline,
+                gain,
+                pairs.to_string(),
+                verdict.clone(),
                 claim.map_or("— (not a benchmark of the paper)".into(), |(key, c)| {
                     format!("{:+.2} ({key})", c.gain_points)
                 }),
-                beyond.clone(),
             ]);
             bc.push(b.name.clone());
             sc.push(col.config.setting_label());
-            gc.push(gain);
+            basec.push(best.map(|(name, _)| name));
+            gc.push(interval.map(|i| i.mean));
+            lc.push(interval.map(|i| i.low));
+            hc.push(interval.map(|i| i.high));
+            nc.push(pairs as u64);
+            vc.push(verdict);
             cc.push(claim.map(|(_, c)| c.gain_points));
-            ec.push(beyond);
+        }
+        if !parts.is_empty() {
+            findings.push(format!(
+                "{}: column/column gains {} (mean of per-seed differences, 95% t-interval).",
+                b.name,
+                join_and(&parts)
+            ));
         }
     }
     let df = DataFrame::new_infer_height(vec![
         Column::new("benchmark".into(), bc),
         Column::new("setting".into(), sc),
-        opt_series("measured_gain_points", gc),
+        Column::new("best_baseline".into(), basec),
+        opt_series("gain_points", gc),
+        opt_series("gain_ci95_low", lc),
+        opt_series("gain_ci95_high", hc),
+        Column::new("seeds".into(), nc),
+        Column::new("verdict".into(), vc),
         opt_series("claimed_gain_points", cc),
-        Column::new("beyond_seed_spread".into(), ec),
     ])?;
     let md = if rows.is_empty() {
         "No benchmark of this profile has column/column and a related method with quantized partial sums.\n".to_string()
     } else {
-        markdown(&headers, &rows)
+        markdown(&headers, &rows) + GAIN_NOTE
     };
     Ok(("claims".into(), df, md))
 }
 
-fn stage_table(study: &Study, results: &[CellResult]) -> Result<(String, DataFrame, String), ReportError> {
-    let headers = ["benchmark", "method", "setting", "one-stage", "two-stage", "two minus one"];
+const GAIN_NOTE: &str = "\nThe gain is the mean over seeds of the per-seed difference of final test accuracies (points), with its 95% Student-t interval; the best baseline is the related method with the built-in ADC whose mean over seeds is highest at that setting. Verdict: yes where the whole interval lies above 0, no where it lies below 0, within noise otherwise; n/a with a single seed.\n";
+
+/// `P3` for a setting with the built-in ADC, else the whole setting label.
+fn short_setting(cell: &Cell) -> String {
+    if cell.config.uses_adc_setting() { format!("P = {}", cell.config.psum_bits) } else { cell.config.setting_label() }
+}
+
+/// `a`, `a and b`, `a, b and c`.
+fn join_and(parts: &[String]) -> String {
+    match parts {
+        [] => String::new(),
+        [one] => one.clone(),
+        [init @ .., last] => format!("{} and {last}", init.join(", ")),
+    }
+}
+
+fn stage_table(
+    study: &Study,
+    results: &[CellResult],
+    findings: &mut Vec<String>,
+) -> Result<(String, DataFrame, String), ReportError> {
+    let headers = [
+        "benchmark",
+        "method",
+        "setting",
+        "one-stage",
+        "two-stage",
+        "one minus two [95% CI]",
+        "seeds",
+        "one-stage better",
+    ];
     let mut rows = Vec::new();
     let (mut bc, mut mc, mut sc, mut oc, mut tc) = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut dc, mut lc, mut hc, mut vc) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for b in &study.benchmark {
         let rs = benchmark_results(results, &b.name);
         // pair every two-stage cell with the same configuration trained in one stage
@@ -413,9 +522,8 @@ fn stage_table(study: &Study, results: &[CellResult]) -> Result<(String, DataFra
                 continue;
             }
             seen.push(label);
-            let matching = |recipe: Option<Recipe>| -> Agg {
-                let cells: Vec<&CellResult> = rs
-                    .iter()
+            let matching = |recipe: Option<Recipe>| -> Vec<&CellResult> {
+                rs.iter()
                     .copied()
                     .filter(|x| {
                         let mut c = x.cell.config.clone();
@@ -425,38 +533,71 @@ fn stage_table(study: &Study, results: &[CellResult]) -> Result<(String, DataFra
                             c == one
                         }
                     })
-                    .collect();
-                aggregate(&cells)
+                    .collect()
+            };
+            let by_seed = |cells: &[&CellResult]| -> Vec<(u64, f64)> {
+                cells
+                    .iter()
+                    .filter_map(|x| x.summary.as_ref().map(|s| (x.cell.config.seed, 100.0 * s.final_test_acc)))
+                    .collect()
             };
             let (o, t) = (matching(None), matching(Some(Recipe::TwoStage)));
-            let diff = (!o.finals.is_empty() && !t.finals.is_empty())
-                .then(|| 100.0 * (mean_std(&t.finals).0 - mean_std(&o.finals).0));
+            let (ov, tv) = (by_seed(&o), by_seed(&t));
+            let (diff, verdict, interval) = compare(&ov, &tv);
+            let pairs = paired_differences(&ov, &tv).len();
+            if let Some(i) = interval {
+                findings.push(format!(
+                    "{}: {} trained in one stage minus two stages at {} is {:+.2} points [{:+.2}, {:+.2}] ({}).",
+                    b.name,
+                    one.method,
+                    short_setting(&r.cell),
+                    i.mean,
+                    i.low,
+                    i.high,
+                    match i.verdict() {
+                        crate::stats::Verdict::Yes => "one-stage better",
+                        crate::stats::Verdict::No => "two-stage better",
+                        crate::stats::Verdict::WithinNoise => "within noise",
+                    }
+                ));
+            }
             rows.push(vec![
                 b.name.clone(),
                 one.method.clone(),
                 one.setting_label(),
-                agg_text(&o),
-                agg_text(&t),
-                diff.map(|d| format!("{d:+.2}")).unwrap_or("—".into()),
+                agg_text(&aggregate(&o)),
+                agg_text(&aggregate(&t)),
+                diff,
+                pairs.to_string(),
+                verdict.clone(),
             ]);
             bc.push(b.name.clone());
             mc.push(one.method.clone());
             sc.push(one.setting_label());
-            oc.push((!o.finals.is_empty()).then(|| mean_std(&o.finals).0));
-            tc.push((!t.finals.is_empty()).then(|| mean_std(&t.finals).0));
+            oc.push((!ov.is_empty()).then(|| mean_of(&ov)));
+            tc.push((!tv.is_empty()).then(|| mean_of(&tv)));
+            dc.push(interval.map(|i| i.mean));
+            lc.push(interval.map(|i| i.low));
+            hc.push(interval.map(|i| i.high));
+            vc.push(verdict);
         }
     }
     let df = DataFrame::new_infer_height(vec![
         Column::new("benchmark".into(), bc),
         Column::new("method".into(), mc),
         Column::new("setting".into(), sc),
-        opt_series("one_stage_final", oc),
-        opt_series("two_stage_final", tc),
+        opt_series("one_stage_final_points", oc),
+        opt_series("two_stage_final_points", tc),
+        opt_series("one_minus_two_points", dc),
+        opt_series("ci95_low", lc),
+        opt_series("ci95_high", hc),
+        Column::new("verdict".into(), vc),
     ])?;
     let md = if rows.is_empty() {
         "No cell of this profile is trained both ways (add a sweep with `recipe = [\"two-stage\"]`).\n".to_string()
     } else {
         markdown(&headers, &rows)
+            + "\nBoth recipes train the same total epochs. The difference is the mean over seeds of the per-seed difference (points) with its 95% Student-t interval; verdict as in the claim table (yes: one-stage is better beyond the noise).\n"
     };
     Ok(("stages".into(), df, md))
 }
@@ -691,4 +832,132 @@ fn variation_table(study: &Study, results: &[CellResult]) -> Result<(String, Dat
             v.chip_seed + v.chips as u64 - 1
         );
     Ok(("variation".into(), df, md))
+}
+
+/// Per sigma of the variation study: the best baseline's accuracy drop minus column/column's
+/// (positive: column/column loses less), paired by seed and chip (chip k of every run draws the
+/// same cell variations), with its 95% t-interval and verdict.
+fn variation_claim_table(
+    study: &Study,
+    results: &[CellResult],
+    findings: &mut Vec<String>,
+) -> Result<(String, DataFrame, String), ReportError> {
+    let headers = [
+        "benchmark",
+        "setting",
+        "σ",
+        "column/column drop",
+        "best baseline",
+        "baseline drop",
+        "drop difference [95% CI]",
+        "pairs",
+        "column/column more robust",
+    ];
+    let (mut bc, mut sc, mut sigc, mut basec, mut dc, mut lc, mut hc, mut nc, mut vc) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut rows = Vec::new();
+    if let Some(v) = &study.variation
+        && let Some(b) = study.benchmark.iter().find(|b| b.name == v.benchmark && b.is_runnable())
+    {
+        let cells = study.variation_cells()?;
+        let studied: Vec<&CellResult> = results.iter().filter(|r| cells.contains(&r.cell)).collect();
+        let proposed = methods::PROPOSED.name();
+        let rs = benchmark_results(results, &b.name);
+        // one comparison per setting among the studied runs of the proposed method
+        let mut done = Vec::new();
+        for col in studied.iter().filter(|r| r.cell.config.method == proposed).map(|r| &r.cell) {
+            let setting = col.config.setting_label();
+            if done.contains(&setting) {
+                continue;
+            }
+            done.push(setting.clone());
+            // the baseline that is best by accuracy at this setting, among the studied methods
+            let studied_methods = study::Benchmark {
+                methods: b.methods.iter().filter(|m| v.methods.contains(m)).cloned().collect(),
+                ..b.clone()
+            };
+            let best = best_baseline(&studied_methods, &rs, col);
+            // drops (points) per (seed, chip) at every sigma
+            let drops = |method: &str| -> Vec<(f64, Vec<((u64, usize), f64)>)> {
+                let mut out: Vec<(f64, Vec<((u64, usize), f64)>)> = v.sigmas.iter().map(|&s| (s, Vec::new())).collect();
+                for r in studied.iter().filter(|r| r.cell.config.method == method && in_column(&r.cell, col)) {
+                    let Some(rep) = &r.variation else { continue };
+                    for res in &rep.results {
+                        if let Some(slot) = out.iter_mut().find(|(s, _)| *s == res.sigma) {
+                            for (chip, acc) in res.accuracies.iter().enumerate() {
+                                slot.1.push(((r.cell.config.seed, chip), 100.0 * (rep.noiseless - acc)));
+                            }
+                        }
+                    }
+                }
+                out
+            };
+            let ours = drops(proposed);
+            let theirs = best.as_ref().map(|(name, _)| drops(name));
+            let mut parts = Vec::new();
+            for (i, (sigma, our_drops)) in ours.iter().enumerate() {
+                let their_drops = theirs.as_ref().map(|t| &t[i].1);
+                let mean = |d: &[((u64, usize), f64)]| {
+                    (!d.is_empty()).then(|| d.iter().map(|x| x.1).sum::<f64>() / d.len() as f64)
+                };
+                let diffs = their_drops.map(|t| paired_differences(t, our_drops)).unwrap_or_default();
+                let interval = PairedInterval::of(&diffs);
+                if let Some(i) = interval {
+                    let verdict = match i.verdict() {
+                        crate::stats::Verdict::Yes => "column/column more robust",
+                        crate::stats::Verdict::No => "column/column less robust",
+                        crate::stats::Verdict::WithinNoise => "within noise",
+                    };
+                    parts.push(format!("{:+.2} [{:+.2}, {:+.2}] at σ = {sigma} ({verdict})", i.mean, i.low, i.high));
+                }
+                let show = |x: Option<f64>| x.map(|x| format!("{x:.2}")).unwrap_or_else(|| "—".into());
+                rows.push(vec![
+                    b.name.clone(),
+                    setting.clone(),
+                    sigma.to_string(),
+                    show(mean(our_drops)),
+                    best.as_ref().map(|(n, _)| n.clone()).unwrap_or_else(|| "missing".into()),
+                    show(their_drops.and_then(|t| mean(t))),
+                    interval.map(|i| i.text()).unwrap_or_else(|| "—".into()),
+                    diffs.len().to_string(),
+                    interval.map(|i| i.verdict().text().to_string()).unwrap_or_else(|| "—".into()),
+                ]);
+                bc.push(b.name.clone());
+                sc.push(setting.clone());
+                sigc.push(*sigma);
+                basec.push(best.as_ref().map(|(n, _)| n.clone()));
+                dc.push(interval.map(|i| i.mean));
+                lc.push(interval.map(|i| i.low));
+                hc.push(interval.map(|i| i.high));
+                nc.push(diffs.len() as u64);
+                vc.push(interval.map(|i| i.verdict().text().to_string()));
+            }
+            if let (false, Some((name, _))) = (parts.is_empty(), &best) {
+                findings.push(format!(
+                    "{}: under cell variation at {}, {name}'s accuracy drop minus column/column's is {} points.",
+                    b.name,
+                    short_setting(col),
+                    join_and(&parts)
+                ));
+            }
+        }
+    }
+    let df = DataFrame::new_infer_height(vec![
+        Column::new("benchmark".into(), bc),
+        Column::new("setting".into(), sc),
+        Column::new("sigma".into(), sigc),
+        Column::new("best_baseline".into(), basec),
+        opt_series("drop_difference_points", dc),
+        opt_series("ci95_low", lc),
+        opt_series("ci95_high", hc),
+        Column::new("pairs".into(), nc),
+        Column::new("verdict".into(), vc),
+    ])?;
+    let md = if rows.is_empty() {
+        "No variation study of column/column and a baseline in this profile.\n".to_string()
+    } else {
+        markdown(&headers, &rows)
+            + "\nA drop is a run's accuracy without variation minus its accuracy on one simulated chip (points). The difference is the baseline's drop minus column/column's, paired by seed and chip (chip k of every run has the same cell variations), with its 95% Student-t interval over all pairs; the baseline is the studied method with the built-in ADC and the best mean accuracy at that setting. Yes: column/column loses less accuracy beyond the noise.\n"
+    };
+    Ok(("variation_claims".into(), df, md))
 }

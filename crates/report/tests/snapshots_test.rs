@@ -166,7 +166,7 @@ fn report_of_fixed_results() {
     write_fixtures(&study, &runs);
     let opts = ReportOptions { runs_root: runs, out_dir: out.clone(), claims: claims(), figures: true, adopt: false };
     let tables = generate(&study, &opts).unwrap();
-    for stem in ["accuracy", "claims", "stages", "hardware", "adc_quality", "variation"] {
+    for stem in ["accuracy", "claims", "stages", "hardware", "adc_quality", "variation", "variation_claims"] {
         insta::assert_snapshot!(format!("fixture_{stem}_md"), tables.markdown(stem));
         insta::assert_snapshot!(
             format!("fixture_{stem}_csv"),
@@ -181,10 +181,32 @@ fn report_of_fixed_results() {
     let acc = tables.markdown("accuracy");
     assert!(acc.contains("1 missing") && acc.contains("1 partial") && acc.contains("1 failed"), "{acc}");
     // figures and the README exist
-    for f in ["acc_vs_adc_bits.svg", "acc_vs_adc_bits.png", "acc_vs_sigma.svg", "acc_vs_sigma.png", "README.md"] {
+    for f in [
+        "acc_vs_adc_bits.svg",
+        "acc_vs_adc_bits.png",
+        "acc_vs_sigma.svg",
+        "acc_vs_sigma.png",
+        "acc_vs_epoch_0_0.svg",
+        "acc_vs_epoch_0_1.png",
+        "README.md",
+    ] {
         assert!(out.join(f).exists(), "{f}");
     }
+    // every figure names its benchmark; a method has one colour in every figure
+    let epoch = std::fs::read_to_string(out.join("acc_vs_epoch_0_1.svg")).unwrap();
+    let sigma = std::fs::read_to_string(out.join("acc_vs_sigma.svg")).unwrap();
+    let bits = std::fs::read_to_string(out.join("acc_vs_adc_bits.svg")).unwrap();
+    for svg in [&epoch, &sigma, &bits] {
+        assert!(svg.contains("ResNet-20 / fixture"));
+        assert!(svg.contains("#D62728"), "columnwise's colour in every figure");
+    }
+    // the finding states the intervals and verdicts of the claim, stage and variation tables
+    let finding = tables.finding();
+    assert!(finding.contains("+1.01 points [+0.81, +1.20] over array-column at P = 3 (yes)"), "{finding}");
+    assert!(finding.contains("one stage minus two stages at P = 3 is +1.01 points"), "{finding}");
+    assert!(finding.contains("+3.00 [+3.00, +3.00] at σ = 0.1 (column/column more robust)"), "{finding}");
     let readme = std::fs::read_to_string(out.join("README.md")).unwrap();
+    assert!(readme.contains("## Finding"), "{readme}");
     assert!(readme.contains("runs/") && readme.contains("fixture"), "{readme}");
     assert!(readme.contains("### Failed runs") && readme.contains("the test loss is NaN"), "{readme}");
 }
@@ -286,6 +308,7 @@ sweep = [{ lr = [0.05, 1e6] }]
         progress: false,
         retry_failed: false,
         device: Default::default(), // the CPU
+        archive: None,
     };
     let first = study::reproduce(&study, &opts).unwrap();
     assert_eq!((first.trained, first.failed.len()), (1, 1), "{:?}", first.failed);
@@ -318,4 +341,132 @@ sweep = [{ lr = [0.05, 1e6] }]
         !readme.contains("| finished |") && readme.contains("unreadable") && readme.contains("summary.json"),
         "{readme}"
     );
+}
+
+/// The committed real-data report, regenerated as in a fresh clone from its archive alone (its
+/// CIFAR-10 input taken from the archived runs), byte for byte.
+#[test]
+fn committed_real_report_regenerates_identically() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../reports/real");
+    let mut study = Study::load(&root.join("study.toml")).unwrap();
+    study.provide_from_archive(&root.join("runs"));
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("report");
+    copy_tree(&root, &out);
+    let before = std::fs::read(out.join("README.md")).unwrap();
+    let opts = ReportOptions {
+        runs_root: tmp.path().join("no-runs"),
+        out_dir: out.clone(),
+        claims: claims(),
+        figures: true,
+        adopt: false,
+    };
+    let tables = generate(&study, &opts).unwrap();
+    for stem in ["accuracy", "claims", "stages", "variation_claims"] {
+        let committed = std::fs::read_to_string(root.join(format!("{stem}.md"))).unwrap();
+        assert_eq!(tables.markdown(stem), committed, "reports/real/{stem}.md");
+    }
+    assert_eq!(std::fs::read(out.join("README.md")).unwrap(), before, "the README regenerates byte for byte");
+}
+
+/// Committed results are the cache: a pretraining and the cells that start from it, trained
+/// once and reported; then, with no run folders (a fresh clone), `reproduce` trains nothing,
+/// the report regenerates byte for byte from its archive, and the archived seed-0 model is
+/// evaluated with the accuracy its run reported.
+#[test]
+fn committed_results_are_the_cache_and_hold_their_models() {
+    let text = r#"
+name = "cache"
+description = "a pretraining and two fine-tuned cells"
+archive_weights = true
+[[benchmark]]
+name = "ResNet-20 / synthetic"
+methods = ["fp", "ideal-adc"]
+seeds = [0, 1]
+base = { dataset = "synthetic", epochs = 1, batch_size = 32, lr = 0.01, limit_train = 64, limit_test = 32 }
+pretrain = { epochs = 1, lr = 0.05, limit_train = 128 }
+sweep = [{ methods = ["fp"] }, { methods = ["ideal-adc"], seeds = [0] }]
+"#;
+    let study: Study = toml::from_str(text).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("report");
+    let opts = |runs: &str, dry_run: bool| study::ReproduceOptions {
+        runs_root: tmp.path().join(runs),
+        data_dir: data::DataDir::new(tmp.path().join("data")),
+        filter: None,
+        dry_run,
+        progress: false,
+        retry_failed: false,
+        device: Default::default(),
+        archive: Some(out.join("runs")),
+    };
+    let first = study::reproduce(&study, &opts("runs", false)).unwrap();
+    assert_eq!((first.trained, first.cached, first.failed.len()), (4, 0, 0), "{:?}", first.failed);
+    let ropts = |runs: &str| ReportOptions {
+        runs_root: tmp.path().join(runs),
+        out_dir: out.clone(),
+        claims: claims(),
+        figures: false,
+        adopt: false,
+    };
+    generate(&study, &ropts("runs")).unwrap();
+    let readme = std::fs::read(out.join("README.md")).unwrap();
+    assert!(String::from_utf8_lossy(&readme).contains("fp (pretraining)"));
+
+    // a fresh clone: no run folders, only the archive
+    let again = study::reproduce(&study, &opts("fresh", false)).unwrap();
+    assert_eq!((again.trained, again.cached), (0, 4));
+    assert!(!tmp.path().join("fresh").exists(), "nothing was trained or written");
+    generate(&study, &ropts("fresh")).unwrap();
+    assert_eq!(std::fs::read(out.join("README.md")).unwrap(), readme, "regenerated byte for byte");
+
+    // models kept: the pretraining and seed 0, not seed 1; no optimizer state
+    let cells = study.cells().unwrap();
+    let kept = |c: &study::Cell| out.join("runs").join(c.key()).join("checkpoint.json").exists();
+    assert!(cells[0].pretraining && kept(&cells[0]));
+    for c in &cells[1..] {
+        assert_eq!(kept(c), c.config.seed == 0, "{}", c.label());
+    }
+    let walk = walk_files(&out.join("runs"));
+    assert!(walk.iter().all(|p| !p.ends_with("optim.bpk")), "{walk:?}");
+    let seed0 = cells.iter().find(|c| c.config.method == "ideal-adc").unwrap();
+    let archived = out.join("runs").join(seed0.key());
+    let summary = train::RunDir::new(&archived).read_summary().unwrap().unwrap();
+    let eval = train::evaluate_run(
+        &archived,
+        None,
+        None,
+        &data::DataDir::new(tmp.path().join("data")),
+        train::ComputeDevice::Cpu,
+    )
+    .unwrap();
+    assert_eq!(eval.accuracy, summary.final_test_acc);
+    // a damaged committed model is refused
+    let model = walk.iter().find(|p| p.starts_with(&archived) && p.ends_with("model.bpk")).unwrap();
+    let mut bytes = std::fs::read(model).unwrap();
+    bytes[64] ^= 1;
+    std::fs::write(model, bytes).unwrap();
+    let e = train::evaluate_run(
+        &archived,
+        None,
+        None,
+        &data::DataDir::new(tmp.path().join("data")),
+        train::ComputeDevice::Cpu,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("SHA-256 mismatch"), "{e}");
+}
+
+fn walk_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(walk_files(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
 }

@@ -14,6 +14,7 @@
 //! seeds = [0]
 //! base = { dataset = "synthetic", epochs = 2, limit_train = 1500 }   # RunConfig fields
 //! sweep = [{ psum_bits = [3, 4] }]    # each entry: the cartesian product of its lists
+//! pretrain = { epochs = 30, lr = 0.1 } # optional: every cell starts from this fp run
 //!
 //! [variation]                          # optional
 //! benchmark = "ResNet-20 / synthetic"
@@ -30,7 +31,7 @@ use train::RunConfig;
 
 mod reproduce;
 
-pub use reproduce::{CellState, ReproduceOptions, ReproduceOutcome, cell_state, reproduce};
+pub use reproduce::{CellState, ReproduceOptions, ReproduceOutcome, cell_state, finished_dir, reproduce};
 
 /// Why a study could not be read or run.
 #[derive(Debug, thiserror::Error)]
@@ -70,6 +71,12 @@ pub struct Benchmark {
     /// benchmark is skipped.
     #[serde(default)]
     pub requires: Option<String>,
+    /// A floating-point pretraining that every cell of the benchmark starts from: run-config
+    /// fields put over `base` (its data, epochs, recipe, seed, ...), the method always `fp`. It
+    /// is a cell of its own, trained first and once (shared by the seeds of the benchmark), and
+    /// its hash is part of the hash of every cell that starts from it.
+    #[serde(default)]
+    pub pretrain: Option<toml::Table>,
 }
 
 fn default_seeds() -> Vec<u64> {
@@ -113,6 +120,11 @@ pub struct Study {
     /// Variation study.
     #[serde(default)]
     pub variation: Option<VariationSpec>,
+    /// The report archives the final model weights (weights and quantizer state, no optimizer)
+    /// of every pretraining and every seed-0 cell beside their results, so that a committed
+    /// model can be evaluated (`eval --run reports/<profile>/runs/<cell>`) and fine-tuned from.
+    #[serde(default)]
+    pub archive_weights: bool,
 }
 
 /// One run of the matrix.
@@ -122,6 +134,8 @@ pub struct Cell {
     pub benchmark: String,
     /// Its resolved configuration.
     pub config: RunConfig,
+    /// Whether it is its benchmark's floating-point pretraining (the start of the others).
+    pub pretraining: bool,
 }
 
 impl Cell {
@@ -138,7 +152,12 @@ impl Cell {
     /// A one-line description: data set, model, method, setting, seed.
     pub fn label(&self) -> String {
         let c = &self.config;
-        let mut s = format!("{} {} {}", c.dataset, c.model.name(), c.method);
+        // a folder keyed by its content is named by its input's name, not by where it lay
+        let data = match &c.dataset_id {
+            Some(id) => format!("folder:{}", id.split('@').next().unwrap_or(id)),
+            None => c.dataset.clone(),
+        };
+        let mut s = format!("{data} {} {}", c.model.name(), c.method);
         if c.uses_crossbar() || c.uses().is_none() {
             s += &format!(" W{}A{} c{} N{} {}", c.weight_bits, c.act_bits, c.cell_bits, c.array_size, c.encoding);
             if let Some(q) = c.uses().and_then(|u| u.own_adc) {
@@ -150,7 +169,19 @@ impl Cell {
                 }
             }
         }
-        s + &format!(" seed{}", c.seed)
+        if let Some(r) = c.recipe {
+            s += &format!(" {}", r.name());
+        }
+        s += &format!(" seed{}", c.seed);
+        if self.pretraining {
+            s += " pretraining";
+        }
+        s
+    }
+
+    /// The key of the cell whose final weights this cell starts from.
+    pub fn starts_from(&self) -> Option<&str> {
+        self.config.init_from.as_deref()
     }
 }
 
@@ -215,6 +246,18 @@ pub fn canonical(mut c: RunConfig) -> RunConfig {
     c
 }
 
+/// Fails unless the data set of `config` is a known one or a `folder:` tree (whose folder is
+/// read when a cell trains): an unknown name is found when the study is read, not after hours
+/// of training the cells before it.
+fn check_dataset(config: &RunConfig, origin: &str) -> Result<(), StudyError> {
+    if config.dataset.starts_with(data::source::FOLDER_PREFIX) {
+        return Ok(());
+    }
+    data::find_manifest(&config.dataset)
+        .map(|_| ())
+        .map_err(|e| StudyError::Invalid(format!("{origin}: dataset = {:?}: {e}", config.dataset)))
+}
+
 impl Benchmark {
     /// Whether every input the benchmark needs was given (see [`Study::provide`]).
     pub fn is_runnable(&self) -> bool {
@@ -224,11 +267,18 @@ impl Benchmark {
 
 impl Study {
     /// Gives a named input: replaces `{name}` in the data-set spec of the benchmarks that
-    /// require it.
-    pub fn provide(&mut self, name: &str, value: &str) {
+    /// require it, and keys their runs by the input's content identity `id` (see
+    /// [`train::RunConfig::dataset_id`]) where given.
+    pub fn provide(&mut self, name: &str, value: &str, id: Option<&str>) {
         for b in &mut self.benchmark {
-            if let Some(toml::Value::String(d)) = b.base.get_mut("dataset") {
-                *d = d.replace(&format!("{{{name}}}"), value);
+            let Some(toml::Value::String(d)) = b.base.get_mut("dataset") else { continue };
+            let placeholder = format!("{{{name}}}");
+            if !d.contains(&placeholder) {
+                continue;
+            }
+            *d = d.replace(&placeholder, value);
+            if let Some(id) = id {
+                b.base.insert("dataset_id".into(), toml::Value::String(id.to_string()));
             }
         }
     }
@@ -238,13 +288,13 @@ impl Study {
     /// archived run: a report regenerated without the input keeps those results instead of
     /// dropping them. Returns the (input, value) pairs given.
     pub fn provide_from_archive(&mut self, archive: &Path) -> Vec<(String, String)> {
-        let datasets: std::collections::BTreeSet<String> = std::fs::read_dir(archive)
+        let datasets: std::collections::BTreeSet<(String, Option<String>)> = std::fs::read_dir(archive)
             .into_iter()
             .flatten()
             .filter_map(|e| e.ok())
             .filter_map(|e| std::fs::read_to_string(e.path().join("config.toml")).ok())
             .filter_map(|text| RunConfig::from_stored_toml(&text, "").ok())
-            .map(|c| c.dataset)
+            .map(|c| (c.dataset, c.dataset_id))
             .collect();
         let archived: std::collections::BTreeSet<String> = std::fs::read_dir(archive)
             .into_iter()
@@ -263,12 +313,12 @@ impl Study {
             let Some((prefix, suffix)) = template.split_once(&format!("{{{input}}}")) else {
                 continue;
             };
-            for d in &datasets {
+            for (d, id) in &datasets {
                 let Some(value) = d.strip_prefix(prefix).and_then(|v| v.strip_suffix(suffix)) else {
                     continue;
                 };
                 let mut trial = self.clone();
-                trial.provide(&input, value);
+                trial.provide(&input, value, id.as_deref());
                 let name = self.benchmark[i].name.clone();
                 let matches = trial
                     .cells()
@@ -310,7 +360,24 @@ impl Study {
         }
         for b in self.benchmark.iter().filter(|b| b.is_runnable()) {
             let origin = format!("benchmark `{}`", b.name);
-            let base = overlay(&RunConfig::default(), &b.base, &origin)?;
+            let mut base = overlay(&RunConfig::default(), &b.base, &origin)?;
+            if let Some(table) = &b.pretrain {
+                let origin = format!("{origin}, pretrain");
+                if table.contains_key("method") || table.contains_key("init_from") {
+                    return Err(StudyError::Invalid(format!(
+                        "{origin}: a pretraining is floating point and starts from scratch; leave out `method` and \
+                         `init_from`"
+                    )));
+                }
+                let mut config = overlay(&base, table, &origin)?;
+                config.method = "fp".into();
+                let config = canonical(config);
+                config.resolve().map_err(|e| StudyError::Invalid(format!("{origin}: {e}")))?;
+                check_dataset(&config, &origin)?;
+                let cell = Cell { benchmark: b.name.clone(), config, pretraining: true };
+                base.init_from = Some(cell.key());
+                cells.push(cell);
+            }
             let sweeps = if b.sweep.is_empty() { vec![toml::Table::new()] } else { b.sweep.clone() };
             for entry in &sweeps {
                 let mut entry = entry.clone();
@@ -336,7 +403,8 @@ impl Study {
                             config
                                 .resolve()
                                 .map_err(|e| StudyError::Invalid(format!("{origin}, method {method}: {e}")))?;
-                            let cell = Cell { benchmark: b.name.clone(), config };
+                            check_dataset(&config, &origin)?;
+                            let cell = Cell { benchmark: b.name.clone(), config, pretraining: false };
                             if !cells.iter().any(|c| c.key() == cell.key()) {
                                 cells.push(cell);
                             }
@@ -440,6 +508,61 @@ chips = 2
         assert!(!fp.config.to_toml().contains("adc_"), "fp keeps the hash of before windows");
         let default = cells.iter().find(|c| c.config.method == "columnwise").unwrap();
         assert!(default.config.to_toml().contains("adc_window = \"learned\""));
+    }
+
+    #[test]
+    fn a_pretraining_is_a_cell_that_every_other_cell_starts_from() {
+        let with = |pretrain: &str| {
+            STUDY.replace(
+                "base = { dataset = \"synthetic\", epochs = 2 }\n",
+                &format!("base = {{ dataset = \"synthetic\", epochs = 2 }}\npretrain = {pretrain}\n"),
+            )
+        };
+        let s: Study = toml::from_str(&with("{ epochs = 5, lr = 0.1 }")).unwrap();
+        let cells = s.cells().unwrap();
+        let pre = &cells[0];
+        assert!(pre.pretraining && pre.config.method == "fp" && pre.config.epochs == 5 && pre.config.lr == 0.1);
+        assert!(pre.config.init_from.is_none() && pre.label().ends_with(" seed0 pretraining"), "{}", pre.label());
+        assert_eq!(cells.iter().filter(|c| c.pretraining).count(), 1, "one pretraining, shared by the seeds");
+        assert!(cells[1..].iter().all(|c| c.starts_from() == Some(pre.key().as_str()) && c.config.epochs == 2));
+        assert_eq!(cells.len(), 1 + 14, "the matrix itself is unchanged");
+        // the pretraining is part of every cell's identity
+        let longer: Study = toml::from_str(&with("{ epochs = 6, lr = 0.1 }")).unwrap();
+        let longer = longer.cells().unwrap();
+        assert!(cells.iter().zip(&longer).all(|(a, b)| a.key() != b.key()));
+        let plain: Study = toml::from_str(STUDY).unwrap();
+        assert!(plain.cells().unwrap().iter().all(|c| c.starts_from().is_none() && !c.pretraining));
+        // refused when the study is read
+        let e = toml::from_str::<Study>(&with("{ method = \"columnwise\" }")).unwrap().cells().unwrap_err().to_string();
+        assert!(e.contains("pretrain") && e.contains("method"), "{e}");
+        let e = toml::from_str::<Study>(&with("{ dataset = \"cifar11\" }")).unwrap().cells().unwrap_err().to_string();
+        assert!(e.contains("pretrain") && e.contains("cifar11"), "{e}");
+        let e = toml::from_str::<Study>(&with("{ epochs = 0 }")).unwrap().cells().unwrap_err().to_string();
+        assert!(e.contains("pretrain") && e.contains("epochs = 0"), "{e}");
+    }
+
+    /// A `folder:` input is keyed by its content identity, not its path: the same tree given at
+    /// two places gives the same cells.
+    #[test]
+    fn a_folder_input_is_keyed_by_its_identity() {
+        let text = r#"
+name = "t"
+description = "test"
+[[benchmark]]
+name = "B"
+requires = "tree"
+methods = ["fp"]
+base = { dataset = "folder:{tree}" }
+"#;
+        let study: Study = toml::from_str(text).unwrap();
+        let keys = |path: &str, id: Option<&str>| {
+            let mut s = study.clone();
+            s.provide("tree", path, id);
+            s.cells().unwrap().iter().map(Cell::key).collect::<Vec<_>>()
+        };
+        assert_eq!(keys("/a/tree", Some("tree@0123456789abcdef")), keys("/b/elsewhere", Some("tree@0123456789abcdef")));
+        assert_ne!(keys("/a/tree", Some("tree@0123456789abcdef")), keys("/a/tree", Some("tree@fedcba9876543210")));
+        assert_ne!(keys("/a/tree", None), keys("/b/elsewhere", None), "without an identity, the path");
     }
 
     #[test]

@@ -29,6 +29,9 @@ pub struct ReproduceOptions {
     /// Where every cell trains, is inspected and programmed with variation (not part of a
     /// cell's hash: the same cell on either device is the same experiment).
     pub device: ComputeDevice,
+    /// The committed results of the profile (`reports/<profile>/runs/`): a cell finished there
+    /// is not trained again, and a pretraining finished there is started from.
+    pub archive: Option<PathBuf>,
 }
 
 /// Where a cell stands.
@@ -91,11 +94,12 @@ pub struct ReproduceOutcome {
     pub seconds: f64,
 }
 
-/// Seconds per image of one training step of ResNet-20 at 32x32 on this project's reference
-/// machine (2 cores, burn-flex; `cargo bench -p train`), floating point and CIM; a forward pass
-/// for testing costs about a third.
-const FP_SECONDS_PER_IMAGE: f64 = 0.011;
-const CIM_SECONDS_PER_IMAGE: f64 = 0.023;
+/// Seconds per image of training ResNet-20 at 32x32 on this project's reference machine (2
+/// cores, burn-flex; `cargo xtask train` end to end: floating point 340 img/s at batch 128, CIM
+/// about 150 img/s at batch 64), floating point and CIM; a forward pass for testing costs about
+/// a third.
+const FP_SECONDS_PER_IMAGE: f64 = 0.003;
+const CIM_SECONDS_PER_IMAGE: f64 = 0.0068;
 
 /// A rough duration of a cell, from its image counts and the reference costs above.
 pub fn estimate_seconds(cell: &Cell) -> Option<f64> {
@@ -115,12 +119,32 @@ pub fn estimate_seconds(cell: &Cell) -> Option<f64> {
     Some(c.epochs as f64 * (train as f64 + test as f64 / 3.0) * per_image)
 }
 
+/// The cells that match `filter`, with the pretrainings they start from (which come first in a
+/// study's order).
 fn selected(study: &Study, filter: Option<&str>) -> Result<Vec<Cell>, StudyError> {
-    Ok(study
-        .cells()?
-        .into_iter()
-        .filter(|c| filter.is_none_or(|f| c.label().contains(f) || c.benchmark.contains(f)))
-        .collect())
+    let cells = study.cells()?;
+    let matches = |c: &Cell| filter.is_none_or(|f| c.label().contains(f) || c.benchmark.contains(f));
+    let needed: std::collections::BTreeSet<&str> =
+        cells.iter().filter(|c| matches(c)).filter_map(Cell::starts_from).collect();
+    Ok(cells.iter().filter(|c| matches(c) || needed.contains(c.key().as_str())).cloned().collect())
+}
+
+/// The folder holding the finished run of `cell`: its run folder, else its committed copy in
+/// the archive (whose summary must be the cell's own).
+pub fn finished_dir(cell: &Cell, runs_root: &Path, profile: &str, archive: Option<&Path>) -> Option<PathBuf> {
+    let live = cell.dir(runs_root, profile);
+    if cell_state(&live) == CellState::Finished {
+        return Some(live);
+    }
+    let committed = archive?.join(cell.key());
+    match RunDir::new(&committed).read_summary() {
+        Ok(Some(s)) if s.config_hash == cell.key() => Some(committed),
+        _ => None,
+    }
+}
+
+fn is_committed(dir: &Path, archive: Option<&Path>) -> bool {
+    archive.is_some_and(|a| dir.starts_with(a))
 }
 
 /// Runs (or lists, with `dry_run`) the selected cells of `study`.
@@ -132,7 +156,13 @@ pub fn reproduce(study: &Study, opts: &ReproduceOptions) -> Result<ReproduceOutc
         let mut total = 0.0;
         println!("{} cells of profile `{}`:", cells.len(), study.name);
         for cell in &cells {
-            let state = cell_state(&cell.dir(&opts.runs_root, &study.name));
+            let live = cell.dir(&opts.runs_root, &study.name);
+            let done = finished_dir(cell, &opts.runs_root, &study.name, opts.archive.as_deref());
+            let state = if done.is_some() { CellState::Finished } else { cell_state(&live) };
+            let shown = match &done {
+                Some(dir) if is_committed(dir, opts.archive.as_deref()) => "finished (committed)".to_string(),
+                _ => state.to_string(),
+            };
             let estimate = match (state, estimate_seconds(cell)) {
                 (CellState::Finished, _) => "-".to_string(),
                 (_, Some(s)) => {
@@ -141,14 +171,25 @@ pub fn reproduce(study: &Study, opts: &ReproduceOptions) -> Result<ReproduceOutc
                 }
                 (_, None) => "unknown".to_string(),
             };
-            println!("  {:<18} {:>10}  {}  [{}]", state.to_string(), estimate, cell.label(), cell.key());
+            println!("  {shown:<20} {estimate:>10}  {}  [{}]", cell.label(), cell.key());
         }
         println!("estimated training time of what is left: ~{:.0} min (reference machine: 2 cores)", total / 60.0);
         return Ok(out);
     }
+    let archive = opts.archive.as_deref();
     for (i, cell) in cells.iter().enumerate() {
         let dir = cell.dir(&opts.runs_root, &study.name);
         let state = cell_state(&dir);
+        if let Some(committed) = finished_dir(cell, &opts.runs_root, &study.name, archive)
+            .filter(|d| state != CellState::Finished && is_committed(d, archive))
+        {
+            // a committed result: nothing to train, inspect or study again here
+            out.cached += 1;
+            if let Some(summary) = RunDir::new(&committed).read_summary()? {
+                out.summaries.push((cell.label(), summary));
+            }
+            continue;
+        }
         if state == CellState::Finished {
             out.cached += 1;
         } else if state == CellState::Failed && !opts.retry_failed {
@@ -173,11 +214,28 @@ pub fn reproduce(study: &Study, opts: &ReproduceOptions) -> Result<ReproduceOutc
             if opts.progress {
                 eprintln!("[{}/{}] {} ({state})", i + 1, cells.len(), cell.label());
             }
+            let init_from = match cell.starts_from() {
+                None => None,
+                Some(key) => {
+                    let start = cells.iter().find(|c| c.key() == key);
+                    match start.and_then(|c| finished_dir(c, &opts.runs_root, &study.name, archive)) {
+                        Some(d) => Some(d),
+                        None => {
+                            let what = start.map(Cell::label).unwrap_or_else(|| format!("the cell {key}"));
+                            let message = format!("it starts from {what}, which has not finished");
+                            eprintln!("[{}/{}] {} skipped: {message}", i + 1, cells.len(), cell.label());
+                            out.failed.push((cell.label(), message));
+                            continue;
+                        }
+                    }
+                }
+            };
             let train_opts = TrainOptions {
                 data_dir: opts.data_dir.clone(),
                 progress: opts.progress,
                 stop_after: None,
                 device: opts.device,
+                init_from,
             };
             match train::train(&cell.config, &dir, &train_opts) {
                 Ok(_) => out.trained += 1,

@@ -20,6 +20,13 @@ pub struct RunConfig {
     /// A built-in data set, a manifest `.toml`, or `folder:PATH`.
     #[arg(long, required = false, value_name = "NAME|FILE.toml|folder:PATH")]
     pub dataset: String,
+    /// The content identity (`NAME@DIGEST`, [`data::source::folder_identity`]) of a `folder:`
+    /// data set: where it is given, the run's hash keys the data by it instead of by the
+    /// folder's path, and the folder is checked against it before training or testing. Not a
+    /// flag: `train` and `reproduce` work it out from the folder.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[arg(skip)]
+    pub dataset_id: Option<String>,
     /// Images per class held out as the test split of a `folder:` data set.
     #[arg(long, required = false)]
     pub folder_holdout: usize,
@@ -107,12 +114,19 @@ pub struct RunConfig {
     /// Variation-aware training: log-normal cell noise of this sigma in every training forward.
     #[arg(long, required = false)]
     pub train_variation_sigma: f64,
+    /// The config hash of the finished run whose final weights this run starts from (a
+    /// floating-point pretraining): part of the run's identity. Not a flag: `train
+    /// --init-from RUN_DIR` sets it from the folder, a study from its benchmark's `pretrain`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[arg(skip)]
+    pub init_from: Option<String>,
 }
 
 impl Default for RunConfig {
     fn default() -> Self {
         Self {
             dataset: "synthetic".into(),
+            dataset_id: None,
             folder_holdout: 500,
             model: Arch::Resnet20,
             method: "columnwise".into(),
@@ -137,6 +151,7 @@ impl Default for RunConfig {
             limit_test: None,
             seed: 0,
             train_variation_sigma: 0.0,
+            init_from: None,
         }
     }
 }
@@ -352,10 +367,22 @@ impl RunConfig {
         toml::to_string(self).expect("a run config serializes")
     }
 
-    /// A short hash of everything that determines the results: the key of a run in a study.
+    /// A short hash of everything that determines the results: the key of a run in a study. A
+    /// `folder:` data set with a [`dataset_id`](Self::dataset_id) is keyed by that identity, not
+    /// by where the folder lies, so a checkout elsewhere finds the same runs.
     pub fn hash(&self) -> String {
-        let digest = Sha256::digest(self.to_toml().as_bytes());
+        let mut keyed = self.clone();
+        if let Some(id) = keyed.dataset_id.take() {
+            keyed.dataset = format!("{}{id}", data::source::FOLDER_PREFIX);
+        }
+        let digest = Sha256::digest(keyed.to_toml().as_bytes());
         hex::encode(&digest[..6])
+    }
+
+    /// What identifies the run's data: the content identity of a `folder:` tree where known,
+    /// else the data-set spec.
+    pub fn data_key(&self) -> &str {
+        self.dataset_id.as_deref().unwrap_or(&self.dataset)
     }
 
     /// Checks every field and resolves the method; nothing is loaded or built yet.
@@ -381,6 +408,16 @@ impl RunConfig {
         }
         if !(self.train_variation_sigma.is_finite() && self.train_variation_sigma >= 0.0) {
             return Err(invalid("train_variation_sigma", self.train_variation_sigma, "a non-negative number"));
+        }
+        if let Some(id) = &self.dataset_id {
+            if !self.dataset.starts_with(data::source::FOLDER_PREFIX) {
+                return Err(invalid("dataset_id", id, "no dataset_id: it identifies `folder:` data sets only"));
+            }
+        }
+        if let Some(hash) = &self.init_from {
+            if hash.len() != 12 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(invalid("init_from", hash, "the 12-hex-digit config hash of a finished run"));
+            }
         }
         for (field, limit) in [("limit_train", self.limit_train), ("limit_test", self.limit_test)] {
             if limit == Some(0) {

@@ -130,6 +130,9 @@ pub fn evaluate_run(
         return Err(TrainError::Config("--folder-holdout 0: expected at least 1 image per class".into()));
     }
     let spec = dataset.unwrap_or(&config.dataset);
+    if let (true, Some(id)) = (own, &config.dataset_id) {
+        data::source::check_folder_identity(spec, id)?;
+    }
     let loaded = data::load_dataset(spec, data_dir, folder_holdout.unwrap_or(config.folder_holdout))?;
     let test = match (own, config.limit_test) {
         (true, Some(n)) => loaded.test.select(&loaded.test.balanced_subset(n, config.seed.wrapping_add(1))?),

@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod eval;
+pub mod init;
 pub mod inspect;
 pub mod run;
 pub mod speed;
@@ -13,6 +14,7 @@ pub mod variation;
 pub use cim_core::{ComputeDevice, DeviceError};
 pub use config::{ResolvedRun, RunConfig, Uses};
 pub use eval::{EvalResult, evaluate, evaluate_run};
+pub use init::StartingPoint;
 pub use inspect::{AdcQualityReport, AdcQualityRow, DEFAULT_INSPECT_BATCHES, inspect_run};
 pub use run::{EpochRecord, RunDir, Summary};
 pub use trainer::{TrainOptions, train};

@@ -307,6 +307,30 @@ impl RunDir {
         self.commit_checkpoint(done, sha256_hex(text.as_bytes()))
     }
 
+    /// The newest checkpoint reduced to the model (weights and quantizer state; no optimizer
+    /// state), as files relative to the run folder: `checkpoint.json`, `ckpt-NNNN/state.json`
+    /// and `ckpt-NNNN/model.bpk`, the model's bytes verified first. A folder holding them is a
+    /// run that `eval`, `inspect`, `variation` and `--init-from` read like any other (it cannot
+    /// be resumed: there is no optimizer state, and a finished run needs none). `None` without
+    /// a checkpoint.
+    pub fn model_only_checkpoint(&self) -> Result<Option<Vec<(PathBuf, Vec<u8>)>>, TrainError> {
+        let Some(ckpt) = self.latest_checkpoint()? else { return Ok(None) };
+        let model = ckpt.read_verified("model.bpk")?;
+        let mut state = ckpt.state.clone();
+        state.files = BTreeMap::from([("model.bpk".to_string(), sha256_hex(&model))]);
+        let name = format!("ckpt-{:04}", state.epochs_done);
+        let mut state_text = serde_json::to_string_pretty(&state).expect("serializable");
+        state_text.push('\n');
+        let pointer = Pointer { dir: name.clone(), state_sha256: Some(sha256_hex(state_text.as_bytes())) };
+        let mut pointer_text = serde_json::to_string_pretty(&pointer).expect("serializable");
+        pointer_text.push('\n');
+        Ok(Some(vec![
+            (PathBuf::from("checkpoint.json"), pointer_text.into_bytes()),
+            (Path::new(&name).join("state.json"), state_text.into_bytes()),
+            (Path::new(&name).join("model.bpk"), model),
+        ]))
+    }
+
     /// Whether `root` may receive a run of `config`: it is absent or empty, or a run folder of
     /// the same configuration. Anything else belongs to someone else and is never written into.
     pub fn check_owner(&self, config: &RunConfig) -> Result<(), TrainError> {
@@ -322,7 +346,8 @@ impl RunDir {
             return Ok(());
         }
         match self.read_config() {
-            Ok(Some(existing)) if existing == *config => Ok(()),
+            // the same identity: a `folder:` data set may have moved since
+            Ok(Some(existing)) if existing.hash() == config.hash() => Ok(()),
             Ok(Some(existing)) => Err(TrainError::Config(format!(
                 "--out {} holds a run of another configuration (hash {}, this one {}): use another --out or remove it",
                 root.display(),

@@ -17,6 +17,7 @@ use models::Model;
 
 use crate::config::{ResolvedRun, RunConfig};
 use crate::eval::{batch_loss, evaluate, load_model_record};
+use crate::init::StartingPoint;
 use crate::run::{
     CheckpointState, EpochRecord, FailureRecord, RunDir, Summary, metrics_lines, write_atomic, write_json,
 };
@@ -35,6 +36,10 @@ pub struct TrainOptions {
     /// Where to train: not part of the run's identity (the same cell on either device is the same
     /// experiment), so it lives here and not in the run's configuration.
     pub device: ComputeDevice,
+    /// The folder of the finished run whose final weights the run starts from: the run's
+    /// `init_from` names its config hash, and the folder is checked against it (where the run
+    /// lives is not part of its identity, so it is given here).
+    pub init_from: Option<std::path::PathBuf>,
 }
 
 /// The training data of a run: both splits after the configured limits.
@@ -50,6 +55,9 @@ pub struct RunData {
 /// Loads the data of a configuration, applying `limit_train` and `limit_test` as seeded,
 /// class-balanced subsets.
 pub fn load_run_data(config: &RunConfig, dir: &DataDir) -> Result<RunData, TrainError> {
+    if let Some(id) = &config.dataset_id {
+        data::source::check_folder_identity(&config.dataset, id)?;
+    }
     let data = data::load_dataset(&config.dataset, dir, config.folder_holdout)?;
     let subset = |set: &ImageSet, limit: Option<usize>, seed: u64, field: &str| -> Result<ImageSet, TrainError> {
         Ok(match limit {
@@ -116,12 +124,33 @@ pub fn train(config: &RunConfig, out: &Path, opts: &TrainOptions) -> Result<Opti
     if let Some(summary) = dir.read_summary()? {
         return Ok(Some(summary));
     }
+    let resume = dir.latest_checkpoint()?;
+    // a run that resumes has its weights; one that starts needs its starting point, checked now
+    let starting_point = match (&config.init_from, &opts.init_from, &resume) {
+        (Some(_), Some(from), None) => Some(StartingPoint::check(config, from)?),
+        (Some(hash), None, None) => {
+            return Err(TrainError::Config(format!(
+                "init_from = {hash}: the run starts from the final weights of the run with that config \
+                 hash; give its folder (train --init-from RUN_DIR)"
+            )));
+        }
+        (None, Some(from), _) => {
+            return Err(TrainError::Config(format!(
+                "--init-from {}: the run's configuration names no init_from (the hash of the run it starts from)",
+                from.display()
+            )));
+        }
+        _ => None,
+    };
 
     let device = training_device(opts.device)?;
     let data = load_run_data(config, &opts.data_dir)?;
     let mut model = build_model(&run, data.train.shape, data.train.classes.len(), &device)?;
+    if let Some(start) = &starting_point {
+        model = start.apply(model, data.train.shape, data.train.classes.len(), &device)?;
+    }
     let mut optim = optimizer(config);
-    let (mut history, start) = match dir.latest_checkpoint()? {
+    let (mut history, start) = match resume {
         Some(ckpt) => {
             ckpt.check_config(config, &dir.config_path())?;
             model = load_model_record(model, &ckpt)?;

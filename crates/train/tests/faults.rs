@@ -25,7 +25,13 @@ fn tiny() -> RunConfig {
 }
 
 fn options(data: &Path) -> TrainOptions {
-    TrainOptions { data_dir: DataDir::new(data), progress: false, stop_after: None, device: ComputeDevice::Cpu }
+    TrainOptions {
+        data_dir: DataDir::new(data),
+        progress: false,
+        stop_after: None,
+        device: ComputeDevice::Cpu,
+        init_from: None,
+    }
 }
 
 /// Every file under `dir`, recursively.

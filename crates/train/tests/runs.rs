@@ -22,7 +22,13 @@ fn config() -> RunConfig {
 }
 
 fn options(data: &Path, stop_after: Option<usize>) -> TrainOptions {
-    TrainOptions { data_dir: DataDir::new(data), progress: false, stop_after, device: ComputeDevice::Cpu }
+    TrainOptions {
+        data_dir: DataDir::new(data),
+        progress: false,
+        stop_after,
+        device: ComputeDevice::Cpu,
+        init_from: None,
+    }
 }
 
 fn summary_without_timing(run: &Path) -> Value {
