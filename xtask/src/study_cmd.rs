@@ -7,9 +7,35 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use study::{ReproduceOptions, Study};
 
-/// The workspace root (this crate lives in `<root>/xtask`).
+/// The workspace root, found when the command runs (never where the binary was built: with a
+/// shared target folder one binary serves several checkouts): the parent of the
+/// `CARGO_MANIFEST_DIR` that `cargo run` / `cargo xtask` sets for the process, else the nearest
+/// folder above the current one whose `Cargo.toml` has a `[workspace]` and a `reports/` folder.
 pub fn project_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask sits in the workspace").to_path_buf()
+    static ROOT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    ROOT.get_or_init(|| {
+        let is_root = |dir: &Path| {
+            dir.join("reports").is_dir()
+                && std::fs::read_to_string(dir.join("Cargo.toml")).is_ok_and(|t| t.contains("[workspace]"))
+        };
+        let from_cargo =
+            std::env::var_os("CARGO_MANIFEST_DIR").map(PathBuf::from).and_then(|d| d.parent().map(Path::to_path_buf));
+        let from_cwd = || {
+            let cwd = std::env::current_dir().ok()?;
+            cwd.ancestors().find(|d| is_root(d)).map(Path::to_path_buf)
+        };
+        match from_cargo.filter(|d| is_root(d)).or_else(from_cwd) {
+            Some(root) => root,
+            None => {
+                eprintln!(
+                    "error: no cim-quant workspace here: run `cargo xtask ...` inside a checkout (a folder whose \
+                     Cargo.toml has [workspace], with reports/ beside it)"
+                );
+                std::process::exit(2);
+            }
+        }
+    })
+    .clone()
 }
 
 #[derive(Args)]
@@ -57,8 +83,22 @@ impl ProfileArgs {
         Ok((study, runs, reports.join(&self.profile)))
     }
 
-    /// Gives the study the input folders named on the command line.
+    /// Gives the study the input folders named on the command line, after checking what the
+    /// study reads could not check alone: every benchmark's `claim` is in the claims file.
     fn with_inputs(&self, mut study: Study) -> Result<Study> {
+        let claims_path = project_root().join("baselines/paper-claims.toml");
+        let claims = report::Claims::load(&claims_path)?;
+        for b in &study.benchmark {
+            if let Some(key) = b.claim.as_ref().filter(|k| !claims.claims.contains_key(*k)) {
+                let known: Vec<&str> = claims.claims.keys().map(String::as_str).collect();
+                bail!(
+                    "benchmark `{}`: claim = {key:?} is not in {} (claims: {})",
+                    b.name,
+                    claims_path.display(),
+                    known.join(", ")
+                );
+            }
+        }
         if let Some(dir) = &self.cifar10_jpeg {
             if !dir.is_dir() {
                 bail!("--cifar10-jpeg {}: not a folder (expected a tree root/<class>/*.jpg)", dir.display());
@@ -115,6 +155,9 @@ pub fn reproduce(args: ReproduceArgs) -> Result<()> {
         device: if args.dry_run { args.device.device } else { args.device.checked()? },
         archive: Some(report_dir.join("runs")),
     };
+    if !args.dry_run {
+        eprintln!("runs go to {}", runs_root.join(&study.name).display());
+    }
     let out = study::reproduce(&study, &opts)?;
     if args.dry_run {
         return Ok(());
@@ -137,7 +180,14 @@ pub fn reproduce(args: ReproduceArgs) -> Result<()> {
     for (label, e) in &out.failed {
         println!("FAILED {label}: {e}");
     }
-    println!("runs in {}; tables: cargo xtask report --profile {}", runs_root.join(&study.name).display(), study.name);
+    let mut hint = format!("cargo xtask report --profile {}", args.profile.profile);
+    if let Some(runs) = &args.profile.runs {
+        hint += &format!(" --runs {}", runs.display());
+    }
+    if let Some(dir) = &args.profile.cifar10_jpeg {
+        hint += &format!(" --cifar10-jpeg {}", dir.display());
+    }
+    println!("runs in {}; tables: {hint}", runs_root.join(&study.name).display());
     if !out.failed.is_empty() {
         bail!("{} cell(s) failed (re-run to retry; finished cells are kept)", out.failed.len());
     }
@@ -155,6 +205,9 @@ pub struct ReportArgs {
     /// report-manifest.json, or files put there by hand): they are replaced.
     #[arg(long)]
     adopt: bool,
+    /// Exit 0 even if some cells failed (they are reported as failed either way).
+    #[arg(long)]
+    allow_failed: bool,
 }
 
 pub fn report(args: ReportArgs) -> Result<()> {
@@ -183,6 +236,16 @@ pub fn report(args: ReportArgs) -> Result<()> {
     println!("{}", tables.markdown("accuracy"));
     println!("{}", tables.markdown("claims"));
     println!("report written to {}", out_dir.join("README.md").display());
+    for (label, why) in &tables.failed {
+        eprintln!("FAILED {label}: {why}");
+    }
+    if !tables.failed.is_empty() && !args.allow_failed {
+        bail!(
+            "{} cell(s) failed (listed above and in the report); repair or retrain them (`reproduce \
+             --retry-failed`), or pass --allow-failed",
+            tables.failed.len()
+        );
+    }
     Ok(())
 }
 

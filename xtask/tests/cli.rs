@@ -367,3 +367,45 @@ fn folder_runs_are_keyed_by_content_and_start_from_finished_runs() {
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success() && stderr.contains("identity"), "{stderr}");
 }
+
+/// The binary finds the workspace it is run in, not the one it was built in: run from inside
+/// another checkout (as with a shared target folder), its outputs go to that checkout.
+#[test]
+fn outputs_go_to_the_checkout_the_command_runs_in() {
+    let tmp = tempfile::tempdir().unwrap();
+    let other = tmp.path().join("other-checkout");
+    std::fs::create_dir_all(other.join("reports/tiny")).unwrap();
+    std::fs::create_dir_all(other.join("baselines")).unwrap();
+    std::fs::write(other.join("Cargo.toml"), "[workspace]\nmembers = []\n").unwrap();
+    let here = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    std::fs::copy(here.join("baselines/paper-claims.toml"), other.join("baselines/paper-claims.toml")).unwrap();
+    std::fs::write(
+        other.join("reports/tiny/study.toml"),
+        "name = \"tiny\"\ndescription = \"one cell\"\n[[benchmark]]\nname = \"B\"\nmethods = [\"fp\"]\n\
+         base = { dataset = \"synthetic\", epochs = 1, batch_size = 16, limit_train = 32, limit_test = 16 }\n",
+    )
+    .unwrap();
+    let data = tmp.path().join("data");
+    for (cwd, manifest_dir) in [(other.join("reports"), None), (tmp.path().to_path_buf(), Some(other.join("xtask")))] {
+        let mut cmd = xtask();
+        cmd.current_dir(&cwd).env_remove("CARGO_MANIFEST_DIR");
+        if let Some(d) = &manifest_dir {
+            cmd.env("CARGO_MANIFEST_DIR", d);
+        }
+        let o = cmd.args(["reproduce", "--quiet", "--profile", "tiny", "--data-dir"]).arg(&data).output().unwrap();
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert!(o.status.success(), "{stderr}");
+        assert!(stderr.contains(&other.join("runs/tiny").display().to_string()), "says where: {stderr}");
+    }
+    assert_eq!(std::fs::read_dir(other.join("runs/tiny")).unwrap().count(), 1);
+    assert!(!here.join("runs/tiny").exists(), "nothing went to the checkout the binary was built in");
+    // outside any checkout: a clear error
+    let o = xtask()
+        .current_dir(tmp.path())
+        .env_remove("CARGO_MANIFEST_DIR")
+        .args(["reproduce", "--dry-run"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && stderr.contains("no cim-quant workspace here"), "{stderr}");
+}

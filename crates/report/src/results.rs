@@ -47,15 +47,18 @@ pub fn load_results(study: &Study, runs_root: &Path, archive: &Path) -> Result<V
                 live
             };
             let run = RunDir::new(&dir);
-            // a damaged file marks its cell failed, with the reason, and never fails the report
-            let damaged = |e: String| FailureRecord {
+            // a damaged file marks its cell failed, with the reason, and never fails the report;
+            // the record names files relative to the run folder (it is archived with the report)
+            let prefix = format!("{}/", dir.display());
+            let record = |message: String| FailureRecord {
                 config_hash: cell.key(),
                 epoch: 0,
                 what: "a file of the run folder".into(),
                 value: String::new(),
                 last_good_checkpoint: None,
-                message: format!("unreadable: {e}"),
+                message: message.replace(&prefix, ""),
             };
+            let damaged = |e: String| record(format!("unreadable: {e}"));
             let mut failure = match run.read_failure() {
                 Ok(f) => f,
                 Err(e) => Some(damaged(e.to_string())),
@@ -66,17 +69,23 @@ pub fn load_results(study: &Study, runs_root: &Path, archive: &Path) -> Result<V
             });
             let history = match std::fs::read_to_string(run.metrics_path()) {
                 Ok(text) => text.lines().map(serde_json::from_str).collect::<Result<_, _>>().unwrap_or_else(|e| {
-                    failure = Some(damaged(format!("{}: {e}", run.metrics_path().display())));
+                    failure = Some(damaged(format!("metrics.jsonl: {e}")));
                     Vec::new()
                 }),
                 Err(_) => Vec::new(),
             };
+            // a summary is a result only if it is the cell's own and agrees with its epochs
+            if let (Some(s), None) = (&summary, &failure) {
+                if let Err(why) = s.check_against(&cell.config, &history) {
+                    failure = Some(record(format!("not a result of this cell: {why}")));
+                }
+            }
             let summary = summary.filter(|_| failure.is_none());
             let variation: Option<VariationReport> = read_json(&dir.join("variation.json")).ok().flatten();
             let variation = variation.filter(|v| v.config_hash == cell.key() && summary.is_some());
             let adc_quality: Option<AdcQualityReport> = read_json(&dir.join("adc-quality.json")).ok().flatten();
             let adc_quality = adc_quality.filter(|q| q.config_hash == cell.key() && summary.is_some());
-            let state = if failure.is_some() { CellState::Failed } else { cell_state(&dir) };
+            let state = if failure.is_some() { CellState::Failed } else { cell_state(&dir, &cell.config) };
             Ok(CellResult { state, summary, history, variation, adc_quality, failure, cell, dir })
         })
         .collect()

@@ -19,6 +19,8 @@ pub struct Tables {
     /// What the claim, stage and variation tables find, one sentence per benchmark and table,
     /// with the intervals (empty where they have no comparison).
     pub findings: Vec<String>,
+    /// Every failed cell: (its label, why).
+    pub failed: Vec<(String, String)>,
 }
 
 fn pct(x: f64) -> String {
@@ -148,7 +150,15 @@ impl Tables {
         tables.push(adc_quality_table(study, results)?);
         tables.push(variation_table(study, results)?);
         tables.push(variation_claim_table(study, results, &mut findings)?);
-        Ok(Self { tables, findings })
+        let failed = results
+            .iter()
+            .filter(|r| r.state == CellState::Failed)
+            .map(|r| {
+                let why = r.failure.as_ref().map_or_else(|| "failed".to_string(), |f| f.message.clone());
+                (r.cell.label(), why)
+            })
+            .collect();
+        Ok(Self { tables, findings, failed })
     }
 
     /// Writes `<stem>.csv` and `<stem>.md` for every table.

@@ -101,8 +101,18 @@ impl ReportWriter {
             manifest.files.insert(rel.clone(), sha256_hex(bytes));
             written.push(path);
         }
-        // files of earlier reports that are gone, or that someone else now owns, are forgotten
+        // a failure record an earlier report archived for a run this one finds good (the user
+        // repaired a file) is removed, if nobody edited it since; archived results are never
+        // removed (a report without one of the inputs must not lose the committed runs)
         let root = self.root.clone();
+        for (rel, sha) in &manifest.files {
+            let path = root.join(rel);
+            let stale_failure = rel.ends_with("/failed.json") && !self.files.contains_key(rel);
+            if stale_failure && std::fs::read(&path).is_ok_and(|b| sha256_hex(&b) == *sha) {
+                std::fs::remove_file(&path).map_err(|e| ReportError::io(&path, e))?;
+            }
+        }
+        // files of earlier reports that are gone, or that someone else now owns, are forgotten
         manifest.files.retain(|rel, sha| std::fs::read(root.join(rel)).is_ok_and(|b| sha256_hex(&b) == *sha));
         manifest.tool = "cargo xtask report".into();
         let text = serde_json::to_string_pretty(&manifest).expect("json") + "\n";

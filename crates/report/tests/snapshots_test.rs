@@ -470,3 +470,103 @@ fn walk_files(dir: &Path) -> Vec<PathBuf> {
     }
     out
 }
+
+/// A summary is a result only if it is its cell's own and possible: one swapped for another
+/// cell's, an accuracy outside [0, 1], or a final value its metrics.jsonl contradicts makes the
+/// cell failed, with the reason, in the report and in reproduce; repairing the file clears it,
+/// and `--retry-failed` finishes a cell from its checkpoint with the bad summary kept aside.
+#[test]
+fn summaries_are_checked_against_their_cell() {
+    let text = r#"
+name = "verified"
+description = "two fp cells"
+[[benchmark]]
+name = "ResNet-20 / synthetic"
+methods = ["fp"]
+seeds = [0]
+base = { dataset = "synthetic", epochs = 2, batch_size = 32, limit_train = 64, limit_test = 32 }
+sweep = [{ lr = [0.05, 0.02] }]
+"#;
+    let study: Study = toml::from_str(text).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let opts = study::ReproduceOptions {
+        runs_root: tmp.path().join("runs"),
+        data_dir: data::DataDir::new(tmp.path().join("data")),
+        filter: None,
+        dry_run: false,
+        progress: false,
+        retry_failed: false,
+        device: Default::default(),
+        archive: None,
+    };
+    assert_eq!(study::reproduce(&study, &opts).unwrap().trained, 2);
+    let cells = study.cells().unwrap();
+    let dirs: Vec<PathBuf> = cells.iter().map(|c| c.dir(&opts.runs_root, &study.name)).collect();
+    let out = tmp.path().join("report");
+    let ropts = ReportOptions {
+        runs_root: opts.runs_root.clone(),
+        out_dir: out.clone(),
+        claims: claims(),
+        figures: false,
+        adopt: false,
+    };
+    let good = std::fs::read_to_string(dirs[0].join("summary.json")).unwrap();
+    let readme = || std::fs::read_to_string(out.join("README.md")).unwrap();
+    let failure_of = |dir: &Path, config: &train::RunConfig| study::cell_status(dir, config);
+    let tampered: [(&str, String); 3] = [
+        ("belongs to the run of config hash", std::fs::read_to_string(dirs[1].join("summary.json")).unwrap()),
+        ("final_test_acc = 1.7: not an accuracy", {
+            let v: serde_json::Value = serde_json::from_str(&good).unwrap();
+            good.replace(&format!("\"final_test_acc\": {}", v["final_test_acc"]), "\"final_test_acc\": 1.7")
+        }),
+        ("but metrics.jsonl's last epoch has", {
+            let v: serde_json::Value = serde_json::from_str(&good).unwrap();
+            good.replace(&format!("\"final_test_acc\": {}", v["final_test_acc"]), "\"final_test_acc\": 0.77")
+        }),
+    ];
+    for (why, text) in &tampered {
+        assert_ne!(text, &good);
+        std::fs::write(dirs[0].join("summary.json"), text).unwrap();
+        let (state, message) = failure_of(&dirs[0], &cells[0].config);
+        assert_eq!(state, study::CellState::Failed);
+        assert!(message.as_deref().unwrap_or_default().contains(why), "{message:?}");
+        let again = study::reproduce(&study, &opts).unwrap();
+        assert_eq!((again.trained, again.failed.len()), (0, 1), "{why}");
+        assert!(again.failed[0].1.contains(why), "{:?}", again.failed);
+        let tables = generate(&study, &ropts).unwrap();
+        assert!(readme().contains(why), "{why}");
+        assert!(!tables.markdown("accuracy").contains("170.00") && tables.markdown("accuracy").contains("1 failed"));
+        let archived = std::fs::read_to_string(out.join("runs").join(cells[0].key()).join("failed.json")).unwrap();
+        assert!(!archived.contains(tmp.path().to_str().unwrap()), "no absolute path archived: {archived}");
+    }
+    // repaired by hand: the failure is gone from the report and its archive
+    std::fs::write(dirs[0].join("summary.json"), &good).unwrap();
+    let tables = generate(&study, &ropts).unwrap();
+    assert!(!tables.markdown("accuracy").contains("failed"), "{}", tables.markdown("accuracy"));
+    assert!(!out.join("runs").join(cells[0].key()).join("failed.json").exists());
+    // or finished again from its checkpoint: the bad summary is kept aside, the result is the same
+    std::fs::write(dirs[0].join("summary.json"), &tampered[2].1).unwrap();
+    let retried = study::reproduce(&study, &study::ReproduceOptions { retry_failed: true, ..opts.clone() }).unwrap();
+    assert_eq!((retried.trained, retried.failed.len()), (1, 0));
+    assert_eq!(std::fs::read_to_string(dirs[0].join("summary.json.rejected")).unwrap(), tampered[2].1);
+    let redone: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dirs[0].join("summary.json")).unwrap()).unwrap();
+    let before: serde_json::Value = serde_json::from_str(&good).unwrap();
+    assert_eq!(redone["final_test_acc"], before["final_test_acc"]);
+    // train itself refuses a summary that is not its own
+    std::fs::write(dirs[0].join("summary.json"), &tampered[0].1).unwrap();
+    let e = train::train(
+        &cells[0].config,
+        &dirs[0],
+        &train::TrainOptions {
+            data_dir: opts.data_dir.clone(),
+            progress: false,
+            stop_after: None,
+            device: Default::default(),
+            init_from: None,
+        },
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("belongs to the run of config hash") && e.contains("move summary.json aside"), "{e}");
+}

@@ -31,7 +31,7 @@ use train::RunConfig;
 
 mod reproduce;
 
-pub use reproduce::{CellState, ReproduceOptions, ReproduceOutcome, cell_state, finished_dir, reproduce};
+pub use reproduce::{CellState, ReproduceOptions, ReproduceOutcome, cell_state, cell_status, finished_dir, reproduce};
 
 /// Why a study could not be read or run.
 #[derive(Debug, thiserror::Error)]
@@ -246,6 +246,20 @@ pub fn canonical(mut c: RunConfig) -> RunConfig {
     c
 }
 
+/// The cells of `cells` that the variation study `v` covers.
+fn variation_filter(v: &VariationSpec, cells: &[Cell]) -> Vec<Cell> {
+    cells
+        .iter()
+        .filter(|c| c.benchmark == v.benchmark && !c.pretraining && v.methods.contains(&c.config.method))
+        .filter(|c| {
+            let table = toml::Table::try_from(&c.config).expect("a table");
+            let recipe_ok = c.config.recipe.is_none() || v.at.contains_key("recipe");
+            recipe_ok && v.at.iter().all(|(k, want)| table.get(k) == Some(want))
+        })
+        .cloned()
+        .collect()
+}
+
 /// Fails unless the data set of `config` is a known one or a `folder:` tree (whose folder is
 /// read when a cell trains): an unknown name is found when the study is read, not after hours
 /// of training the cells before it.
@@ -358,8 +372,36 @@ impl Study {
         if self.benchmark.is_empty() {
             return Err(StudyError::Invalid("no [[benchmark]]".into()));
         }
+        let plain = |c: char| c.is_ascii_alphanumeric() || "-_.".contains(c);
+        if self.name.is_empty() || self.name.starts_with('.') || !self.name.chars().all(plain) {
+            return Err(StudyError::Invalid(format!(
+                "name = {:?}: expected a plain name (letters, digits, '-', '_', '.'; it names the profile's run folder)",
+                self.name
+            )));
+        }
+        for (i, b) in self.benchmark.iter().enumerate() {
+            if self.benchmark[..i].iter().any(|other| other.name == b.name) {
+                return Err(StudyError::Invalid(format!(
+                    "two benchmarks are named `{}`: names must differ (the report groups cells by them)",
+                    b.name
+                )));
+            }
+            if b.methods.is_empty() {
+                return Err(StudyError::Invalid(format!(
+                    "benchmark `{}`: methods = []: expected at least one method",
+                    b.name
+                )));
+            }
+            if b.seeds.is_empty() {
+                return Err(StudyError::Invalid(format!(
+                    "benchmark `{}`: seeds = []: expected at least one seed",
+                    b.name
+                )));
+            }
+        }
         for b in self.benchmark.iter().filter(|b| b.is_runnable()) {
             let origin = format!("benchmark `{}`", b.name);
+            let before = cells.len();
             let mut base = overlay(&RunConfig::default(), &b.base, &origin)?;
             if let Some(table) = &b.pretrain {
                 let origin = format!("{origin}, pretrain");
@@ -412,13 +454,38 @@ impl Study {
                     }
                 }
             }
+            if !cells[before..].iter().any(|c| !c.pretraining) {
+                return Err(StudyError::Invalid(format!(
+                    "{origin}: its sweep yields no cells (each entry's `methods` must name some of the benchmark's methods)"
+                )));
+            }
         }
         if let Some(v) = &self.variation {
-            if !self.benchmark.iter().any(|b| b.name == v.benchmark && b.is_runnable()) {
+            let Some(b) = self.benchmark.iter().find(|b| b.name == v.benchmark && b.is_runnable()) else {
                 return Err(StudyError::Invalid(format!("[variation]: no benchmark named `{}`", v.benchmark)));
-            }
+            };
             if v.chips == 0 || v.sigmas.is_empty() {
                 return Err(StudyError::Invalid("[variation]: expected chips >= 1 and at least one sigma".into()));
+            }
+            if let Some(sigma) = v.sigmas.iter().find(|s| !(s.is_finite() && **s >= 0.0)) {
+                return Err(StudyError::Invalid(format!(
+                    "[variation]: sigma {sigma}: expected a non-negative number (the standard deviation of theta)"
+                )));
+            }
+            if let Some(m) = v.methods.iter().find(|m| !b.methods.contains(m)) {
+                return Err(StudyError::Invalid(format!(
+                    "[variation]: method `{m}` is not one of benchmark `{}`'s methods ({})",
+                    b.name,
+                    b.methods.join(", ")
+                )));
+            }
+            if variation_filter(v, &cells).is_empty() {
+                return Err(StudyError::Invalid(format!(
+                    "[variation]: no cell of benchmark `{}` is one of methods [{}] at {}: the study would vary nothing",
+                    b.name,
+                    v.methods.join(", "),
+                    v.at
+                )));
             }
         }
         Ok(cells)
@@ -427,16 +494,7 @@ impl Study {
     /// The cells the variation study covers.
     pub fn variation_cells(&self) -> Result<Vec<Cell>, StudyError> {
         let Some(v) = &self.variation else { return Ok(Vec::new()) };
-        let cells = self.cells()?;
-        Ok(cells
-            .into_iter()
-            .filter(|c| c.benchmark == v.benchmark && v.methods.contains(&c.config.method))
-            .filter(|c| {
-                let table = toml::Table::try_from(&c.config).expect("a table");
-                let recipe_ok = c.config.recipe.is_none() || v.at.contains_key("recipe");
-                recipe_ok && v.at.iter().all(|(k, want)| table.get(k) == Some(want))
-            })
-            .collect())
+        Ok(variation_filter(v, &self.cells()?))
     }
 }
 
@@ -480,7 +538,7 @@ chips = 2
         // a method with its own ADC ignores P and the ADC window: one cell per seed and N
         let own =
             STUDY.replace("methods = [\"fp\", \"ideal-adc\", \"columnwise\"]", "methods = [\"saxena-roy-binary\"]");
-        let own: Study = toml::from_str(&own).unwrap();
+        let own: Study = toml::from_str(&own[..own.find("[variation]").unwrap()]).unwrap();
         let cells = own.cells().unwrap();
         assert_eq!(cells.len(), 4, "{:?}", cells.iter().map(Cell::label).collect::<Vec<_>>());
         assert!(cells.iter().all(|c| c.label().contains(" binary seed") && !c.label().contains(" P")));
@@ -563,6 +621,47 @@ base = { dataset = "folder:{tree}" }
         assert_eq!(keys("/a/tree", Some("tree@0123456789abcdef")), keys("/b/elsewhere", Some("tree@0123456789abcdef")));
         assert_ne!(keys("/a/tree", Some("tree@0123456789abcdef")), keys("/a/tree", Some("tree@fedcba9876543210")));
         assert_ne!(keys("/a/tree", None), keys("/b/elsewhere", None), "without an identity, the path");
+    }
+
+    /// Every part of a study file is checked when it is read, not after hours of training.
+    #[test]
+    fn a_study_is_checked_whole_before_any_training() {
+        let check = |from: &str, to: &str, needle: &str| {
+            let text = STUDY.replacen(from, to, 1);
+            assert_ne!(text, STUDY, "{from}");
+            let e = match toml::from_str::<Study>(&text) {
+                Ok(s) => s.cells().unwrap_err().to_string(),
+                Err(e) => e.to_string(),
+            };
+            assert!(e.contains(needle), "{needle}: {e}");
+        };
+        check("name = \"t\"", "name = \"../../escape\"", "expected a plain name");
+        check("name = \"t\"", "name = \"a/b\"", "\"a/b\"");
+        check("methods = [\"fp\", \"ideal-adc\", \"columnwise\"]", "methods = []", "methods = []");
+        check("seeds = [0, 1]", "seeds = []", "seeds = []");
+        check(
+            "sweep = [{ psum_bits = [3, 4] }, { array_size = [64], psum_bits = [3] }, { methods = [\"columnwise\"], recipe = [\"two-stage\"] }]",
+            "sweep = [{ methods = [\"rowwise\"], psum_bits = [3] }]",
+            "yields no cells",
+        );
+        check(
+            "base = { dataset = \"synthetic\", epochs = 2 }",
+            "base = { dataset = \"cifar11\", epochs = 2 }",
+            "cifar11",
+        );
+        check("sigmas = [0.0, 0.1]", "sigmas = [0.0, -0.1]", "sigma -0.1");
+        check("sigmas = [0.0, 0.1]", "sigmas = [0.0, nan]", "sigma NaN");
+        check("methods = [\"columnwise\"]\nat", "methods = [\"layerwise\"]\nat", "`layerwise` is not one of");
+        check("at = { psum_bits = 3, array_size = 128 }", "at = { psum_bits = 7 }", "would vary nothing");
+        let twice = STUDY.replace(
+            "[variation]",
+            &format!(
+                "{}\n[variation]",
+                &STUDY[STUDY.find("[[benchmark]]").unwrap()..STUDY.find("[variation]").unwrap()]
+            ),
+        );
+        let e = toml::from_str::<Study>(&twice).unwrap().cells().unwrap_err().to_string();
+        assert!(e.contains("two benchmarks are named `B`"), "{e}");
     }
 
     #[test]

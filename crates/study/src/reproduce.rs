@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use data::DataDir;
 use train::run::RunDir;
-use train::{ComputeDevice, Summary, TrainOptions};
+use train::{ComputeDevice, RunConfig, Summary, TrainOptions};
 
 use crate::{Cell, Study, StudyError};
 
@@ -58,18 +58,28 @@ impl std::fmt::Display for CellState {
     }
 }
 
-/// The state of a run folder.
-pub fn cell_state(dir: &Path) -> CellState {
+/// The state of the run folder of `config`: finished only where its summary is a result of
+/// `config` ([`train::Summary::check_against`]); a summary that is not makes it failed.
+pub fn cell_state(dir: &Path, config: &RunConfig) -> CellState {
+    cell_status(dir, config).0
+}
+
+/// The state of the run folder of `config`, and for a failed one why.
+pub fn cell_status(dir: &Path, config: &RunConfig) -> (CellState, Option<String>) {
     let run = RunDir::new(dir);
-    if run.summary_path().exists() {
-        return CellState::Finished;
+    match run.read_result(config) {
+        Ok(Some(_)) => return (CellState::Finished, None),
+        Ok(None) => {}
+        Err(e) => return (CellState::Failed, Some(e.to_string())),
     }
-    if run.failure_path().exists() {
-        return CellState::Failed;
+    match run.read_failure() {
+        Ok(Some(f)) => return (CellState::Failed, Some(f.message)),
+        Ok(None) => {}
+        Err(e) => return (CellState::Failed, Some(e.to_string())),
     }
     match run.latest_checkpoint() {
-        Ok(Some(ckpt)) => CellState::Partial(ckpt.state.epochs_done),
-        _ => CellState::Pending,
+        Ok(Some(ckpt)) => (CellState::Partial(ckpt.state.epochs_done), None),
+        _ => (CellState::Pending, None),
     }
 }
 
@@ -133,14 +143,11 @@ fn selected(study: &Study, filter: Option<&str>) -> Result<Vec<Cell>, StudyError
 /// the archive (whose summary must be the cell's own).
 pub fn finished_dir(cell: &Cell, runs_root: &Path, profile: &str, archive: Option<&Path>) -> Option<PathBuf> {
     let live = cell.dir(runs_root, profile);
-    if cell_state(&live) == CellState::Finished {
+    if cell_state(&live, &cell.config) == CellState::Finished {
         return Some(live);
     }
     let committed = archive?.join(cell.key());
-    match RunDir::new(&committed).read_summary() {
-        Ok(Some(s)) if s.config_hash == cell.key() => Some(committed),
-        _ => None,
-    }
+    (cell_state(&committed, &cell.config) == CellState::Finished).then_some(committed)
 }
 
 fn is_committed(dir: &Path, archive: Option<&Path>) -> bool {
@@ -158,7 +165,7 @@ pub fn reproduce(study: &Study, opts: &ReproduceOptions) -> Result<ReproduceOutc
         for cell in &cells {
             let live = cell.dir(&opts.runs_root, &study.name);
             let done = finished_dir(cell, &opts.runs_root, &study.name, opts.archive.as_deref());
-            let state = if done.is_some() { CellState::Finished } else { cell_state(&live) };
+            let state = if done.is_some() { CellState::Finished } else { cell_state(&live, &cell.config) };
             let shown = match &done {
                 Some(dir) if is_committed(dir, opts.archive.as_deref()) => "finished (committed)".to_string(),
                 _ => state.to_string(),
@@ -179,7 +186,7 @@ pub fn reproduce(study: &Study, opts: &ReproduceOptions) -> Result<ReproduceOutc
     let archive = opts.archive.as_deref();
     for (i, cell) in cells.iter().enumerate() {
         let dir = cell.dir(&opts.runs_root, &study.name);
-        let state = cell_state(&dir);
+        let (state, failure) = cell_status(&dir, &cell.config);
         if let Some(committed) = finished_dir(cell, &opts.runs_root, &study.name, archive)
             .filter(|d| state != CellState::Finished && is_committed(d, archive))
         {
@@ -193,11 +200,7 @@ pub fn reproduce(study: &Study, opts: &ReproduceOptions) -> Result<ReproduceOutc
         if state == CellState::Finished {
             out.cached += 1;
         } else if state == CellState::Failed && !opts.retry_failed {
-            let message = match RunDir::new(&dir).read_failure() {
-                Ok(Some(f)) => f.message,
-                Ok(None) => "failed.json vanished".to_string(),
-                Err(e) => e.to_string(),
-            };
+            let message = failure.unwrap_or_else(|| "failed".into());
             eprintln!(
                 "[{}/{}] {} failed earlier (--retry-failed trains it again): {message}",
                 i + 1,
@@ -208,8 +211,17 @@ pub fn reproduce(study: &Study, opts: &ReproduceOptions) -> Result<ReproduceOutc
             continue;
         } else {
             if state == CellState::Failed {
-                let path = RunDir::new(&dir).failure_path();
-                std::fs::remove_file(&path).map_err(|e| StudyError::Invalid(format!("{}: {e}", path.display())))?;
+                // the failure record goes; a summary that is not the run's result is kept aside
+                let run = RunDir::new(&dir);
+                if run.failure_path().exists() {
+                    let path = run.failure_path();
+                    std::fs::remove_file(&path).map_err(|e| StudyError::Invalid(format!("{}: {e}", path.display())))?;
+                }
+                if run.summary_path().exists() {
+                    let (from, to) = (run.summary_path(), dir.join("summary.json.rejected"));
+                    std::fs::rename(&from, &to)
+                        .map_err(|e| StudyError::Invalid(format!("{}: cannot move aside: {e}", from.display())))?;
+                }
             }
             if opts.progress {
                 eprintln!("[{}/{}] {} ({state})", i + 1, cells.len(), cell.label());
@@ -264,7 +276,7 @@ pub fn reproduce(study: &Study, opts: &ReproduceOptions) -> Result<ReproduceOutc
                 continue;
             }
             let dir = cell.dir(&opts.runs_root, &study.name);
-            if cell_state(&dir) != CellState::Finished {
+            if cell_state(&dir, &cell.config) != CellState::Finished {
                 continue;
             }
             if opts.progress {

@@ -80,6 +80,55 @@ pub struct Summary {
     pub device: cim_core::ComputeDevice,
 }
 
+impl Summary {
+    /// Fails, saying why, unless this summary is a result the run of `config` could have
+    /// written with the epochs of `history` (its `metrics.jsonl`): the summary is the run's own
+    /// (same config hash), its accuracies are accuracies (in [0, 1]), every epoch is recorded
+    /// once and in order, and its final and best values are those of `history`.
+    pub fn check_against(&self, config: &RunConfig, history: &[EpochRecord]) -> Result<(), String> {
+        let hash = config.hash();
+        if self.config_hash != hash {
+            return Err(format!(
+                "summary.json belongs to the run of config hash {}, this run has config hash {hash}",
+                self.config_hash
+            ));
+        }
+        let accuracies = [("final_test_acc", self.final_test_acc), ("best_test_acc", self.best_test_acc)];
+        let history_accuracies = history.iter().map(|r| ("a test_acc of metrics.jsonl", r.test_acc));
+        for (field, value) in accuracies.into_iter().chain(history_accuracies) {
+            if !(0.0..=1.0).contains(&value) {
+                return Err(format!("{field} = {value}: not an accuracy (expected a value in [0, 1])"));
+            }
+        }
+        if self.epochs != config.epochs || history.len() != config.epochs {
+            return Err(format!(
+                "the run has {} epochs, summary.json records {} and metrics.jsonl {}: the result is incomplete",
+                config.epochs,
+                self.epochs,
+                history.len()
+            ));
+        }
+        if let Some((i, r)) = history.iter().enumerate().find(|(i, r)| r.epoch != i + 1) {
+            return Err(format!("metrics.jsonl: line {} records epoch {}, expected epoch {}", i + 1, r.epoch, i + 1));
+        }
+        let last = history.last().expect("at least one epoch: config.epochs >= 1");
+        if last.test_acc != self.final_test_acc {
+            return Err(format!(
+                "final_test_acc = {} but metrics.jsonl's last epoch has {}",
+                self.final_test_acc, last.test_acc
+            ));
+        }
+        let best = crate::trainer::best_epoch(history).expect("at least one epoch");
+        if (best.epoch, best.test_acc) != (self.best_epoch, self.best_test_acc) {
+            return Err(format!(
+                "best_test_acc = {} (epoch {}) but metrics.jsonl's best is {} (epoch {})",
+                self.best_test_acc, self.best_epoch, best.test_acc, best.epoch
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// What a checkpoint records besides the tensors.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CheckpointState {
@@ -240,6 +289,32 @@ impl RunDir {
     /// The summary, if the run finished.
     pub fn read_summary(&self) -> Result<Option<Summary>, TrainError> {
         read_json(&self.summary_path())
+    }
+
+    /// The epochs of `metrics.jsonl` (none if it is absent).
+    pub fn read_history(&self) -> Result<Vec<EpochRecord>, TrainError> {
+        let path = self.metrics_path();
+        match std::fs::read_to_string(&path) {
+            Ok(text) => text
+                .lines()
+                .enumerate()
+                .map(|(i, l)| {
+                    serde_json::from_str(l).map_err(|e| TrainError::io(&path, format!("line {}: {e}", i + 1)))
+                })
+                .collect(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+            Err(e) => Err(TrainError::io(&path, e)),
+        }
+    }
+
+    /// The run's result: its summary, if it has one that is a result of `config`
+    /// ([`Summary::check_against`] its `metrics.jsonl`); a summary that is not is an error that
+    /// says why.
+    pub fn read_result(&self, config: &RunConfig) -> Result<Option<Summary>, TrainError> {
+        let Some(summary) = self.read_summary()? else { return Ok(None) };
+        let history = self.read_history()?;
+        summary.check_against(config, &history).map_err(|why| TrainError::io(self.summary_path(), why))?;
+        Ok(Some(summary))
     }
 
     /// The newest checkpoint, if any, after checking its `state.json` against the checksum the

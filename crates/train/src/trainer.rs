@@ -121,8 +121,14 @@ pub fn train(config: &RunConfig, out: &Path, opts: &TrainOptions) -> Result<Opti
     if let Some(failure) = dir.read_failure()? {
         return Err(TrainError::Failed { path: dir.failure_path(), message: failure.message });
     }
-    if let Some(summary) = dir.read_summary()? {
-        return Ok(Some(summary));
+    match dir.read_result(config) {
+        Ok(Some(summary)) => return Ok(Some(summary)),
+        Ok(None) => {}
+        Err(e) => {
+            return Err(TrainError::Config(format!(
+                "{e}; the run is not finished: move summary.json aside to finish it from its last checkpoint"
+            )));
+        }
     }
     let resume = dir.latest_checkpoint()?;
     // a run that resumes has its weights; one that starts needs its starting point, checked now
@@ -297,6 +303,8 @@ pub fn train(config: &RunConfig, out: &Path, opts: &TrainOptions) -> Result<Opti
         save_checkpoint(&dir, config, &model, &optim, &history)?;
     }
     bar.finish_and_clear();
+    // the epochs as the checkpoint has them (a run whose last metrics write failed gets them now)
+    write_atomic(&dir.metrics_path(), metrics_lines(&history).as_bytes())?;
     let summary = summarize(config, &history, data.train.len(), data.test.len(), opts.device);
     write_json(&dir.summary_path(), &summary)?;
     Ok(Some(summary))
