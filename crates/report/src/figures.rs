@@ -42,6 +42,10 @@ fn color_of(method: &str) -> RGBColor {
     COLORS[index % COLORS.len()]
 }
 
+/// Pixels of a figure, and of its legend column.
+const FIGURE_WIDTH: u32 = 960;
+const LEGEND_WIDTH: u32 = 220;
+
 /// The proposed method's colour (red); the others take [`COLORS`] in registry order.
 const PROPOSED_COLOR: RGBColor = RGBColor(214, 39, 40);
 const COLORS: [RGBColor; 9] = [
@@ -67,6 +71,9 @@ where
     DB::ErrorType: 'static,
 {
     area.fill(&WHITE).map_err(|e| e.to_string())?;
+    // the title over the whole width, the legend in a column of its own right of the chart
+    let area = area.titled(title, ("sans-serif", 18)).map_err(|e| e.to_string())?;
+    let (chart_area, legend_area) = area.split_horizontally(area.dim_in_pixel().0 - LEGEND_WIDTH);
     let xs: Vec<f64> = lines.iter().flat_map(|l| l.points.iter().map(|p| p.0)).collect();
     let ys: Vec<f64> = lines.iter().flat_map(|l| l.points.iter().flat_map(|p| [p.2, p.3])).collect();
     let (x0, x1) =
@@ -75,8 +82,7 @@ where
         (ys.iter().copied().fold(f64::INFINITY, f64::min), ys.iter().copied().fold(f64::NEG_INFINITY, f64::max));
     let pad_x = ((x1 - x0) * 0.05).max(0.05);
     let pad_y = ((y1 - y0) * 0.1).max(1.0);
-    let mut chart = ChartBuilder::on(&area)
-        .caption(title, ("sans-serif", 20))
+    let mut chart = ChartBuilder::on(&chart_area)
         .margin(12)
         .x_label_area_size(40)
         .y_label_area_size(55)
@@ -105,22 +111,21 @@ where
         }
         chart
             .draw_series(LineSeries::new(line.points.iter().map(|p| (p.0, p.1)), color.stroke_width(2)))
-            .map_err(|e| e.to_string())?
-            .label(line.name.clone())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2)));
+            .map_err(|e| e.to_string())?;
         let style = if hollow { color.stroke_width(2) } else { color.filled() };
         chart
             .draw_series(line.points.iter().map(|p| Circle::new((p.0, p.1), if hollow { 5 } else { 3 }, style)))
             .map_err(|e| e.to_string())?;
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::LowerLeft)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .label_font(("sans-serif", 13))
-        .draw()
-        .map_err(|e| e.to_string())?;
+    for (i, line) in lines.iter().enumerate() {
+        let color = color_of(&line.method);
+        let y = 24 + 20 * i as i32;
+        legend_area.draw(&PathElement::new(vec![(4, y), (26, y)], color.stroke_width(2))).map_err(|e| e.to_string())?;
+        if line.name.contains("two-stage") {
+            legend_area.draw(&Circle::new((15, y), 5, color.stroke_width(2))).map_err(|e| e.to_string())?;
+        }
+        legend_area.draw(&Text::new(line.name.clone(), (32, y - 7), ("sans-serif", 13))).map_err(|e| e.to_string())?;
+    }
     area.present().map_err(|e| e.to_string())
 }
 
@@ -140,9 +145,9 @@ fn render(
         let name = format!("{stem}.{ext}");
         let path = scratch.path().join(&name);
         let drawn = if ext == "svg" {
-            plot(SVGBackend::new(&path, (760, 480)).into_drawing_area(), title, x_label, lines, bands)
+            plot(SVGBackend::new(&path, (FIGURE_WIDTH, 480)).into_drawing_area(), title, x_label, lines, bands)
         } else {
-            plot(BitMapBackend::new(&path, (760, 480)).into_drawing_area(), title, x_label, lines, bands)
+            plot(BitMapBackend::new(&path, (FIGURE_WIDTH, 480)).into_drawing_area(), title, x_label, lines, bands)
         };
         drawn.map_err(|e| ReportError::io(&name, e))?;
         out.add(Path::new(&name), std::fs::read(&path).map_err(|e| ReportError::io(&path, e))?);
