@@ -211,6 +211,21 @@ fn report_of_fixed_results() {
     assert!(readme.contains("### Failed runs") && readme.contains("the test loss is NaN"), "{readme}");
 }
 
+/// Options of a quiet `reproduce` on the CPU with run folders in `tmp/runs` and data in
+/// `tmp/data`.
+fn reproduce_options(tmp: &Path, runs: &str, archive: Option<PathBuf>) -> study::ReproduceOptions {
+    study::ReproduceOptions {
+        runs_root: tmp.join(runs),
+        data_dir: data::DataDir::new(tmp.join("data")),
+        filter: None,
+        dry_run: false,
+        progress: false,
+        retry_failed: false,
+        device: Default::default(), // the CPU
+        archive,
+    }
+}
+
 /// Copies a folder tree.
 fn copy_tree(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
@@ -300,16 +315,7 @@ sweep = [{ lr = [0.05, 1e6] }]
 "#;
     let study: Study = toml::from_str(text).unwrap();
     let tmp = tempfile::tempdir().unwrap();
-    let opts = study::ReproduceOptions {
-        runs_root: tmp.path().join("runs"),
-        data_dir: data::DataDir::new(tmp.path().join("data")),
-        filter: None,
-        dry_run: false,
-        progress: false,
-        retry_failed: false,
-        device: Default::default(), // the CPU
-        archive: None,
-    };
+    let opts = reproduce_options(tmp.path(), "runs", None);
     let first = study::reproduce(&study, &opts).unwrap();
     assert_eq!((first.trained, first.failed.len()), (1, 1), "{:?}", first.failed);
     assert!(first.failed[0].1.contains("not finite"), "{:?}", first.failed);
@@ -390,17 +396,8 @@ sweep = [{ methods = ["fp"] }, { methods = ["ideal-adc"], seeds = [0] }]
     let study: Study = toml::from_str(text).unwrap();
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("report");
-    let opts = |runs: &str, dry_run: bool| study::ReproduceOptions {
-        runs_root: tmp.path().join(runs),
-        data_dir: data::DataDir::new(tmp.path().join("data")),
-        filter: None,
-        dry_run,
-        progress: false,
-        retry_failed: false,
-        device: Default::default(),
-        archive: Some(out.join("runs")),
-    };
-    let first = study::reproduce(&study, &opts("runs", false)).unwrap();
+    let opts = |runs: &str| reproduce_options(tmp.path(), runs, Some(out.join("runs")));
+    let first = study::reproduce(&study, &opts("runs")).unwrap();
     assert_eq!((first.trained, first.cached, first.failed.len()), (4, 0, 0), "{:?}", first.failed);
     let ropts = |runs: &str| ReportOptions {
         runs_root: tmp.path().join(runs),
@@ -414,7 +411,7 @@ sweep = [{ methods = ["fp"] }, { methods = ["ideal-adc"], seeds = [0] }]
     assert!(String::from_utf8_lossy(&readme).contains("fp (pretraining)"));
 
     // a fresh clone: no run folders, only the archive
-    let again = study::reproduce(&study, &opts("fresh", false)).unwrap();
+    let again = study::reproduce(&study, &opts("fresh")).unwrap();
     assert_eq!((again.trained, again.cached), (0, 4));
     assert!(!tmp.path().join("fresh").exists(), "nothing was trained or written");
     generate(&study, &ropts("fresh")).unwrap();
@@ -489,16 +486,7 @@ sweep = [{ lr = [0.05, 0.02] }]
 "#;
     let study: Study = toml::from_str(text).unwrap();
     let tmp = tempfile::tempdir().unwrap();
-    let opts = study::ReproduceOptions {
-        runs_root: tmp.path().join("runs"),
-        data_dir: data::DataDir::new(tmp.path().join("data")),
-        filter: None,
-        dry_run: false,
-        progress: false,
-        retry_failed: false,
-        device: Default::default(),
-        archive: None,
-    };
+    let opts = reproduce_options(tmp.path(), "runs", None);
     assert_eq!(study::reproduce(&study, &opts).unwrap().trained, 2);
     let cells = study.cells().unwrap();
     let dirs: Vec<PathBuf> = cells.iter().map(|c| c.dir(&opts.runs_root, &study.name)).collect();
