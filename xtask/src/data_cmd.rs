@@ -12,7 +12,7 @@ use data::{DataDir, FileStatus};
 #[derive(Args, Clone)]
 pub struct DirArg {
     /// Data directory (default: $CIM_DATA_DIR, else ./data).
-    #[arg(long)]
+    #[arg(long, visible_alias = "data-dir")]
     pub dir: Option<PathBuf>,
 }
 

@@ -270,7 +270,7 @@ pub struct VariationArgs {
     #[arg(long)]
     run: PathBuf,
     /// Comma-separated standard deviations of theta.
-    #[arg(long, value_delimiter = ',', default_value = "0,0.05,0.1,0.15,0.2,0.3")]
+    #[arg(long, value_delimiter = ',', allow_negative_numbers = true, default_value = "0,0.05,0.1,0.15,0.2,0.3")]
     sigmas: Vec<f64>,
     /// Simulated chips per sigma.
     #[arg(long, default_value_t = 10)]

@@ -409,3 +409,16 @@ fn outputs_go_to_the_checkout_the_command_runs_in() {
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success() && stderr.contains("no cim-quant workspace here"), "{stderr}");
 }
+
+/// Small items of the command line: a negative sigma is a value (and then refused as one), not a
+/// flag; `data` takes `--data-dir` like every other command.
+#[test]
+fn negative_sigmas_and_data_dir_are_understood() {
+    let tmp = tempfile::tempdir().unwrap();
+    let o = xtask().args(["variation", "--run"]).arg(tmp.path()).args(["--sigmas", "-1"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && stderr.contains("-1 is not a non-negative number"), "{stderr}");
+    let o = xtask().args(["data", "list", "--data-dir"]).arg(tmp.path()).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stdout).contains(&tmp.path().display().to_string()));
+}

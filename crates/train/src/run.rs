@@ -307,11 +307,48 @@ impl RunDir {
         }
     }
 
+    /// Removes the temporary files an interrupted write left (`*.tmp` in the run folder and its
+    /// checkpoint folders); returns how many.
+    pub fn remove_leftovers(&self) -> Result<usize, TrainError> {
+        let mut removed = 0;
+        let mut dirs = vec![self.root.clone()];
+        for entry in std::fs::read_dir(&self.root).map_err(|e| TrainError::io(&self.root, e))?.flatten() {
+            if entry.file_name().to_string_lossy().starts_with("ckpt-") && entry.path().is_dir() {
+                dirs.push(entry.path());
+            }
+        }
+        for dir in dirs {
+            for entry in std::fs::read_dir(&dir).map_err(|e| TrainError::io(&dir, e))?.flatten() {
+                if entry.file_name().to_string_lossy().ends_with(".tmp") && entry.path().is_file() {
+                    std::fs::remove_file(entry.path()).map_err(|e| TrainError::io(entry.path(), e))?;
+                    removed += 1;
+                }
+            }
+        }
+        Ok(removed)
+    }
+
     /// The run's result: its summary, if it has one that is a result of `config`
     /// ([`Summary::check_against`] its `metrics.jsonl`); a summary that is not is an error that
     /// says why.
     pub fn read_result(&self, config: &RunConfig) -> Result<Option<Summary>, TrainError> {
         let Some(summary) = self.read_summary()? else { return Ok(None) };
+        match self.read_config()? {
+            Some(stored) if stored.hash() == config.hash() => {}
+            Some(stored) => {
+                return Err(TrainError::io(
+                    self.config_path(),
+                    format!(
+                        "has config hash {}, the run {}: it was edited after training",
+                        stored.hash(),
+                        config.hash()
+                    ),
+                ));
+            }
+            None => {
+                return Err(TrainError::io(self.config_path(), "missing beside summary.json: the run is incomplete"));
+            }
+        }
         let history = self.read_history()?;
         summary.check_against(config, &history).map_err(|why| TrainError::io(self.summary_path(), why))?;
         Ok(Some(summary))
@@ -411,6 +448,14 @@ impl RunDir {
     pub fn check_owner(&self, config: &RunConfig) -> Result<(), TrainError> {
         let root = &self.root;
         if !root.exists() {
+            // a folder to be made under a file cannot be made
+            if let Some(file) = root.ancestors().skip(1).find(|a| a.exists()).filter(|a| !a.is_dir()) {
+                return Err(TrainError::Config(format!(
+                    "--out {}: {} is a file, so the run folder cannot be made there",
+                    root.display(),
+                    file.display()
+                )));
+            }
             return Ok(());
         }
         if !root.is_dir() {

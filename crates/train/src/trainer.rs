@@ -130,6 +130,9 @@ pub fn train(config: &RunConfig, out: &Path, opts: &TrainOptions) -> Result<Opti
             )));
         }
     }
+    if out.is_dir() {
+        dir.remove_leftovers()?;
+    }
     let resume = dir.latest_checkpoint()?;
     // a run that resumes has its weights; one that starts needs its starting point, checked now
     let starting_point = match (&config.init_from, &opts.init_from, &resume) {

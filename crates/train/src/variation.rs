@@ -102,6 +102,13 @@ pub fn variation_study(
     let dir = RunDir::new(run_dir);
     let path = run_dir.join("variation.json");
     let config = dir.read_config()?.ok_or_else(|| TrainError::io(dir.config_path(), "missing: not a run folder"))?;
+    if !config.uses_crossbar() {
+        return Err(TrainError::Config(format!(
+            "{}: a run of method {}, which has no arrays whose cells could vary; give a run of a CIM method",
+            run_dir.display(),
+            config.method
+        )));
+    }
     if let Some(existing) = read_json::<VariationReport>(&path)?
         && existing.config_hash == config.hash()
         && existing.chips == chips
