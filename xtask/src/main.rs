@@ -69,6 +69,20 @@ impl DeviceArg {
     }
 }
 
+/// Ctrl-C: says what is kept before ending the process as the default disposition would (exit
+/// status 130). Every result and checkpoint is written through a temporary file and a rename,
+/// so stopping at any instant loses at most the epoch in progress. Only async-signal-safe calls.
+#[cfg(unix)]
+extern "C" fn on_interrupt(_signal: libc::c_int) {
+    const MESSAGE: &[u8] = b"\ninterrupted: finished epochs, cells and reports are kept; run the same command again \
+to resume (at most the epoch in progress is lost)\n";
+    // SAFETY: write(2) and _exit(2) are async-signal-safe; MESSAGE is a static buffer.
+    unsafe {
+        libc::write(2, MESSAGE.as_ptr().cast(), MESSAGE.len());
+        libc::_exit(130);
+    }
+}
+
 fn main() {
     // Output piped into a reader that stops early (`data list | head -1`) ends the process
     // quietly, as for any Unix tool, instead of panicking in println!.
@@ -76,6 +90,7 @@ fn main() {
     // SAFETY: resetting a signal to its default disposition before any thread starts.
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        libc::signal(libc::SIGINT, on_interrupt as *const () as libc::sighandler_t);
     }
     cim_core::memory::reuse_freed_memory();
     let cli = Cli::parse();

@@ -422,3 +422,32 @@ fn negative_sigmas_and_data_dir_are_understood() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(String::from_utf8_lossy(&o.stdout).contains(&tmp.path().display().to_string()));
 }
+
+/// Ctrl-C says what is kept and how to resume, and exits with the status of an interrupt.
+#[test]
+fn an_interrupt_says_how_to_resume() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut child = xtask()
+        .args(["train", "--quiet", "--method", "fp", "--epochs", "50", "--batch-size", "16", "--limit-train", "64"])
+        .args(["--limit-test", "16", "--out"])
+        .arg(tmp.path().join("run"))
+        .arg("--data-dir")
+        .arg(tmp.path().join("data"))
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // once the first epoch is written the process is surely past its start
+    let start = Instant::now();
+    while !tmp.path().join("run/metrics.jsonl").exists() && start.elapsed() < Duration::from_secs(120) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // SAFETY: sending a signal to our own child process.
+    unsafe {
+        libc::kill(child.id() as libc::pid_t, libc::SIGINT);
+    }
+    let status = child.wait().unwrap();
+    let mut stderr = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+    assert_eq!(status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("interrupted") && stderr.contains("run the same command again"), "{stderr}");
+}
