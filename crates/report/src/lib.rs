@@ -98,7 +98,7 @@ pub struct ReportOptions {
 /// ([`writer::ReportWriter`]).
 pub fn generate(study: &Study, opts: &ReportOptions) -> Result<Tables, ReportError> {
     let results = load_results(study, &opts.runs_root, &opts.out_dir)?;
-    let mut out = writer::ReportWriter::new(&opts.out_dir).adopting(opts.adopt);
+    let mut out = writer::ReportWriter::new(&opts.out_dir).adopting(opts.adopt).for_study(&study.name);
     results::archive(study, &results, &mut out)?;
     let claims = Claims::load(&opts.claims)?;
     let tables = Tables::build(study, &results, &claims)?;

@@ -20,6 +20,10 @@ pub const MANIFEST: &str = "report-manifest.json";
 struct Manifest {
     /// What wrote the files.
     tool: String,
+    /// The study whose report the folder holds (absent in manifests written before it was
+    /// recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    study: Option<String>,
     /// SHA-256 of every file the report wrote, by path relative to the report folder.
     files: BTreeMap<String, String>,
 }
@@ -30,12 +34,20 @@ pub struct ReportWriter {
     root: PathBuf,
     files: BTreeMap<String, Vec<u8>>,
     adopt: bool,
+    study: Option<String>,
 }
 
 impl ReportWriter {
     /// A report into `root`.
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        Self { root: root.into(), files: BTreeMap::new(), adopt: false }
+        Self { root: root.into(), files: BTreeMap::new(), adopt: false, study: None }
+    }
+
+    /// The report of the study named `name`: a folder that holds another study's report is
+    /// refused (two study files in one folder would overwrite each other's report).
+    pub fn for_study(mut self, name: &str) -> Self {
+        self.study = Some(name.to_string());
+        self
     }
 
     /// With `true`, existing files the report does not own are taken over (replaced) instead of
@@ -83,6 +95,15 @@ impl ReportWriter {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Manifest::default(),
             Err(e) => return Err(ReportError::io(&manifest_path, e)),
         };
+        if let (Some(theirs), Some(ours)) = (&manifest.study, &self.study)
+            && theirs != ours
+        {
+            return Err(ReportError::Invalid(format!(
+                "{} holds the report of study `{theirs}`; nothing was written: put the file of study `{ours}` in \
+                 a folder of its own (a report is written beside its study file)",
+                self.root.display()
+            )));
+        }
         let refused = self.refusals(&manifest)?;
         if !refused.is_empty() && !self.adopt {
             return Err(ReportError::Invalid(format!(
@@ -115,6 +136,7 @@ impl ReportWriter {
         // files of earlier reports that are gone, or that someone else now owns, are forgotten
         manifest.files.retain(|rel, sha| std::fs::read(root.join(rel)).is_ok_and(|b| sha256_hex(&b) == *sha));
         manifest.tool = "cargo xtask report".into();
+        manifest.study = self.study.clone().or(manifest.study);
         let text = serde_json::to_string_pretty(&manifest).expect("json") + "\n";
         crate::write_atomic(&manifest_path, text.as_bytes())?;
         Ok(written)

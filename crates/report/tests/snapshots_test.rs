@@ -269,6 +269,24 @@ fn committed_smoke_report_regenerates_identically() {
     assert_eq!(std::fs::read(out.join("README.md")).unwrap(), before, "the README regenerates byte for byte");
 }
 
+/// Two study files in one folder: the second's report is refused, not written over the first's.
+#[test]
+fn a_second_study_in_the_same_folder_does_not_replace_the_first_report() {
+    let study: Study = toml::from_str(STUDY).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let runs = tmp.path().join("runs");
+    write_fixtures(&study, &runs);
+    let out = tmp.path().join("mine");
+    let opts = ReportOptions { runs_root: runs, out_dir: out.clone(), claims: claims(), figures: false, adopt: false };
+    generate(&study, &opts).unwrap();
+    let before = std::fs::read(out.join("README.md")).unwrap();
+    let other: Study = toml::from_str(&STUDY.replace("name = \"fixture\"", "name = \"other\"")).unwrap();
+    let e = generate(&other, &opts).err().expect("refused").to_string();
+    assert!(e.contains("holds the report of study `fixture`") && e.contains("`other`"), "{e}");
+    assert_eq!(std::fs::read(out.join("README.md")).unwrap(), before);
+    generate(&study, &opts).unwrap();
+}
+
 /// A report beside a user's own study file never replaces the user's files.
 #[test]
 fn a_report_beside_a_users_files_replaces_none_of_them() {
