@@ -106,7 +106,24 @@ fn main() {
         Command::Speed(args) => speed_cmd::speed(args),
     };
     if let Err(e) = result {
-        eprintln!("error: {e:#}");
+        eprintln!("error: {}", error_text(&e));
         std::process::exit(1);
     }
+}
+
+/// The error and its causes in one line, each cause once: most of the project's errors already
+/// name their cause (a path's error says the path and the OS error), so a cause whose text is
+/// already there is not said again.
+fn error_text(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in e.chain() {
+        let part = cause.to_string();
+        if !text.contains(&part) {
+            if !text.is_empty() {
+                text += ": ";
+            }
+            text += &part;
+        }
+    }
+    text
 }

@@ -451,3 +451,15 @@ fn an_interrupt_says_how_to_resume() {
     assert_eq!(status.code(), Some(130), "{stderr}");
     assert!(stderr.contains("interrupted") && stderr.contains("run the same command again"), "{stderr}");
 }
+
+/// An error names its path and its cause once each.
+#[test]
+fn an_error_says_its_cause_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let missing = tmp.path().join("nothing-here");
+    let o = xtask().args(["data", "load"]).arg(format!("folder:{}", missing.display())).output().unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert_eq!(stderr.matches("No such file or directory").count(), 1, "{stderr}");
+    assert_eq!(stderr.matches(&missing.display().to_string()).count(), 1, "{stderr}");
+}
