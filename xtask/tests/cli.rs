@@ -463,3 +463,68 @@ fn an_error_says_its_cause_once() {
     assert_eq!(stderr.matches("No such file or directory").count(), 1, "{stderr}");
     assert_eq!(stderr.matches(&missing.display().to_string()).count(), 1, "{stderr}");
 }
+
+/// A checkout of its own in `dir` with one tiny study `tiny` (its `claim` given), for commands
+/// that write into a workspace.
+fn tiny_checkout(dir: &Path, claim: &str) {
+    std::fs::create_dir_all(dir.join("reports/tiny")).unwrap();
+    std::fs::create_dir_all(dir.join("baselines")).unwrap();
+    std::fs::write(dir.join("Cargo.toml"), "[workspace]\nmembers = []\n").unwrap();
+    let here = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    std::fs::copy(here.join("baselines/paper-claims.toml"), dir.join("baselines/paper-claims.toml")).unwrap();
+    std::fs::write(
+        dir.join("reports/tiny/study.toml"),
+        format!(
+            "name = \"tiny\"\ndescription = \"one cell\"\n[[benchmark]]\nname = \"B\"\n{claim}methods = [\"fp\"]\n\
+             base = {{ dataset = \"synthetic\", epochs = 1, batch_size = 16, limit_train = 32, limit_test = 16 }}\n"
+        ),
+    )
+    .unwrap();
+}
+
+/// `report` says a failed cell on the terminal and exits non-zero unless `--allow-failed`;
+/// `reproduce` ends with the report command that fits (the study, its --runs); an unknown
+/// claim is refused when the study is read.
+#[test]
+fn failures_and_hints_reach_the_terminal() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ws = tmp.path().join("ws");
+    tiny_checkout(&ws, "");
+    let runs = tmp.path().join("elsewhere");
+    let run = |args: &[&str]| xtask().current_dir(&ws).env_remove("CARGO_MANIFEST_DIR").args(args).output().unwrap();
+    let data = tmp.path().join("data");
+    let (runs_s, data_s) = (runs.to_str().unwrap(), data.to_str().unwrap());
+    let o = run(&["reproduce", "--quiet", "--profile", "tiny", "--runs", runs_s, "--data-dir", data_s]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(stdout.contains(&format!("cargo xtask report --profile tiny --runs {runs_s}")), "{stdout}");
+    assert!(run(&["report", "--profile", "tiny", "--runs", runs_s, "--no-figures"]).status.success());
+    // a summary made impossible by hand
+    let cell = std::fs::read_dir(runs.join("tiny")).unwrap().next().unwrap().unwrap().path();
+    let text = std::fs::read_to_string(cell.join("summary.json")).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let bad = text.replace(&format!("\"final_test_acc\": {}", v["final_test_acc"]), "\"final_test_acc\": 1.7");
+    std::fs::write(cell.join("summary.json"), bad).unwrap();
+    let o = run(&["report", "--profile", "tiny", "--runs", runs_s, "--no-figures"]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && stderr.contains("FAILED") && stderr.contains("not an accuracy"), "{stderr}");
+    assert!(stderr.contains("--allow-failed"), "{stderr}");
+    let o = run(&["report", "--profile", "tiny", "--runs", runs_s, "--no-figures", "--allow-failed"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = run(&["reproduce", "--dry-run", "--profile", "tiny", "--runs", runs_s]);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("failed"), "{}", String::from_utf8_lossy(&o.stdout));
+    // an unknown claim, before any work
+    let other = tmp.path().join("other");
+    tiny_checkout(&other, "claim = \"resnet99-mnist\"\n");
+    let o = xtask()
+        .current_dir(&other)
+        .env_remove("CARGO_MANIFEST_DIR")
+        .args(["reproduce", "--dry-run", "--profile", "tiny"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && stderr.contains("resnet99-mnist") && stderr.contains("paper-claims.toml"),
+        "{stderr}"
+    );
+}

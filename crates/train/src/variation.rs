@@ -102,6 +102,10 @@ pub fn variation_study(
     let dir = RunDir::new(run_dir);
     let path = run_dir.join("variation.json");
     let config = dir.read_config()?.ok_or_else(|| TrainError::io(dir.config_path(), "missing: not a run folder"))?;
+    // an edited configuration is named as such before anything else is said of it
+    if let Some(ckpt) = dir.latest_checkpoint()? {
+        ckpt.check_config(&config, &dir.config_path())?;
+    }
     if !config.uses_crossbar() {
         return Err(TrainError::Config(format!(
             "{}: a run of method {}, which has no arrays whose cells could vary; give a run of a CIM method",
