@@ -67,13 +67,15 @@ pub fn cell_state(dir: &Path, config: &RunConfig) -> CellState {
 /// The state of the run folder of `config`, and for a failed one why.
 pub fn cell_status(dir: &Path, config: &RunConfig) -> (CellState, Option<String>) {
     let run = RunDir::new(dir);
-    match run.read_result(config) {
-        Ok(Some(_)) => return (CellState::Finished, None),
+    // a failure record wins over a summary beside it (an archive whose cell failed after an
+    // earlier report copied its result)
+    match run.read_failure() {
+        Ok(Some(f)) => return (CellState::Failed, Some(f.message)),
         Ok(None) => {}
         Err(e) => return (CellState::Failed, Some(e.to_string())),
     }
-    match run.read_failure() {
-        Ok(Some(f)) => return (CellState::Failed, Some(f.message)),
+    match run.read_result(config) {
+        Ok(Some(_)) => return (CellState::Finished, None),
         Ok(None) => {}
         Err(e) => return (CellState::Failed, Some(e.to_string())),
     }
