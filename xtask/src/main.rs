@@ -92,7 +92,7 @@ fn main() {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
         libc::signal(libc::SIGINT, on_interrupt as *const () as libc::sighandler_t);
     }
-    cim_core::memory::reuse_freed_memory();
+    flex_kernels::memory::reuse_freed_memory();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Data(cmd) => data_cmd::run(cmd),

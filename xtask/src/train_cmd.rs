@@ -53,11 +53,25 @@ impl clap::FromArgMatches for RunFlags {
 
 impl Args for RunFlags {
     fn augment_args(cmd: clap::Command) -> clap::Command {
-        RunConfig::augment_args(cmd)
+        with_defaults(RunConfig::augment_args(cmd))
     }
     fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
-        RunConfig::augment_args_for_update(cmd)
+        with_defaults(RunConfig::augment_args_for_update(cmd))
     }
+}
+
+/// Appends `[default: ...]` to the help of every run flag, from [`RunConfig::default`] itself:
+/// the flags are optional overrides, so clap knows no defaults of its own to show.
+fn with_defaults(cmd: clap::Command) -> clap::Command {
+    RunConfig::defaults_shown().into_iter().fold(cmd, |cmd, (field, shown)| {
+        if cmd.get_arguments().all(|a| a.get_id() != field.as_str()) {
+            return cmd;
+        }
+        cmd.mut_arg(field, |arg| {
+            let help = arg.get_help().map(|h| h.to_string()).unwrap_or_default();
+            arg.help(format!("{help} [default: {shown}]"))
+        })
+    })
 }
 
 fn read_config(path: &PathBuf) -> Result<RunConfig> {

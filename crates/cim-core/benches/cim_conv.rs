@@ -11,9 +11,9 @@ use std::time::{Duration, Instant};
 use burn::tensor::module::conv2d;
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Device, Distribution, Tensor};
-use cim_core::memory::{TrackingAllocator, mib, peak_bytes, peak_rss_bytes, reset_peak};
 use cim_core::{AdcWindow, CimConv2d, CimConvConfig, Encoding, Granularity};
 use criterion::{Criterion, criterion_group};
+use flex_kernels::memory::{TrackingAllocator, mib, peak_bytes, peak_rss_bytes, reset_peak};
 
 #[global_allocator]
 static ALLOC: TrackingAllocator = TrackingAllocator;
@@ -97,7 +97,7 @@ fn ratio_report() {
     }
     let peak = |f: &dyn Fn()| {
         reset_peak();
-        let base = cim_core::memory::live_bytes();
+        let base = flex_kernels::memory::live_bytes();
         f();
         peak_bytes() - base
     };
@@ -117,7 +117,7 @@ fn ratio_report() {
 criterion_group!(benches, criterion_benches);
 
 fn main() {
-    cim_core::memory::reuse_freed_memory();
+    flex_kernels::memory::reuse_freed_memory();
     benches();
     ratio_report();
     Criterion::default().configure_from_args().final_summary();

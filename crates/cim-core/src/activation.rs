@@ -1,4 +1,4 @@
-//! The activation codes entering the arrays (DESIGN.md section 3, first paragraph):
+//! The activation codes entering the arrays (docs/SPEC.md section 1, first paragraph):
 //! a = round(clamp(x, 0, 1) * (2^A - 1)), the gradient passed straight through inside [0, 1].
 //!
 //! As generic tensor ops ([`activation_codes_reference`]) that is two masked fills, a scale, a
@@ -18,10 +18,9 @@ use burn::backend::{Autodiff, Backend, Flex, backend_extension};
 use burn::tensor::Tensor;
 use rayon::prelude::*;
 
-use crate::kernels::{
-    AutodiffTensor, backward_with, f32_slice, flex_tensor, fused_available, round_half_even, tracked, zeros,
-};
 use crate::lsq::round_ste;
+use flex_kernels::autodiff::{AutodiffTensor, backward_with, tracked};
+use flex_kernels::host::{f32_slice, flex_tensor, fused_available, round_half_even, zeros};
 
 /// Elements per parallel task: large enough to amortize scheduling, small enough to balance.
 const CHUNK: usize = 1 << 14;

@@ -1,4 +1,4 @@
-//! ADC calibration (DESIGN.md section 3, "ADC calibration"): the initial step s_p and offset z
+//! ADC calibration (docs/SPEC.md section 1, "ADC calibration"): the initial step s_p and offset z
 //! of every partial-sum group, from the partial sums it saw over the calibration batches.
 //!
 //! A group's samples are kept as sorted distinct values with counts (partial sums are integers,

@@ -9,7 +9,7 @@ use crate::own::OwnQuantizers;
 use crate::slicing::BitSlicing;
 use crate::tiling::{LayerCounts, Tiling};
 
-/// How a signed weight is stored in cells (DESIGN.md section 3, "Weight quantization").
+/// How a signed weight is stored in cells (docs/SPEC.md section 1, "Weight quantization").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
 #[serde(rename_all = "kebab-case")]
 pub enum Encoding {
@@ -33,7 +33,7 @@ pub enum Granularity {
     Column,
 }
 
-/// The reference window of an ADC (DESIGN.md section 3, "ADC (partial-sum) quantization").
+/// The reference window of an ADC (docs/SPEC.md section 1, "ADC (partial-sum) quantization").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
 #[serde(rename_all = "kebab-case")]
 pub enum AdcWindow {
@@ -44,7 +44,7 @@ pub enum AdcWindow {
     Learned,
 }
 
-/// How an ADC's (s_p, z) are initialised from calibration data (DESIGN.md section 3, "ADC
+/// How an ADC's (s_p, z) are initialised from calibration data (docs/SPEC.md section 1, "ADC
 /// calibration").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
 #[serde(rename_all = "kebab-case")]
@@ -169,7 +169,7 @@ pub enum CimConfigError {
     },
 }
 
-/// Configuration of a [CIM convolution](crate::CimConv2d) (DESIGN.md section 3).
+/// Configuration of a [CIM convolution](crate::CimConv2d) (docs/SPEC.md section 1).
 #[derive(Config, Debug, PartialEq)]
 pub struct CimConvConfig {
     /// C_in.
@@ -253,7 +253,7 @@ impl CimConvConfig {
     }
 
     /// Hardware counts of a layer with this configuration and a method's own quantizers in
-    /// place of the built-in ones (DESIGN.md: arrays, ADC conversions, dequantization), from the
+    /// place of the built-in ones (docs/SPEC.md: arrays, ADC conversions, dequantization), from the
     /// tiling arithmetic alone.
     pub fn counts(&self, own: OwnQuantizers) -> Result<LayerCounts, CimConfigError> {
         let (tiling, slicing) = self.validate()?;

@@ -1,11 +1,11 @@
-//! The CIM convolution as a burn module: the fast path of DESIGN.md section 3.
+//! The CIM convolution as a burn module: the fast path of docs/SPEC.md section 1.
 //!
 //! Every (slice, row tile, column) partial sum of the layer comes from ONE grouped convolution
 //! ([`crate::psums`]): the activation codes are padded to G*n_c channels and viewed as G groups,
 //! and the digit planes of all polarities and slices are stacked per row tile. The fused ADC pass
 //! ([`crate::adc`]) then quantizes, dequantizes and accumulates.
 //!
-//! Every ADC group has a window: a step s_p and an offset z (DESIGN.md section 3, "ADC"). Both
+//! Every ADC group has a window: a step s_p and an offset z (docs/SPEC.md section 1, "ADC"). Both
 //! are calibrated from the partial sums of the first training batches ([`crate::calibration`]);
 //! a `learned` window then trains z like s_p, a `zero` window keeps z = 0.
 //!
@@ -24,14 +24,14 @@ use crate::activation::activation_codes;
 use crate::adc::{AdcChannels, accumulate_reference, adc_accumulate};
 use crate::calibration::{GroupSamples, calibrate, uniform_window};
 use crate::config::{AdcWindow, CimConfigError, CimConvConfig, Granularity};
-use crate::im2col::ConvGeometry;
-use crate::kernels::fused_available;
 use crate::lsq::{LsqRange, scale_grad};
 use crate::own::{OwnQuantizers, WeightQuantizer};
 use crate::psums::{grouped_psums, grouped_psums_of_weight_codes, psums_through_adc};
 use crate::quality::{ChannelWindow, DigitShares, SliceQuality, accumulate, uniform_code};
 use crate::slicing::BitSlicing;
 use crate::tiling::{LayerCounts, Tiling};
+use flex_kernels::host::fused_available;
+use flex_kernels::im2col::ConvGeometry;
 
 /// Host-side constants of a layer's fast path, derived once from its configuration.
 #[derive(Debug)]
@@ -152,7 +152,7 @@ enum Recording {
     Quality(Vec<SliceQuality>),
 }
 
-/// A convolution that runs on simulated N x N memory arrays (DESIGN.md section 3).
+/// A convolution that runs on simulated N x N memory arrays (docs/SPEC.md section 1).
 #[derive(Module, Debug)]
 pub struct CimConv2d {
     /// Float weights W [C_out, C_in, k, k] (the latent weights LSQ quantizes).
@@ -252,7 +252,7 @@ impl CimConv2d {
         &self.plan.slicing
     }
 
-    /// Hardware counts of the layer (DESIGN.md: arrays, ADC conversions, dequantization).
+    /// Hardware counts of the layer (docs/SPEC.md: arrays, ADC conversions, dequantization).
     pub fn counts(&self) -> LayerCounts {
         self.config.counts(self.own).expect("the configuration was validated when the layer was built")
     }
@@ -388,7 +388,7 @@ impl CimConv2d {
     }
 
     /// Sets every ADC window from the partial sums recorded since arming, by the layer's
-    /// `adc_init` (DESIGN.md section 3, "ADC calibration"). Returns whether the layer was
+    /// `adc_init` (docs/SPEC.md section 1, "ADC calibration"). Returns whether the layer was
     /// calibrated (false: no forward ran since arming, or ideal ADC).
     pub fn finish_psum_calibration(&mut self) -> bool {
         let samples = match std::mem::take(&mut *self.recorder()) {

@@ -1,5 +1,5 @@
 //! Learned step size quantization (LSQ) and the straight-through pieces it is made of
-//! (DESIGN.md section 3, "LSQ details" and "Rounding").
+//! (docs/SPEC.md section 1, "LSQ details" and "Rounding").
 //!
 //! `q = round(clamp(v / s, Qn, Qp))`: clamping before rounding makes "inside the range" mean
 //! Qn <= v/s <= Qp, where round passes the gradient straight through; outside, v gets none.

@@ -1,6 +1,6 @@
 //! The extension points for a method's own quantizers, in place of the built-in LSQ ones
 //! ([`OwnQuantizers`]): a [`WeightQuantizer`] says how weights become the integer codes the cells
-//! store and how their steps are grouped and initialised (DESIGN.md section 3, "Weight
+//! store and how their steps are grouped and initialised (docs/SPEC.md section 1, "Weight
 //! quantization"); a [`PsumQuantizer`] says how an ADC turns a partial sum into a code (its
 //! levels), who shares a window (grouping), where windows start (calibration) and which gradient
 //! training follows ("ADC (partial-sum) quantization"). The crossbar itself - tiling, bit slicing,

@@ -1,4 +1,4 @@
-//! Bit slicing of quantized weights into cells (DESIGN.md section 3, "Bit slicing").
+//! Bit slicing of quantized weights into cells (docs/SPEC.md section 1, "Bit slicing").
 //!
 //! With b_c bits per cell a B_w-bit weight code occupies S = B_w / b_c cells, most significant
 //! digit first. For `twos` the code is offset to u = q - Qn >= 0, written in base 2^b_c, and the

@@ -1,4 +1,4 @@
-//! Mapping a conv weight onto N x N arrays (DESIGN.md section 3, "Mapping" and "Tiling").
+//! Mapping a conv weight onto N x N arrays (docs/SPEC.md section 1, "Mapping" and "Tiling").
 //!
 //! The weight W[C_out, C_in, k, k] is a matrix of C_in*k*k word lines (ordered channel, kh, kw) by
 //! C_out bit lines. Row tiles hold whole input channels; column tiles hold at most N output

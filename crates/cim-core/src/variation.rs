@@ -1,4 +1,4 @@
-//! Memory-cell variation (DESIGN.md section 5): a programmed cell holding digit magnitude |d|
+//! Memory-cell variation (docs/SPEC.md section 3): a programmed cell holding digit magnitude |d|
 //! conducts |d| * exp(theta), theta ~ Normal(0, sigma^2), drawn once per cell per simulated chip
 //! and fixed for the whole evaluation; signs are kept.
 //!

@@ -94,7 +94,7 @@ fn check_case(case: &GoldenCase, device: &Device) -> Vec<String> {
     exact("psums (own steps)", &Dense::from_tensor(layer.psums(input.clone())), &case.psums, &mut errors);
     if case.psum_offset.is_none() {
         // the data-driven ADC steps (LSQ's rule): equal to the case's wherever a group saw a
-        // non-zero partial sum; all-zero groups take their layer's step (DESIGN.md), not 1.0
+        // non-zero partial sum; all-zero groups take their layer's step (docs/SPEC.md), not 1.0
         if adc {
             layer.arm_psum_calibration();
             let _ = layer.forward(input.clone());

@@ -13,6 +13,7 @@ use cim_core::{
     WeightQuantizer,
 };
 use common::{Dense, Naive, Rng, Windows, layer_grads, plain_conv_grads};
+use flex_kernels::testing::assert_close;
 
 /// One comparator: z + s * [p - z >= s / 2] (ties up, unlike rounding), one window per array.
 struct Comparator;
@@ -72,13 +73,6 @@ impl PsumQuantizer for FiveLevels {
 
 fn host(t: Tensor<1>) -> Vec<f32> {
     Dense::from_tensor(t).data.iter().map(|&v| v as f32).collect()
-}
-
-fn assert_close(what: &str, got: &[f64], expected: &[f64], scale: f64, tol: f64) {
-    assert_eq!(got.len(), expected.len(), "{what}: length");
-    for (i, (g, e)) in got.iter().zip(expected).enumerate() {
-        assert!((g - e).abs() <= tol * scale, "{what}[{i}]: {g} vs naive {e} (scale {scale})");
-    }
 }
 
 #[test]
@@ -141,7 +135,7 @@ fn plugin_adc_matches_the_naive_simulator() {
             let expected = naive.output(&p, &ws, Some(&windows));
             let magnitude = naive.output_magnitude(&p, &ws, Some(&windows));
             let scale = magnitude.iter().fold(1e-12f64, |m, v| m.max(*v));
-            assert_close(&format!("{what}: y"), &got, &expected, scale, 1e-5);
+            assert_close(&format!("{what}: y"), &got, &expected, 1e-5, scale);
 
             let r = rng.dense(y.dims().to_vec(), -1.0, 1.0);
             let grads = y.mul(r.tensor::<4>(&device)).sum().backward();
@@ -152,13 +146,13 @@ fn plugin_adc_matches_the_naive_simulator() {
             let in_units = |g: Vec<f64>| -> Vec<f64> { g.iter().zip(&unit).map(|(g, u)| g * u * u).collect() };
             let step_grad = in_units(step_grad);
             let scale = step_grad.iter().fold(1e-6f64, |m, x| m.max(x.abs()));
-            assert_close(&format!("{what}: ds"), &got_step, &step_grad, scale, 1e-4);
+            assert_close(&format!("{what}: ds"), &got_step, &step_grad, 1e-4, scale);
             match q.window() {
                 AdcWindow::Learned => {
                     let expected = in_units(offset_grad);
                     assert!(expected.iter().any(|&g| g != 0.0), "{what}: some ratios fall outside the codes");
                     let scale = expected.iter().fold(1e-6f64, |m, x| m.max(x.abs()));
-                    assert_close(&format!("{what}: dz"), &got_offset.expect("a learned z"), &expected, scale, 1e-4);
+                    assert_close(&format!("{what}: dz"), &got_offset.expect("a learned z"), &expected, 1e-4, scale);
                 }
                 AdcWindow::Zero => assert!(got_offset.is_none(), "{what}: a zero window's z is not trained"),
             }
@@ -247,7 +241,7 @@ fn own_weight_quantizer_matches_the_naive_simulator_and_the_plain_conv() {
             let expected = plain_conv_grads(&layer, &x, &r);
             let close = |name: &str, a: &[f64], b: &[f64], tol: f64| {
                 let scale = b.iter().fold(1e-6f64, |m, v| m.max(v.abs()));
-                assert_close(&format!("{what}: {name}"), a, b, scale, tol);
+                assert_close(&format!("{what}: {name}"), a, b, tol, scale);
             };
             close("y", &got.y, &expected.y, 1e-5);
             close("dx", &got.x, &expected.x, 1e-5);

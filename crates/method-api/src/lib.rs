@@ -1,4 +1,4 @@
-//! What a quantization method is (DESIGN.md section 4): how its weights and partial sums are
+//! What a quantization method is (docs/SPEC.md section 2): how its weights and partial sums are
 //! quantized - the built-in LSQ quantizers of `cim-core` at a granularity, an ideal ADC, no CIM
 //! arithmetic at all, or a partial-sum quantizer of the method crate's own - and how it trains.
 //!

@@ -5,7 +5,7 @@
 //!
 //! Both converters have a window per (row tile, column, polarity, slice): a step s and a
 //! reference z, the level the comparators sit around. In this harness each polarity's column
-//! is digitized on its own (DESIGN.md section 3), and those partial sums are never negative, so
+//! is digitized on its own (docs/SPEC.md section 1), and those partial sums are never negative, so
 //! a converter comparing against 0 would always answer +1: the reference is calibrated (least
 //! squared error over the calibration batches) and trained, like the step.
 //!

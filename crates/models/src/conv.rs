@@ -183,7 +183,7 @@ pub fn float_conv(
         .init(device)
 }
 
-/// Applies a floating-point conv through [`cim_core::float_conv::conv2d`] (one pass per image on
+/// Applies a floating-point conv through [`flex_kernels::float_conv::conv2d`] (one pass per image on
 /// Flex, no layout changes): the convs [`float_conv`] builds (square kernel and stride, equal
 /// padding on every side, no bias, dilation 1, one group). Any other conv takes burn's forward.
 pub fn apply_float(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
@@ -196,7 +196,7 @@ pub fn apply_float(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
     };
     match padding {
         Some(p) if kh == kw && sh == sw && conv.bias.is_none() && conv.dilation == [1, 1] && conv.groups == 1 => {
-            cim_core::float_conv::conv2d(x, conv.weight.val(), sh, p)
+            flex_kernels::float_conv::conv2d(x, conv.weight.val(), sh, p)
         }
         _ => conv.forward(x),
     }

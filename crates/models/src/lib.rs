@@ -1,4 +1,4 @@
-//! Models built from the CIM layer (DESIGN.md section 3, "Layers off the arrays"): the first
+//! Models built from the CIM layer (docs/SPEC.md section 1, "Layers off the arrays"): the first
 //! conv, the 1x1 shortcut convs, batch norms and the final linear layer stay in floating point;
 //! the 3x3 convs of the residual blocks run on the arrays (or in floating point for the FP
 //! baseline).

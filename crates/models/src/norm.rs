@@ -5,7 +5,7 @@ use burn::tensor::Tensor;
 use burn::tensor::activation::relu;
 
 /// `bn` applied to `x`, then ReLU if `rectify`. In training (an autodiff device and a trainable
-/// layer, burn's own rule) through [`cim_core::batch_norm::batch_norm_train`], one pass each way
+/// layer, burn's own rule) through [`flex_kernels::batch_norm::batch_norm_train`], one pass each way
 /// on Flex, with the running statistics updated as burn's `BatchNorm` updates them; otherwise
 /// burn's forward.
 pub fn batch_norm(bn: &BatchNorm, x: Tensor<4>, rectify: bool) -> Tensor<4> {
@@ -14,7 +14,7 @@ pub fn batch_norm(bn: &BatchNorm, x: Tensor<4>, rectify: bool) -> Tensor<4> {
         return if rectify { relu(y) } else { y };
     }
     let device = x.device();
-    let r = cim_core::batch_norm::batch_norm_train(x, bn.gamma.val(), bn.beta.val(), bn.epsilon, rectify);
+    let r = flex_kernels::batch_norm::batch_norm_train(x, bn.gamma.val(), bn.beta.val(), bn.epsilon, rectify);
     let update = |running: Tensor<1>, batch: Tensor<1>| {
         running.to_device(&device).mul_scalar(1.0 - bn.momentum).add(batch.mul_scalar(bn.momentum)).detach()
     };

@@ -17,7 +17,7 @@ use serde::Deserialize;
 use study::Study;
 
 pub use results::{CellResult, load_results};
-pub use tables::Tables;
+pub use tables::{Table, Tables};
 
 /// Why a report could not be written.
 #[derive(Debug, thiserror::Error)]

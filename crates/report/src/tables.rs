@@ -12,10 +12,26 @@ use crate::stats::{PairedInterval, paired_differences};
 use crate::writer::ReportWriter;
 use crate::{Claims, ReportError};
 
-/// Every table of a report: frames (for CSV) and their Markdown renderings, by file stem.
+/// One table of a report, written as `<stem>.csv` and `<stem>.md`.
+pub struct Table {
+    /// The file stem (`accuracy`, `claims`, ...).
+    pub stem: String,
+    /// The values, for the CSV file.
+    pub frame: DataFrame,
+    /// The Markdown rendering, with its notes.
+    pub markdown: String,
+}
+
+impl Table {
+    fn new(stem: &str, frame: DataFrame, markdown: String) -> Self {
+        Self { stem: stem.to_owned(), frame, markdown }
+    }
+}
+
+/// Every table of a report.
 pub struct Tables {
-    /// (stem, frame, markdown)
-    pub tables: Vec<(String, DataFrame, String)>,
+    /// The tables, in the order the README shows them.
+    pub tables: Vec<Table>,
     /// What the claim, stage and variation tables find, one sentence per benchmark and table,
     /// with the intervals (empty where they have no comparison).
     pub findings: Vec<String>,
@@ -163,8 +179,8 @@ impl Tables {
 
     /// Writes `<stem>.csv` and `<stem>.md` for every table.
     pub fn write(&self, out: &mut ReportWriter) -> Result<(), ReportError> {
-        for (stem, df, md) in &self.tables {
-            let mut df = df.clone();
+        for Table { stem, frame, markdown: md } in &self.tables {
+            let mut df = frame.clone();
             let mut buf = Vec::new();
             // accuracies are counts over at most a few 10^4 images: six decimals hold them exactly,
             // and the files stay free of binary-fraction noise such as 0.8289999999999998
@@ -182,7 +198,7 @@ impl Tables {
 
     /// The Markdown of one table.
     pub fn markdown(&self, stem: &str) -> &str {
-        self.tables.iter().find(|(s, _, _)| s == stem).map(|(_, _, m)| m.as_str()).unwrap_or("")
+        self.tables.iter().find(|t| t.stem == stem).map_or("", |t| t.markdown.as_str())
     }
 
     /// The profile's README: tables, figures, configurations and code versions.
@@ -260,7 +276,7 @@ fn benchmark_results<'a>(results: &'a [CellResult], benchmark: &str) -> Vec<&'a 
     results.iter().filter(|r| r.cell.benchmark == benchmark).collect()
 }
 
-fn accuracy_table(study: &Study, results: &[CellResult]) -> Result<(String, DataFrame, String), ReportError> {
+fn accuracy_table(study: &Study, results: &[CellResult]) -> Result<Table, ReportError> {
     let (mut b_col, mut m_col, mut s_col, mut seed_col, mut state_col) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let (mut fin_col, mut best_col) = (Vec::new(), Vec::new());
@@ -341,7 +357,7 @@ fn accuracy_table(study: &Study, results: &[CellResult]) -> Result<(String, Data
             col("seed").count().alias("cells"),
         ])
         .collect()?;
-    Ok(("accuracy".into(), stats, md))
+    Ok(Table::new("accuracy", stats, md))
 }
 
 /// Final accuracies (in points) of the finished cells of `method` in column `col`, by seed.
@@ -386,7 +402,7 @@ fn claim_table(
     results: &[CellResult],
     claims: &Claims,
     findings: &mut Vec<String>,
-) -> Result<(String, DataFrame, String), ReportError> {
+) -> Result<Table, ReportError> {
     let headers = [
         "benchmark",
         "setting",
@@ -483,7 +499,7 @@ fn claim_table(
     } else {
         markdown(&headers, &rows) + GAIN_NOTE
     };
-    Ok(("claims".into(), df, md))
+    Ok(Table::new("claims", df, md))
 }
 
 const GAIN_NOTE: &str = "\nThe gain is the mean over seeds of the per-seed difference of final test accuracies (points), with its 95% Student-t interval; the best baseline is the related method with the built-in ADC whose mean over seeds is highest at that setting. Verdict: yes where the whole interval lies above 0, no where it lies below 0, within noise otherwise; n/a with a single seed.\n";
@@ -502,11 +518,7 @@ fn join_and(parts: &[String]) -> String {
     }
 }
 
-fn stage_table(
-    study: &Study,
-    results: &[CellResult],
-    findings: &mut Vec<String>,
-) -> Result<(String, DataFrame, String), ReportError> {
+fn stage_table(study: &Study, results: &[CellResult], findings: &mut Vec<String>) -> Result<Table, ReportError> {
     let headers = [
         "benchmark",
         "method",
@@ -609,10 +621,10 @@ fn stage_table(
         markdown(&headers, &rows)
             + "\nBoth recipes train the same total epochs. The difference is the mean over seeds of the per-seed difference (points) with its 95% Student-t interval; verdict as in the claim table (yes: one-stage is better beyond the noise).\n"
     };
-    Ok(("stages".into(), df, md))
+    Ok(Table::new("stages", df, md))
 }
 
-fn hardware_table(study: &Study, results: &[CellResult]) -> Result<(String, DataFrame, String), ReportError> {
+fn hardware_table(study: &Study, results: &[CellResult]) -> Result<Table, ReportError> {
     let headers = [
         "benchmark",
         "method",
@@ -689,13 +701,13 @@ fn hardware_table(study: &Study, results: &[CellResult]) -> Result<(String, Data
     let df = DataFrame::new_infer_height(cols)?;
     let md = markdown(&headers, &rows)
         + "\nArrays, scales and distinct dequantization multipliers are summed over the CIM layers; ADC conversions and dequantization multiplies are per classified image. Column-wise weights add no multiplier over layer-wise weights with column-wise partial sums (one per slice, row tile and column either way). A learned ADC window adds one constant (s_w * z) per multiplier, added digitally: one add per dequantization multiply.\n";
-    Ok(("hardware".into(), df, md))
+    Ok(Table::new("hardware", df, md))
 }
 
 /// Median and worst ADC SQNR per method and setting, over every (layer, polarity, slice) ADC and
 /// every seed's run, from the runs' `adc-quality.json` (written by `inspect`, which `reproduce`
 /// runs after training).
-fn adc_quality_table(study: &Study, results: &[CellResult]) -> Result<(String, DataFrame, String), ReportError> {
+fn adc_quality_table(study: &Study, results: &[CellResult]) -> Result<Table, ReportError> {
     let headers = [
         "benchmark",
         "method",
@@ -776,7 +788,7 @@ fn adc_quality_table(study: &Study, results: &[CellResult]) -> Result<(String, D
         markdown(&headers, &rows)
             + "\nSQNR of every ADC (signal p, noise p - p_q) over every CIM layer, polarity and slice, on test batches; the spread SQNR takes as signal p minus its column's mean over the batch (the partial sums of an array share a large common offset, which the plain SQNR counts as signal); clipped shares are means over those ADCs. For scale: a uniform quantizer of Gaussian data reaches at best 14.3 dB with 3 bits, 9.3 dB with 2. Runs archived without a checkpoint (trained before `inspect` existed) show —.\n"
     };
-    Ok(("adc_quality".into(), df, md))
+    Ok(Table::new("adc_quality", df, md))
 }
 
 /// Image shape and class count of a data-set spec, for counting hardware (the class count only
@@ -788,10 +800,10 @@ fn data_shape(spec: &str) -> [usize; 3] {
     data::find_manifest(spec).map_or([3, 32, 32], |m| m.image_shape)
 }
 
-fn variation_table(study: &Study, results: &[CellResult]) -> Result<(String, DataFrame, String), ReportError> {
+fn variation_table(study: &Study, results: &[CellResult]) -> Result<Table, ReportError> {
     let Some(v) = &study.variation else {
         let df = DataFrame::new_infer_height(vec![Column::new("method".into(), Vec::<String>::new())])?;
-        return Ok(("variation".into(), df, "This profile has no variation study.\n".into()));
+        return Ok(Table::new("variation", df, "This profile has no variation study.\n".into()));
     };
     let cells = study.variation_cells()?;
     let mut headers = vec!["method".to_string(), "setting".to_string(), "seed".to_string(), "no variation".to_string()];
@@ -841,7 +853,7 @@ fn variation_table(study: &Study, results: &[CellResult]) -> Result<(String, Dat
             v.chip_seed,
             v.chip_seed + v.chips as u64 - 1
         );
-    Ok(("variation".into(), df, md))
+    Ok(Table::new("variation", df, md))
 }
 
 /// Per sigma of the variation study: the best baseline's accuracy drop minus column/column's
@@ -851,7 +863,7 @@ fn variation_claim_table(
     study: &Study,
     results: &[CellResult],
     findings: &mut Vec<String>,
-) -> Result<(String, DataFrame, String), ReportError> {
+) -> Result<Table, ReportError> {
     let headers = [
         "benchmark",
         "setting",
@@ -969,5 +981,5 @@ fn variation_claim_table(
         markdown(&headers, &rows)
             + "\nA drop is a run's accuracy without variation minus its accuracy on one simulated chip (points). The difference is the baseline's drop minus column/column's, paired by seed and chip (chip k of every run has the same cell variations), with its 95% Student-t interval over all pairs; the baseline is the studied method with the built-in ADC and the best mean accuracy at that setting. Yes: column/column loses less accuracy beyond the noise.\n"
     };
-    Ok(("variation_claims".into(), df, md))
+    Ok(Table::new("variation_claims", df, md))
 }

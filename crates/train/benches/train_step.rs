@@ -7,8 +7,8 @@
 //!
 //! `cargo bench -p train --bench train_step`
 
-use cim_core::memory::{TrackingAllocator, mib, peak_rss_bytes};
 use cim_core::{AdcWindow, Encoding};
+use flex_kernels::memory::{TrackingAllocator, mib, peak_rss_bytes};
 use train::RunConfig;
 use train::speed::{StepCase, time_steps};
 
@@ -34,7 +34,7 @@ fn pytorch_step(steps: usize) -> Result<(f64, String, Vec<f64>), String> {
 }
 
 fn main() {
-    cim_core::memory::reuse_freed_memory();
+    flex_kernels::memory::reuse_freed_memory();
     let all_nets = std::env::var("TRAIN_STEP_NETS").is_err();
     let torch_before = if all_nets { pytorch_step(5) } else { Err("TRAIN_STEP_NETS is set".into()) };
     let device = train::trainer::training_device(train::ComputeDevice::Cpu).expect("the CPU device");

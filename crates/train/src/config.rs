@@ -17,7 +17,8 @@ use crate::TrainError;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, clap::Args)]
 #[serde(deny_unknown_fields, default)]
 pub struct RunConfig {
-    /// A built-in data set, a manifest `.toml`, or `folder:PATH`.
+    /// The data set: a built-in name (`synthetic`, `fashion-mnist`, `cifar10`, `cifar100`,
+    /// `imagenet`), a manifest `.toml`, or `folder:PATH` for an image-folder tree.
     #[arg(long, required = false, value_name = "NAME|FILE.toml|folder:PATH")]
     pub dataset: String,
     /// The content identity (`NAME@DIGEST`, [`data::source::folder_identity`]) of a `folder:`
@@ -27,31 +28,36 @@ pub struct RunConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[arg(skip)]
     pub dataset_id: Option<String>,
-    /// Images per class held out as the test split of a `folder:` data set.
+    /// Images per class held out (the last ones of each class) as the test split of a
+    /// `folder:` data set.
     #[arg(long, required = false)]
     pub folder_holdout: usize,
-    /// `resnet20` or `resnet18`.
+    /// The network: `resnet20` (pre-activation, CIFAR-sized) or `resnet18` (ImageNet-sized).
     #[arg(long, required = false, value_name = "resnet20|resnet18")]
     pub model: Arch,
-    /// A registered method (`fp`, `ideal-adc`, `layerwise`, `columnwise`, ...).
+    /// The quantization method, by its registered name (`fp`, `ideal-adc`, `layerwise`,
+    /// `layercol-2stage`, `arraywise`, `columnwise`, `saxena-roy-ternary`, ...).
     #[arg(long, required = false, value_name = "NAME")]
     pub method: String,
-    /// B_w.
+    /// Weight bits B_w: each weight is quantized to this many bits before it is sliced into
+    /// cells.
     #[arg(long, required = false)]
     pub weight_bits: u32,
-    /// A.
+    /// Activation bits A: the inputs of every array are codes of this many bits.
     #[arg(long, required = false)]
     pub act_bits: u32,
-    /// P (ADC bits).
+    /// ADC bits P: the resolution at which every column's partial sum is read out (methods
+    /// with the built-in ADC).
     #[arg(long, required = false)]
     pub psum_bits: u32,
-    /// b_c.
+    /// Bits per memory cell b_c: a weight occupies B_w / b_c cells (b_c must divide B_w).
     #[arg(long, required = false)]
     pub cell_bits: u32,
-    /// N.
+    /// Array size N: each array has N word lines (rows) and N bit lines (columns).
     #[arg(long, required = false)]
     pub array_size: usize,
-    /// Weight encoding.
+    /// How a signed weight is stored: `differential` (w+ and w- on separate arrays, as in the
+    /// authors' code) or `twos` (two's complement, the top slice signed).
     #[arg(long, required = false, value_name = "twos|differential")]
     pub encoding: Encoding,
     /// The ADC's reference window (methods with ADCs only). A stored run config without it was
@@ -62,7 +68,7 @@ pub struct RunConfig {
         long,
         required = false,
         value_name = "learned|zero",
-        help = "The ADC's reference window: learned (offset calibrated, then trained; the default) or zero"
+        help = "The ADC's reference window: learned (offset calibrated, then trained with the step, LSQ+) or zero (a zero-anchored reference)"
     )]
     pub adc_window: AdcWindow,
     /// How ADC windows are calibrated (methods with ADCs only); absent means `lsq`, as for
@@ -72,25 +78,26 @@ pub struct RunConfig {
         long,
         required = false,
         value_name = "mse|lsq",
-        help = "ADC calibration: mse (per-group least squared error; the default) or lsq (LSQ's step rule)"
+        help = "How ADC windows are calibrated on the first training batches: mse (per group, the least squared error) or lsq (LSQ's step rule)"
     )]
     pub adc_init: AdcInit,
-    /// Overrides the method's recipe.
+    /// The training recipe, overriding the method's own: `one-stage` (ADCs on from the first
+    /// step) or `two-stage` (ideal ADC first, then the ADCs calibrated and switched on).
     #[arg(long, required = false, value_name = "one-stage|two-stage")]
     pub recipe: Option<Recipe>,
-    /// Epochs in all (both stages of a two-stage recipe).
+    /// Training epochs in all (both stages of a two-stage recipe).
     #[arg(long, required = false)]
     pub epochs: usize,
-    /// Images per step.
+    /// Images per training step.
     #[arg(long, required = false)]
     pub batch_size: usize,
-    /// Peak learning rate.
+    /// Peak learning rate of SGD (after the warm-up; cosine decay to 0 over the epochs).
     #[arg(long, required = false)]
     pub lr: f64,
-    /// SGD momentum (no dampening, as PyTorch).
+    /// SGD momentum (no dampening, as in PyTorch).
     #[arg(long, required = false)]
     pub momentum: f64,
-    /// L2 weight decay.
+    /// L2 weight decay added to every parameter's gradient.
     #[arg(long, required = false)]
     pub weight_decay: f64,
     /// Epochs of linear warm-up before the cosine decay.
@@ -102,16 +109,17 @@ pub struct RunConfig {
     /// Two-stage: learning rate of the fine-tuning stage relative to `lr`.
     #[arg(long, required = false)]
     pub finetune_lr_scale: f64,
-    /// Train on a seeded, class-balanced subset of this many images.
+    /// Train on a seeded, class-balanced subset of this many images (all when absent).
     #[arg(long, required = false)]
     pub limit_train: Option<usize>,
-    /// Test on a seeded, class-balanced subset of this many images.
+    /// Test on a seeded, class-balanced subset of this many images (all when absent).
     #[arg(long, required = false)]
     pub limit_test: Option<usize>,
-    /// Seed of initialization, data order, augmentation and subsets.
+    /// Seed of the initialization, data order, augmentation, subsets and calibration batches.
     #[arg(long, required = false)]
     pub seed: u64,
-    /// Variation-aware training: log-normal cell noise of this sigma in every training forward.
+    /// Variation-aware training: log-normal cell noise of this sigma in every training
+    /// forward pass (0 trains without noise).
     #[arg(long, required = false)]
     pub train_variation_sigma: f64,
     /// The config hash of the finished run whose final weights this run starts from (a
@@ -231,6 +239,22 @@ fn is_init_before_calibration(i: &AdcInit) -> bool {
 pub const ADC_FIELDS: [&str; 2] = ["adc_window", "adc_init"];
 
 impl RunConfig {
+    /// The default of every setting as the command line shows it, by field name; a setting
+    /// without a value by default (`limit_train`, `recipe`, ...) says what its absence means.
+    pub fn defaults_shown() -> Vec<(String, String)> {
+        let defaults = toml::Table::try_from(RunConfig::default()).expect("a run config is a table");
+        let mut shown: Vec<(String, String)> = defaults
+            .iter()
+            .map(|(field, value)| (field.clone(), value.as_str().map_or_else(|| value.to_string(), str::to_owned)))
+            .collect();
+        for (field, absent) in
+            [("limit_train", "all images"), ("limit_test", "all images"), ("recipe", "the method's own")]
+        {
+            shown.push((field.to_owned(), absent.to_owned()));
+        }
+        shown
+    }
+
     /// Parses a user's TOML run configuration (`origin` names it in errors): fields it leaves
     /// out take the defaults of [`RunConfig::default`], and ADC settings are rejected for a
     /// method without ADCs.

@@ -1,9 +1,10 @@
-//! Training and evaluation of CIM models (DESIGN.md section 4): SGD with momentum and weight
+//! Training and evaluation of CIM models (docs/SPEC.md section 2): SGD with momentum and weight
 //! decay, a cosine learning-rate schedule, one- and two-stage recipes, test accuracy after every
 //! epoch, atomic checkpoints at every epoch, and bit-identical resume.
 
 pub mod config;
 pub mod eval;
+pub mod hooks;
 pub mod init;
 pub mod inspect;
 pub mod run;
@@ -14,9 +15,10 @@ pub mod variation;
 pub use cim_core::{ComputeDevice, DeviceError};
 pub use config::{ResolvedRun, RunConfig, Uses};
 pub use eval::{EvalResult, evaluate, evaluate_run};
+pub use hooks::TrainingHooks;
 pub use init::StartingPoint;
 pub use inspect::{AdcQualityReport, AdcQualityRow, DEFAULT_INSPECT_BATCHES, inspect_run};
-pub use run::{EpochRecord, RunDir, Summary};
+pub use run::{EpochRecord, RunDir, Summary, without_timing};
 pub use trainer::{TrainOptions, train};
 pub use variation::{VariationReport, variation_study};
 

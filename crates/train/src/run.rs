@@ -39,9 +39,19 @@ pub struct EpochRecord {
     pub wall_seconds: f64,
 }
 
-impl EpochRecord {
-    /// Fields that depend on the machine's speed, not on the computation.
-    pub const TIMING_FIELDS: [&'static str; 3] = ["images_per_sec", "epoch_seconds", "wall_seconds"];
+/// The fields of a run's records (`metrics.jsonl` lines, `summary.json`) that measure the
+/// machine's speed, not the computation.
+pub const TIMING_FIELDS: [&str; 3] = ["images_per_sec", "epoch_seconds", "wall_seconds"];
+
+/// A record of `metrics.jsonl` or `summary.json` without its [`TIMING_FIELDS`]: what two runs
+/// of the same seed on the same machine agree on to the bit.
+pub fn without_timing(mut record: serde_json::Value) -> serde_json::Value {
+    if let Some(fields) = record.as_object_mut() {
+        for f in TIMING_FIELDS {
+            fields.remove(f);
+        }
+    }
+    record
 }
 
 /// The outcome of a run.

@@ -9,11 +9,12 @@ use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::GradientsParams;
 use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
 use cim_core::Encoding;
-use cim_core::memory::{live_bytes, peak_bytes, reset_peak};
+use flex_kernels::memory::{live_bytes, peak_bytes, reset_peak};
 
 use crate::TrainError;
 use crate::config::RunConfig;
-use crate::trainer::{build_model, calibrate_adcs_on, optimizer};
+use crate::hooks::calibrate_adcs_on;
+use crate::trainer::{build_model, optimizer};
 
 /// One network to time.
 #[derive(Debug, Clone)]
@@ -53,7 +54,7 @@ pub struct StepTiming {
     /// Seconds of every measured step, in order.
     pub seconds: Vec<f64>,
     /// Largest growth of the heap during a step (0 unless the process installs
-    /// [`cim_core::memory::TrackingAllocator`]); device memory is not counted.
+    /// [`flex_kernels::memory::TrackingAllocator`]); device memory is not counted.
     pub heap_peak: usize,
 }
 

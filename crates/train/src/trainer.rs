@@ -11,12 +11,13 @@ use burn::optim::momentum::MomentumConfig;
 use burn::optim::{GradientsParams, ModuleOptimizer, OptimizerRecord, SgdConfig};
 use burn::tensor::{Bytes, Device, Int, Tensor, TensorData};
 use cim_core::ComputeDevice;
-use data::{Batch, BatchLoader, DataDir, ImageSet, LoadedData};
+use data::{BatchLoader, DataDir, ImageSet, LoadedData};
 use indicatif::{ProgressBar, ProgressStyle};
 use models::Model;
 
 use crate::config::{ResolvedRun, RunConfig};
 use crate::eval::{batch_loss, evaluate, load_model_record};
+use crate::hooks::TrainingHooks;
 use crate::init::StartingPoint;
 use crate::run::{
     CheckpointState, EpochRecord, FailureRecord, RunDir, Summary, metrics_lines, write_atomic, write_json,
@@ -201,10 +202,6 @@ pub fn train(config: &RunConfig, out: &Path, opts: &TrainOptions) -> Result<Opti
         if epoch == run.stage1_epochs && epoch > 0 && epoch != start {
             optim = optimizer(config); // the fine-tuning stage starts with fresh momentum
         }
-        let calibrate = run.calibrates_at(epoch);
-        for layer in model.cim_layers_mut() {
-            layer.set_adc_enabled(run.adc_enabled(epoch)).map_err(TrainError::Config)?;
-        }
         let loader = || {
             BatchLoader::new(
                 data.train.clone(),
@@ -218,9 +215,7 @@ pub fn train(config: &RunConfig, out: &Path, opts: &TrainOptions) -> Result<Opti
                 epoch,
             )
         };
-        if calibrate {
-            calibrate_adcs(&mut model, loader().take(cim_core::calibration::CALIBRATION_BATCHES), &device);
-        }
+        model.start_epoch(&run, epoch, &loader, &device)?;
         let loader = loader();
         let steps = loader.len();
         bar.set_length(steps as u64);
@@ -233,16 +228,7 @@ pub fn train(config: &RunConfig, out: &Path, opts: &TrainOptions) -> Result<Opti
             let labels = batch.labels.clone();
             let x = Tensor::<4>::from_data(TensorData::new(batch.images, batch.shape), &device);
             let y = Tensor::<1, Int>::from_data(TensorData::new(batch.labels, [b]), &device);
-            if config.train_variation_sigma > 0.0 {
-                // fresh cell noise at every step, a function of (seed, epoch, step, layer)
-                let step_seed = cim_core::variation::cell_seed(config.seed ^ ((epoch as u64) << 32), step);
-                for (i, layer) in model.cim_layers_mut().into_iter().enumerate() {
-                    layer.set_training_variation(
-                        Some(config.train_variation_sigma),
-                        cim_core::variation::cell_seed(step_seed, i),
-                    );
-                }
-            }
+            model.before_step(&run, epoch, step);
             let logits = model.forward(x);
             let loss = loss_fn.forward(logits.clone(), y);
             let host = logits.into_data().convert::<f32>().try_to_vec::<f32>().expect("f32 logits");
@@ -377,28 +363,6 @@ pub fn non_finite_parameter(model: &Model) -> Option<(String, f64)> {
     let mut finder = Finder { path: Vec::new(), found: None };
     model.visit(&mut finder);
     finder.found
-}
-
-/// ADC calibration (DESIGN.md section 3): forward passes over the first training batches of the
-/// stage, in training mode and without cell noise, record every ADC group's partial sums; each
-/// layer then sets its windows from them. The batches are trained on afterwards as usual.
-fn calibrate_adcs(model: &mut Model, batches: impl Iterator<Item = Batch>, device: &Device) {
-    let inputs = batches.map(|batch| Tensor::<4>::from_data(TensorData::new(batch.images, batch.shape), device));
-    calibrate_adcs_on(model, inputs);
-}
-
-/// Sets every ADC window of `model` from forward passes of `inputs` (without cell variation).
-pub(crate) fn calibrate_adcs_on(model: &mut Model, inputs: impl Iterator<Item = Tensor<4>>) {
-    for layer in model.cim_layers_mut() {
-        layer.set_training_variation(None, 0);
-        layer.arm_psum_calibration();
-    }
-    for x in inputs {
-        let _ = model.forward(x);
-    }
-    for layer in model.cim_layers_mut() {
-        layer.finish_psum_calibration();
-    }
 }
 
 fn save_checkpoint(

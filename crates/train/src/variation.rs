@@ -1,4 +1,4 @@
-//! Monte-Carlo robustness to memory-cell variation (DESIGN.md section 5): every simulated chip
+//! Monte-Carlo robustness to memory-cell variation (docs/SPEC.md section 3): every simulated chip
 //! draws a log-normal conductance multiplier for every cell of every CIM layer, fixed for the
 //! whole evaluation; the trained parameters are never touched.
 

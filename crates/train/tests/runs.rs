@@ -4,7 +4,7 @@ use std::path::Path;
 
 mod common;
 
-use common::metrics_without_timing;
+use common::{metrics_without_timing, summary_without_timing};
 use data::DataDir;
 use serde_json::Value;
 use train::{ComputeDevice, RunConfig, TrainError, TrainOptions};
@@ -29,14 +29,6 @@ fn options(data: &Path, stop_after: Option<usize>) -> TrainOptions {
         device: ComputeDevice::Cpu,
         init_from: None,
     }
-}
-
-fn summary_without_timing(run: &Path) -> Value {
-    let mut v: Value = serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap();
-    for f in ["wall_seconds", "images_per_sec"] {
-        v.as_object_mut().unwrap().remove(f);
-    }
-    v
 }
 
 #[test]

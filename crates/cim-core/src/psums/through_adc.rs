@@ -21,15 +21,15 @@ use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, Backend, Flex, backend_extension};
 use burn::tensor::{DType, Tensor, TensorData};
 
-use super::{
-    PsumGrad, digit_planes_host, grouped_psums_of_weight_codes, psums_forward, psums_of_weight_codes_backward, shape3,
-    slicing_of, weight_code_dims,
+use super::flex::{
+    PsumGrad, digit_planes_host, psums_forward, psums_of_weight_codes_backward, shape3, weight_code_dims,
 };
-use crate::adc::{AdcChannels, AdcImageBackward, AdcOps, PsumValues, adc_accumulate};
-use crate::config::Encoding;
-use crate::im2col::ConvGeometry;
-use crate::kernels::{AutodiffTensor, backward_with, f32_slice, flex_tensor, fused_available, tracked_keeping};
+use super::{WeightCodePass, grouped_psums_of_weight_codes};
+use crate::adc::{AdcChannelTensors, AdcChannels, AdcImageBackward, AdcOps, PsumValues, adc_accumulate};
 use crate::slicing::BitSlicing;
+use flex_kernels::autodiff::{AutodiffTensor, backward_with, tracked_keeping};
+use flex_kernels::host::{f32_slice, flex_tensor, fused_available};
+use flex_kernels::im2col::ConvGeometry;
 
 /// The fused pass as a backend extension (Flex, and autodiff over it).
 #[backend_extension(Flex, Autodiff)]
@@ -38,43 +38,24 @@ pub trait PsumsThroughAdcOps: Backend {
     /// [B, C_in, H, W] and weight codes [G, C_out, R] (as
     /// [`super::PsumOps::cim_psums_of_weight_codes`] gives them), and those partial sums as the
     /// backward takes them (f32, or i16 where that is exact).
-    #[allow(clippy::too_many_arguments, clippy::type_complexity)]
     fn psums_through_adc(
         codes: FloatTensor<Self>,
         weight_codes: FloatTensor<Self>,
-        step: FloatTensor<Self>,
-        offset: FloatTensor<Self>,
-        coef: FloatTensor<Self>,
-        low: FloatTensor<Self>,
-        high: FloatTensor<Self>,
-        kernel: usize,
-        stride: usize,
-        padding: usize,
-        weight_bits: u32,
-        cell_bits: u32,
-        differential: bool,
+        #[extension_type] adc: AdcChannelTensors<Self>,
+        pass: WeightCodePass,
         out_channels: usize,
     ) -> (FloatTensor<Self>, FloatTensor<Self>);
 
     /// Gradients with respect to the codes, the weight codes, the steps, the offsets and the
     /// coefficients, given the partial sums the forward kept.
-    #[allow(clippy::type_complexity, clippy::too_many_arguments)]
+    #[allow(clippy::type_complexity)]
     fn psums_through_adc_backward(
         grad: FloatTensor<Self>,
         codes: FloatTensor<Self>,
         weight_codes: FloatTensor<Self>,
         psums: FloatTensor<Self>,
-        step: FloatTensor<Self>,
-        offset: FloatTensor<Self>,
-        coef: FloatTensor<Self>,
-        low: FloatTensor<Self>,
-        high: FloatTensor<Self>,
-        kernel: usize,
-        stride: usize,
-        padding: usize,
-        weight_bits: u32,
-        cell_bits: u32,
-        differential: bool,
+        #[extension_type] adc: AdcChannelTensors<Self>,
+        pass: WeightCodePass,
         out_channels: usize,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
 }
@@ -83,35 +64,26 @@ impl PsumsThroughAdcOps for Flex {
     fn psums_through_adc(
         codes: FlexTensor,
         weight_codes: FlexTensor,
-        step: FlexTensor,
-        offset: FlexTensor,
-        coef: FlexTensor,
-        low: FlexTensor,
-        high: FlexTensor,
-        kernel: usize,
-        stride: usize,
-        padding: usize,
-        weight_bits: u32,
-        cell_bits: u32,
-        differential: bool,
+        adc: AdcChannelTensors<Flex>,
+        pass: WeightCodePass,
         out_channels: usize,
     ) -> (FlexTensor, FlexTensor) {
-        let sl = slicing_of(weight_bits, cell_bits, differential);
-        let d = weight_code_dims(&codes, &weight_codes, &sl, ConvGeometry { kernel, stride, padding });
+        let sl = pass.slicing;
+        let d = weight_code_dims(&codes, &weight_codes, &sl, pass.geo);
         let planes = digit_planes_host(&f32_slice(&weight_codes), &sl, shape3(&weight_codes));
         let a = f32_slice(&codes);
         let psum_shape = vec![d.groups * d.planes, d.batch, d.ho, d.wo];
         #[cfg(target_arch = "x86_64")]
         {
-            let channels = [&step, &offset, &coef, &low, &high].map(f32_slice);
-            let adc = super::vnni::AdcEpilogue::new(channels.each_ref().map(|c| &c[..]), out_channels);
-            if let Some((y, psums)) = super::vnni::forward_through_adc(&a, &planes, d, &adc) {
+            let channels = adc.host();
+            let epilogue = super::vnni::AdcEpilogue::new(channels.each_ref().map(|c| &c[..]), out_channels);
+            if let Some((y, psums)) = super::vnni::forward_through_adc(&a, &planes, d, &epilogue) {
                 let y = flex_tensor(y, vec![d.batch, out_channels, d.ho, d.wo]);
                 return (y, FlexTensor::from_data(TensorData::new(psums, psum_shape)));
             }
         }
         let psums = flex_tensor(psums_forward(&a, &planes, d), psum_shape);
-        (Flex::adc_accumulate(psums.clone(), step, offset, coef, low, high, out_channels), psums)
+        (Flex::adc_accumulate(psums.clone(), adc, out_channels), psums)
     }
 
     fn psums_through_adc_backward(
@@ -119,21 +91,12 @@ impl PsumsThroughAdcOps for Flex {
         codes: FlexTensor,
         weight_codes: FlexTensor,
         psums: FlexTensor,
-        step: FlexTensor,
-        offset: FlexTensor,
-        coef: FlexTensor,
-        low: FlexTensor,
-        high: FlexTensor,
-        kernel: usize,
-        stride: usize,
-        padding: usize,
-        weight_bits: u32,
-        cell_bits: u32,
-        differential: bool,
+        adc: AdcChannelTensors<Flex>,
+        pass: WeightCodePass,
         out_channels: usize,
     ) -> (FlexTensor, FlexTensor, FlexTensor, FlexTensor, FlexTensor) {
-        let sl = slicing_of(weight_bits, cell_bits, differential);
-        let d = weight_code_dims(&codes, &weight_codes, &sl, ConvGeometry { kernel, stride, padding });
+        let sl = pass.slicing;
+        let d = weight_code_dims(&codes, &weight_codes, &sl, pass.geo);
         let gy = f32_slice(&grad);
         let floats;
         let p = match psums.as_slice::<i16>() {
@@ -143,7 +106,7 @@ impl PsumsThroughAdcOps for Flex {
                 PsumValues::F32(&floats)
             }
         };
-        let channels = [&step, &offset, &coef, &low, &high].map(f32_slice);
+        let channels = adc.host();
         let adc =
             AdcImageBackward::new(&gy, p, channels.each_ref().map(|c| &c[..]), out_channels, d.batch, d.ho * d.wo);
         let (grad_codes, grad_q, sums) =
@@ -160,45 +123,19 @@ impl PsumsThroughAdcOps for Flex {
     }
 }
 
-/// The non-tensor arguments of one call.
-#[derive(Debug, Clone, Copy)]
-struct Args {
-    geo: ConvGeometry,
-    weight_bits: u32,
-    cell_bits: u32,
-    differential: bool,
-    out_channels: usize,
-}
-
 #[derive(Debug)]
 struct PsumsThroughAdcBackward;
 
 impl<B: Backend + PsumsThroughAdcOps> Backward<B, 7> for PsumsThroughAdcBackward {
     /// (codes, weight codes, step, offset, coef, low, high): the last two constants; and the
-    /// partial sums the forward kept.
-    type State = ([NodeId; 7], (Args, FloatTensor<B>));
+    /// call's pass, C_out and the partial sums the forward kept.
+    type State = ([NodeId; 7], (WeightCodePass, usize, FloatTensor<B>));
 
     fn backward(self, ops: Ops<Self::State, 7>, grads: &mut Gradients, checkpointer: &mut Checkpointer) {
-        backward_with::<B, _, 7, 5>(ops, grads, checkpointer, |grad, [a, q, s, z, c, lo, hi], (args, p)| {
-            let ConvGeometry { kernel, stride, padding } = args.geo;
-            let (ga, gq, gs, gz, gc) = B::psums_through_adc_backward(
-                grad,
-                a,
-                q,
-                p,
-                s,
-                z,
-                c,
-                lo,
-                hi,
-                kernel,
-                stride,
-                padding,
-                args.weight_bits,
-                args.cell_bits,
-                args.differential,
-                args.out_channels,
-            );
+        backward_with::<B, _, 7, 5>(ops, grads, checkpointer, |grad, [a, q, step, offset, coef, low, high], state| {
+            let (pass, out_channels, p) = state;
+            let adc = AdcChannelTensors { step, offset, coef, low, high };
+            let (ga, gq, gs, gz, gc) = B::psums_through_adc_backward(grad, a, q, p, adc, pass, out_channels);
             [ga, gq, gs, gz, gc]
         });
     }
@@ -208,41 +145,17 @@ impl<B: Backend + PsumsThroughAdcOps, C: CheckpointStrategy> PsumsThroughAdcOps 
     fn psums_through_adc(
         codes: AutodiffTensor<B, C>,
         weight_codes: AutodiffTensor<B, C>,
-        step: AutodiffTensor<B, C>,
-        offset: AutodiffTensor<B, C>,
-        coef: AutodiffTensor<B, C>,
-        low: AutodiffTensor<B, C>,
-        high: AutodiffTensor<B, C>,
-        kernel: usize,
-        stride: usize,
-        padding: usize,
-        weight_bits: u32,
-        cell_bits: u32,
-        differential: bool,
+        adc: AdcChannelTensors<Self>,
+        pass: WeightCodePass,
         out_channels: usize,
     ) -> (AutodiffTensor<B, C>, AutodiffTensor<B, C>) {
-        let geo = ConvGeometry { kernel, stride, padding };
-        let args = Args { geo, weight_bits, cell_bits, differential, out_channels };
+        let AdcChannelTensors { step, offset, coef, low, high } = adc;
         let inputs = [codes, weight_codes, step, offset, coef, low, high];
-        let run = |[a, q, s, z, c, lo, hi]: [FloatTensor<B>; 7]| {
-            B::psums_through_adc(
-                a,
-                q,
-                s,
-                z,
-                c,
-                lo,
-                hi,
-                kernel,
-                stride,
-                padding,
-                weight_bits,
-                cell_bits,
-                differential,
-                out_channels,
-            )
+        let run = |[a, q, step, offset, coef, low, high]: [FloatTensor<B>; 7]| {
+            B::psums_through_adc(a, q, AdcChannelTensors { step, offset, coef, low, high }, pass, out_channels)
         };
-        let (y, psums) = tracked_keeping::<B, C, _, _, _, 7>(PsumsThroughAdcBackward, inputs, run, |p| (args, p));
+        let (y, psums) =
+            tracked_keeping::<B, C, _, _, _, 7>(PsumsThroughAdcBackward, inputs, run, |p| (pass, out_channels, p));
         (y, AutodiffTensor::<B, C>::new(psums))
     }
 
@@ -251,17 +164,8 @@ impl<B: Backend + PsumsThroughAdcOps, C: CheckpointStrategy> PsumsThroughAdcOps 
         codes: AutodiffTensor<B, C>,
         weight_codes: AutodiffTensor<B, C>,
         psums: AutodiffTensor<B, C>,
-        step: AutodiffTensor<B, C>,
-        offset: AutodiffTensor<B, C>,
-        coef: AutodiffTensor<B, C>,
-        low: AutodiffTensor<B, C>,
-        high: AutodiffTensor<B, C>,
-        kernel: usize,
-        stride: usize,
-        padding: usize,
-        weight_bits: u32,
-        cell_bits: u32,
-        differential: bool,
+        adc: AdcChannelTensors<Self>,
+        pass: WeightCodePass,
         out_channels: usize,
     ) -> (AutodiffTensor<B, C>, AutodiffTensor<B, C>, AutodiffTensor<B, C>, AutodiffTensor<B, C>, AutodiffTensor<B, C>)
     {
@@ -271,17 +175,8 @@ impl<B: Backend + PsumsThroughAdcOps, C: CheckpointStrategy> PsumsThroughAdcOps 
             codes.into_primitive(),
             weight_codes.into_primitive(),
             psums.into_primitive(),
-            step.into_primitive(),
-            offset.into_primitive(),
-            coef.into_primitive(),
-            low.into_primitive(),
-            high.into_primitive(),
-            kernel,
-            stride,
-            padding,
-            weight_bits,
-            cell_bits,
-            differential,
+            AdcChannelTensors::from_array(adc.into_array().map(|t| t.into_primitive())),
+            pass,
             out_channels,
         );
         let wrap = AutodiffTensor::<B, C>::new;
@@ -305,17 +200,8 @@ pub fn psums_through_adc(
     let (y, _kept_for_the_backward) = <burn::backend::Dispatch as PsumsThroughAdcOps>::psums_through_adc(
         codes.into_dispatch(),
         weight_codes.into_dispatch(),
-        ch.step.into_dispatch(),
-        ch.offset.into_dispatch(),
-        ch.coef.into_dispatch(),
-        ch.low.into_dispatch(),
-        ch.high.into_dispatch(),
-        geo.kernel,
-        geo.stride,
-        geo.padding,
-        slicing.weight_bits,
-        slicing.cell_bits,
-        slicing.encoding == Encoding::Differential,
+        ch.into_dispatch(),
+        WeightCodePass { geo, slicing: *slicing },
         out_channels,
     );
     Tensor::from_dispatch(y)
@@ -338,6 +224,7 @@ mod tests {
     use burn::tensor::Device;
 
     use super::*;
+    use crate::config::Encoding;
     use crate::{assert_close, test_flat};
 
     /// The one op against the partial-sum pass followed by the ADC pass: the same output bit for
@@ -411,7 +298,7 @@ mod tests {
             let fused = results.pop().unwrap();
             assert_eq!(fused[0], reference[0], "case {seed}: the forward is the ADC pass itself");
             for (i, what) in ["d/dcodes", "d/dq", "d/dstep", "d/doffset", "d/dcoef"].iter().enumerate() {
-                assert_close(&fused[i + 1], &reference[i + 1], 1e-5, 1e-3, &format!("case {seed} {what}"));
+                assert_close(&format!("case {seed} {what}"), &fused[i + 1], &reference[i + 1], 1e-5, 1e-3);
             }
             assert!(reference[4].iter().any(|&g| g != 0.0), "case {seed}: some values clip");
         }

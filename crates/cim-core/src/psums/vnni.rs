@@ -18,8 +18,8 @@ use std::arch::x86_64::*;
 
 use rayon::prelude::*;
 
-use super::Dims;
-use crate::kernels::written_by;
+use super::flex::Dims;
+use flex_kernels::host::written_by;
 
 /// Output pixels per zmm register (i32 lanes).
 const LANES: usize = 16;
@@ -324,7 +324,7 @@ unsafe fn store(
     pixels: usize,
     outputs: &mut [f32],
 ) {
-    // 1.5 * 2^23: round half to even as crate::kernels::round_half_even does
+    // 1.5 * 2^23: round half to even as flex_kernels::host::round_half_even does
     let magic = _mm512_set1_ps(12_582_912.0);
     for (m, acc_m) in acc.iter().enumerate().take(at.planes) {
         let channel = at.channel + m;

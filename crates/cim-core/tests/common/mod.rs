@@ -1,5 +1,5 @@
 //! Test-only helpers: a naive CIM simulator that walks the arrays one by one, written from
-//! DESIGN.md section 3 with plain loops and integers, and a reader for the golden-case format.
+//! docs/SPEC.md section 1 with plain loops and integers, and a reader for the golden-case format.
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};

@@ -22,8 +22,9 @@ use burn::tensor::Tensor;
 use burn::tensor::ops::ConvOptions;
 use rayon::prelude::*;
 
+use crate::autodiff::{AutodiffTensor, backward_with, tracked};
+use crate::host::{f32_slice, flex_tensor, fused_available, zeros};
 use crate::im2col::{ConvGeometry, PlaneShape, Write, matmul};
-use crate::kernels::{AutodiffTensor, backward_with, f32_slice, flex_tensor, fused_available, tracked, zeros};
 
 /// Images per partial weight gradient: the chunks, not the threads, fix the summation order.
 const IMAGES_PER_CHUNK: usize = 8;
@@ -238,7 +239,7 @@ pub fn conv2d_reference(x: Tensor<4>, weight: Tensor<4>, stride: usize, padding:
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{assert_close, test_flat};
+    use crate::testing::{assert_close, test_flat, test_tensor, test_values};
     use burn::tensor::Device;
 
     /// Forward, dL/dx and dL/dweights against burn's conv2d, for the geometries of the models
@@ -259,11 +260,11 @@ mod tests {
         .enumerate()
         {
             let seed = seed as u64;
-            let x = crate::test_tensor([b, c, h, w], -1.0..1.0, 10 + seed, &device).require_grad();
-            let weight = crate::test_tensor([oc, c, k, k], -1.0..1.0, 20 + seed, &device).require_grad();
+            let x = test_tensor([b, c, h, w], -1.0..1.0, 10 + seed, &device).require_grad();
+            let weight = test_tensor([oc, c, k, k], -1.0..1.0, 20 + seed, &device).require_grad();
             let ho = (h + 2 * p - k) / s + 1;
             let wo = (w + 2 * p - k) / s + 1;
-            let probe = crate::test_tensor([b, oc, ho, wo], -1.0..1.0, 30 + seed, &device);
+            let probe = test_tensor([b, oc, ho, wo], -1.0..1.0, 30 + seed, &device);
             let run = |f: fn(Tensor<4>, Tensor<4>, usize, usize) -> Tensor<4>| {
                 let (x, weight) = (x.clone(), weight.clone());
                 let out = f(x.clone(), weight.clone(), s, p);
@@ -272,9 +273,9 @@ mod tests {
             };
             let (fast, reference) = (run(conv2d), run(conv2d_reference));
             let case = format!("case {seed}");
-            assert_close(&fast.0, &reference.0, 1e-5, 1.0, &format!("{case} output"));
-            assert_close(&fast.1, &reference.1, 1e-5, 1.0, &format!("{case} dL/dx"));
-            assert_close(&fast.2, &reference.2, 1e-5, 1.0, &format!("{case} dL/dweights"));
+            assert_close(&format!("{case} output"), &fast.0, &reference.0, 1e-5, 1.0);
+            assert_close(&format!("{case} dL/dx"), &fast.1, &reference.1, 1e-5, 1.0);
+            assert_close(&format!("{case} dL/dweights"), &fast.2, &reference.2, 1e-5, 1.0);
         }
     }
 
@@ -283,7 +284,7 @@ mod tests {
     fn the_backward_does_not_depend_on_the_thread_count() {
         let geo = ConvGeometry { kernel: 3, stride: 1, padding: 1 };
         let d = Dims { batch: 19, channels: 4, out_channels: 5, plane: PlaneShape::new(6, 6, geo) };
-        let values = |len, seed| crate::test_values(len, -1.0..1.0, seed);
+        let values = |len, seed| test_values(len, -1.0..1.0, seed);
         let x = values(d.batch * d.image_len(), 1);
         let weight = values(d.out_channels * d.rows(), 2);
         let grad = values(d.batch * d.out_len(), 3);

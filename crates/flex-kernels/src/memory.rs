@@ -1,7 +1,7 @@
 //! Heap accounting for benchmarks: a global allocator wrapper that tracks live and peak bytes.
 //!
 //! A bench binary installs it with
-//! `#[global_allocator] static ALLOC: cim_core::memory::TrackingAllocator = cim_core::memory::TrackingAllocator;`
+//! `#[global_allocator] static ALLOC: flex_kernels::memory::TrackingAllocator = flex_kernels::memory::TrackingAllocator;`
 //! and reads [`peak_bytes`] after [`reset_peak`].
 
 use std::alloc::{GlobalAlloc, Layout, System};

@@ -21,7 +21,8 @@ use burn::tensor::Tensor;
 use burn::tensor::activation::relu;
 use rayon::prelude::*;
 
-use crate::kernels::{AutodiffTensor, backward_with, f32_slice, flex_tensor, fused_available, tracked, zeros};
+use crate::autodiff::{AutodiffTensor, backward_with, tracked};
+use crate::host::{f32_slice, flex_tensor, fused_available, zeros};
 
 /// Batch norm (training mode) with an optional ReLU, as a backend extension (Flex, and autodiff
 /// over it).
@@ -127,18 +128,15 @@ fn passed(g: f32, y: f32, relu: bool) -> f32 {
     if !relu || y > 0.0 { g } else { 0.0 }
 }
 
-#[allow(clippy::too_many_arguments)]
+/// The backward given the forward's per-channel `maps` ([`affine`]) and batch `stats`.
 fn backward(
     grad: &[f32],
     x: &[f32],
-    gamma: &[f32],
-    beta: &[f32],
+    maps: &[(f32, f32, f32)],
     stats: &[f32],
-    epsilon: f64,
     relu: bool,
     d: Dims,
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
-    let maps = affine(gamma, beta, stats, epsilon);
     // per channel: sum of g (dL/dbeta) and of g * x_hat (dL/dgamma), g the gradient past the ReLU
     let sums: Vec<(f64, f64)> = (0..d.channels)
         .into_par_iter()
@@ -205,7 +203,8 @@ impl BatchNormOps for Flex {
     ) -> (FlexTensor, FlexTensor, FlexTensor) {
         let d = Dims::new(&x);
         let (g, b, s) = (f32_slice(&gamma), f32_slice(&beta), f32_slice(&stats));
-        let (gx, gg, gb) = backward(&f32_slice(&grad), &f32_slice(&x), &g, &b, &s, epsilon, relu, d);
+        let maps = affine(&g, &b, &s, epsilon);
+        let (gx, gg, gb) = backward(&f32_slice(&grad), &f32_slice(&x), &maps, &s, relu, d);
         (
             flex_tensor(gx, x.layout().shape().to_vec()),
             flex_tensor(gg, vec![d.channels]),
@@ -316,7 +315,7 @@ pub fn batch_norm_reference(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{assert_close, test_flat};
+    use crate::testing::{assert_close, test_flat, test_tensor, test_values};
     use burn::tensor::Device;
 
     /// Output, statistics and the gradients of x, gamma and beta against burn's batch norm (and
@@ -328,11 +327,10 @@ mod tests {
             [(4, 3, 5, 5, true), (7, 5, 4, 3, false), (1, 2, 6, 6, true)].into_iter().enumerate()
         {
             let seed = seed as u64;
-            let x =
-                (crate::test_tensor([b, c, h, w], -1.0..1.0, 40 + seed, &device) * 3.0 + 0.5).detach().require_grad();
-            let gamma = crate::test_tensor([c], 0.5..1.5, 50 + seed, &device).require_grad();
-            let beta = crate::test_tensor([c], -0.5..0.5, 60 + seed, &device).require_grad();
-            let probe = crate::test_tensor([b, c, h, w], -1.0..1.0, 70 + seed, &device);
+            let x = (test_tensor([b, c, h, w], -1.0..1.0, 40 + seed, &device) * 3.0 + 0.5).detach().require_grad();
+            let gamma = test_tensor([c], 0.5..1.5, 50 + seed, &device).require_grad();
+            let beta = test_tensor([c], -0.5..0.5, 60 + seed, &device).require_grad();
+            let probe = test_tensor([b, c, h, w], -1.0..1.0, 70 + seed, &device);
             let run = |f: fn(Tensor<4>, Tensor<1>, Tensor<1>, f64, bool) -> BatchNormOutput| {
                 let r = f(x.clone(), gamma.clone(), beta.clone(), 1e-5, act);
                 let grads = (r.output.clone() * probe.clone()).sum().backward();
@@ -348,7 +346,7 @@ mod tests {
             };
             let (fast, reference) = (run(batch_norm_train), run(batch_norm_reference));
             for (i, what) in ["output", "mean", "variance", "dL/dx", "dL/dgamma", "dL/dbeta"].iter().enumerate() {
-                assert_close(&fast[i], &reference[i], 2e-5, 1.0, &format!("case {seed} {what}"));
+                assert_close(&format!("case {seed} {what}"), &fast[i], &reference[i], 2e-5, 1.0);
             }
         }
     }
@@ -357,7 +355,7 @@ mod tests {
     #[test]
     fn does_not_depend_on_the_thread_count() {
         let d = Dims { batch: 9, channels: 3, plane: 20 };
-        let values = |len, seed| crate::test_values(len, -1.0..1.0, seed);
+        let values = |len, seed| test_values(len, -1.0..1.0, seed);
         let (x, grad) = (values(9 * 3 * 20, 1), values(9 * 3 * 20, 2));
         let (gamma, beta) = (values(3, 3), values(3, 4));
         let run = |threads| {
@@ -365,7 +363,8 @@ mod tests {
             pool.install(|| {
                 let s = stats(&x, d);
                 let s: Vec<f32> = s.iter().map(|v| v.0).chain(s.iter().map(|v| v.1)).collect();
-                (forward(&x, &gamma, &beta, &s, 1e-5, true, d), backward(&grad, &x, &gamma, &beta, &s, 1e-5, true, d))
+                let maps = affine(&gamma, &beta, &s, 1e-5);
+                (forward(&x, &gamma, &beta, &s, 1e-5, true, d), backward(&grad, &x, &maps, &s, true, d))
             })
         };
         assert_eq!(run(1), run(3));

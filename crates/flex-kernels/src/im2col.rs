@@ -1,5 +1,5 @@
-//! Convolution as matrix products on host slices, shared by the partial-sum pass ([`crate::psums`])
-//! and the floating-point convolution ([`crate::float_conv`]): the geometry, one im2col row and its
+//! Convolution as matrix products on host slices, shared by the floating-point convolution
+//! ([`crate::float_conv`]) and the CIM partial-sum pass (`cim_core::psums`): the geometry, one im2col row and its
 //! adjoint (col2im), and the matrix product.
 
 use std::ops::Range;
@@ -23,7 +23,7 @@ impl ConvGeometry {
 
     /// The output positions `o` whose input coordinate `o * stride + offset - padding` lies in
     /// [0, size): a contiguous range, so the loops below need no per-pixel bounds checks.
-    pub(crate) fn valid_outputs(&self, out_size: usize, size: usize, offset: usize) -> Range<usize> {
+    pub fn valid_outputs(&self, out_size: usize, size: usize, offset: usize) -> Range<usize> {
         let (s, p) = (self.stride as isize, self.padding as isize);
         let shift = offset as isize - p; // input = o * s + shift
         let lo = if shift >= 0 { 0 } else { (-shift + s - 1) / s };
@@ -34,7 +34,7 @@ impl ConvGeometry {
 
 /// One input plane [H, W] against its output plane [H', W'].
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct PlaneShape {
+pub struct PlaneShape {
     pub h: usize,
     pub w: usize,
     pub ho: usize,
@@ -43,18 +43,18 @@ pub(crate) struct PlaneShape {
 }
 
 impl PlaneShape {
-    pub(crate) fn new(h: usize, w: usize, geo: ConvGeometry) -> Self {
+    pub fn new(h: usize, w: usize, geo: ConvGeometry) -> Self {
         Self { h, w, ho: geo.out_size(h), wo: geo.out_size(w), geo }
     }
 
     /// Output pixels of one plane.
-    pub(crate) fn out_pixels(&self) -> usize {
+    pub fn out_pixels(&self) -> usize {
         self.ho * self.wo
     }
 
     /// One im2col row: the values of `plane` [H, W] that kernel tap (kh, kw) meets at every output
     /// pixel, into `out` [H' * W'] (zeros where it meets the padding); every entry is written.
-    pub(crate) fn im2col_row(&self, plane: &[f32], kh: usize, kw: usize, out: &mut [f32]) {
+    pub fn im2col_row(&self, plane: &[f32], kh: usize, kw: usize, out: &mut [f32]) {
         let (stride, pad) = (self.geo.stride, self.geo.padding);
         let rows = self.geo.valid_outputs(self.ho, self.h, kh);
         let xs = self.geo.valid_outputs(self.wo, self.w, kw);
@@ -79,7 +79,7 @@ impl PlaneShape {
 
     /// The adjoint of [`Self::im2col_row`]: adds every entry of `src` [H' * W'] onto the pixel of
     /// `plane` [H, W] it was read from.
-    pub(crate) fn col2im_row(&self, src: &[f32], kh: usize, kw: usize, plane: &mut [f32]) {
+    pub fn col2im_row(&self, src: &[f32], kh: usize, kw: usize, plane: &mut [f32]) {
         let (stride, pad) = (self.geo.stride, self.geo.padding);
         let xs = self.geo.valid_outputs(self.wo, self.w, kw);
         let x0 = xs.start * stride + kw - pad;
@@ -99,7 +99,7 @@ impl PlaneShape {
     }
 
     /// im2col of one image [C, H, W] into `cols` [C * k * k, H' * W'] (rows (channel, kh, kw)).
-    pub(crate) fn im2col_image(&self, image: &[f32], channels: usize, cols: &mut [f32]) {
+    pub fn im2col_image(&self, image: &[f32], channels: usize, cols: &mut [f32]) {
         let (k, n) = (self.geo.kernel, self.out_pixels());
         for (row, out) in cols[..channels * k * k * n].chunks_exact_mut(n).enumerate() {
             let (c, kh, kw) = (row / (k * k), row / k % k, row % k);
@@ -108,7 +108,7 @@ impl PlaneShape {
     }
 
     /// col2im of one image: adds `cols` [C * k * k, H' * W'] onto `image` [C, H, W].
-    pub(crate) fn col2im_image(&self, cols: &[f32], channels: usize, image: &mut [f32]) {
+    pub fn col2im_image(&self, cols: &[f32], channels: usize, image: &mut [f32]) {
         let (k, n) = (self.geo.kernel, self.out_pixels());
         for (row, src) in cols[..channels * k * k * n].chunks_exact(n).enumerate() {
             let (c, kh, kw) = (row / (k * k), row / k % k, row % k);
@@ -119,7 +119,7 @@ impl PlaneShape {
 
 /// Whether a product overwrites its destination or adds to it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Write {
+pub enum Write {
     Over,
     Add,
 }
@@ -127,8 +127,7 @@ pub(crate) enum Write {
 /// dst[m, n] (=|+=) lhs[m, k] * rhs[k, n], each operand given by (slice, row stride, column stride);
 /// dst is row-major with row stride `dst_rs` (>= n). `threads` splits the product over rayon;
 /// the sums run in the same order either way.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn matmul(
+pub fn matmul(
     m: usize,
     n: usize,
     k: usize,
