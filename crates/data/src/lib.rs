@@ -17,7 +17,7 @@ use std::path::PathBuf;
 
 pub use imageset::ImageSet;
 pub use manifest::{Manifest, builtin, find_manifest};
-pub use pipeline::{Augment, Batch, BatchLoader, Normalize};
+pub use pipeline::{Augment, Batch, BatchLoader, EpochBatches, Normalize};
 pub use source::{LoadedData, load_dataset};
 pub use store::{DataDir, FileStatus};
 

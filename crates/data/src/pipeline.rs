@@ -111,17 +111,40 @@ fn prepare_image(
     }
 }
 
+/// How the batches of one epoch are cut and prepared.
+#[derive(Debug, Clone)]
+pub struct EpochBatches {
+    /// Images per batch.
+    pub batch_size: usize,
+    /// Shuffle the images by (seed, epoch); else keep the order given.
+    pub shuffle: bool,
+    /// Drop a final partial batch (training); evaluation keeps it.
+    pub drop_last: bool,
+    /// Random crop and flip, drawn per image from (seed, epoch, position).
+    pub augment: Option<Augment>,
+    /// Per-channel normalization.
+    pub norm: Normalize,
+    /// The run's seed.
+    pub seed: u64,
+    /// The epoch (0-based).
+    pub epoch: usize,
+}
+
+impl EpochBatches {
+    /// A training epoch: shuffled, augmented as the data set says, the last partial batch dropped.
+    pub fn training(batch_size: usize, augment: Option<Augment>, norm: Normalize, seed: u64, epoch: usize) -> Self {
+        Self { batch_size, shuffle: true, drop_last: true, augment, norm, seed, epoch }
+    }
+
+    /// Every image once, in the order given, as it is (evaluation, inspection).
+    pub fn in_order(batch_size: usize, norm: Normalize) -> Self {
+        Self { batch_size, shuffle: false, drop_last: false, augment: None, norm, seed: 0, epoch: 0 }
+    }
+}
+
 /// Builds batch `b` of an epoch order, images prepared in parallel.
-pub fn make_batch(
-    set: &ImageSet,
-    order: &[usize],
-    batch_size: usize,
-    b: usize,
-    augment: Option<Augment>,
-    norm: &Normalize,
-    seed: u64,
-    epoch: usize,
-) -> Batch {
+pub fn make_batch(set: &ImageSet, order: &[usize], b: usize, plan: &EpochBatches) -> Batch {
+    let EpochBatches { batch_size, augment, ref norm, seed, epoch, .. } = *plan;
     let items = &order[b * batch_size..((b + 1) * batch_size).min(order.len())];
     let n = set.image_len();
     let mut images = vec![0f32; items.len() * n];
@@ -151,27 +174,15 @@ pub struct BatchLoader {
 }
 
 impl BatchLoader {
-    /// Starts preparing the batches of `epoch` over `indices` of `set`. `drop_last` drops a
-    /// final partial batch (training); evaluation keeps it.
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        set: Arc<ImageSet>,
-        indices: &[usize],
-        batch_size: usize,
-        shuffle: bool,
-        drop_last: bool,
-        augment: Option<Augment>,
-        norm: Normalize,
-        seed: u64,
-        epoch: usize,
-    ) -> Self {
-        assert!(batch_size > 0, "batch size must be positive");
-        let order = epoch_order(indices, seed, epoch, shuffle);
-        let len = if drop_last { order.len() / batch_size } else { order.len().div_ceil(batch_size) };
+    /// Starts preparing the batches of one epoch over `indices` of `set`, as `plan` cuts them.
+    pub fn new(set: Arc<ImageSet>, indices: &[usize], plan: EpochBatches) -> Self {
+        assert!(plan.batch_size > 0, "batch size must be positive");
+        let order = epoch_order(indices, plan.seed, plan.epoch, plan.shuffle);
+        let len = if plan.drop_last { order.len() / plan.batch_size } else { order.len().div_ceil(plan.batch_size) };
         let (tx, rx) = sync_channel(2);
         let worker = std::thread::spawn(move || {
             for b in 0..len {
-                let batch = make_batch(&set, &order, batch_size, b, augment, &norm, seed, epoch);
+                let batch = make_batch(&set, &order, b, &plan);
                 if tx.send(batch).is_err() {
                     return; // the consumer stopped early
                 }
@@ -228,8 +239,8 @@ mod tests {
         let norm = Normalize { mean: vec![0.0], std: vec![1.0] };
         let aug = Some(Augment { pad: 1, flip: true });
         let run = |seed, epoch| -> Vec<Batch> {
-            BatchLoader::new(set.clone(), &(0..8).collect::<Vec<_>>(), 3, true, false, aug, norm.clone(), seed, epoch)
-                .collect()
+            let plan = EpochBatches { drop_last: false, ..EpochBatches::training(3, aug, norm.clone(), seed, epoch) };
+            BatchLoader::new(set.clone(), &(0..8).collect::<Vec<_>>(), plan).collect()
         };
         let a = run(5, 0);
         assert_eq!(a, run(5, 0));
@@ -240,7 +251,8 @@ mod tests {
         labels.sort();
         assert_eq!(labels, vec![0, 0, 0, 0, 1, 1, 1, 1]);
         let dropped: Vec<Batch> =
-            BatchLoader::new(set.clone(), &(0..8).collect::<Vec<_>>(), 3, true, true, None, norm, 5, 0).collect();
+            BatchLoader::new(set.clone(), &(0..8).collect::<Vec<_>>(), EpochBatches::training(3, None, norm, 5, 0))
+                .collect();
         assert_eq!(dropped.len(), 2);
     }
 
@@ -248,7 +260,7 @@ mod tests {
     fn normalization_and_identity_transform() {
         let set = toy();
         let norm = Normalize { mean: vec![0.5], std: vec![0.25] };
-        let b = make_batch(&set, &[1], 1, 0, None, &norm, 0, 0);
+        let b = make_batch(&set, &[1], 0, &EpochBatches::in_order(1, norm.clone()));
         let expected: Vec<f32> = set.image(1).iter().map(|&p| (p as f32 / 255.0 - 0.5) / 0.25).collect();
         for (x, y) in b.images.iter().zip(&expected) {
             assert!((x - y).abs() < 1e-5);

@@ -8,7 +8,7 @@ use burn::module::Module;
 use burn::store::ModuleRecord;
 use burn::tensor::{Bytes, Device, Tensor, TensorData};
 use cim_core::ComputeDevice;
-use data::{BatchLoader, DataDir, ImageSet, Normalize};
+use data::{BatchLoader, DataDir, EpochBatches, ImageSet, Normalize};
 use models::Model;
 use serde::{Deserialize, Serialize};
 
@@ -60,7 +60,7 @@ pub fn evaluate(
     device: &Device,
 ) -> EvalResult {
     let indices: Vec<usize> = (0..set.len()).collect();
-    let loader = BatchLoader::new(set.clone(), &indices, batch_size.max(1), false, false, None, norm.clone(), 0, 0);
+    let loader = BatchLoader::new(set.clone(), &indices, EpochBatches::in_order(batch_size.max(1), norm.clone()));
     let (mut loss, mut correct, mut seen) = (0f64, 0usize, 0usize);
     for batch in loader {
         let x = Tensor::<4>::from_data(TensorData::new(batch.images, batch.shape), device);

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use burn::tensor::{Tensor, TensorData};
 use cim_core::ComputeDevice;
-use data::{BatchLoader, DataDir};
+use data::{BatchLoader, DataDir, EpochBatches};
 use serde::{Deserialize, Serialize};
 
 use crate::TrainError;
@@ -163,13 +163,7 @@ pub fn inspect_run(
     let loader = BatchLoader::new(
         test.clone(),
         &indices,
-        config.batch_size,
-        false,
-        false,
-        None,
-        data.data.normalize.clone(),
-        0,
-        0,
+        EpochBatches::in_order(config.batch_size, data.data.normalize.clone()),
     );
     for batch in loader {
         let x = Tensor::<4>::from_data(TensorData::new(batch.images, batch.shape), &device);

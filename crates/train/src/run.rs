@@ -84,7 +84,7 @@ pub struct Summary {
     pub wall_seconds: f64,
     /// Mean training throughput.
     pub images_per_sec: f64,
-    /// The device of the session that finished the run, for reading its times (not part of the
+    /// The device of the invocation that finished the run, for reading its times (not part of the
     /// run's identity; `cpu` in summaries written before the choice existed).
     #[serde(default)]
     pub device: cim_core::ComputeDevice,

@@ -11,7 +11,7 @@ use burn::optim::momentum::MomentumConfig;
 use burn::optim::{GradientsParams, ModuleOptimizer, OptimizerRecord, SgdConfig};
 use burn::tensor::{Bytes, Device, Int, Tensor, TensorData};
 use cim_core::ComputeDevice;
-use data::{BatchLoader, DataDir, ImageSet, LoadedData};
+use data::{BatchLoader, DataDir, EpochBatches, ImageSet, LoadedData};
 use indicatif::{ProgressBar, ProgressStyle};
 use models::Model;
 
@@ -31,7 +31,7 @@ pub struct TrainOptions {
     pub data_dir: DataDir,
     /// Show a progress bar on stderr.
     pub progress: bool,
-    /// Stop after this many epochs in this session (the run stays resumable); for tests and for
+    /// Stop after this many epochs in this invocation (the run stays resumable); for tests and for
     /// splitting long runs.
     pub stop_after: Option<usize>,
     /// Where to train: not part of the run's identity (the same cell on either device is the same
@@ -107,7 +107,7 @@ pub fn optimizer(config: &RunConfig) -> ModuleOptimizer {
 }
 
 /// Trains (or resumes, or just reports) the run of `config` in `out`. Returns the summary, or
-/// `None` when `stop_after` ended the session first. Everything is checked before anything is
+/// `None` when `stop_after` ended this invocation first. Everything is checked before anything is
 /// written: the folder is new, empty or a run of the same configuration, the data loads and fits
 /// the model, and a checkpoint to resume matches its checksums and the configuration.
 pub fn train(config: &RunConfig, out: &Path, opts: &TrainOptions) -> Result<Option<Summary>, TrainError> {
@@ -185,7 +185,7 @@ pub fn train(config: &RunConfig, out: &Path, opts: &TrainOptions) -> Result<Opti
     let loss_fn = CrossEntropyLossConfig::new().init(&device);
     let train_indices: Vec<usize> = (0..data.train.len()).collect();
     let wall_before = history.last().map(|r| r.wall_seconds).unwrap_or(0.0);
-    let session = Instant::now();
+    let started = Instant::now();
     let bar = if opts.progress { ProgressBar::new(0) } else { ProgressBar::hidden() };
     bar.set_style(
         ProgressStyle::with_template("{prefix} [{bar:25}] {pos}/{len} {msg} ETA {eta}")
@@ -203,17 +203,10 @@ pub fn train(config: &RunConfig, out: &Path, opts: &TrainOptions) -> Result<Opti
             optim = optimizer(config); // the fine-tuning stage starts with fresh momentum
         }
         let loader = || {
-            BatchLoader::new(
-                data.train.clone(),
-                &train_indices,
-                config.batch_size.min(data.train.len()),
-                true,
-                true,
-                data.data.augment,
-                data.data.normalize.clone(),
-                config.seed,
-                epoch,
-            )
+            let batch_size = config.batch_size.min(data.train.len());
+            let plan =
+                EpochBatches::training(batch_size, data.data.augment, data.data.normalize.clone(), config.seed, epoch);
+            BatchLoader::new(data.train.clone(), &train_indices, plan)
         };
         model.start_epoch(&run, epoch, &loader, &device)?;
         let loader = loader();
@@ -273,7 +266,7 @@ pub fn train(config: &RunConfig, out: &Path, opts: &TrainOptions) -> Result<Opti
             lr,
             images_per_sec: seen as f64 / train_seconds,
             epoch_seconds: epoch_start.elapsed().as_secs_f64(),
-            wall_seconds: wall_before + session.elapsed().as_secs_f64(),
+            wall_seconds: wall_before + started.elapsed().as_secs_f64(),
         };
         if opts.progress {
             bar.println(format!(
