@@ -132,8 +132,51 @@ pub struct ReproduceArgs {
     /// Train cells that failed earlier (non-finite values) again, from their last good checkpoint.
     #[arg(long)]
     retry_failed: bool,
+    /// Train cell K of the profile's fixed order alone (`--dry-run` lists the indices): what a
+    /// Slurm array task runs. It fails, naming it, when the cell it starts from is not finished.
+    #[arg(long, value_name = "K", conflicts_with_all = ["only", "shard"])]
+    cell: Option<usize>,
+    /// Train every N-th cell of the fixed order starting at I (0 <= I < N), e.g. one shard per
+    /// machine; any number of workers may share a runs folder.
+    #[arg(long, value_name = "I/N", value_parser = parse_shard, conflicts_with = "only")]
+    shard: Option<(usize, usize)>,
+    /// Seconds without a heartbeat after which the claim of a worker on another host counts as
+    /// dead and its cell is taken over (on the same host a dead process is seen at once).
+    #[arg(long, value_name = "SECONDS", default_value_t = train::claim::DEFAULT_STALE_AFTER.as_secs())]
+    claim_timeout: u64,
+    /// Write Slurm batch scripts into DIR instead of training: job arrays over the unfinished
+    /// cells, each task running `reproduce --cell $SLURM_ARRAY_TASK_ID` on the shared runs folder.
+    #[arg(long, value_name = "DIR")]
+    slurm: Option<PathBuf>,
+    /// With --slurm: submit the arrays with sbatch and print their job ids.
+    #[arg(long, requires = "slurm")]
+    submit: bool,
+    /// With --slurm: the partition (sbatch --partition).
+    #[arg(long, requires = "slurm")]
+    partition: Option<String>,
+    /// With --slurm: the time limit of each task (sbatch --time, e.g. 02:00:00).
+    #[arg(long, value_name = "HH:MM:SS", requires = "slurm")]
+    time: Option<String>,
+    /// With --slurm: GPUs per task (sbatch --gpus-per-task; give --device gpu too).
+    #[arg(long, value_name = "N", requires = "slurm")]
+    gpus_per_task: Option<u32>,
+    /// With --slurm: CPU cores per task (sbatch --cpus-per-task).
+    #[arg(long, value_name = "N", requires = "slurm")]
+    cpus_per_task: Option<u32>,
+    /// With --slurm: at most N tasks of an array at once (--array=...%N).
+    #[arg(long, value_name = "N", requires = "slurm")]
+    max_parallel: Option<usize>,
     #[command(flatten)]
     device: crate::DeviceArg,
+}
+
+/// `I/N` of `--shard`.
+fn parse_shard(text: &str) -> Result<(usize, usize), String> {
+    let parsed = text.split_once('/').and_then(|(i, n)| Some((i.trim().parse().ok()?, n.trim().parse().ok()?)));
+    match parsed {
+        Some((i, n)) if n > 0 && i < n => Ok((i, n)),
+        _ => Err(format!("`{text}`: expected I/N with N >= 1 and 0 <= I < N (e.g. 0/4)")),
+    }
 }
 
 pub fn reproduce(args: ReproduceArgs) -> Result<()> {
@@ -148,13 +191,23 @@ pub fn reproduce(args: ReproduceArgs) -> Result<()> {
     let opts = ReproduceOptions {
         runs_root: runs_root.clone(),
         data_dir: crate::data_dir(args.data_dir.as_deref(), "--data-dir")?,
-        filter: args.only,
+        filter: args.only.clone(),
         dry_run: args.dry_run,
         progress: !args.quiet,
         retry_failed: args.retry_failed,
-        device: if args.dry_run { args.device.device } else { args.device.checked()? },
+        device: if args.dry_run || args.slurm.is_some() { args.device.device } else { args.device.checked()? },
         archive: Some(report_dir.join("runs")),
+        pick: match (args.cell, args.shard) {
+            (Some(k), _) => study::CellPick::One(k),
+            (None, Some((index, count))) => study::CellPick::Shard { index, count },
+            (None, None) => study::CellPick::All,
+        },
+        claim_timeout: std::time::Duration::from_secs(args.claim_timeout),
     };
+    opts.pick.check(study.cells()?.len())?; // before any work
+    if let Some(dir) = &args.slurm {
+        return slurm(&args, &study, &opts, dir);
+    }
     if !args.dry_run {
         eprintln!("runs go to {}", runs_root.join(&study.name).display());
     }
@@ -163,12 +216,13 @@ pub fn reproduce(args: ReproduceArgs) -> Result<()> {
         return Ok(());
     }
     println!(
-        "\nprofile `{}`: {} cells selected, {} already finished, {} trained now, {} failed; {} ADC inspections; {} variation studies; {:.0} s",
+        "\nprofile `{}`: {} cells selected, {} already finished, {} trained now, {} failed, {} held by other workers; {} ADC inspections; {} variation studies; {:.0} s",
         study.name,
         out.selected,
         out.cached,
         out.trained,
         out.failed.len(),
+        out.busy.len(),
         out.inspected,
         out.variation,
         out.seconds
@@ -191,6 +245,81 @@ pub fn reproduce(args: ReproduceArgs) -> Result<()> {
     if !out.failed.is_empty() {
         bail!("{} cell(s) failed (re-run to retry; finished cells are kept)", out.failed.len());
     }
+    Ok(())
+}
+
+/// `reproduce --slurm DIR`: batch scripts for the unfinished cells, submitted with `--submit`.
+fn slurm(args: &ReproduceArgs, study: &Study, opts: &ReproduceOptions, dir: &Path) -> Result<()> {
+    use study::slurm;
+    if args.dry_run || args.cell.is_some() || args.shard.is_some() || args.only.is_some() {
+        bail!("--slurm: submits every unfinished cell; leave out --dry-run, --cell, --shard and --only");
+    }
+    if args.submit && !slurm::sbatch_available() {
+        bail!("--submit: no `sbatch` on PATH (write the scripts without --submit, and submit them where Slurm is)");
+    }
+    slurm::check_folder(dir)?;
+    let plan = slurm::plan(study, &opts.runs_root, opts.archive.as_deref())?;
+    if plan.arrays.is_empty() {
+        println!("every cell of profile `{}` is finished: nothing to submit", study.name);
+        return Ok(());
+    }
+    // every task runs this binary from the workspace, on the same runs folder and data
+    let exe = std::env::current_exe().context("the path of this program")?;
+    let absolute = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+    let mut command = vec![exe.display().to_string(), "reproduce".into(), "--quiet".into()];
+    let profile = Path::new(&args.profile.profile);
+    let profile = if profile.extension().is_some_and(|e| e == "toml") {
+        absolute(profile).display().to_string()
+    } else {
+        args.profile.profile.clone()
+    };
+    command.extend(["--profile".into(), profile]);
+    command.extend(["--runs".into(), absolute(&opts.runs_root).display().to_string()]);
+    command.extend(["--data-dir".into(), absolute(opts.data_dir.root()).display().to_string()]);
+    if let Some(d) = &args.profile.cifar10_jpeg {
+        command.extend(["--cifar10-jpeg".into(), absolute(d).display().to_string()]);
+    }
+    command.extend(["--device".into(), args.device.device.to_string()]);
+    command.extend(["--claim-timeout".into(), args.claim_timeout.to_string()]);
+    let options = slurm::SlurmOptions {
+        partition: args.partition.clone(),
+        time: args.time.clone(),
+        gpus_per_task: args.gpus_per_task,
+        cpus_per_task: args.cpus_per_task,
+        max_parallel: args.max_parallel,
+    };
+    let dir = absolute(dir);
+    let created = !dir.exists();
+    let scripts = slurm::write_scripts(&dir, &plan, &options, &project_root(), &command)?;
+    for (array, script) in plan.arrays.iter().zip(&scripts) {
+        let after = array.after.as_ref().map(|a| format!(", after `{a}`")).unwrap_or_default();
+        println!("{}: {} cells ({}){after}", script.display(), array.cells.len(), slurm::array_ranges(&array.cells));
+    }
+    if !args.submit {
+        println!(
+            "submit with --submit, or by hand: sbatch --parsable {} (then the next with --dependency=afterok:ID)",
+            scripts[0].display()
+        );
+        return Ok(());
+    }
+    let submitted = match slurm::submit(&plan, &scripts) {
+        Ok(ids) => ids,
+        Err(e) => {
+            // refused before anything was submitted: what was written for it goes too
+            if created {
+                let _ = std::fs::remove_dir_all(&dir);
+            }
+            return Err(e.into());
+        }
+    };
+    for (name, id) in submitted {
+        println!("submitted `{name}`: job {id}");
+    }
+    println!(
+        "logs: {}/logs/JOB_TASK.out; `cargo xtask reproduce --profile {} --dry-run` shows the cells",
+        dir.display(),
+        args.profile.profile
+    );
     Ok(())
 }
 

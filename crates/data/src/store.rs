@@ -164,10 +164,26 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(|e| DataError::io(dir, e))?;
     }
-    let tmp = path.with_extension(format!("{}.tmp", path.extension().and_then(|e| e.to_str()).unwrap_or("")));
+    let tmp = temporary_sibling(path);
     std::fs::write(&tmp, bytes).map_err(|e| DataError::io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| DataError::io(path, e))
+    std::fs::rename(&tmp, path).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        DataError::io(path, e)
+    })
 }
+
+/// A name beside `path` that no other writer uses: `<name>.tmp.<pid>.<n>`, so that two
+/// processes writing the same file never share a temporary file (the last rename wins, whole).
+pub fn temporary_sibling(path: &Path) -> std::path::PathBuf {
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    path.with_file_name(format!("{name}{TEMPORARY_MARK}{}.{n}", std::process::id()))
+}
+
+/// What [`temporary_sibling`] puts in a name: a file or folder whose name holds it is an
+/// interrupted write.
+pub const TEMPORARY_MARK: &str = ".tmp.";
 
 /// SHA-256 and byte count of a stream.
 pub(crate) fn sha256_of(mut reader: impl Read, path: &Path) -> Result<(String, u64)> {

@@ -223,6 +223,8 @@ fn reproduce_options(tmp: &Path, runs: &str, archive: Option<PathBuf>) -> study:
         retry_failed: false,
         device: Default::default(), // the CPU
         archive,
+        pick: study::CellPick::All,
+        claim_timeout: train::claim::DEFAULT_STALE_AFTER,
     }
 }
 

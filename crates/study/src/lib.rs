@@ -30,8 +30,11 @@ use serde::{Deserialize, Serialize};
 use train::RunConfig;
 
 mod reproduce;
+pub mod slurm;
 
-pub use reproduce::{CellState, ReproduceOptions, ReproduceOutcome, cell_state, cell_status, finished_dir, reproduce};
+pub use reproduce::{
+    CellPick, CellState, ReproduceOptions, ReproduceOutcome, cell_state, cell_status, finished_dir, reproduce,
+};
 
 /// Why a study could not be read or run.
 #[derive(Debug, thiserror::Error)]

@@ -2,11 +2,12 @@
 //! ones, then run the variation study; a second call finds everything cached.
 
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use data::DataDir;
+use train::claim::{ClaimOutcome, claim, live_holder};
 use train::run::RunDir;
-use train::{ComputeDevice, RunConfig, Summary, TrainOptions};
+use train::{ComputeDevice, Holder, RunConfig, Summary, TrainOptions};
 
 use crate::{Cell, Study, StudyError};
 
@@ -32,6 +33,46 @@ pub struct ReproduceOptions {
     /// The committed results of the profile (`reports/<profile>/runs/`): a cell finished there
     /// is not trained again, and a pretraining finished there is started from.
     pub archive: Option<PathBuf>,
+    /// Which cells of the study's fixed order this worker takes.
+    pub pick: CellPick,
+    /// How long a claim from another host may go without a heartbeat before it is taken over.
+    pub claim_timeout: Duration,
+}
+
+/// Which cells of a study's fixed order ([`Study::cells`]) a worker takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CellPick {
+    /// Every cell (that the filter selects), with the pretrainings they start from.
+    #[default]
+    All,
+    /// Cell K alone (`--cell K`): a Slurm array task.
+    One(usize),
+    /// Every N-th cell starting at I (`--shard I/N`).
+    Shard { index: usize, count: usize },
+}
+
+impl CellPick {
+    /// Checks the pick against a study of `cells` cells, before any work.
+    pub fn check(self, cells: usize) -> Result<(), StudyError> {
+        match self {
+            CellPick::One(k) if k >= cells => Err(StudyError::Invalid(format!(
+                "--cell {k}: the profile has {cells} cells, numbered 0 to {} (`reproduce --dry-run` lists them)",
+                cells.saturating_sub(1)
+            ))),
+            CellPick::Shard { index, count } if count == 0 || index >= count => Err(StudyError::Invalid(format!(
+                "--shard {index}/{count}: expected I/N with N >= 1 and 0 <= I < N (shard I takes cells I, I+N, I+2N, ...)"
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    fn takes(self, index: usize) -> bool {
+        match self {
+            CellPick::All => true,
+            CellPick::One(k) => index == k,
+            CellPick::Shard { index: i, count } => index % count == i,
+        }
+    }
 }
 
 /// Where a cell stands.
@@ -94,6 +135,10 @@ pub struct ReproduceOutcome {
     pub cached: usize,
     /// Cells trained (or resumed) now.
     pub trained: usize,
+    /// Cells another worker holds (skipped), with the holder.
+    pub busy: Vec<(String, Holder)>,
+    /// Cells whose stale claim (a worker that died) this one took over.
+    pub taken_over: usize,
     /// Cells that failed, with the error.
     pub failed: Vec<(String, String)>,
     /// Variation studies run or found.
@@ -132,13 +177,22 @@ pub fn estimate_seconds(cell: &Cell) -> Option<f64> {
 }
 
 /// The cells that match `filter`, with the pretrainings they start from (which come first in a
-/// study's order).
-fn selected(study: &Study, filter: Option<&str>) -> Result<Vec<Cell>, StudyError> {
+/// study's order), or those of `pick`; each with its index in the study's fixed order.
+fn selected(study: &Study, filter: Option<&str>, pick: CellPick) -> Result<Vec<(usize, Cell)>, StudyError> {
     let cells = study.cells()?;
+    pick.check(cells.len())?;
+    if pick != CellPick::All {
+        return Ok(cells.into_iter().enumerate().filter(|(i, _)| pick.takes(*i)).collect());
+    }
     let matches = |c: &Cell| filter.is_none_or(|f| c.label().contains(f) || c.benchmark.contains(f));
     let needed: std::collections::BTreeSet<&str> =
         cells.iter().filter(|c| matches(c)).filter_map(Cell::starts_from).collect();
-    Ok(cells.iter().filter(|c| matches(c) || needed.contains(c.key().as_str())).cloned().collect())
+    Ok(cells
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| matches(c) || needed.contains(c.key().as_str()))
+        .map(|(i, c)| (i, c.clone()))
+        .collect())
 }
 
 /// The folder holding the finished run of `cell`: its run folder, else its committed copy in
@@ -156,20 +210,28 @@ fn is_committed(dir: &Path, archive: Option<&Path>) -> bool {
     archive.is_some_and(|a| dir.starts_with(a))
 }
 
-/// Runs (or lists, with `dry_run`) the selected cells of `study`.
+/// Runs (or lists, with `dry_run`) the selected cells of `study`. Each cell is claimed before
+/// it is trained ([`train::claim`]): a cell another worker holds is skipped, one whose worker
+/// died is taken over and resumes from its last checkpoint.
 pub fn reproduce(study: &Study, opts: &ReproduceOptions) -> Result<ReproduceOutcome, StudyError> {
     let start = Instant::now();
-    let cells = selected(study, opts.filter.as_deref())?;
+    let all = study.cells()?;
+    let cells = selected(study, opts.filter.as_deref(), opts.pick)?;
     let mut out = ReproduceOutcome { selected: cells.len(), ..Default::default() };
     if opts.dry_run {
         let mut total = 0.0;
-        println!("{} cells of profile `{}`:", cells.len(), study.name);
-        for cell in &cells {
+        println!("{} of the {} cells of profile `{}`:", cells.len(), all.len(), study.name);
+        for (index, cell) in &cells {
             let live = cell.dir(&opts.runs_root, &study.name);
             let done = finished_dir(cell, &opts.runs_root, &study.name, opts.archive.as_deref());
             let state = if done.is_some() { CellState::Finished } else { cell_state(&live, &cell.config) };
-            let shown = match &done {
-                Some(dir) if is_committed(dir, opts.archive.as_deref()) => "finished (committed)".to_string(),
+            let holder = match state {
+                CellState::Finished => None,
+                _ => live_holder(&live, opts.claim_timeout)?,
+            };
+            let shown = match (&done, &holder) {
+                (Some(dir), _) if is_committed(dir, opts.archive.as_deref()) => "finished (committed)".to_string(),
+                (_, Some(h)) => format!("running ({state}) on {h}"),
                 _ => state.to_string(),
             };
             let estimate = match (state, estimate_seconds(cell)) {
@@ -180,15 +242,17 @@ pub fn reproduce(study: &Study, opts: &ReproduceOptions) -> Result<ReproduceOutc
                 }
                 (_, None) => "unknown".to_string(),
             };
-            println!("  {shown:<20} {estimate:>10}  {}  [{}]", cell.label(), cell.key());
+            println!("  {index:>4}  {shown:<20} {estimate:>10}  {}  [{}]", cell.label(), cell.key());
         }
         println!("estimated training time of what is left: ~{:.0} min (reference machine: 2 cores)", total / 60.0);
         return Ok(out);
     }
     let archive = opts.archive.as_deref();
-    for (i, cell) in cells.iter().enumerate() {
+    let n = cells.len();
+    for (i, (index, cell)) in cells.iter().enumerate() {
+        let tag = format!("[{}/{n}] cell {index}", i + 1);
         let dir = cell.dir(&opts.runs_root, &study.name);
-        let (state, failure) = cell_status(&dir, &cell.config);
+        let (state, _) = cell_status(&dir, &cell.config);
         if let Some(committed) = finished_dir(cell, &opts.runs_root, &study.name, archive)
             .filter(|d| state != CellState::Finished && is_committed(d, archive))
         {
@@ -199,16 +263,52 @@ pub fn reproduce(study: &Study, opts: &ReproduceOptions) -> Result<ReproduceOutc
             }
             continue;
         }
+        // what it starts from must be finished before it is claimed
+        let init_from = match cell.starts_from() {
+            None => None,
+            Some(key) => {
+                let start = all.iter().find(|c| c.key() == key);
+                match start.and_then(|c| finished_dir(c, &opts.runs_root, &study.name, archive)) {
+                    Some(d) => Some(d),
+                    None if state == CellState::Finished => None,
+                    None => {
+                        let what = start.map(Cell::label).unwrap_or_else(|| format!("the cell {key}"));
+                        let message = format!("it starts from {what}, which has not finished");
+                        if let CellPick::One(_) = opts.pick {
+                            return Err(StudyError::Invalid(format!(
+                                "--cell {index} ({}): {message}; train that cell first (a Slurm submission \
+                                 makes this array wait for it)",
+                                cell.label()
+                            )));
+                        }
+                        eprintln!("{tag} {} skipped: {message}", cell.label());
+                        out.failed.push((cell.label(), message));
+                        continue;
+                    }
+                }
+            }
+        };
+        let claimed = match claim(&dir, opts.claim_timeout)? {
+            ClaimOutcome::Held(c) => c,
+            ClaimOutcome::Busy(holder) => {
+                if opts.progress || opts.pick != CellPick::All {
+                    eprintln!("{tag} {} is claimed by {holder}: skipped (another worker has it)", cell.label());
+                }
+                out.busy.push((cell.label(), holder));
+                continue;
+            }
+        };
+        // read again under the claim: another worker may have finished it meanwhile
+        let (state, failure) = cell_status(&dir, &cell.config);
+        if let Some(h) = &claimed.took_over {
+            eprintln!("{tag} {}: took over the claim of {h}, which is gone ({state})", cell.label());
+            out.taken_over += 1;
+        }
         if state == CellState::Finished {
             out.cached += 1;
         } else if state == CellState::Failed && !opts.retry_failed {
             let message = failure.unwrap_or_else(|| "failed".into());
-            eprintln!(
-                "[{}/{}] {} failed earlier (--retry-failed trains it again): {message}",
-                i + 1,
-                cells.len(),
-                cell.label()
-            );
+            eprintln!("{tag} {} failed earlier (--retry-failed trains it again): {message}", cell.label());
             out.failed.push((cell.label(), message));
             continue;
         } else {
@@ -225,25 +325,9 @@ pub fn reproduce(study: &Study, opts: &ReproduceOptions) -> Result<ReproduceOutc
                         .map_err(|e| StudyError::Invalid(format!("{}: cannot move aside: {e}", from.display())))?;
                 }
             }
-            if opts.progress {
-                eprintln!("[{}/{}] {} ({state})", i + 1, cells.len(), cell.label());
+            if opts.progress || opts.pick != CellPick::All {
+                eprintln!("{tag} {} ({state})", cell.label());
             }
-            let init_from = match cell.starts_from() {
-                None => None,
-                Some(key) => {
-                    let start = cells.iter().find(|c| c.key() == key);
-                    match start.and_then(|c| finished_dir(c, &opts.runs_root, &study.name, archive)) {
-                        Some(d) => Some(d),
-                        None => {
-                            let what = start.map(Cell::label).unwrap_or_else(|| format!("the cell {key}"));
-                            let message = format!("it starts from {what}, which has not finished");
-                            eprintln!("[{}/{}] {} skipped: {message}", i + 1, cells.len(), cell.label());
-                            out.failed.push((cell.label(), message));
-                            continue;
-                        }
-                    }
-                }
-            };
             let train_opts = TrainOptions {
                 data_dir: opts.data_dir.clone(),
                 progress: opts.progress,
@@ -254,7 +338,7 @@ pub fn reproduce(study: &Study, opts: &ReproduceOptions) -> Result<ReproduceOutc
             match train::train(&cell.config, &dir, &train_opts) {
                 Ok(_) => out.trained += 1,
                 Err(e) => {
-                    eprintln!("[{}/{}] {} failed: {e}", i + 1, cells.len(), cell.label());
+                    eprintln!("{tag} {} failed: {e}", cell.label());
                     out.failed.push((cell.label(), e.to_string()));
                     continue;
                 }
@@ -271,16 +355,20 @@ pub fn reproduce(study: &Study, opts: &ReproduceOptions) -> Result<ReproduceOutc
                 }
             }
         }
+        drop(claimed);
     }
     if let Some(v) = &study.variation {
         for cell in study.variation_cells()? {
-            if !cells.contains(&cell) {
+            if !cells.iter().any(|(_, c)| *c == cell) {
                 continue;
             }
             let dir = cell.dir(&opts.runs_root, &study.name);
             if cell_state(&dir, &cell.config) != CellState::Finished {
                 continue;
             }
+            let ClaimOutcome::Held(_claimed) = claim(&dir, opts.claim_timeout)? else {
+                continue; // another worker has the run (and runs its study)
+            };
             if opts.progress {
                 eprintln!("variation: {} ({} sigmas x {} chips)", cell.label(), v.sigmas.len(), v.chips);
             }

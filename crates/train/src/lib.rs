@@ -2,6 +2,7 @@
 //! decay, a cosine learning-rate schedule, one- and two-stage recipes, test accuracy after every
 //! epoch, atomic checkpoints at every epoch, and bit-identical resume.
 
+pub mod claim;
 pub mod config;
 pub mod eval;
 pub mod hooks;
@@ -13,6 +14,7 @@ pub mod trainer;
 pub mod variation;
 
 pub use cim_core::{ComputeDevice, DeviceError};
+pub use claim::{Claim, ClaimOutcome, Holder};
 pub use config::{ResolvedRun, RunConfig, Uses};
 pub use eval::{EvalResult, evaluate, evaluate_run};
 pub use hooks::TrainingHooks;

@@ -317,22 +317,28 @@ impl RunDir {
         }
     }
 
-    /// Removes the temporary files an interrupted write left (`*.tmp` in the run folder and its
-    /// checkpoint folders); returns how many.
+    /// Removes the temporary files and folders an interrupted write left (in the run folder and
+    /// its checkpoint folders); returns how many. Only the folder's claim holder may call it.
     pub fn remove_leftovers(&self) -> Result<usize, TrainError> {
         let mut removed = 0;
         let mut dirs = vec![self.root.clone()];
         for entry in std::fs::read_dir(&self.root).map_err(|e| TrainError::io(&self.root, e))?.flatten() {
-            if entry.file_name().to_string_lossy().starts_with("ckpt-") && entry.path().is_dir() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with("ckpt-") && !name.contains(data::store::TEMPORARY_MARK) && entry.path().is_dir() {
                 dirs.push(entry.path());
             }
         }
         for dir in dirs {
             for entry in std::fs::read_dir(&dir).map_err(|e| TrainError::io(&dir, e))?.flatten() {
-                if entry.file_name().to_string_lossy().ends_with(".tmp") && entry.path().is_file() {
-                    std::fs::remove_file(entry.path()).map_err(|e| TrainError::io(entry.path(), e))?;
-                    removed += 1;
+                let name = entry.file_name().to_string_lossy().into_owned();
+                // `*.tmp` of earlier versions, `*.tmp.<pid>.<n>` of this one
+                if !(name.ends_with(".tmp") || name.contains(data::store::TEMPORARY_MARK)) {
+                    continue;
                 }
+                let path = entry.path();
+                let gone = if path.is_dir() { std::fs::remove_dir_all(&path) } else { std::fs::remove_file(&path) };
+                gone.map_err(|e| TrainError::io(&path, e))?;
+                removed += 1;
             }
         }
         Ok(removed)
@@ -416,16 +422,27 @@ impl RunDir {
     pub fn write_checkpoint(&self, mut state: CheckpointState, files: &[(&str, &[u8])]) -> Result<(), TrainError> {
         let done = state.epochs_done;
         let ckpt = self.checkpoint_dir(done);
-        let _ = std::fs::remove_dir_all(&ckpt); // a leftover of an interrupted save
-        std::fs::create_dir_all(&ckpt).map_err(|e| TrainError::io(&ckpt, e))?;
+        // written whole under a name of its own, then renamed into place: a checkpoint is
+        // replaced, never deleted first
+        let building = data::store::temporary_sibling(&ckpt);
+        std::fs::create_dir_all(&building).map_err(|e| TrainError::io(&building, e))?;
         state.files.clear();
         for (name, bytes) in files {
-            write_atomic(&ckpt.join(name), bytes)?;
+            write_atomic(&building.join(name), bytes)?;
             state.files.insert(name.to_string(), sha256_hex(bytes));
         }
         let mut text = serde_json::to_string_pretty(&state).expect("serializable");
         text.push('\n');
-        write_atomic(&ckpt.join("state.json"), text.as_bytes())?;
+        write_atomic(&building.join("state.json"), text.as_bytes())?;
+        if ckpt.exists() {
+            // a folder of that epoch from an interrupted run: moved aside, removed after
+            let old = data::store::temporary_sibling(&ckpt);
+            std::fs::rename(&ckpt, &old).map_err(|e| TrainError::io(&ckpt, e))?;
+            std::fs::rename(&building, &ckpt).map_err(|e| TrainError::io(&ckpt, e))?;
+            let _ = std::fs::remove_dir_all(&old);
+        } else {
+            std::fs::rename(&building, &ckpt).map_err(|e| TrainError::io(&ckpt, e))?;
+        }
         self.commit_checkpoint(done, sha256_hex(text.as_bytes()))
     }
 
@@ -471,7 +488,11 @@ impl RunDir {
         if !root.is_dir() {
             return Err(TrainError::Config(format!("--out {}: is a file, expected a run folder", root.display())));
         }
-        let empty = std::fs::read_dir(root).map_err(|e| TrainError::io(root, e))?.next().is_none();
+        // the claim of the process that is about to train here does not make the folder a run
+        let empty = std::fs::read_dir(root)
+            .map_err(|e| TrainError::io(root, e))?
+            .flatten()
+            .all(|e| e.file_name() == crate::claim::CLAIM_FILE);
         if empty {
             return Ok(());
         }

@@ -15,6 +15,7 @@ use data::{BatchLoader, DataDir, EpochBatches, ImageSet, LoadedData};
 use indicatif::{ProgressBar, ProgressStyle};
 use models::Model;
 
+use crate::claim::ClaimOutcome;
 use crate::config::{ResolvedRun, RunConfig};
 use crate::eval::{batch_loss, evaluate, load_model_record};
 use crate::hooks::TrainingHooks;
@@ -118,6 +119,38 @@ pub fn train(config: &RunConfig, out: &Path, opts: &TrainOptions) -> Result<Opti
         ));
     }
     let dir = RunDir::new(out);
+    let created = !out.exists();
+    if created {
+        dir.check_owner(config)?; // a path where no folder can be made, said before one is tried
+    }
+    // the folder is claimed before anything in it is read or written: two processes never
+    // train one run at once (`reproduce` holds the claim already; this is the same claim)
+    let claim = match crate::claim::claim(out, crate::claim::DEFAULT_STALE_AFTER)? {
+        ClaimOutcome::Held(c) => c,
+        ClaimOutcome::Busy(holder) => {
+            return Err(TrainError::Config(format!(
+                "--out {}: claimed by {holder}, which is working on this run; run the command again when it is done",
+                out.display()
+            )));
+        }
+    };
+    let result = train_claimed(&run, config, &dir, opts);
+    drop(claim);
+    if created && result.is_err() {
+        // nothing was written: the folder made for the claim goes again (if it is empty)
+        let _ = std::fs::remove_dir(out);
+    }
+    result
+}
+
+/// [`train`] once the run folder is claimed.
+fn train_claimed(
+    run: &ResolvedRun,
+    config: &RunConfig,
+    dir: &RunDir,
+    opts: &TrainOptions,
+) -> Result<Option<Summary>, TrainError> {
+    let out = dir.root();
     dir.check_owner(config)?;
     if let Some(failure) = dir.read_failure()? {
         return Err(TrainError::Failed { path: dir.failure_path(), message: failure.message });
