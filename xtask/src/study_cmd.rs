@@ -337,6 +337,10 @@ pub struct ReportArgs {
     /// Exit 0 even if some cells failed (they are reported as failed either way).
     #[arg(long)]
     allow_failed: bool,
+    /// The energy model of the energy table: a TOML file with every constant of
+    /// baselines/energy/default.toml (the default), each in joules.
+    #[arg(long, value_name = "FILE")]
+    energy: Option<PathBuf>,
 }
 
 pub fn report(args: ReportArgs) -> Result<()> {
@@ -351,9 +355,11 @@ pub fn report(args: ReportArgs) -> Result<()> {
         runs_root,
         out_dir: out_dir.clone(),
         claims: project_root().join("baselines/paper-claims.toml"),
+        energy: args.energy.clone().unwrap_or_else(|| project_root().join("baselines/energy/default.toml")),
         figures: !args.no_figures,
         adopt: args.adopt,
     };
+    eprintln!("energy model: {}", opts.energy.display());
     let tables = report::generate(&study, &opts)?;
     let readme = project_root().join("README.md");
     if out_dir == project_root().join("reports/smoke") {

@@ -467,6 +467,8 @@ fn tiny_checkout(dir: &Path, claim: &str) {
     std::fs::write(dir.join("Cargo.toml"), "[workspace]\nmembers = []\n").unwrap();
     let here = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
     std::fs::copy(here.join("baselines/paper-claims.toml"), dir.join("baselines/paper-claims.toml")).unwrap();
+    std::fs::create_dir_all(dir.join("baselines/energy")).unwrap();
+    std::fs::copy(here.join("baselines/energy/default.toml"), dir.join("baselines/energy/default.toml")).unwrap();
     std::fs::write(
         dir.join("reports/tiny/study.toml"),
         format!(

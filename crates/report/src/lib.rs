@@ -5,6 +5,7 @@
 //! configuration and results, and a README that stitches them together. Missing and partial
 //! results are shown as such.
 
+pub mod energy;
 mod figures;
 mod results;
 pub mod stats;
@@ -16,6 +17,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use study::Study;
 
+pub use energy::EnergyModel;
 pub use results::{CellResult, load_results};
 pub use tables::{Table, Tables};
 
@@ -88,6 +90,8 @@ pub struct ReportOptions {
     pub claims: PathBuf,
     /// Also draw figures (SVG and PNG).
     pub figures: bool,
+    /// The energy model (`baselines/energy/default.toml`, or a user's file).
+    pub energy: PathBuf,
     /// Take over files the report did not write (a report folder of a version before
     /// `report-manifest.json`, or files moved in by hand): they are replaced and listed.
     pub adopt: bool,
@@ -101,7 +105,8 @@ pub fn generate(study: &Study, opts: &ReportOptions) -> Result<Tables, ReportErr
     let mut out = writer::ReportWriter::new(&opts.out_dir).adopting(opts.adopt).for_study(&study.name);
     results::archive(study, &results, &mut out)?;
     let claims = Claims::load(&opts.claims)?;
-    let tables = Tables::build(study, &results, &claims)?;
+    let energy = EnergyModel::load(&opts.energy)?;
+    let tables = Tables::build(study, &results, &claims, &energy)?;
     tables.write(&mut out)?;
     let figures = if opts.figures { figures::draw(study, &results, &mut out)? } else { Vec::new() };
     let readme = tables.readme(study, &results, &claims, &figures);

@@ -7,6 +7,7 @@ use method_api::Recipe;
 use polars::prelude::*;
 use study::{Cell, CellState, Study};
 
+use crate::energy::EnergyModel;
 use crate::results::CellResult;
 use crate::stats::{PairedInterval, paired_differences};
 use crate::writer::ReportWriter;
@@ -156,13 +157,19 @@ fn opt_series(name: &str, v: Vec<Option<f64>>) -> Column {
 
 impl Tables {
     /// Builds every table from the results.
-    pub fn build(study: &Study, results: &[CellResult], claims: &Claims) -> Result<Self, ReportError> {
+    pub fn build(
+        study: &Study,
+        results: &[CellResult],
+        claims: &Claims,
+        energy: &EnergyModel,
+    ) -> Result<Self, ReportError> {
         let mut tables = Vec::new();
         let mut findings = Vec::new();
         tables.push(accuracy_table(study, results)?);
         tables.push(claim_table(study, results, claims, &mut findings)?);
         tables.push(stage_table(study, results, &mut findings)?);
         tables.push(hardware_table(study, results)?);
+        tables.push(energy_table(study, results, energy)?);
         tables.push(adc_quality_table(study, results)?);
         tables.push(variation_table(study, results)?);
         tables.push(variation_claim_table(study, results, &mut findings)?);
@@ -225,6 +232,7 @@ impl Tables {
             ("claims", "The paper's claim: column/column minus the best related work"),
             ("stages", "One-stage vs two-stage training"),
             ("hardware", "Hardware cost per model"),
+            ("energy", "Energy per image beside accuracy"),
             ("adc_quality", "ADC quality (cargo xtask inspect)"),
             ("variation", "Memory-cell variation (accuracy in percent over simulated chips)"),
             ("variation_claims", "Robustness to cell variation: column/column against the best baseline"),
@@ -624,6 +632,43 @@ fn stage_table(study: &Study, results: &[CellResult], findings: &mut Vec<String>
     Ok(Table::new("stages", df, md))
 }
 
+/// What a cell's model costs in hardware: its counts and its ADCs' resolution.
+struct ModelCosts {
+    counts: models::ModelCounts,
+    /// `—` (floating point), `ideal`, or the bits.
+    adc_label: String,
+    /// The ADCs' bits (fractional for a ternary converter); `None` for an ideal ADC or none.
+    adc_bits: Option<f64>,
+}
+
+impl ModelCosts {
+    fn of(c: &train::RunConfig) -> Result<Self, ReportError> {
+        let run = c.resolve().map_err(|e| ReportError::Invalid(e.to_string()))?;
+        let shape = data_shape(&c.dataset);
+        let counts = match &run.conv {
+            models::ConvKind::Cim(settings) => settings
+                .model_counts(c.model, shape[1])
+                .map_err(|e| ReportError::Invalid(format!("{}: {e}", c.method)))?,
+            models::ConvKind::Float => models::ModelCounts::default(),
+        };
+        let uses = c.uses().ok_or_else(|| ReportError::Invalid(format!("unknown method `{}`", c.method)))?;
+        let (adc_label, adc_bits) = match (uses.crossbar, uses.adc, uses.own_adc) {
+            (false, _, _) => ("—".to_string(), None),
+            (true, false, _) => ("ideal".to_string(), None),
+            (true, true, Some(q)) => {
+                // the literature's resolution counts levels: "1.5 bits" is a ternary converter,
+                // 3 levels, log2(3) bits of conversion energy
+                let stated: f64 = q.resolution().parse().map_err(|_| {
+                    ReportError::Invalid(format!("{}: ADC resolution `{}` is not a number", c.method, q.resolution()))
+                })?;
+                (q.resolution().to_string(), Some(stated.exp2().round().log2()))
+            }
+            (true, true, None) => (c.psum_bits.to_string(), Some(f64::from(c.psum_bits))),
+        };
+        Ok(Self { counts, adc_label, adc_bits })
+    }
+}
+
 fn hardware_table(study: &Study, results: &[CellResult]) -> Result<Table, ReportError> {
     let headers = [
         "benchmark",
@@ -652,21 +697,8 @@ fn hardware_table(study: &Study, results: &[CellResult]) -> Result<Table, Report
                 continue;
             }
             done.push(key);
-            let run = c.resolve().map_err(|e| ReportError::Invalid(e.to_string()))?;
-            let shape = data_shape(&c.dataset);
-            let counts = match &run.conv {
-                models::ConvKind::Cim(settings) => settings
-                    .model_counts(c.model, shape[1])
-                    .map_err(|e| ReportError::Invalid(format!("{}: {e}", c.method)))?,
-                models::ConvKind::Float => models::ModelCounts::default(),
-            };
-            let uses = c.uses().ok_or_else(|| ReportError::Invalid(format!("unknown method `{}`", c.method)))?;
-            let adc_bits = match (uses.crossbar, uses.adc, uses.own_adc) {
-                (false, _, _) => "—".to_string(),
-                (true, false, _) => "ideal".to_string(),
-                (true, true, Some(q)) => q.resolution().to_string(),
-                (true, true, None) => c.psum_bits.to_string(),
-            };
+            let costs = ModelCosts::of(c)?;
+            let (counts, adc_bits) = (costs.counts, costs.adc_label);
             let sum = counts.per_layer_sum;
             let values = [
                 ("cim_layers", counts.layers as u64),
@@ -707,6 +739,102 @@ fn hardware_table(study: &Study, results: &[CellResult]) -> Result<Table, Report
 /// Median and worst ADC SQNR per method and setting, over every (layer, polarity, slice) ADC and
 /// every seed's run, from the runs' `adc-quality.json` (written by `inspect`, which `reproduce`
 /// runs after training).
+/// Energy per image of every method and setting, beside its accuracy ([`EnergyModel`]).
+fn energy_table(study: &Study, results: &[CellResult], model: &EnergyModel) -> Result<Table, ReportError> {
+    let headers = [
+        "benchmark",
+        "method",
+        "setting",
+        "accuracy %",
+        "seeds",
+        "ADC bits",
+        "ADC nJ",
+        "dequant. nJ",
+        "accumulation nJ",
+        "window nJ",
+        "total nJ / image",
+    ];
+    let mut rows = Vec::new();
+    let (mut bc, mut mc, mut sc, mut acc_col, mut seeds_col) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut parts: [Vec<f64>; 5] = Default::default();
+    let nj = |j: f64| format!("{:.1}", j * 1e9);
+    for b in &study.benchmark {
+        let rs = benchmark_results(results, &b.name);
+        let mut done = Vec::new();
+        for r in &rs {
+            let c = &r.cell.config;
+            let setting = c.setting_label();
+            let key = (c.method.clone(), setting.clone(), r.cell.pretraining);
+            if done.contains(&key) || !c.uses_crossbar() {
+                continue;
+            }
+            done.push(key);
+            let finals: Vec<f64> = rs
+                .iter()
+                .filter(|o| {
+                    o.cell.config.method == c.method
+                        && o.cell.config.setting_label() == setting
+                        && o.cell.pretraining == r.cell.pretraining
+                })
+                .filter_map(|o| o.summary.as_ref().map(|s| s.final_test_acc))
+                .collect();
+            let costs = ModelCosts::of(c)?;
+            let e = model.per_image(&costs.counts, costs.adc_bits);
+            let accuracy = if finals.is_empty() { f64::NAN } else { mean_std(&finals).0 };
+            rows.push(vec![
+                b.name.clone(),
+                c.method.clone(),
+                setting.clone(),
+                if finals.is_empty() { "—".into() } else { pct(accuracy) },
+                finals.len().to_string(),
+                costs.adc_label.clone(),
+                if costs.adc_bits.is_some() { nj(e.adc) } else { "—".into() },
+                nj(e.dequant),
+                nj(e.accumulate),
+                nj(e.window),
+                nj(e.total()),
+            ]);
+            bc.push(b.name.clone());
+            mc.push(c.method.clone());
+            sc.push(setting);
+            acc_col.push(accuracy);
+            seeds_col.push(finals.len() as u64);
+            for (column, value) in parts.iter_mut().zip([e.adc, e.dequant, e.accumulate, e.window, e.total()]) {
+                column.push(value * 1e9);
+            }
+        }
+    }
+    let [adc, dequant, accumulate, window, total] = parts;
+    let df = DataFrame::new_infer_height(vec![
+        Column::new("benchmark".into(), bc),
+        Column::new("method".into(), mc),
+        Column::new("setting".into(), sc),
+        Column::new("accuracy".into(), acc_col),
+        Column::new("seeds".into(), seeds_col),
+        Column::new("adc_nj".into(), adc),
+        Column::new("dequant_nj".into(), dequant),
+        Column::new("accumulate_nj".into(), accumulate),
+        Column::new("window_nj".into(), window),
+        Column::new("total_nj".into(), total),
+    ])?;
+    let source = model
+        .source
+        .file_name()
+        .map_or_else(|| model.source.display().to_string(), |f| f.to_string_lossy().into_owned());
+    let md = markdown(&headers, &rows)
+        + &format!(
+            "\nEnergy of the digital periphery per classified image, in nJ, from the counts of the hardware table and the energy model `{source}` ({} node; every constant and its source in the file): ADC conversions at adc_floor + adc_fom x 2^bits each ({:.0} fJ + {:.0} fJ x 2^bits), {:.2} pJ per dequantization multiply, {:.2} pJ per accumulating add (one per ADC output) and {:.2} pJ per window add. An ideal ADC is no converter and is not counted. The arrays' read energy, the drivers and the layers off the arrays are not counted. Accuracy: mean final test accuracy over the seeds.\n",
+            model.node,
+            model.adc_floor * 1e15,
+            model.adc_fom * 1e15,
+            model.dequant_multiply * 1e12,
+            model.accumulate_add * 1e12,
+            model.window_add * 1e12,
+        );
+    Ok(Table::new("energy", df, md))
+}
+
 fn adc_quality_table(study: &Study, results: &[CellResult]) -> Result<Table, ReportError> {
     let headers = [
         "benchmark",

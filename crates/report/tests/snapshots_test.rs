@@ -33,6 +33,10 @@ fn claims() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../baselines/paper-claims.toml")
 }
 
+fn energy() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../baselines/energy/default.toml")
+}
+
 /// A made-up but fixed accuracy for a cell.
 fn accuracy(i: usize, method: &str, psum_bits: u32, seed: u64) -> f64 {
     let base = match method {
@@ -164,9 +168,16 @@ fn report_of_fixed_results() {
     let runs = tmp.path().join("runs");
     let out = tmp.path().join("report");
     write_fixtures(&study, &runs);
-    let opts = ReportOptions { runs_root: runs, out_dir: out.clone(), claims: claims(), figures: true, adopt: false };
+    let opts = ReportOptions {
+        runs_root: runs,
+        out_dir: out.clone(),
+        claims: claims(),
+        energy: energy(),
+        figures: true,
+        adopt: false,
+    };
     let tables = generate(&study, &opts).unwrap();
-    for stem in ["accuracy", "claims", "stages", "hardware", "adc_quality", "variation", "variation_claims"] {
+    for stem in ["accuracy", "claims", "stages", "hardware", "energy", "adc_quality", "variation", "variation_claims"] {
         insta::assert_snapshot!(format!("fixture_{stem}_md"), tables.markdown(stem));
         insta::assert_snapshot!(
             format!("fixture_{stem}_csv"),
@@ -258,6 +269,7 @@ fn committed_smoke_report_regenerates_identically() {
         runs_root: tmp.path().join("no-runs"),
         out_dir: out.clone(),
         claims: claims(),
+        energy: energy(),
         figures: true,
         adopt: false,
     };
@@ -279,7 +291,14 @@ fn a_second_study_in_the_same_folder_does_not_replace_the_first_report() {
     let runs = tmp.path().join("runs");
     write_fixtures(&study, &runs);
     let out = tmp.path().join("mine");
-    let opts = ReportOptions { runs_root: runs, out_dir: out.clone(), claims: claims(), figures: false, adopt: false };
+    let opts = ReportOptions {
+        runs_root: runs,
+        out_dir: out.clone(),
+        claims: claims(),
+        energy: energy(),
+        figures: false,
+        adopt: false,
+    };
     generate(&study, &opts).unwrap();
     let before = std::fs::read(out.join("README.md")).unwrap();
     let other: Study = toml::from_str(&STUDY.replace("name = \"fixture\"", "name = \"other\"")).unwrap();
@@ -300,7 +319,14 @@ fn a_report_beside_a_users_files_replaces_none_of_them() {
     std::fs::create_dir_all(&out).unwrap();
     std::fs::write(out.join("README.md"), "my notes\n").unwrap();
     std::fs::write(out.join("accuracy.csv"), "my,table\n").unwrap();
-    let opts = ReportOptions { runs_root: runs, out_dir: out.clone(), claims: claims(), figures: false, adopt: false };
+    let opts = ReportOptions {
+        runs_root: runs,
+        out_dir: out.clone(),
+        claims: claims(),
+        energy: energy(),
+        figures: false,
+        adopt: false,
+    };
     let Err(e) = generate(&study, &opts) else { panic!("the report replaced the user's files") };
     let e = e.to_string();
     assert!(e.contains("README.md (not written by the report)") && e.contains("accuracy.csv"), "{e}");
@@ -347,6 +373,7 @@ sweep = [{ lr = [0.05, 1e6] }]
         runs_root: tmp.path().join("runs"),
         out_dir: out.clone(),
         claims: claims(),
+        energy: energy(),
         figures: false,
         adopt: false,
     };
@@ -384,6 +411,7 @@ fn committed_real_report_regenerates_identically() {
         runs_root: tmp.path().join("no-runs"),
         out_dir: out.clone(),
         claims: claims(),
+        energy: energy(),
         figures: true,
         adopt: false,
     };
@@ -423,6 +451,7 @@ sweep = [{ methods = ["fp"] }, { methods = ["ideal-adc"], seeds = [0] }]
         runs_root: tmp.path().join(runs),
         out_dir: out.clone(),
         claims: claims(),
+        energy: energy(),
         figures: false,
         adopt: false,
     };
@@ -515,6 +544,7 @@ sweep = [{ lr = [0.05, 0.02] }]
         runs_root: opts.runs_root.clone(),
         out_dir: out.clone(),
         claims: claims(),
+        energy: energy(),
         figures: false,
         adopt: false,
     };

@@ -1,0 +1,167 @@
+//! Energy per inference image of a CIM model's digital periphery, from the counts of the
+//! hardware table ([`models::ModelCounts`]) and an energy model given as data
+//! (`baselines/energy/default.toml`, each constant with its source).
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::ReportError;
+
+/// The constants of the energy model, in joules (see `baselines/energy/default.toml`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnergyModel {
+    /// The technology node the constants belong to.
+    pub node: String,
+    /// Walden figure of merit of the ADC: joules per conversion step.
+    pub adc_fom: f64,
+    /// What every conversion costs whatever its resolution (comparator, logic).
+    pub adc_floor: f64,
+    /// One dequantization multiply.
+    pub dequant_multiply: f64,
+    /// One accumulating add of an ADC output.
+    pub accumulate_add: f64,
+    /// One add of a learned window's constant.
+    pub window_add: f64,
+    /// The file it was read from.
+    #[serde(skip)]
+    pub source: PathBuf,
+}
+
+/// Energy per image, by part, in joules.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct EnergyPerImage {
+    /// ADC conversions.
+    pub adc: f64,
+    /// Dequantization multiplies.
+    pub dequant: f64,
+    /// Accumulating adds.
+    pub accumulate: f64,
+    /// Window adds.
+    pub window: f64,
+}
+
+impl EnergyPerImage {
+    /// All parts together.
+    pub fn total(&self) -> f64 {
+        self.adc + self.dequant + self.accumulate + self.window
+    }
+}
+
+impl EnergyModel {
+    /// Reads and checks an energy file: every key present, none unknown, every constant finite
+    /// and not negative; errors name the file and the key.
+    pub fn load(path: &Path) -> Result<Self, ReportError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ReportError::io(path, e))?;
+        let mut model: EnergyModel =
+            toml::from_str(&text).map_err(|e| ReportError::Invalid(format!("{}: {}", path.display(), e.message())))?;
+        for (key, value) in model.constants() {
+            if !value.is_finite() || value < 0.0 {
+                return Err(ReportError::Invalid(format!(
+                    "{}: {key} = {value}: expected a finite energy in joules, 0 or more",
+                    path.display()
+                )));
+            }
+        }
+        model.source = path.to_path_buf();
+        Ok(model)
+    }
+
+    fn constants(&self) -> [(&'static str, f64); 5] {
+        [
+            ("adc_fom", self.adc_fom),
+            ("adc_floor", self.adc_floor),
+            ("dequant_multiply", self.dequant_multiply),
+            ("accumulate_add", self.accumulate_add),
+            ("window_add", self.window_add),
+        ]
+    }
+
+    /// One conversion of an ADC of `bits` bits (fractional for a ternary converter: log2 3).
+    pub fn conversion(&self, bits: f64) -> f64 {
+        self.adc_floor + self.adc_fom * bits.exp2()
+    }
+
+    /// The energy of one image of a model with `counts`, its ADCs of `adc_bits` bits (`None`:
+    /// an ideal ADC, which is no converter and costs nothing here). Every ADC output is
+    /// accumulated once.
+    pub fn per_image(&self, counts: &models::ModelCounts, adc_bits: Option<f64>) -> EnergyPerImage {
+        let conversions = counts.adc_conversions_per_image as f64;
+        EnergyPerImage {
+            adc: adc_bits.map_or(0.0, |bits| conversions * self.conversion(bits)),
+            dequant: counts.dequant_multiplies_per_image as f64 * self.dequant_multiply,
+            accumulate: conversions * self.accumulate_add,
+            window: counts.window_adds_per_image as f64 * self.window_add,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn model() -> EnergyModel {
+        EnergyModel {
+            node: "45 nm".into(),
+            adc_fom: 10e-15,
+            adc_floor: 20e-15,
+            dequant_multiply: 1.1e-12,
+            accumulate_add: 0.4e-12,
+            window_add: 0.4e-12,
+            source: PathBuf::new(),
+        }
+    }
+
+    /// One layer by hand: a 16 -> 16 channel 3x3 conv on 32x32 outputs in 128 x 128 arrays,
+    /// W4 c2 differential: 2 slices x 2 polarities x 1 row tile x 16 columns = 64 ADC reads per
+    /// output pixel, 1024 pixels: 65,536 conversions. Column-wise, one multiply and one window
+    /// add per conversion. At P = 3: 65,536 x (20 fJ + 10 fJ x 8) = 6.5536 nJ of conversions,
+    /// 65,536 x 1.1 pJ = 72.0896 nJ of multiplies, 65,536 x 0.4 pJ = 26.2144 nJ of accumulation
+    /// and as much of window adds: 131.072 nJ in all.
+    #[test]
+    fn the_energy_of_a_hand_computed_layer() {
+        let counts = models::ModelCounts {
+            layers: 1,
+            per_layer_sum: Default::default(),
+            adc_conversions_per_image: 65_536,
+            dequant_multiplies_per_image: 65_536,
+            window_adds_per_image: 65_536,
+        };
+        let e = model().per_image(&counts, Some(3.0));
+        let close = |a: f64, b: f64| assert!((a - b).abs() <= 1e-9 * b.abs(), "{a} vs {b}");
+        close(e.adc, 6.5536e-9);
+        close(e.dequant, 72.0896e-9);
+        close(e.accumulate, 26.2144e-9);
+        close(e.window, 26.2144e-9);
+        close(e.total(), 131.072e-9);
+        // an ideal ADC converts nothing
+        assert_eq!(model().per_image(&counts, None).adc, 0.0);
+        // a ternary converter: log2(3) bits, three levels
+        close(model().conversion(3f64.log2()), 20e-15 + 30e-15);
+    }
+
+    #[test]
+    fn bad_energy_files_are_named_by_key() {
+        let tmp = tempfile::tempdir().unwrap();
+        let good =
+            std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../baselines/energy/default.toml"))
+                .unwrap();
+        let path = tmp.path().join("e.toml");
+        let fails = |text: &str, expected: &str| {
+            std::fs::write(&path, text).unwrap();
+            let err = EnergyModel::load(&path).unwrap_err().to_string();
+            assert!(err.contains(expected) && err.contains("e.toml"), "{err}");
+        };
+        fails(&good.replace("window_add = 0.4e-12", ""), "missing field `window_add`");
+        fails(&good.replace("adc_fom = 10e-15", "adc_fom = -1e-15"), "adc_fom = -0.000000000000001");
+        fails(&good.replace("adc_fom = 10e-15", "adc_fom = nan"), "adc_fom = NaN");
+        fails(&(good.clone() + "sram_read = 1e-12\n"), "unknown field `sram_read`");
+        let model = EnergyModel::load(&{
+            std::fs::write(&path, &good).unwrap();
+            path.clone()
+        })
+        .unwrap();
+        assert_eq!(model.node, "45 nm");
+    }
+}
