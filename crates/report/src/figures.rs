@@ -1,5 +1,6 @@
-//! Figures (SVG and PNG): accuracy against ADC bits and against array size per method, and
-//! accuracy against cell variation with spread bands.
+//! Figures (SVG and PNG): accuracy against ADC bits and against array size per method,
+//! accuracy per fine-tuning epoch, accuracy against cell variation with spread bands, and
+//! accuracy against energy per image with the Pareto front.
 
 use std::path::Path;
 use std::sync::Once;
@@ -10,7 +11,9 @@ use study::Study;
 use train::RunConfig;
 
 use crate::ReportError;
+use crate::energy::EnergyModel;
 use crate::results::CellResult;
+use crate::tables::ModelCosts;
 use crate::writer::ReportWriter;
 
 static FONT: &[u8] = include_bytes!("../assets/DejaVuSans.ttf");
@@ -31,9 +34,15 @@ struct Line {
     points: Vec<(f64, f64, f64, f64)>,
 }
 
+/// The `method` of the line that marks a Pareto front (drawn dashed in black, no markers).
+const FRONT: &str = "Pareto front";
+
 /// A method's colour: the same in every figure of every report (by its place in the registry;
 /// variants of one method, such as its two-stage recipe, are told apart by their marker).
 fn color_of(method: &str) -> RGBColor {
+    if method == FRONT {
+        return RGBColor(0, 0, 0);
+    }
     if method == methods::PROPOSED.name() {
         return PROPOSED_COLOR;
     }
@@ -104,6 +113,11 @@ where
     for line in lines {
         let color = color_of(&line.method);
         let hollow = line.name.contains("two-stage");
+        if line.method == FRONT {
+            let points = line.points.iter().map(|p| (p.0, p.1));
+            chart.draw_series(DashedLineSeries::new(points, 8, 5, color.stroke_width(2))).map_err(|e| e.to_string())?;
+            continue;
+        }
         if bands {
             let mut poly: Vec<(f64, f64)> = line.points.iter().map(|p| (p.0, p.3)).collect();
             poly.extend(line.points.iter().rev().map(|p| (p.0, p.2)));
@@ -163,17 +177,19 @@ fn mean_spread(values: &[f64]) -> (f64, f64, f64) {
     (100.0 * m, 100.0 * (m - s), 100.0 * (m + s))
 }
 
-/// Lines of final accuracy against one swept field, the other settings at the benchmark's base.
-fn sweep_lines(study: &Study, bench: &str, results: &[CellResult], field: &str) -> Vec<Line> {
-    let Some(b) = study.benchmark.iter().find(|b| b.name == bench) else { return Vec::new() };
-    let base = {
-        let mut t = toml::Table::try_from(RunConfig::default()).expect("table");
-        for (k, v) in &b.base {
-            t.insert(k.clone(), v.clone());
-        }
-        t
-    };
-    let fixed = [
+/// A benchmark's base run configuration as a table.
+fn base_table(b: &study::Benchmark) -> toml::Table {
+    let mut t = toml::Table::try_from(RunConfig::default()).expect("table");
+    for (k, v) in &b.base {
+        t.insert(k.clone(), v.clone());
+    }
+    t
+}
+
+/// Whether `config` has the benchmark's base settings in everything but `field` (every
+/// setting, for a method that does not use the field: `uses_field` false).
+fn at_base_except(base: &toml::Table, config: &RunConfig, field: &str, uses_field: bool) -> bool {
+    const SETTINGS: [&str; 10] = [
         "psum_bits",
         "array_size",
         "cell_bits",
@@ -185,6 +201,14 @@ fn sweep_lines(study: &Study, bench: &str, results: &[CellResult], field: &str) 
         "adc_window",
         "adc_init",
     ];
+    let t = toml::Table::try_from(config).expect("table");
+    SETTINGS.iter().filter(|f| **f != field).all(|f| t.get(*f) == base.get(*f) || !uses_field)
+}
+
+/// Lines of final accuracy against one swept field, the other settings at the benchmark's base.
+fn sweep_lines(study: &Study, bench: &str, results: &[CellResult], field: &str) -> Vec<Line> {
+    let Some(b) = study.benchmark.iter().find(|b| b.name == bench) else { return Vec::new() };
+    let base = base_table(b);
     let mut lines = Vec::new();
     for method in &b.methods {
         let uses_field = match train::Uses::of_method(method) {
@@ -197,11 +221,10 @@ fn sweep_lines(study: &Study, bench: &str, results: &[CellResult], field: &str) 
             .filter(|r| r.cell.benchmark == bench && !r.cell.pretraining && &r.cell.config.method == method)
         {
             let Some(s) = &r.summary else { continue };
-            let t = toml::Table::try_from(&r.cell.config).expect("table");
-            let at_base = fixed.iter().filter(|f| **f != field).all(|f| t.get(*f) == base.get(*f) || !uses_field);
-            if !at_base {
+            if !at_base_except(&base, &r.cell.config, field, uses_field) {
                 continue;
             }
+            let t = toml::Table::try_from(&r.cell.config).expect("table");
             let x = t.get(field).and_then(|v| v.as_integer()).unwrap_or(0);
             by_x.entry(x).or_default().push(s.final_test_acc);
         }
@@ -232,9 +255,79 @@ fn sweep_lines(study: &Study, bench: &str, results: &[CellResult], field: &str) 
     lines
 }
 
+/// Accuracy against energy per image (nJ, [`EnergyModel`]) of every method with an ADC: one
+/// point per setting at the benchmark's base (the ADC resolutions), mean over seeds with the
+/// seeds' range, and the Pareto front over all points (no other point costs less and is more
+/// accurate).
+fn energy_lines(study: &Study, bench: &str, results: &[CellResult], model: &EnergyModel) -> Vec<Line> {
+    let Some(b) = study.benchmark.iter().find(|b| b.name == bench) else { return Vec::new() };
+    let base = base_table(b);
+    let mut lines = Vec::new();
+    for method in &b.methods {
+        // a method with an ADC of its own has no P, window or calibration to hold at the base
+        let adc_setting = train::Uses::of_method(method).is_some_and(|u| u.adc_setting());
+        let mut by_setting: std::collections::BTreeMap<String, (f64, Vec<f64>)> = std::collections::BTreeMap::new();
+        for r in results
+            .iter()
+            .filter(|r| r.cell.benchmark == bench && !r.cell.pretraining && &r.cell.config.method == method)
+        {
+            let Some(s) = &r.summary else { continue };
+            let recipe = toml::Table::try_from(&r.cell.config).expect("table").get("recipe").cloned();
+            if !at_base_except(&base, &r.cell.config, "psum_bits", adc_setting) || recipe != base.get("recipe").cloned()
+            {
+                continue;
+            }
+            let Ok(costs) = ModelCosts::of(&r.cell.config) else { continue };
+            let Some(bits) = costs.adc_bits else { continue }; // no converter: no ADC energy to weigh
+            let energy = model.per_image(&costs.counts, Some(bits)).total() * 1e9;
+            by_setting.entry(r.cell.config.setting_label()).or_insert((energy, Vec::new())).1.push(s.final_test_acc);
+        }
+        let mut points: Vec<(f64, f64, f64, f64)> = by_setting
+            .values()
+            .map(|(energy, accs)| {
+                let mean = 100.0 * accs.iter().sum::<f64>() / accs.len() as f64;
+                let lo = 100.0 * accs.iter().copied().fold(f64::INFINITY, f64::min);
+                let hi = 100.0 * accs.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                (*energy, mean, lo, hi)
+            })
+            .collect();
+        if points.is_empty() {
+            continue;
+        }
+        points.sort_by(|a, b| a.0.total_cmp(&b.0));
+        lines.push(Line { name: method.clone(), method: method.clone(), points });
+    }
+    let mut all: Vec<(f64, f64, f64, f64)> = lines.iter().flat_map(|l| l.points.iter().copied()).collect();
+    all.sort_by(|a, b| a.0.total_cmp(&b.0).then(b.1.total_cmp(&a.1)));
+    let mut front: Vec<(f64, f64, f64, f64)> = Vec::new();
+    for p in all {
+        if front.last().is_none_or(|last| p.1 > last.1) {
+            front.push((p.0, p.1, p.1, p.1));
+        }
+    }
+    if front.len() > 1 {
+        lines.push(Line { name: FRONT.into(), method: FRONT.into(), points: front });
+    }
+    lines
+}
+
 /// Draws every figure the results support; returns their file stems.
-pub fn draw(study: &Study, results: &[CellResult], out: &mut ReportWriter) -> Result<Vec<String>, ReportError> {
+pub fn draw(
+    study: &Study,
+    results: &[CellResult],
+    energy: &EnergyModel,
+    out: &mut ReportWriter,
+) -> Result<Vec<String>, ReportError> {
     let mut stems = Vec::new();
+    for (i, b) in study.benchmark.iter().enumerate() {
+        let lines = energy_lines(study, &b.name, results, energy);
+        if lines.iter().map(|l| l.points.len()).sum::<usize>() >= 2 {
+            let stem = format!("acc_vs_energy_{i}");
+            let title = format!("{}: accuracy vs energy per image (mean, range over seeds)", b.name);
+            render(out, &stem, &title, "energy per image (nJ, digital periphery)", &lines, true)?;
+            stems.push(stem);
+        }
+    }
     for (i, b) in study.benchmark.iter().enumerate() {
         for (field, x_label, stem) in
             [("psum_bits", "ADC bits (P)", "acc_vs_adc_bits"), ("array_size", "array size (N)", "acc_vs_array_size")]

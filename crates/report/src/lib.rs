@@ -108,7 +108,7 @@ pub fn generate(study: &Study, opts: &ReportOptions) -> Result<Tables, ReportErr
     let energy = EnergyModel::load(&opts.energy)?;
     let tables = Tables::build(study, &results, &claims, &energy)?;
     tables.write(&mut out)?;
-    let figures = if opts.figures { figures::draw(study, &results, &mut out)? } else { Vec::new() };
+    let figures = if opts.figures { figures::draw(study, &results, &energy, &mut out)? } else { Vec::new() };
     let readme = tables.readme(study, &results, &claims, &figures);
     out.add(Path::new("README.md"), readme);
     out.commit()?;

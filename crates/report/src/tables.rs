@@ -633,16 +633,16 @@ fn stage_table(study: &Study, results: &[CellResult], findings: &mut Vec<String>
 }
 
 /// What a cell's model costs in hardware: its counts and its ADCs' resolution.
-struct ModelCosts {
-    counts: models::ModelCounts,
+pub(crate) struct ModelCosts {
+    pub(crate) counts: models::ModelCounts,
     /// `—` (floating point), `ideal`, or the bits.
-    adc_label: String,
+    pub(crate) adc_label: String,
     /// The ADCs' bits (fractional for a ternary converter); `None` for an ideal ADC or none.
-    adc_bits: Option<f64>,
+    pub(crate) adc_bits: Option<f64>,
 }
 
 impl ModelCosts {
-    fn of(c: &train::RunConfig) -> Result<Self, ReportError> {
+    pub(crate) fn of(c: &train::RunConfig) -> Result<Self, ReportError> {
         let run = c.resolve().map_err(|e| ReportError::Invalid(e.to_string()))?;
         let shape = data_shape(&c.dataset);
         let counts = match &run.conv {
