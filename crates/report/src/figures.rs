@@ -284,12 +284,7 @@ fn energy_lines(study: &Study, bench: &str, results: &[CellResult], model: &Ener
         }
         let mut points: Vec<(f64, f64, f64, f64)> = by_setting
             .values()
-            .map(|(energy, accs)| {
-                let mean = 100.0 * accs.iter().sum::<f64>() / accs.len() as f64;
-                let lo = 100.0 * accs.iter().copied().fold(f64::INFINITY, f64::min);
-                let hi = 100.0 * accs.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-                (*energy, mean, lo, hi)
-            })
+            .filter_map(|(energy, accs)| range_point(*energy, &accs.iter().map(|a| 100.0 * a).collect::<Vec<_>>()))
             .collect();
         if points.is_empty() {
             continue;

@@ -770,15 +770,7 @@ fn energy_table(study: &Study, results: &[CellResult], model: &EnergyModel) -> R
                 continue;
             }
             done.push(key);
-            let finals: Vec<f64> = rs
-                .iter()
-                .filter(|o| {
-                    o.cell.config.method == c.method
-                        && o.cell.config.setting_label() == setting
-                        && o.cell.pretraining == r.cell.pretraining
-                })
-                .filter_map(|o| o.summary.as_ref().map(|s| s.final_test_acc))
-                .collect();
+            let finals: Vec<f64> = finals_by_seed(&rs, &c.method, &r.cell).iter().map(|(_, acc)| acc / 100.0).collect();
             let costs = ModelCosts::of(c)?;
             let e = model.per_image(&costs.counts, costs.adc_bits);
             let accuracy = if finals.is_empty() { f64::NAN } else { mean_std(&finals).0 };

@@ -208,7 +208,7 @@ fn is_stale(holder: &Holder, age: Duration, stale_after: Duration) -> bool {
 /// Moves the stale claim of `holder` out of the way; false when the file there was no longer it
 /// (then it is put back, unless someone claimed the folder meanwhile).
 fn take_away(path: &Path, holder: &Holder) -> Result<bool, TrainError> {
-    let aside = path.with_file_name(format!("{CLAIM_FILE}.stale.{}.{}", std::process::id(), unique_number()));
+    let aside = data::store::temporary_sibling(path);
     match std::fs::rename(path, &aside) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
