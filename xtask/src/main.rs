@@ -1,5 +1,6 @@
 //! `cargo xtask`: the command line of the harness, a thin layer over the library crates.
 
+mod adc_bits_cmd;
 mod data_cmd;
 mod speed_cmd;
 mod study_cmd;
@@ -29,6 +30,9 @@ enum Command {
     Report(study_cmd::ReportArgs),
     /// Monte-Carlo accuracy of a trained run under memory-cell variation.
     Variation(study_cmd::VariationArgs),
+    /// The fewest ADC bits per CIM layer of a trained run within a tolerance of its accuracy,
+    /// and the energy that saves.
+    AdcBits(adc_bits_cmd::AdcBitsArgs),
     /// ADC quality of a trained run: SQNR, clipping, codes used, digit levels per layer and slice.
     Inspect(study_cmd::InspectArgs),
     /// Run the benchmarks (CIM layer vs conv2d, CIM vs FP training step).
@@ -102,6 +106,7 @@ fn main() {
         Command::Report(args) => study_cmd::report(args),
         Command::Variation(args) => study_cmd::variation(args),
         Command::Inspect(args) => study_cmd::inspect(args),
+        Command::AdcBits(args) => adc_bits_cmd::adc_bits(args),
         Command::Bench => study_cmd::bench(),
         Command::Speed(args) => speed_cmd::speed(args),
     };

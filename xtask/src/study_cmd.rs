@@ -343,6 +343,11 @@ pub struct ReportArgs {
     energy: Option<PathBuf>,
 }
 
+/// The energy model used where none is given: `baselines/energy/default.toml`.
+pub fn default_energy_model() -> PathBuf {
+    project_root().join("baselines/energy/default.toml")
+}
+
 pub fn report(args: ReportArgs) -> Result<()> {
     let (mut study, runs_root, out_dir) = args.profile.load()?;
     for (input, value) in study.provide_from_archive(&out_dir.join("runs")) {
@@ -355,7 +360,7 @@ pub fn report(args: ReportArgs) -> Result<()> {
         runs_root,
         out_dir: out_dir.clone(),
         claims: project_root().join("baselines/paper-claims.toml"),
-        energy: args.energy.clone().unwrap_or_else(|| project_root().join("baselines/energy/default.toml")),
+        energy: args.energy.clone().unwrap_or_else(default_energy_model),
         figures: !args.no_figures,
         adopt: args.adopt,
     };

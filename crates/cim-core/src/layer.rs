@@ -319,6 +319,15 @@ impl CimConv2d {
         Ok(())
     }
 
+    /// The same layer read out by ADCs of `bits` bits (trained weights and steps kept; the ADC
+    /// windows, made for the old range, are to be calibrated again). Only for the built-in ADC.
+    pub fn with_psum_bits(mut self, bits: u32) -> Result<Self, CimConfigError> {
+        let config = self.config.clone().with_psum_bits(Some(bits));
+        self.plan = Arc::new(Plan::new(&config, self.own)?);
+        self.config = config;
+        Ok(self)
+    }
+
     /// Replaces the float weights (shape checked) and re-initializes the weight steps from them.
     pub fn with_weight(mut self, weight: Tensor<4>) -> Result<Self, String> {
         let expected = self.weight.val().dims();

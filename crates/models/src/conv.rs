@@ -4,11 +4,14 @@ use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{Initializer, PaddingConfig2d};
 use burn::tensor::{Device, Tensor};
-use cim_core::{AdcInit, AdcWindow, CimConfigError, CimConv2d, CimConvConfig, Encoding, Granularity, OwnQuantizers};
+use cim_core::{
+    AdcInit, AdcWindow, CimConfigError, CimConv2d, CimConvConfig, Encoding, Granularity, LayerCounts, OwnQuantizers,
+};
 
-use crate::{Arch, ModelCounts};
+use crate::{Arch, BlockConv, ModelCounts, PsumBits};
 
-/// Array and quantizer settings shared by every CIM layer of a model.
+/// Array and quantizer settings of the CIM layers of a model: shared by every layer but the ADC
+/// bits, which may differ per layer.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CimSettings {
     /// N.
@@ -19,8 +22,8 @@ pub struct CimSettings {
     pub cell_bits: u32,
     /// A.
     pub act_bits: u32,
-    /// P; `None` is an ideal ADC.
-    pub psum_bits: Option<u32>,
+    /// P of every layer, or of each; `None` is an ideal ADC.
+    pub psum_bits: Option<PsumBits>,
     /// Weight encoding.
     pub encoding: Encoding,
     /// Weight-step granularity.
@@ -37,9 +40,10 @@ pub struct CimSettings {
 }
 
 impl CimSettings {
-    /// The configuration of one k x k layer.
+    /// The configuration of CIM layer `index` (forward order), a k x k conv of this shape.
     pub fn layer(
         &self,
+        index: usize,
         in_channels: usize,
         out_channels: usize,
         kernel: usize,
@@ -53,7 +57,7 @@ impl CimSettings {
             .with_weight_bits(self.weight_bits)
             .with_cell_bits(self.cell_bits)
             .with_act_bits(self.act_bits)
-            .with_psum_bits(self.psum_bits)
+            .with_psum_bits(self.psum_bits.as_ref().map(|p| p.of_layer(index)))
             .with_encoding(self.encoding)
             .with_weight_granularity(self.weight_granularity)
             .with_psum_granularity(self.psum_granularity)
@@ -61,27 +65,84 @@ impl CimSettings {
             .with_adc_init(self.adc_init)
     }
 
+    /// Every CIM layer of `arch` for square inputs of `input_size`: its block conv and its
+    /// configuration, in forward order.
+    pub fn layers(&self, arch: Arch, input_size: usize) -> Vec<(BlockConv, CimConvConfig)> {
+        arch.block_convs(input_size)
+            .into_iter()
+            .enumerate()
+            .map(|(i, conv)| (conv, self.layer(i, conv.in_channels, conv.out_channels, 3, conv.stride, 1)))
+            .collect()
+    }
+
+    /// Checks the settings for every CIM layer of `arch` (a per-layer P list of the wrong
+    /// length, a P a layer cannot have) before any layer is built.
+    pub fn validate(&self, arch: Arch) -> Result<(), String> {
+        if let Some(p) = &self.psum_bits {
+            p.check_layers(arch.block_convs(32).len(), arch.name())?;
+        }
+        let per_layer = matches!(self.psum_bits, Some(PsumBits::PerLayer(_)));
+        for (i, (_, layer)) in self.layers(arch, 32).iter().enumerate() {
+            layer.counts(self.own).map_err(|e| if per_layer { format!("CIM layer {i}: {e}") } else { e.to_string() })?;
+        }
+        Ok(())
+    }
+
     /// A CIM layer of `layer`'s shape with these settings.
     pub fn init(&self, layer: CimConvConfig, device: &Device) -> Result<CimConv2d, CimConfigError> {
         layer.init_with(self.own, device)
     }
 
-    /// Hardware counts of `arch`'s CIM layers for square inputs of `input_size`, from the tiling
-    /// arithmetic alone (no model is built): ADC conversions and dequantization multiplies are
-    /// per image (each layer's per-pixel count times its output pixels).
+    /// Hardware counts of each of `arch`'s CIM layers for square inputs of `input_size`, from
+    /// the tiling arithmetic alone (no model is built), in forward order.
+    pub fn layer_counts(&self, arch: Arch, input_size: usize) -> Result<Vec<LayerCountsPerImage>, CimConfigError> {
+        self.layers(arch, input_size)
+            .into_iter()
+            .map(|(conv, layer)| {
+                let counts = layer.counts(self.own)?;
+                Ok(LayerCountsPerImage {
+                    conv,
+                    psum_bits: layer.psum_bits,
+                    adc_conversions: counts.adc_conversions_per_pixel * conv.out_pixels,
+                    dequant_multiplies: counts.dequant_multiplies_per_pixel * conv.out_pixels,
+                    window_adds: counts.window_adds_per_pixel * conv.out_pixels,
+                    counts,
+                })
+            })
+            .collect()
+    }
+
+    /// Hardware counts of `arch`'s CIM layers summed over the layers ([`Self::layer_counts`]):
+    /// ADC conversions and dequantization multiplies are per image.
     pub fn model_counts(&self, arch: Arch, input_size: usize) -> Result<ModelCounts, CimConfigError> {
         let mut total = ModelCounts::default();
-        for conv in arch.block_convs(input_size) {
-            let layer = self.layer(conv.in_channels, conv.out_channels, 3, conv.stride, 1);
-            let c = layer.counts(self.own)?;
+        for layer in self.layer_counts(arch, input_size)? {
             total.layers += 1;
-            total.per_layer_sum = total.per_layer_sum + c;
-            total.adc_conversions_per_image += c.adc_conversions_per_pixel * conv.out_pixels;
-            total.dequant_multiplies_per_image += c.dequant_multiplies_per_pixel * conv.out_pixels;
-            total.window_adds_per_image += c.window_adds_per_pixel * conv.out_pixels;
+            total.per_layer_sum = total.per_layer_sum + layer.counts;
+            total.adc_conversions_per_image += layer.adc_conversions;
+            total.dequant_multiplies_per_image += layer.dequant_multiplies;
+            total.window_adds_per_image += layer.window_adds;
         }
         Ok(total)
     }
+}
+
+/// Hardware counts of one CIM layer of a model: per output pixel ([`LayerCounts`]) and per
+/// classified image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LayerCountsPerImage {
+    /// The block conv.
+    pub conv: BlockConv,
+    /// Its ADC bits (`None`: an ideal ADC or an ADC of the method's own).
+    pub psum_bits: Option<u32>,
+    /// Its counts per output pixel and its arrays and scales.
+    pub counts: LayerCounts,
+    /// ADC conversions per image.
+    pub adc_conversions: usize,
+    /// Dequantization multiplies per image.
+    pub dequant_multiplies: usize,
+    /// Adds of learned-window constants per image.
+    pub window_adds: usize,
 }
 
 /// What the block convs are made of.
@@ -103,9 +164,10 @@ pub enum Conv3x3 {
 }
 
 impl Conv3x3 {
-    /// A 3x3 conv of `kind`.
+    /// A 3x3 conv of `kind`, the model's 3x3 conv number `index` (forward order).
     pub fn new(
         kind: &ConvKind,
+        index: usize,
         in_channels: usize,
         out_channels: usize,
         stride: usize,
@@ -113,7 +175,7 @@ impl Conv3x3 {
     ) -> Result<Self, CimConfigError> {
         Ok(match kind {
             ConvKind::Float => Conv3x3::Float(float_conv(in_channels, out_channels, 3, stride, 1, device)),
-            ConvKind::Cim(s) => Conv3x3::Cim(s.init(s.layer(in_channels, out_channels, 3, stride, 1), device)?),
+            ConvKind::Cim(s) => Conv3x3::Cim(s.init(s.layer(index, in_channels, out_channels, 3, stride, 1), device)?),
         })
     }
 

@@ -5,6 +5,7 @@
 
 mod conv;
 mod norm;
+mod psum_bits;
 mod resnet18;
 mod resnet20;
 
@@ -15,7 +16,8 @@ use burn::tensor::{Device, Tensor};
 use cim_core::{CimConfigError, CimConv2d, LayerCounts};
 use serde::{Deserialize, Serialize};
 
-pub use conv::{CimSettings, Conv3x3, ConvKind};
+pub use conv::{CimSettings, Conv3x3, ConvKind, LayerCountsPerImage};
+pub use psum_bits::PsumBits;
 pub use resnet18::ResNet18;
 pub use resnet20::ResNet20;
 
@@ -246,7 +248,7 @@ mod tests {
             weight_bits: 4,
             cell_bits: 2,
             act_bits: 4,
-            psum_bits,
+            psum_bits: psum_bits.map(PsumBits::All),
             encoding: Encoding::Differential,
             weight_granularity: Granularity::Layer,
             psum_granularity: Granularity::Column,
@@ -286,5 +288,31 @@ mod tests {
         // ResNet-18 on 224 x 224: 56 after the stem and pool, then 28, 14, 7
         let pixels: Vec<usize> = Arch::Resnet18.block_convs(224).iter().map(|c| c.out_pixels).collect();
         assert_eq!(pixels, [[3136; 4], [784; 4], [196; 4], [49; 4]].concat());
+    }
+
+    /// A per-layer P reaches each layer of a built model and each layer's counts; a list of the
+    /// wrong length is refused before anything is built.
+    #[test]
+    fn adc_bits_per_layer() {
+        let device = Device::flex();
+        let bits: Vec<u32> = (0..18).map(|i| 2 + (i % 3)).collect();
+        let s = CimSettings { psum_bits: Some(PsumBits::PerLayer(bits.clone())), ..settings(None) };
+        s.validate(Arch::Resnet20).unwrap();
+        let model = Model::new(Arch::Resnet20, 3, 10, &ConvKind::Cim(s.clone()), 0, &device).unwrap();
+        let built: Vec<Option<u32>> = model.cim_layers().iter().map(|l| l.config().psum_bits).collect();
+        assert_eq!(built, bits.iter().map(|&b| Some(b)).collect::<Vec<_>>());
+        let counted: Vec<Option<u32>> = s.layer_counts(Arch::Resnet20, 32).unwrap().iter().map(|l| l.psum_bits).collect();
+        assert_eq!(counted, built);
+        let short = CimSettings { psum_bits: Some(PsumBits::PerLayer(vec![3; 5])), ..settings(None) };
+        let e = short.validate(Arch::Resnet20).unwrap_err();
+        assert!(e.contains("a list of 5 values") && e.contains("18 CIM layers"), "{e}");
+        let zero = CimSettings { psum_bits: Some(PsumBits::PerLayer([vec![3; 17], vec![0]].concat())), ..settings(None) };
+        let e = zero.validate(Arch::Resnet20).unwrap_err();
+        assert!(e.contains("CIM layer 17") && e.contains("psum_bits = 0"), "{e}");
+        // ResNet-18 has 16
+        let e = CimSettings { psum_bits: Some(PsumBits::PerLayer(bits)), ..settings(None) }
+            .validate(Arch::Resnet18)
+            .unwrap_err();
+        assert!(e.contains("resnet18 has 16 CIM layers"), "{e}");
     }
 }

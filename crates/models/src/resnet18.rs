@@ -34,8 +34,10 @@ pub struct BasicBlock {
 }
 
 impl BasicBlock {
+    /// The block whose first conv is the model's 3x3 conv number `first_conv`.
     fn new(
         kind: &ConvKind,
+        first_conv: usize,
         in_channels: usize,
         out_channels: usize,
         stride: usize,
@@ -46,9 +48,9 @@ impl BasicBlock {
             bn: BatchNormConfig::new(out_channels).init(device),
         });
         Ok(Self {
-            conv1: Conv3x3::new(kind, in_channels, out_channels, stride, device)?,
+            conv1: Conv3x3::new(kind, first_conv, in_channels, out_channels, stride, device)?,
             bn1: BatchNormConfig::new(out_channels).init(device),
-            conv2: Conv3x3::new(kind, out_channels, out_channels, 1, device)?,
+            conv2: Conv3x3::new(kind, first_conv + 1, out_channels, out_channels, 1, device)?,
             bn2: BatchNormConfig::new(out_channels).init(device),
             downsample,
             stride,
@@ -83,7 +85,8 @@ impl ResNet18 {
         let blocks = Arch::Resnet18
             .blocks()
             .into_iter()
-            .map(|b| BasicBlock::new(kind, b.in_channels, b.out_channels, b.stride, device))
+            .enumerate()
+            .map(|(i, b)| BasicBlock::new(kind, 2 * i, b.in_channels, b.out_channels, b.stride, device))
             .collect::<Result<_, _>>()?;
         Ok(Self {
             stem: float_conv(in_channels, 64, 7, 2, 3, device),

@@ -26,8 +26,10 @@ pub struct PreActBlock {
 }
 
 impl PreActBlock {
+    /// The block whose first conv is the model's 3x3 conv number `first_conv`.
     fn new(
         kind: &ConvKind,
+        first_conv: usize,
         in_channels: usize,
         out_channels: usize,
         stride: usize,
@@ -37,9 +39,9 @@ impl PreActBlock {
             .then(|| float_conv(in_channels, out_channels, 1, stride, 0, device));
         Ok(Self {
             bn1: BatchNormConfig::new(in_channels).init(device),
-            conv1: Conv3x3::new(kind, in_channels, out_channels, stride, device)?,
+            conv1: Conv3x3::new(kind, first_conv, in_channels, out_channels, stride, device)?,
             bn2: BatchNormConfig::new(out_channels).init(device),
-            conv2: Conv3x3::new(kind, out_channels, out_channels, 1, device)?,
+            conv2: Conv3x3::new(kind, first_conv + 1, out_channels, out_channels, 1, device)?,
             shortcut,
             stride,
         })
@@ -73,7 +75,8 @@ impl ResNet20 {
         let blocks = Arch::Resnet20
             .blocks()
             .into_iter()
-            .map(|b| PreActBlock::new(kind, b.in_channels, b.out_channels, b.stride, device))
+            .enumerate()
+            .map(|(i, b)| PreActBlock::new(kind, 2 * i, b.in_channels, b.out_channels, b.stride, device))
             .collect::<Result<_, _>>()?;
         Ok(Self {
             stem: float_conv(in_channels, 16, 3, 1, 1, device),

@@ -1,5 +1,5 @@
-//! Energy per inference image of a CIM model's digital periphery, from the counts of the
-//! hardware table ([`models::ModelCounts`]) and an energy model given as data
+//! Energy per inference image of a CIM model's digital periphery, from the counts of each CIM
+//! layer ([`models::LayerCountsPerImage`]) and an energy model given as data
 //! (`baselines/energy/default.toml`, each constant with its source).
 
 use std::path::{Path, PathBuf};
@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::ReportError;
+use crate::tables::data_shape;
 
 /// The constants of the energy model, in joules (see `baselines/energy/default.toml`).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -83,17 +84,85 @@ impl EnergyModel {
         self.adc_floor + self.adc_fom * bits.exp2()
     }
 
-    /// The energy of one image of a model with `counts`, its ADCs of `adc_bits` bits (`None`:
-    /// an ideal ADC, which is no converter and costs nothing here). Every ADC output is
-    /// accumulated once.
-    pub fn per_image(&self, counts: &models::ModelCounts, adc_bits: Option<f64>) -> EnergyPerImage {
-        let conversions = counts.adc_conversions_per_image as f64;
+    /// The energy of one image in one CIM layer, its ADCs of `adc_bits` bits (`None`: an ideal
+    /// ADC, which is no converter and costs nothing here). Every ADC output is accumulated once.
+    pub fn layer(&self, layer: &models::LayerCountsPerImage, adc_bits: Option<f64>) -> EnergyPerImage {
+        let conversions = layer.adc_conversions as f64;
         EnergyPerImage {
             adc: adc_bits.map_or(0.0, |bits| conversions * self.conversion(bits)),
-            dequant: counts.dequant_multiplies_per_image as f64 * self.dequant_multiply,
+            dequant: layer.dequant_multiplies as f64 * self.dequant_multiply,
             accumulate: conversions * self.accumulate_add,
-            window: counts.window_adds_per_image as f64 * self.window_add,
+            window: layer.window_adds as f64 * self.window_add,
         }
+    }
+
+    /// The energy of one image of a whole model: the sum over its CIM layers.
+    pub fn per_image(&self, costs: &ModelCosts) -> EnergyPerImage {
+        costs.layers.iter().zip(&costs.adc_bits).map(|(l, bits)| self.layer(l, *bits)).fold(
+            EnergyPerImage::default(),
+            |sum, e| EnergyPerImage {
+                adc: sum.adc + e.adc,
+                dequant: sum.dequant + e.dequant,
+                accumulate: sum.accumulate + e.accumulate,
+                window: sum.window + e.window,
+            },
+        )
+    }
+}
+
+/// What a run's model costs in hardware: the counts of each CIM layer and its ADCs' resolution.
+#[derive(Debug, Clone)]
+pub struct ModelCosts {
+    /// The counts summed over the CIM layers.
+    pub counts: models::ModelCounts,
+    /// Each CIM layer's counts, in forward order (none for floating point).
+    pub layers: Vec<models::LayerCountsPerImage>,
+    /// `—` (floating point), `ideal`, the method's stated resolution, or the setting's P.
+    pub adc_label: String,
+    /// Each layer's ADC bits (fractional for a ternary converter); `None` for an ideal ADC.
+    pub adc_bits: Vec<Option<f64>>,
+}
+
+impl ModelCosts {
+    /// The costs of the model of run configuration `c`, for the image size of its data set.
+    pub fn of(c: &train::RunConfig) -> Result<Self, ReportError> {
+        let run = c.resolve().map_err(|e| ReportError::Invalid(e.to_string()))?;
+        let shape = data_shape(&c.dataset);
+        let layers = match &run.conv {
+            models::ConvKind::Cim(settings) => settings
+                .layer_counts(c.model, shape[1])
+                .map_err(|e| ReportError::Invalid(format!("{}: {e}", c.method)))?,
+            models::ConvKind::Float => Vec::new(),
+        };
+        let mut counts = models::ModelCounts::default();
+        for l in &layers {
+            counts.layers += 1;
+            counts.per_layer_sum = counts.per_layer_sum + l.counts;
+            counts.adc_conversions_per_image += l.adc_conversions;
+            counts.dequant_multiplies_per_image += l.dequant_multiplies;
+            counts.window_adds_per_image += l.window_adds;
+        }
+        let uses = c.uses().ok_or_else(|| ReportError::Invalid(format!("unknown method `{}`", c.method)))?;
+        let (adc_label, own_bits) = match (uses.crossbar, uses.adc, uses.own_adc) {
+            (false, _, _) => ("—".to_string(), None),
+            (true, false, _) => ("ideal".to_string(), None),
+            (true, true, Some(q)) => {
+                // the literature's resolution counts levels: "1.5 bits" is a ternary converter,
+                // 3 levels, log2(3) bits of conversion energy
+                let stated: f64 = q.resolution().parse().map_err(|_| {
+                    ReportError::Invalid(format!("{}: ADC resolution `{}` is not a number", c.method, q.resolution()))
+                })?;
+                (q.resolution().to_string(), Some(stated.exp2().round().log2()))
+            }
+            (true, true, None) => (c.psum_bits.to_string(), None),
+        };
+        let adc_bits = layers.iter().map(|l| own_bits.or(l.psum_bits.map(f64::from))).collect();
+        Ok(Self { counts, layers, adc_label, adc_bits })
+    }
+
+    /// Whether the model has ADCs that are converters (not ideal): what ADC energy is counted for.
+    pub fn has_converters(&self) -> bool {
+        self.adc_bits.iter().any(Option::is_some)
     }
 }
 
@@ -121,14 +190,15 @@ mod tests {
     /// and as much of window adds: 131.072 nJ in all.
     #[test]
     fn the_energy_of_a_hand_computed_layer() {
-        let counts = models::ModelCounts {
-            layers: 1,
-            per_layer_sum: Default::default(),
-            adc_conversions_per_image: 65_536,
-            dequant_multiplies_per_image: 65_536,
-            window_adds_per_image: 65_536,
+        let layer = models::LayerCountsPerImage {
+            conv: models::BlockConv { in_channels: 16, out_channels: 16, stride: 1, out_pixels: 1024 },
+            psum_bits: Some(3),
+            counts: Default::default(),
+            adc_conversions: 65_536,
+            dequant_multiplies: 65_536,
+            window_adds: 65_536,
         };
-        let e = model().per_image(&counts, Some(3.0));
+        let e = model().layer(&layer, Some(3.0));
         let close = |a: f64, b: f64| assert!((a - b).abs() <= 1e-9 * b.abs(), "{a} vs {b}");
         close(e.adc, 6.5536e-9);
         close(e.dequant, 72.0896e-9);
@@ -136,7 +206,7 @@ mod tests {
         close(e.window, 26.2144e-9);
         close(e.total(), 131.072e-9);
         // an ideal ADC converts nothing
-        assert_eq!(model().per_image(&counts, None).adc, 0.0);
+        assert_eq!(model().layer(&layer, None).adc, 0.0);
         // a ternary converter: log2(3) bits, three levels
         close(model().conversion(3f64.log2()), 20e-15 + 30e-15);
     }

@@ -13,7 +13,7 @@ use train::RunConfig;
 use crate::ReportError;
 use crate::energy::EnergyModel;
 use crate::results::CellResult;
-use crate::tables::ModelCosts;
+use crate::energy::ModelCosts;
 use crate::writer::ReportWriter;
 
 static FONT: &[u8] = include_bytes!("../assets/DejaVuSans.ttf");
@@ -225,7 +225,8 @@ fn sweep_lines(study: &Study, bench: &str, results: &[CellResult], field: &str) 
                 continue;
             }
             let t = toml::Table::try_from(&r.cell.config).expect("table");
-            let x = t.get(field).and_then(|v| v.as_integer()).unwrap_or(0);
+            // a per-layer list of ADC bits is no point on this axis
+            let Some(x) = t.get(field).and_then(|v| v.as_integer()) else { continue };
             by_x.entry(x).or_default().push(s.final_test_acc);
         }
         if by_x.is_empty() {
@@ -259,14 +260,17 @@ fn sweep_lines(study: &Study, bench: &str, results: &[CellResult], field: &str) 
 /// point per setting at the benchmark's base (the ADC resolutions), mean over seeds with the
 /// seeds' range, and the Pareto front over all points (no other point costs less and is more
 /// accurate).
-fn energy_lines(study: &Study, bench: &str, results: &[CellResult], model: &EnergyModel) -> Vec<Line> {
-    let Some(b) = study.benchmark.iter().find(|b| b.name == bench) else { return Vec::new() };
+fn energy_lines(study: &Study, bench: &str, results: &[CellResult], model: &EnergyModel) -> (Vec<Line>, String) {
+    let Some(b) = study.benchmark.iter().find(|b| b.name == bench) else { return (Vec::new(), String::new()) };
     let base = base_table(b);
     let mut lines = Vec::new();
+    // the ADC resolutions (as the energy table names them) by how many seeds their points have
+    let mut seeds: std::collections::BTreeMap<usize, std::collections::BTreeSet<String>> = Default::default();
     for method in &b.methods {
         // a method with an ADC of its own has no P, window or calibration to hold at the base
         let adc_setting = train::Uses::of_method(method).is_some_and(|u| u.adc_setting());
-        let mut by_setting: std::collections::BTreeMap<String, (f64, Vec<f64>)> = std::collections::BTreeMap::new();
+        let mut by_setting: std::collections::BTreeMap<String, (f64, String, Vec<f64>)> =
+            std::collections::BTreeMap::new();
         for r in results
             .iter()
             .filter(|r| r.cell.benchmark == bench && !r.cell.pretraining && &r.cell.config.method == method)
@@ -278,13 +282,19 @@ fn energy_lines(study: &Study, bench: &str, results: &[CellResult], model: &Ener
                 continue;
             }
             let Ok(costs) = ModelCosts::of(&r.cell.config) else { continue };
-            let Some(bits) = costs.adc_bits else { continue }; // no converter: no ADC energy to weigh
-            let energy = model.per_image(&costs.counts, Some(bits)).total() * 1e9;
-            by_setting.entry(r.cell.config.setting_label()).or_insert((energy, Vec::new())).1.push(s.final_test_acc);
+            if !costs.has_converters() {
+                continue; // no converter: no ADC energy to weigh
+            }
+            let energy = model.per_image(&costs).total() * 1e9;
+            let entry = by_setting.entry(r.cell.config.setting_label()).or_insert((energy, costs.adc_label, Vec::new()));
+            entry.2.push(s.final_test_acc);
+        }
+        for (_, adc, accs) in by_setting.values() {
+            seeds.entry(accs.len()).or_default().insert(adc.clone());
         }
         let mut points: Vec<(f64, f64, f64, f64)> = by_setting
             .values()
-            .filter_map(|(energy, accs)| range_point(*energy, &accs.iter().map(|a| 100.0 * a).collect::<Vec<_>>()))
+            .filter_map(|(energy, _, accs)| range_point(*energy, &accs.iter().map(|a| 100.0 * a).collect::<Vec<_>>()))
             .collect();
         if points.is_empty() {
             continue;
@@ -303,24 +313,52 @@ fn energy_lines(study: &Study, bench: &str, results: &[CellResult], model: &Ener
     if front.len() > 1 {
         lines.push(Line { name: FRONT.into(), method: FRONT.into(), points: front });
     }
-    lines
+    let counts: Vec<String> = seeds
+        .iter()
+        .rev()
+        .map(|(n, adcs)| {
+            let adcs: Vec<&str> = adcs.iter().map(String::as_str).collect();
+            format!("{}: {n} seed{}", adcs.join(", "), if *n == 1 { " (no range)" } else { "s" })
+        })
+        .collect();
+    let caption = format!(
+        "One point per method and ADC resolution: the mean final test accuracy over its seeds, the band \
+         the seeds' range, against the periphery energy per image of the energy table. Seeds per point, \
+         by ADC bits: {}. Dashed: the Pareto front (each of its points is more accurate than every cheaper point).",
+        counts.join("; ")
+    );
+    (lines, caption)
 }
 
-/// Draws every figure the results support; returns their file stems.
+/// A figure drawn: its file stem and what the README says under it.
+pub struct Figure {
+    /// File name without extension (`.svg` and `.png` are written).
+    pub stem: String,
+    /// What the points are, where the title cannot say it all.
+    pub caption: Option<String>,
+}
+
+impl From<String> for Figure {
+    fn from(stem: String) -> Self {
+        Figure { stem, caption: None }
+    }
+}
+
+/// Draws every figure the results support.
 pub fn draw(
     study: &Study,
     results: &[CellResult],
     energy: &EnergyModel,
     out: &mut ReportWriter,
-) -> Result<Vec<String>, ReportError> {
-    let mut stems = Vec::new();
+) -> Result<Vec<Figure>, ReportError> {
+    let mut figures: Vec<Figure> = Vec::new();
     for (i, b) in study.benchmark.iter().enumerate() {
-        let lines = energy_lines(study, &b.name, results, energy);
+        let (lines, caption) = energy_lines(study, &b.name, results, energy);
         if lines.iter().map(|l| l.points.len()).sum::<usize>() >= 2 {
             let stem = format!("acc_vs_energy_{i}");
             let title = format!("{}: accuracy vs energy per image (mean, range over seeds)", b.name);
             render(out, &stem, &title, "energy per image (nJ, digital periphery)", &lines, true)?;
-            stems.push(stem);
+            figures.push(Figure { stem, caption: Some(caption) });
         }
     }
     for (i, b) in study.benchmark.iter().enumerate() {
@@ -335,7 +373,7 @@ pub fn draw(
             }
             let stem = if study.benchmark.len() > 1 { format!("{stem}_{i}") } else { stem.to_string() };
             render(out, &stem, &format!("{}: accuracy vs {x_label}", b.name), x_label, &lines, false)?;
-            stems.push(stem);
+            figures.push(stem.into());
         }
     }
     for (i, b) in study.benchmark.iter().enumerate() {
@@ -344,7 +382,7 @@ pub fn draw(
             let stem = format!("acc_vs_epoch_{i}_{j}");
             let title = format!("{}: test accuracy per fine-tuning epoch, {setting}", b.name);
             render(out, &stem, &title, "epoch", lines, true)?;
-            stems.push(stem);
+            figures.push(stem.into());
         }
     }
     if let Some(v) = &study.variation {
@@ -352,10 +390,10 @@ pub fn draw(
         if !lines.is_empty() {
             let title = format!("{}: accuracy vs cell variation", v.benchmark);
             render(out, "acc_vs_sigma", &title, "σ of log-normal cell variation", &lines, true)?;
-            stems.push("acc_vs_sigma".into());
+            figures.push(String::from("acc_vs_sigma").into());
         }
     }
-    Ok(stems)
+    Ok(figures)
 }
 
 /// A cell's name in a figure: its method, with its recipe where it overrides the method's.

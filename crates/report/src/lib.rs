@@ -17,7 +17,8 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use study::Study;
 
-pub use energy::EnergyModel;
+pub use energy::{EnergyModel, ModelCosts};
+pub use figures::Figure;
 pub use results::{CellResult, load_results};
 pub use tables::{Table, Tables};
 

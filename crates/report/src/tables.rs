@@ -7,7 +7,7 @@ use method_api::Recipe;
 use polars::prelude::*;
 use study::{Cell, CellState, Study};
 
-use crate::energy::EnergyModel;
+use crate::energy::{EnergyModel, ModelCosts};
 use crate::results::CellResult;
 use crate::stats::{PairedInterval, paired_differences};
 use crate::writer::ReportWriter;
@@ -209,7 +209,13 @@ impl Tables {
     }
 
     /// The profile's README: tables, figures, configurations and code versions.
-    pub fn readme(&self, study: &Study, results: &[CellResult], claims: &Claims, figures: &[String]) -> String {
+    pub fn readme(
+        &self,
+        study: &Study,
+        results: &[CellResult],
+        claims: &Claims,
+        figures: &[crate::figures::Figure],
+    ) -> String {
         let finished = results.iter().filter(|r| r.summary.is_some()).count();
         let mut versions: Vec<String> =
             results.iter().filter_map(|r| r.summary.as_ref().map(|s| s.code_version.clone())).collect();
@@ -243,7 +249,12 @@ impl Tables {
         if !figures.is_empty() {
             s += "## Figures\n\n";
             for f in figures {
-                s += &format!("![{f}]({f}.svg)\n\n[SVG]({f}.svg) · [PNG]({f}.png)\n\n");
+                let stem = &f.stem;
+                s += &format!("![{stem}]({stem}.svg)\n\n");
+                if let Some(caption) = &f.caption {
+                    s += &format!("{caption}\n\n");
+                }
+                s += &format!("[SVG]({stem}.svg) · [PNG]({stem}.png)\n\n");
             }
         }
         s += &format!("## Claims compared\n\nSource: {}\n\n", claims.provenance.trim());
@@ -632,43 +643,6 @@ fn stage_table(study: &Study, results: &[CellResult], findings: &mut Vec<String>
     Ok(Table::new("stages", df, md))
 }
 
-/// What a cell's model costs in hardware: its counts and its ADCs' resolution.
-pub(crate) struct ModelCosts {
-    pub(crate) counts: models::ModelCounts,
-    /// `—` (floating point), `ideal`, or the bits.
-    pub(crate) adc_label: String,
-    /// The ADCs' bits (fractional for a ternary converter); `None` for an ideal ADC or none.
-    pub(crate) adc_bits: Option<f64>,
-}
-
-impl ModelCosts {
-    pub(crate) fn of(c: &train::RunConfig) -> Result<Self, ReportError> {
-        let run = c.resolve().map_err(|e| ReportError::Invalid(e.to_string()))?;
-        let shape = data_shape(&c.dataset);
-        let counts = match &run.conv {
-            models::ConvKind::Cim(settings) => settings
-                .model_counts(c.model, shape[1])
-                .map_err(|e| ReportError::Invalid(format!("{}: {e}", c.method)))?,
-            models::ConvKind::Float => models::ModelCounts::default(),
-        };
-        let uses = c.uses().ok_or_else(|| ReportError::Invalid(format!("unknown method `{}`", c.method)))?;
-        let (adc_label, adc_bits) = match (uses.crossbar, uses.adc, uses.own_adc) {
-            (false, _, _) => ("—".to_string(), None),
-            (true, false, _) => ("ideal".to_string(), None),
-            (true, true, Some(q)) => {
-                // the literature's resolution counts levels: "1.5 bits" is a ternary converter,
-                // 3 levels, log2(3) bits of conversion energy
-                let stated: f64 = q.resolution().parse().map_err(|_| {
-                    ReportError::Invalid(format!("{}: ADC resolution `{}` is not a number", c.method, q.resolution()))
-                })?;
-                (q.resolution().to_string(), Some(stated.exp2().round().log2()))
-            }
-            (true, true, None) => (c.psum_bits.to_string(), Some(f64::from(c.psum_bits))),
-        };
-        Ok(Self { counts, adc_label, adc_bits })
-    }
-}
-
 fn hardware_table(study: &Study, results: &[CellResult]) -> Result<Table, ReportError> {
     let headers = [
         "benchmark",
@@ -772,7 +746,7 @@ fn energy_table(study: &Study, results: &[CellResult], model: &EnergyModel) -> R
             done.push(key);
             let finals: Vec<f64> = finals_by_seed(&rs, &c.method, &r.cell).iter().map(|(_, acc)| acc / 100.0).collect();
             let costs = ModelCosts::of(c)?;
-            let e = model.per_image(&costs.counts, costs.adc_bits);
+            let e = model.per_image(&costs);
             let accuracy = if finals.is_empty() { f64::NAN } else { mean_std(&finals).0 };
             rows.push(vec![
                 b.name.clone(),
@@ -781,7 +755,7 @@ fn energy_table(study: &Study, results: &[CellResult], model: &EnergyModel) -> R
                 if finals.is_empty() { "—".into() } else { pct(accuracy) },
                 finals.len().to_string(),
                 costs.adc_label.clone(),
-                if costs.adc_bits.is_some() { nj(e.adc) } else { "—".into() },
+                if costs.has_converters() { nj(e.adc) } else { "—".into() },
                 nj(e.dequant),
                 nj(e.accumulate),
                 nj(e.window),
@@ -916,7 +890,7 @@ fn adc_quality_table(study: &Study, results: &[CellResult]) -> Result<Table, Rep
 /// The image shape [C, H, W] of a data set: its manifest's, or for a `folder:` tree (which the
 /// report does not read: it may be gone by then) 32 x 32 RGB, the CIFAR-10 JPEG tree the
 /// profiles use.
-fn data_shape(spec: &str) -> [usize; 3] {
+pub(crate) fn data_shape(spec: &str) -> [usize; 3] {
     data::find_manifest(spec).map_or([3, 32, 32], |m| m.image_shape)
 }
 

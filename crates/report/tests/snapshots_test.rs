@@ -57,11 +57,11 @@ fn write_fixtures(study: &Study, runs: &Path) {
         std::fs::create_dir_all(&dir).unwrap();
         let c = &cell.config;
         // one pending cell (nothing written) and one partial cell (one epoch, no summary)
-        if c.method == "arraywise" && c.psum_bits == 2 && c.seed == 1 {
+        if c.method == "arraywise" && c.psum_bits == 2.into() && c.seed == 1 {
             continue;
         }
-        let epochs = if c.method == "layerwise" && c.psum_bits == 2 && c.seed == 1 { 1 } else { 2 };
-        let acc = accuracy(i, &c.method, c.psum_bits, c.seed) - if c.recipe.is_some() { 0.01 } else { 0.0 };
+        let epochs = if c.method == "layerwise" && c.psum_bits == 2.into() && c.seed == 1 { 1 } else { 2 };
+        let acc = accuracy(i, &c.method, c.psum_bits.of_layer(0), c.seed) - if c.recipe.is_some() { 0.01 } else { 0.0 };
         let history: Vec<EpochRecord> = (1..=epochs)
             .map(|e| EpochRecord {
                 epoch: e,
@@ -87,7 +87,7 @@ fn write_fixtures(study: &Study, runs: &Path) {
             continue;
         }
         // one run stopped by a non-finite loss
-        if c.method == "columnwise" && c.psum_bits == 2 && c.seed == 1 {
+        if c.method == "columnwise" && c.psum_bits == 2.into() && c.seed == 1 {
             let failure = FailureRecord {
                 config_hash: cell.key(),
                 epoch: 2,
@@ -118,7 +118,7 @@ fn write_fixtures(study: &Study, runs: &Path) {
         write_json(&dir.join("summary.json"), &summary).unwrap();
         if c.uses_adc() {
             // two CIM layers x two slices; finer granularity, more bits: higher SQNR
-            let gain = accuracy(i, &c.method, c.psum_bits, c.seed) * 10.0;
+            let gain = accuracy(i, &c.method, c.psum_bits.of_layer(0), c.seed) * 10.0;
             let rows = (0..4)
                 .map(|j| AdcQualityRow {
                     layer: j / 2,
@@ -131,7 +131,7 @@ fn write_fixtures(study: &Study, runs: &Path) {
                     clipped_high: 0.02,
                     code_entropy_bits: 2.0,
                     codes_used: 6,
-                    codes: 1 << c.psum_bits,
+                    codes: 1 << c.psum_bits.of_layer(0),
                     digit_shares: vec![0.25; 4],
                     digit_low: 0,
                 })

@@ -233,7 +233,7 @@ pub fn canonical(mut c: RunConfig) -> RunConfig {
         Some(u) if !u.crossbar => {
             c.weight_bits = d.weight_bits;
             c.act_bits = d.act_bits;
-            c.psum_bits = d.psum_bits;
+            c.psum_bits = d.psum_bits.clone();
             c.cell_bits = d.cell_bits;
             c.array_size = d.array_size;
             c.encoding = d.encoding;
@@ -536,7 +536,7 @@ chips = 2
         assert!(cells.iter().all(|c| c.config.epochs == 2));
         let v = s.variation_cells().unwrap();
         assert_eq!(v.len(), 2); // one-stage columnwise, two seeds (recipe overrides only when named)
-        assert!(v.iter().all(|c| c.config.psum_bits == 3 && c.config.array_size == 128));
+        assert!(v.iter().all(|c| c.config.psum_bits == 3.into() && c.config.array_size == 128));
         assert!(cells[0].label().starts_with("synthetic resnet20 fp seed0"));
         // a method with its own ADC ignores P and the ADC window: one cell per seed and N
         let own =

@@ -2,7 +2,7 @@
 
 use cim_core::{AdcInit, AdcWindow, Encoding, Granularity, PsumQuantizer};
 use method_api::{Adc, Method, Recipe};
-use models::{Arch, CimSettings, ConvKind};
+use models::{Arch, CimSettings, ConvKind, PsumBits};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -47,9 +47,10 @@ pub struct RunConfig {
     #[arg(long, required = false)]
     pub act_bits: u32,
     /// ADC bits P: the resolution at which every column's partial sum is read out (methods
-    /// with the built-in ADC).
-    #[arg(long, required = false)]
-    pub psum_bits: u32,
+    /// with the built-in ADC), one value for every CIM layer or one per CIM layer in forward
+    /// order (3,4,2,...).
+    #[arg(long, required = false, value_name = "P|P,P,...")]
+    pub psum_bits: PsumBits,
     /// Bits per memory cell b_c: a weight occupies B_w / b_c cells (b_c must divide B_w).
     #[arg(long, required = false)]
     pub cell_bits: u32,
@@ -140,7 +141,7 @@ impl Default for RunConfig {
             method: "columnwise".into(),
             weight_bits: 4,
             act_bits: 4,
-            psum_bits: 3,
+            psum_bits: PsumBits::All(3),
             cell_bits: 2,
             array_size: 128,
             encoding: Encoding::Differential,
@@ -453,7 +454,7 @@ impl RunConfig {
             None => ConvKind::Float,
             Some(scheme) => {
                 let (psum_bits, psum_granularity) = match scheme.psum {
-                    Adc::Uniform(g) => (Some(self.psum_bits), g),
+                    Adc::Uniform(g) => (Some(self.psum_bits.clone()), g),
                     Adc::Ideal | Adc::Own(_) => (None, Granularity::Layer),
                 };
                 let settings = CimSettings {
@@ -469,10 +470,8 @@ impl RunConfig {
                     adc_init: self.adc_init,
                     own: scheme.own(),
                 };
-                // every layer of the model uses the same bits and arrays: one check covers them
                 settings
-                    .layer(16, 16, 3, 1, 1)
-                    .validate()
+                    .validate(self.model)
                     .map_err(|e| TrainError::Config(format!("method {}: {e}", method.name())))?;
                 ConvKind::Cim(settings)
             }
@@ -636,10 +635,32 @@ mod tests {
         assert_eq!(c.setting_label(), "ternary N128 c2 W4A4 differential");
         let r = c.resolve().unwrap();
         let ConvKind::Cim(s) = &r.conv else { panic!("CIM layers expected") };
-        assert_eq!((s.psum_bits, s.own.psum.map(|q| q.name())), (None, Some("ternary")));
+        assert_eq!((s.psum_bits.clone(), s.own.psum.map(|q| q.name())), (None, Some("ternary")));
         assert!(r.calibrates_at(0) && r.adc_enabled(0));
         let e = RunConfig::from_toml("method = \"saxena-roy-binary\"\nadc_window = \"zero\"", "run.toml").unwrap_err();
         assert!(e.to_string().contains("has its own ADC (`binary`"), "{e}");
+    }
+
+    /// ADC bits per CIM layer: from a file or a flag, a hash of their own (a single value keeps
+    /// the hash it always had), a list of the wrong length refused naming both numbers.
+    #[test]
+    fn adc_bits_per_layer() {
+        let list = (0..18).map(|i| if i < 6 { "4" } else { "3" }).collect::<Vec<_>>().join(", ");
+        let c = RunConfig::from_toml(&format!("psum_bits = [{list}]"), "run.toml").unwrap();
+        assert_eq!(c.psum_bits.of_layer(0), 4);
+        assert_eq!(c.psum_bits.of_layer(17), 3);
+        let r = c.resolve().unwrap();
+        let ConvKind::Cim(s) = &r.conv else { panic!("CIM layers expected") };
+        assert_eq!(s.psum_bits.as_ref(), Some(&c.psum_bits));
+        assert_ne!(c.hash(), RunConfig::default().hash());
+        assert_eq!(RunConfig::from_stored_toml(&c.to_toml(), "config.toml").unwrap(), c);
+        assert!(c.setting_label().starts_with("P[4,4,4,4,4,4,3,"), "{}", c.setting_label());
+        // the default's stored form is the one of every run before lists existed
+        assert!(RunConfig::default().to_toml().contains("\npsum_bits = 3\n"));
+        let e = RunConfig::from_toml("psum_bits = [3, 4]", "run.toml").unwrap().resolve().err().unwrap().to_string();
+        assert!(e.contains("a list of 2 values") && e.contains("resnet20 has 18 CIM layers"), "{e}");
+        let e = RunConfig::from_toml("psum_bits = \"x\"", "run.toml").unwrap_err().to_string();
+        assert!(e.contains("run.toml"), "{e}");
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! decay, a cosine learning-rate schedule, one- and two-stage recipes, test accuracy after every
 //! epoch, atomic checkpoints at every epoch, and bit-identical resume.
 
+pub mod adc_bits;
 pub mod claim;
 pub mod config;
 pub mod eval;
@@ -14,6 +15,7 @@ pub mod trainer;
 pub mod variation;
 
 pub use cim_core::{ComputeDevice, DeviceError};
+pub use adc_bits::{AdcBitsSearch, LayerBits, evaluate_adc_bits, search_adc_bits};
 pub use claim::{Claim, ClaimOutcome, Holder};
 pub use config::{ResolvedRun, RunConfig, Uses};
 pub use eval::{EvalResult, evaluate, evaluate_run};

@@ -38,7 +38,7 @@ impl StepCase {
             weight_bits: 4,
             act_bits: 4,
             cell_bits: 2,
-            psum_bits: 3,
+            psum_bits: 3.into(),
             array_size: 128,
             encoding,
             ..RunConfig::default()

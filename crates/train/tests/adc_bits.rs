@@ -1,0 +1,70 @@
+//! The ADC-bits search on a small trained run of the synthetic set: what it returns is within
+//! the tolerance on its own evaluation data, as an independent evaluation of the bits confirms.
+
+use std::path::Path;
+
+use data::DataDir;
+use models::PsumBits;
+use train::adc_bits::MIN_ADC_BITS;
+use train::{ComputeDevice, RunConfig, TrainOptions};
+
+fn train_run(config: &RunConfig, data: &Path, out: &Path) {
+    let options =
+        TrainOptions { data_dir: DataDir::new(data), progress: false, stop_after: None, device: ComputeDevice::Cpu, init_from: None };
+    train::train(config, out, &options).unwrap().unwrap();
+}
+
+#[test]
+fn the_search_never_returns_bits_outside_the_tolerance() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let run = tmp.path().join("run");
+    let config = RunConfig {
+        method: "columnwise".into(),
+        epochs: 2,
+        batch_size: 16,
+        limit_train: Some(160),
+        limit_test: Some(50),
+        seed: 5,
+        ..RunConfig::default()
+    };
+    train_run(&config, &data, &run);
+    let dir = DataDir::new(&data);
+    let trained = train::evaluate_adc_bits(&run, &config.psum_bits, &dir, ComputeDevice::Cpu).unwrap();
+    let mut seen = Vec::new();
+    for within in [0.0, 4.0, 100.0] {
+        let r = train::search_adc_bits(&run, within, &dir, ComputeDevice::Cpu).unwrap();
+        assert_eq!(r.images, 50);
+        assert_eq!(r.trained_accuracy, trained, "the reference is the run as trained");
+        // within the tolerance, counted in images (4 points of 50 images: 2 images)
+        let allowed = (within / 100.0 * 50.0 + 1e-9).floor() / 50.0;
+        assert!(r.accuracy + allowed + 1e-12 >= r.trained_accuracy, "within {within}: {r:?}");
+        // the bits alone reproduce the accuracy, through another path than the search's
+        let again = train::evaluate_adc_bits(&run, &r.psum_bits, &dir, ComputeDevice::Cpu).unwrap();
+        assert_eq!(again, r.accuracy, "within {within}: {}", r.psum_bits);
+        assert_eq!(r.layers.len(), 18);
+        for l in &r.layers {
+            assert!(l.bits <= l.trained_bits && l.bits >= MIN_ADC_BITS, "{l:?}");
+            assert_eq!(l.trained_bits, 3);
+            assert!(l.sensitivity_points.is_some());
+        }
+        assert_eq!(r.psum_bits.per_layer(18), r.layers.iter().map(|l| l.bits).collect::<Vec<_>>());
+        seen.push(r);
+    }
+    // 100 points accept everything: every layer reaches the minimum
+    assert_eq!(seen[2].psum_bits, PsumBits::All(MIN_ADC_BITS));
+
+    // bad input, before any work
+    for bad in [-1.0, f64::NAN, f64::INFINITY] {
+        let e = train::search_adc_bits(&run, bad, &dir, ComputeDevice::Cpu).unwrap_err().to_string();
+        assert!(e.contains("--within") && e.contains("non-negative number of accuracy points"), "{e}");
+    }
+    let e = train::evaluate_adc_bits(&run, &PsumBits::PerLayer(vec![3; 4]), &dir, ComputeDevice::Cpu)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("a list of 4 values") && e.contains("18 CIM layers"), "{e}");
+    let ideal = tmp.path().join("ideal");
+    train_run(&RunConfig { method: "ideal-adc".into(), epochs: 1, ..config.clone() }, &data, &ideal);
+    let e = train::search_adc_bits(&ideal, 1.0, &dir, ComputeDevice::Cpu).unwrap_err().to_string();
+    assert!(e.contains("method ideal-adc, which has no built-in ADC"), "{e}");
+}

@@ -1,0 +1,119 @@
+//! `adc-bits`: the fewest ADC bits per CIM layer of a trained run within a tolerance of its
+//! accuracy ([`train::adc_bits`]), and the energy that saves ([`report::energy`]).
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::Args;
+
+#[derive(Args)]
+pub struct AdcBitsArgs {
+    /// A trained run folder of a method with the built-in ADC.
+    #[arg(long)]
+    run: PathBuf,
+    /// The tolerance: accuracy points the network may lose against the run's own test
+    /// accuracy (e.g. 1.0).
+    #[arg(long, allow_negative_numbers = true)]
+    within: f64,
+    /// The energy model (default: baselines/energy/default.toml).
+    #[arg(long, value_name = "FILE")]
+    energy: Option<PathBuf>,
+    /// Also write the result (bits, accuracies, energies) as JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    out: Option<PathBuf>,
+    /// Data directory (default: $CIM_DATA_DIR, else ./data).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    #[command(flatten)]
+    device: crate::DeviceArg,
+}
+
+/// What `--out` writes.
+#[derive(serde::Serialize)]
+struct Written<'a> {
+    search: &'a train::AdcBitsSearch,
+    energy_model: String,
+    trained_nj_per_image: Energy,
+    found_nj_per_image: Energy,
+}
+
+#[derive(serde::Serialize)]
+struct Energy {
+    adc: f64,
+    total: f64,
+}
+
+pub fn adc_bits(args: AdcBitsArgs) -> Result<()> {
+    // every check before any work: the tolerance, the energy file, the run's config
+    train::adc_bits::check_within(args.within)?;
+    let energy_path = args.energy.clone().unwrap_or_else(crate::study_cmd::default_energy_model);
+    let model = report::EnergyModel::load(&energy_path)?;
+    let trained = train::RunDir::new(&args.run)
+        .read_config()?
+        .ok_or_else(|| anyhow::anyhow!("{}: no config.toml: not a run folder", args.run.display()))?;
+    let before_costs = report::ModelCosts::of(&trained)?;
+    let data_dir = crate::data_dir(args.data_dir.as_deref(), "--data-dir")?;
+    let r = train::search_adc_bits(&args.run, args.within, &data_dir, args.device.checked()?)?;
+    let after_costs = report::ModelCosts::of(&r.config(&trained))?;
+    let (before, after) = (model.per_image(&before_costs), model.per_image(&after_costs));
+
+    println!(
+        "{} (config {}), {} test images, within {} points ({} images): trained P{} {:.2}%, found {:.2}% ({} configurations evaluated)",
+        r.method,
+        r.config_hash,
+        r.images,
+        r.within_points,
+        (r.within_points / 100.0 * r.images as f64 + 1e-9).floor(),
+        trained.psum_bits,
+        100.0 * r.trained_accuracy,
+        100.0 * r.accuracy,
+        r.evaluations
+    );
+    println!(
+        "{:>5} {:>10} {:>14} {:>13} {:>7} {:>5} {:>14} {:>12}",
+        "layer", "shape", "conversions", "sensitivity", "trained", "found", "ADC nJ trained", "ADC nJ found"
+    );
+    for ((row, b), a) in r.layers.iter().zip(before_costs.layers.iter().zip(&before_costs.adc_bits)).zip(
+        after_costs.layers.iter().zip(&after_costs.adc_bits),
+    ) {
+        println!(
+            "{:>5} {:>10} {:>14} {:>13} {:>7} {:>5} {:>14.2} {:>12.2}",
+            row.layer,
+            row.shape,
+            b.0.adc_conversions,
+            row.sensitivity_points.map_or("-".into(), |p| format!("{p:.2} pt")),
+            row.trained_bits,
+            row.bits,
+            model.layer(b.0, *b.1).adc * 1e9,
+            model.layer(a.0, *a.1).adc * 1e9,
+        );
+    }
+    let saved = |b: f64, a: f64| if b > 0.0 { format!("{:.1}%", 100.0 * (b - a) / b) } else { "-".into() };
+    println!(
+        "energy per image ({}): ADC {:.1} -> {:.1} nJ (saves {}); periphery total {:.1} -> {:.1} nJ (saves {})",
+        energy_path.display(),
+        before.adc * 1e9,
+        after.adc * 1e9,
+        saved(before.adc, after.adc),
+        before.total() * 1e9,
+        after.total() * 1e9,
+        saved(before.total(), after.total())
+    );
+    println!("the setting found: psum_bits = {}", toml::Value::try_from(&r.psum_bits)?);
+    println!(
+        "note: the bits are chosen on these test images, so {:.2}% is the accuracy of the selection; expect \
+         somewhat less on images it has not seen",
+        100.0 * r.accuracy
+    );
+    if let Some(out) = &args.out {
+        let written = Written {
+            search: &r,
+            energy_model: energy_path.display().to_string(),
+            trained_nj_per_image: Energy { adc: before.adc * 1e9, total: before.total() * 1e9 },
+            found_nj_per_image: Energy { adc: after.adc * 1e9, total: after.total() * 1e9 },
+        };
+        train::run::write_json(out, &written)?;
+        println!("written to {}", out.display());
+    }
+    Ok(())
+}
