@@ -21,6 +21,9 @@ pub struct AdcBitsArgs {
     /// Also write the result (bits, accuracies, energies) as JSON to this file.
     #[arg(long, value_name = "FILE")]
     out: Option<PathBuf>,
+    /// No progress display.
+    #[arg(long)]
+    quiet: bool,
     /// Data directory (default: $CIM_DATA_DIR, else ./data).
     #[arg(long)]
     data_dir: Option<PathBuf>,
@@ -53,12 +56,12 @@ pub fn adc_bits(args: AdcBitsArgs) -> Result<()> {
         .ok_or_else(|| anyhow::anyhow!("{}: no config.toml: not a run folder", args.run.display()))?;
     let before_costs = report::ModelCosts::of(&trained)?;
     let data_dir = crate::data_dir(args.data_dir.as_deref(), "--data-dir")?;
-    let r = train::search_adc_bits(&args.run, args.within, &data_dir, args.device.checked()?)?;
+    let r = train::search_adc_bits(&args.run, args.within, &data_dir, args.device.checked()?, !args.quiet)?;
     let after_costs = report::ModelCosts::of(&r.config(&trained))?;
     let (before, after) = (model.per_image(&before_costs), model.per_image(&after_costs));
 
     println!(
-        "{} (config {}), {} test images, within {} points ({} images): trained P{} {:.2}%, found {:.2}% ({} configurations evaluated)",
+        "{} (config {}), {} test images, within {:.2} points ({} images): trained P{} {:.2}%, found {:.2}% ({} configurations evaluated)",
         r.method,
         r.config_hash,
         r.images,

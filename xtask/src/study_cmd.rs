@@ -216,11 +216,12 @@ pub fn reproduce(args: ReproduceArgs) -> Result<()> {
         return Ok(());
     }
     println!(
-        "\nprofile `{}`: {} cells selected, {} already finished, {} trained now, {} failed, {} held by other workers; {} ADC inspections; {} variation studies; {:.0} s",
+        "\nprofile `{}`: {} cells selected, {} already finished, {} trained now ({} taken over from workers that died), {} failed, {} held by other workers; {} ADC inspections; {} variation studies; {:.0} s",
         study.name,
         out.selected,
         out.cached,
         out.trained,
+        out.taken_over,
         out.failed.len(),
         out.busy.len(),
         out.inspected,

@@ -105,7 +105,7 @@ fn three_workers_share_a_runs_folder_and_a_killed_workers_cell_is_taken_over() {
     let second = reproduce(tmp.path(), &slow).output().unwrap();
     let out = text(&second);
     assert!(second.status.success(), "{out}");
-    assert!(out.contains("took over the claim"), "{out}");
+    assert!(out.contains("took over the claim") && out.contains("(1 taken over from workers that died)"), "{out}");
     assert!(out.contains("(partial ("), "resumed from its checkpoint, not started over: {out}");
     assert!(run.join("summary.json").exists());
     assert!(!run.join(train::claim::CLAIM_FILE).exists());

@@ -295,6 +295,16 @@ fn benchmark_results<'a>(results: &'a [CellResult], benchmark: &str) -> Vec<&'a 
     results.iter().filter(|r| r.cell.benchmark == benchmark).collect()
 }
 
+/// The first result of every method and setting among `rs`, in order: the rows of a table that
+/// describes settings, not runs.
+fn one_per_setting<'a>(rs: &[&'a CellResult]) -> Vec<&'a CellResult> {
+    let mut seen = std::collections::HashSet::new();
+    rs.iter()
+        .filter(|r| seen.insert((r.cell.config.method.clone(), r.cell.config.setting_label())))
+        .copied()
+        .collect()
+}
+
 fn accuracy_table(study: &Study, results: &[CellResult]) -> Result<Table, ReportError> {
     let (mut b_col, mut m_col, mut s_col, mut seed_col, mut state_col) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
@@ -662,15 +672,8 @@ fn hardware_table(study: &Study, results: &[CellResult]) -> Result<Table, Report
     let mut frame: BTreeMap<&str, Vec<u64>> = BTreeMap::new();
     let (mut bc, mut mc, mut sc) = (Vec::new(), Vec::new(), Vec::new());
     for b in &study.benchmark {
-        let rs = benchmark_results(results, &b.name);
-        let mut done = Vec::new();
-        for r in &rs {
+        for r in one_per_setting(&benchmark_results(results, &b.name)) {
             let c = &r.cell.config;
-            let key = format!("{} {}", c.method, c.setting_label());
-            if done.contains(&key) {
-                continue;
-            }
-            done.push(key);
             let costs = ModelCosts::of(c)?;
             let (counts, adc_bits) = (costs.counts, costs.adc_label);
             let sum = counts.per_layer_sum;
@@ -735,15 +738,9 @@ fn energy_table(study: &Study, results: &[CellResult], model: &EnergyModel) -> R
     let nj = |j: f64| format!("{:.1}", j * 1e9);
     for b in &study.benchmark {
         let rs = benchmark_results(results, &b.name);
-        let mut done = Vec::new();
-        for r in &rs {
+        for r in one_per_setting(&rs).into_iter().filter(|r| r.cell.config.uses_crossbar()) {
             let c = &r.cell.config;
             let setting = c.setting_label();
-            let key = (c.method.clone(), setting.clone(), r.cell.pretraining);
-            if done.contains(&key) || !c.uses_crossbar() {
-                continue;
-            }
-            done.push(key);
             let finals: Vec<f64> = finals_by_seed(&rs, &c.method, &r.cell).iter().map(|(_, acc)| acc / 100.0).collect();
             let costs = ModelCosts::of(c)?;
             let e = model.per_image(&costs);
@@ -818,18 +815,12 @@ fn adc_quality_table(study: &Study, results: &[CellResult]) -> Result<Table, Rep
     let (mut med, mut worst, mut low, mut high) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut spread = Vec::new();
     for b in &study.benchmark {
-        let mut done = Vec::new();
         let rs = benchmark_results(results, &b.name);
-        for r in &rs {
+        for r in one_per_setting(&rs).into_iter().filter(|r| r.cell.config.uses_adc()) {
             let c = &r.cell.config;
-            let key = format!("{} {}", c.method, c.setting_label());
-            if !c.uses_adc() || done.contains(&key) {
-                continue;
-            }
-            done.push(key.clone());
             let reports: Vec<&train::AdcQualityReport> = rs
                 .iter()
-                .filter(|x| format!("{} {}", x.cell.config.method, x.cell.config.setting_label()) == key)
+                .filter(|x| x.cell.config.method == c.method && x.cell.config.setting_label() == c.setting_label())
                 .filter_map(|x| x.adc_quality.as_ref())
                 .collect();
             let pooled = train::AdcQualityReport {

@@ -679,4 +679,22 @@ base = { dataset = "folder:{tree}" }
         let e = toml::from_str::<Study>(&bad).unwrap().cells().unwrap_err().to_string();
         assert!(e.contains("epochz"), "{e}");
     }
+
+    /// ADC bits per CIM layer in a study file: a sweep value that is itself a list; a list of
+    /// the wrong length fails when the study is read, naming both numbers.
+    #[test]
+    fn adc_bits_per_layer_in_a_study() {
+        let per_layer = format!("[{}]", ["4"; 6].iter().chain(["3"; 12].iter()).copied().collect::<Vec<_>>().join(", "));
+        let text = STUDY.replace("psum_bits = [3, 4] }", &format!("psum_bits = [3, {per_layer}] }}"));
+        let s: Study = toml::from_str(&text).unwrap();
+        let cells = s.cells().unwrap();
+        let listed: Vec<&Cell> = cells.iter().filter(|c| c.config.psum_bits.uniform().is_none()).collect();
+        assert_eq!(listed.len(), 2, "columnwise, two seeds");
+        assert_eq!(listed[0].config.psum_bits.of_layer(0), 4);
+        assert!(listed[0].label().contains(" P[4,4,4,4,4,4,3,"), "{}", listed[0].label());
+        assert_ne!(listed[0].key(), cells.iter().find(|c| c.config.method == "columnwise").unwrap().key());
+        let short = STUDY.replace("psum_bits = [3, 4] }", "psum_bits = [3, [4, 3]] }");
+        let e = toml::from_str::<Study>(&short).unwrap().cells().unwrap_err().to_string();
+        assert!(e.contains("a list of 2 values") && e.contains("resnet20 has 18 CIM layers"), "{e}");
+    }
 }

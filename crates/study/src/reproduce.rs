@@ -176,13 +176,13 @@ pub fn estimate_seconds(cell: &Cell) -> Option<f64> {
     Some(c.epochs as f64 * (train as f64 + test as f64 / 3.0) * per_image)
 }
 
-/// The cells that match `filter`, with the pretrainings they start from (which come first in a
-/// study's order), or those of `pick`; each with its index in the study's fixed order.
-fn selected(study: &Study, filter: Option<&str>, pick: CellPick) -> Result<Vec<(usize, Cell)>, StudyError> {
-    let cells = study.cells()?;
+/// The cells of `cells` (a study's, in its fixed order) that match `filter`, with the
+/// pretrainings they start from (which come first in a study's order), or those of `pick`; each
+/// with its index in that order.
+fn selected(cells: &[Cell], filter: Option<&str>, pick: CellPick) -> Result<Vec<(usize, Cell)>, StudyError> {
     pick.check(cells.len())?;
     if pick != CellPick::All {
-        return Ok(cells.into_iter().enumerate().filter(|(i, _)| pick.takes(*i)).collect());
+        return Ok(cells.iter().cloned().enumerate().filter(|(i, _)| pick.takes(*i)).collect());
     }
     let matches = |c: &Cell| filter.is_none_or(|f| c.label().contains(f) || c.benchmark.contains(f));
     let needed: std::collections::BTreeSet<&str> =
@@ -216,7 +216,7 @@ fn is_committed(dir: &Path, archive: Option<&Path>) -> bool {
 pub fn reproduce(study: &Study, opts: &ReproduceOptions) -> Result<ReproduceOutcome, StudyError> {
     let start = Instant::now();
     let all = study.cells()?;
-    let cells = selected(study, opts.filter.as_deref(), opts.pick)?;
+    let cells = selected(&all, opts.filter.as_deref(), opts.pick)?;
     let mut out = ReproduceOutcome { selected: cells.len(), ..Default::default() };
     if opts.dry_run {
         let mut total = 0.0;

@@ -184,15 +184,20 @@ pub fn check_within(within_points: f64) -> Result<(), TrainError> {
 }
 
 /// Finds the fewest ADC bits per CIM layer of the run in `run_dir` whose test accuracy stays
-/// within `within_points` of the run's own (see the module's description).
+/// within `within_points` of the run's own (see the module's description); `progress` shows
+/// what is being tried on the terminal.
 pub fn search_adc_bits(
     run_dir: &Path,
     within_points: f64,
     data_dir: &DataDir,
     device: ComputeDevice,
+    progress: bool,
 ) -> Result<AdcBitsSearch, TrainError> {
     check_within(within_points)?;
     let (mut trial, config) = Trial::open(run_dir, data_dir, device)?;
+    let bar = if progress { indicatif::ProgressBar::new_spinner() } else { indicatif::ProgressBar::hidden() };
+    bar.set_style(indicatif::ProgressStyle::with_template("{spinner} {msg} [{elapsed}]").expect("template"));
+    bar.enable_steady_tick(std::time::Duration::from_millis(200));
     let images = trial.test.len();
     let trained_bits = trial.trained_bits.clone();
     let reference = trial.correct(&trained_bits)?;
@@ -202,6 +207,7 @@ pub fn search_adc_bits(
 
     let mut sensitivity = vec![None; trained_bits.len()];
     for (i, &b) in trained_bits.iter().enumerate() {
+        bar.set_message(format!("sensitivity of layer {i} of {}", trained_bits.len()));
         if b > MIN_ADC_BITS {
             let mut bits = trained_bits.clone();
             bits[i] -= 1;
@@ -221,6 +227,7 @@ pub fn search_adc_bits(
         while bits[i] > MIN_ADC_BITS {
             let mut candidate = bits.clone();
             candidate[i] -= 1;
+            bar.set_message(format!("layer {i} at {} bits ({} configurations so far)", candidate[i], trial.seen.len()));
             let c = trial.correct(&candidate)?;
             if !good_enough(c) {
                 break;
@@ -229,6 +236,7 @@ pub fn search_adc_bits(
         }
     }
 
+    bar.finish_and_clear();
     let layers = layer_rows(&trial.trained, &trained_bits, &bits, &sensitivity);
     let found = PsumBits::PerLayer(bits).canonical();
     Ok(AdcBitsSearch {

@@ -15,7 +15,6 @@
 
 use std::collections::HashMap;
 use std::fs::OpenOptions;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -116,10 +115,18 @@ pub fn claim(dir: &Path, stale_after: Duration) -> Result<ClaimOutcome, TrainErr
             since: now_secs(),
             token: unique_number(),
         };
-        match OpenOptions::new().write(true).create_new(true).open(&path) {
-            Ok(mut file) => {
-                let text = serde_json::to_string_pretty(&me).expect("serializable") + "\n";
-                file.write_all(text.as_bytes()).and_then(|()| file.sync_all()).map_err(|e| TrainError::io(&path, e))?;
+        // the claim is written whole under a temporary name, then linked into place: a hard
+        // link never replaces a file, so exactly one worker gets the name, and nobody ever sees
+        // a claim half written (a crash leaves at most the temporary file)
+        let text = serde_json::to_string_pretty(&me).expect("serializable") + "\n";
+        let staged = data::store::temporary_sibling(&path);
+        std::fs::write(&staged, text.as_bytes())
+            .and_then(|()| std::fs::File::open(&staged)?.sync_all())
+            .map_err(|e| TrainError::io(&staged, e))?;
+        let linked = std::fs::hard_link(&staged, &path);
+        let _ = std::fs::remove_file(&staged);
+        match linked {
+            Ok(()) => {
                 let stop = Arc::new(AtomicBool::new(false));
                 spawn_heartbeat(path.clone(), me.token, stop.clone());
                 let mut held = HELD.lock().expect("claim registry");
@@ -127,6 +134,8 @@ pub fn claim(dir: &Path, stale_after: Duration) -> Result<ClaimOutcome, TrainErr
                 return Ok(ClaimOutcome::Held(Claim { dir, took_over }));
             }
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            // the staged file was swept away as a leftover by the folder's holder: it is busy
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(TrainError::io(&path, e)),
         }
         let Some((holder, age)) = read_claim(&path)? else { continue }; // released meanwhile
@@ -183,11 +192,6 @@ fn read_claim(path: &Path) -> Result<Option<(Holder, Duration)>, TrainError> {
         .unwrap_or_default();
     match serde_json::from_str::<Holder>(&text) {
         Ok(h) if h.claim == MARK => Ok(Some((h, age))),
-        // a claim is written in one call right after the file is made: a reader may see it empty
-        _ if text.is_empty() && age < Duration::from_secs(5) => {
-            std::thread::sleep(Duration::from_millis(100));
-            read_claim(path)
-        }
         _ => Err(TrainError::io(
             path,
             "is not a claim of this tool: it is left alone; remove it if no process of yours uses the folder",

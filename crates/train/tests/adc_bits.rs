@@ -33,7 +33,7 @@ fn the_search_never_returns_bits_outside_the_tolerance() {
     let trained = train::evaluate_adc_bits(&run, &config.psum_bits, &dir, ComputeDevice::Cpu).unwrap();
     let mut seen = Vec::new();
     for within in [0.0, 4.0, 100.0] {
-        let r = train::search_adc_bits(&run, within, &dir, ComputeDevice::Cpu).unwrap();
+        let r = train::search_adc_bits(&run, within, &dir, ComputeDevice::Cpu, false).unwrap();
         assert_eq!(r.images, 50);
         assert_eq!(r.trained_accuracy, trained, "the reference is the run as trained");
         // within the tolerance, counted in images (4 points of 50 images: 2 images)
@@ -56,7 +56,7 @@ fn the_search_never_returns_bits_outside_the_tolerance() {
 
     // bad input, before any work
     for bad in [-1.0, f64::NAN, f64::INFINITY] {
-        let e = train::search_adc_bits(&run, bad, &dir, ComputeDevice::Cpu).unwrap_err().to_string();
+        let e = train::search_adc_bits(&run, bad, &dir, ComputeDevice::Cpu, false).unwrap_err().to_string();
         assert!(e.contains("--within") && e.contains("non-negative number of accuracy points"), "{e}");
     }
     let e = train::evaluate_adc_bits(&run, &PsumBits::PerLayer(vec![3; 4]), &dir, ComputeDevice::Cpu)
@@ -65,6 +65,6 @@ fn the_search_never_returns_bits_outside_the_tolerance() {
     assert!(e.contains("a list of 4 values") && e.contains("18 CIM layers"), "{e}");
     let ideal = tmp.path().join("ideal");
     train_run(&RunConfig { method: "ideal-adc".into(), epochs: 1, ..config.clone() }, &data, &ideal);
-    let e = train::search_adc_bits(&ideal, 1.0, &dir, ComputeDevice::Cpu).unwrap_err().to_string();
+    let e = train::search_adc_bits(&ideal, 1.0, &dir, ComputeDevice::Cpu, false).unwrap_err().to_string();
     assert!(e.contains("method ideal-adc, which has no built-in ADC"), "{e}");
 }
