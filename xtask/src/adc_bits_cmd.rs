@@ -15,6 +15,10 @@ pub struct AdcBitsArgs {
     /// accuracy (e.g. 1.0).
     #[arg(long, allow_negative_numbers = true)]
     within: f64,
+    /// The order the greedy search visits the layers in, by their sensitivity (the accuracy a
+    /// layer alone loses with one bit fewer).
+    #[arg(long, value_enum, default_value_t = train::SearchOrder::MostSensitive)]
+    order: train::SearchOrder,
     /// The energy model (default: baselines/energy/default.toml).
     #[arg(long, value_name = "FILE")]
     energy: Option<PathBuf>,
@@ -56,17 +60,18 @@ pub fn adc_bits(args: AdcBitsArgs) -> Result<()> {
         .ok_or_else(|| anyhow::anyhow!("{}: no config.toml: not a run folder", args.run.display()))?;
     let before_costs = report::ModelCosts::of(&trained)?;
     let data_dir = crate::data_dir(args.data_dir.as_deref(), "--data-dir")?;
-    let r = train::search_adc_bits(&args.run, args.within, &data_dir, args.device.checked()?, !args.quiet)?;
+    let r = train::search_adc_bits(&args.run, args.within, args.order, &data_dir, args.device.checked()?, !args.quiet)?;
     let after_costs = report::ModelCosts::of(&r.config(&trained))?;
     let (before, after) = (model.per_image(&before_costs), model.per_image(&after_costs));
 
     println!(
-        "{} (config {}), {} test images, within {:.2} points ({} images): trained P{} {:.2}%, found {:.2}% ({} configurations evaluated)",
+        "{} (config {}), {} test images, within {:.2} points ({} images), {}: trained P{} {:.2}%, found {:.2}% ({} configurations evaluated)",
         r.method,
         r.config_hash,
         r.images,
         r.within_points,
-        (r.within_points / 100.0 * r.images as f64 + 1e-9).floor(),
+        r.tolerance_images,
+        r.order.label(),
         trained.psum_bits,
         100.0 * r.trained_accuracy,
         100.0 * r.accuracy,

@@ -10,9 +10,10 @@
 //! bits alone, and [`evaluate_adc_bits`] reproduces any result of the search.
 //!
 //! The search (greedy, as an architect would do it by hand): every layer's sensitivity is the
-//! accuracy lost when it alone loses one bit; from the most sensitive layer to the least, each
-//! layer then gives up one bit after another for as long as the whole network stays within the
-//! tolerance. Accuracies are counts of correct test images, so "within" is exact.
+//! accuracy lost when it alone loses one bit; from the most sensitive layer to the least (or the
+//! other way round, [`SearchOrder`]), each layer then gives up one bit after another for as long
+//! as the whole network stays within the tolerance. Accuracies are counts of correct test
+//! images, so "within" is exact.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -32,6 +33,28 @@ use crate::trainer::load_run_data;
 
 /// The fewest bits a layer is given.
 pub const MIN_ADC_BITS: u32 = 1;
+
+/// The order in which the greedy search visits the layers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum SearchOrder {
+    /// The most sensitive layer first: the layers that matter most are settled while the whole
+    /// tolerance is still there.
+    #[default]
+    MostSensitive,
+    /// The least sensitive layer first: the cheapest bits go first, which tends to remove more.
+    LeastSensitive,
+}
+
+impl SearchOrder {
+    /// `most sensitive first` or `least sensitive first`.
+    pub fn label(self) -> &'static str {
+        match self {
+            SearchOrder::MostSensitive => "most sensitive first",
+            SearchOrder::LeastSensitive => "least sensitive first",
+        }
+    }
+}
 
 /// One CIM layer's outcome.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -60,6 +83,11 @@ pub struct AdcBitsSearch {
     pub images: usize,
     /// The tolerance, in accuracy points.
     pub within_points: f64,
+    /// The tolerance in test images: the most the network may get wrong beyond the run's own
+    /// errors (the points rounded down to whole images).
+    pub tolerance_images: usize,
+    /// The order the layers were visited in.
+    pub order: SearchOrder,
     /// Test accuracy of the run as trained (fraction).
     pub trained_accuracy: f64,
     /// Test accuracy with the bits found (fraction).
@@ -189,6 +217,7 @@ pub fn check_within(within_points: f64) -> Result<(), TrainError> {
 pub fn search_adc_bits(
     run_dir: &Path,
     within_points: f64,
+    order: SearchOrder,
     data_dir: &DataDir,
     device: ComputeDevice,
     progress: bool,
@@ -202,8 +231,8 @@ pub fn search_adc_bits(
     let trained_bits = trial.trained_bits.clone();
     let reference = trial.correct(&trained_bits)?;
     // the tolerance as a number of images, rounded down: never a configuration outside it
-    let allowed = (within_points / 100.0 * images as f64 + 1e-9).floor() as usize;
-    let good_enough = |correct: usize| correct + allowed >= reference;
+    let tolerance_images = (within_points / 100.0 * images as f64 + 1e-9).floor() as usize;
+    let good_enough = |correct: usize| correct + tolerance_images >= reference;
 
     let mut sensitivity = vec![None; trained_bits.len()];
     for (i, &b) in trained_bits.iter().enumerate() {
@@ -215,15 +244,19 @@ pub fn search_adc_bits(
             sensitivity[i] = Some(100.0 * lost / images as f64);
         }
     }
-    // most sensitive first; layers that cannot lose a bit at all last; ties in forward order
-    let mut order: Vec<usize> = (0..trained_bits.len()).collect();
-    order.sort_by(|&a, &b| {
-        let key = |i: usize| sensitivity[i].unwrap_or(f64::NEG_INFINITY);
-        key(b).total_cmp(&key(a)).then(a.cmp(&b))
+    // by sensitivity; ties in forward order (layers that cannot lose a bit are not visited)
+    let mut visits: Vec<usize> = (0..trained_bits.len()).filter(|&i| sensitivity[i].is_some()).collect();
+    visits.sort_by(|&a, &b| {
+        let (sa, sb) = (sensitivity[a].unwrap_or_default(), sensitivity[b].unwrap_or_default());
+        match order {
+            SearchOrder::MostSensitive => sb.total_cmp(&sa),
+            SearchOrder::LeastSensitive => sa.total_cmp(&sb),
+        }
+        .then(a.cmp(&b))
     });
     let mut bits = trained_bits.clone();
     let mut correct = reference;
-    for &i in &order {
+    for &i in &visits {
         while bits[i] > MIN_ADC_BITS {
             let mut candidate = bits.clone();
             candidate[i] -= 1;
@@ -244,6 +277,8 @@ pub fn search_adc_bits(
         config_hash: config.hash(),
         images,
         within_points,
+        tolerance_images,
+        order,
         trained_accuracy: trial.accuracy(reference),
         accuracy: trial.accuracy(correct),
         layers,

@@ -6,7 +6,7 @@ use std::path::Path;
 use data::DataDir;
 use models::PsumBits;
 use train::adc_bits::MIN_ADC_BITS;
-use train::{ComputeDevice, RunConfig, TrainOptions};
+use train::{ComputeDevice, RunConfig, SearchOrder, TrainOptions};
 
 fn train_run(config: &RunConfig, data: &Path, out: &Path) {
     let options =
@@ -32,12 +32,14 @@ fn the_search_never_returns_bits_outside_the_tolerance() {
     let dir = DataDir::new(&data);
     let trained = train::evaluate_adc_bits(&run, &config.psum_bits, &dir, ComputeDevice::Cpu).unwrap();
     let mut seen = Vec::new();
-    for within in [0.0, 4.0, 100.0] {
-        let r = train::search_adc_bits(&run, within, &dir, ComputeDevice::Cpu, false).unwrap();
+    let orders = [SearchOrder::MostSensitive, SearchOrder::LeastSensitive, SearchOrder::MostSensitive];
+    for (within, order) in [0.0, 4.0, 100.0].into_iter().zip(orders) {
+        let r = train::search_adc_bits(&run, within, order, &dir, ComputeDevice::Cpu, false).unwrap();
         assert_eq!(r.images, 50);
         assert_eq!(r.trained_accuracy, trained, "the reference is the run as trained");
         // within the tolerance, counted in images (4 points of 50 images: 2 images)
-        let allowed = (within / 100.0 * 50.0 + 1e-9).floor() / 50.0;
+        assert_eq!(r.tolerance_images, [0, 2, 50][seen.len()]);
+        let allowed = r.tolerance_images as f64 / 50.0;
         assert!(r.accuracy + allowed + 1e-12 >= r.trained_accuracy, "within {within}: {r:?}");
         // the bits alone reproduce the accuracy, through another path than the search's
         let again = train::evaluate_adc_bits(&run, &r.psum_bits, &dir, ComputeDevice::Cpu).unwrap();
@@ -56,15 +58,25 @@ fn the_search_never_returns_bits_outside_the_tolerance() {
 
     // bad input, before any work
     for bad in [-1.0, f64::NAN, f64::INFINITY] {
-        let e = train::search_adc_bits(&run, bad, &dir, ComputeDevice::Cpu, false).unwrap_err().to_string();
+        let e = train::search_adc_bits(&run, bad, SearchOrder::MostSensitive, &dir, ComputeDevice::Cpu, false).unwrap_err().to_string();
         assert!(e.contains("--within") && e.contains("non-negative number of accuracy points"), "{e}");
     }
     let e = train::evaluate_adc_bits(&run, &PsumBits::PerLayer(vec![3; 4]), &dir, ComputeDevice::Cpu)
         .unwrap_err()
         .to_string();
     assert!(e.contains("a list of 4 values") && e.contains("18 CIM layers"), "{e}");
+    // a run trained with one resolution per layer is read back with its own layers' bits
+    let mixed_bits = PsumBits::PerLayer([vec![2; 6], vec![3; 12]].concat());
+    let mixed = tmp.path().join("mixed");
+    train_run(&RunConfig { psum_bits: mixed_bits.clone(), epochs: 1, ..config.clone() }, &data, &mixed);
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(mixed.join("summary.json")).unwrap()).unwrap();
+    let own = train::evaluate_adc_bits(&mixed, &mixed_bits, &dir, ComputeDevice::Cpu).unwrap();
+    assert_eq!(Some(own), summary["final_test_acc"].as_f64());
+    let stored = std::fs::read_to_string(mixed.join("config.toml")).unwrap();
+    assert!(stored.contains("psum_bits = [2, 2, 2, 2, 2, 2, 3,"), "{stored}");
     let ideal = tmp.path().join("ideal");
     train_run(&RunConfig { method: "ideal-adc".into(), epochs: 1, ..config.clone() }, &data, &ideal);
-    let e = train::search_adc_bits(&ideal, 1.0, &dir, ComputeDevice::Cpu, false).unwrap_err().to_string();
+    let e = train::search_adc_bits(&ideal, 1.0, SearchOrder::MostSensitive, &dir, ComputeDevice::Cpu, false).unwrap_err().to_string();
     assert!(e.contains("method ideal-adc, which has no built-in ADC"), "{e}");
 }
