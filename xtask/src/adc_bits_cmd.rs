@@ -81,9 +81,12 @@ pub fn adc_bits(args: AdcBitsArgs) -> Result<()> {
         "{:>5} {:>10} {:>14} {:>13} {:>7} {:>5} {:>14} {:>12}",
         "layer", "shape", "conversions", "sensitivity", "trained", "found", "ADC nJ trained", "ADC nJ found"
     );
-    for ((row, b), a) in r.layers.iter().zip(before_costs.layers.iter().zip(&before_costs.adc_bits)).zip(
-        after_costs.layers.iter().zip(&after_costs.adc_bits),
-    ) {
+    for ((row, b), a) in r
+        .layers
+        .iter()
+        .zip(before_costs.layers.iter().zip(&before_costs.adc_bits))
+        .zip(after_costs.layers.iter().zip(&after_costs.adc_bits))
+    {
         println!(
             "{:>5} {:>10} {:>14} {:>13} {:>7} {:>5} {:>14.2} {:>12.2}",
             row.layer,

@@ -306,7 +306,10 @@ fn small_bad_inputs_get_clear_errors() {
     // a per-layer ADC list of the wrong length, refused before any work
     let out = xtask().args(["train", "--psum-bits", "3,4", "--out"]).arg(tmp.path().join("r")).output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && stderr.contains("a list of 2 values") && stderr.contains("18 CIM layers"), "{stderr}");
+    assert!(
+        !out.status.success() && stderr.contains("a list of 2 values") && stderr.contains("18 CIM layers"),
+        "{stderr}"
+    );
     assert!(!tmp.path().join("r").exists());
 }
 

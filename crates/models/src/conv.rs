@@ -83,7 +83,9 @@ impl CimSettings {
         }
         let per_layer = matches!(self.psum_bits, Some(PsumBits::PerLayer(_)));
         for (i, (_, layer)) in self.layers(arch, 32).iter().enumerate() {
-            layer.counts(self.own).map_err(|e| if per_layer { format!("CIM layer {i}: {e}") } else { e.to_string() })?;
+            layer
+                .counts(self.own)
+                .map_err(|e| if per_layer { format!("CIM layer {i}: {e}") } else { e.to_string() })?;
         }
         Ok(())
     }

@@ -301,12 +301,14 @@ mod tests {
         let model = Model::new(Arch::Resnet20, 3, 10, &ConvKind::Cim(s.clone()), 0, &device).unwrap();
         let built: Vec<Option<u32>> = model.cim_layers().iter().map(|l| l.config().psum_bits).collect();
         assert_eq!(built, bits.iter().map(|&b| Some(b)).collect::<Vec<_>>());
-        let counted: Vec<Option<u32>> = s.layer_counts(Arch::Resnet20, 32).unwrap().iter().map(|l| l.psum_bits).collect();
+        let counted: Vec<Option<u32>> =
+            s.layer_counts(Arch::Resnet20, 32).unwrap().iter().map(|l| l.psum_bits).collect();
         assert_eq!(counted, built);
         let short = CimSettings { psum_bits: Some(PsumBits::PerLayer(vec![3; 5])), ..settings(None) };
         let e = short.validate(Arch::Resnet20).unwrap_err();
         assert!(e.contains("a list of 5 values") && e.contains("18 CIM layers"), "{e}");
-        let zero = CimSettings { psum_bits: Some(PsumBits::PerLayer([vec![3; 17], vec![0]].concat())), ..settings(None) };
+        let zero =
+            CimSettings { psum_bits: Some(PsumBits::PerLayer([vec![3; 17], vec![0]].concat())), ..settings(None) };
         let e = zero.validate(Arch::Resnet20).unwrap_err();
         assert!(e.contains("CIM layer 17") && e.contains("psum_bits = 0"), "{e}");
         // ResNet-18 has 16

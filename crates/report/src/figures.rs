@@ -12,8 +12,8 @@ use train::RunConfig;
 
 use crate::ReportError;
 use crate::energy::EnergyModel;
-use crate::results::CellResult;
 use crate::energy::ModelCosts;
+use crate::results::CellResult;
 use crate::writer::ReportWriter;
 
 static FONT: &[u8] = include_bytes!("../assets/DejaVuSans.ttf");
@@ -286,7 +286,8 @@ fn energy_lines(study: &Study, bench: &str, results: &[CellResult], model: &Ener
                 continue; // no converter: no ADC energy to weigh
             }
             let energy = model.per_image(&costs).total() * 1e9;
-            let entry = by_setting.entry(r.cell.config.setting_label()).or_insert((energy, costs.adc_label, Vec::new()));
+            let entry =
+                by_setting.entry(r.cell.config.setting_label()).or_insert((energy, costs.adc_label, Vec::new()));
             entry.2.push(s.final_test_acc);
         }
         for (_, adc, accs) in by_setting.values() {

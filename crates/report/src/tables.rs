@@ -299,10 +299,7 @@ fn benchmark_results<'a>(results: &'a [CellResult], benchmark: &str) -> Vec<&'a 
 /// describes settings, not runs.
 fn one_per_setting<'a>(rs: &[&'a CellResult]) -> Vec<&'a CellResult> {
     let mut seen = std::collections::HashSet::new();
-    rs.iter()
-        .filter(|r| seen.insert((r.cell.config.method.clone(), r.cell.config.setting_label())))
-        .copied()
-        .collect()
+    rs.iter().filter(|r| seen.insert((r.cell.config.method.clone(), r.cell.config.setting_label()))).copied().collect()
 }
 
 fn accuracy_table(study: &Study, results: &[CellResult]) -> Result<Table, ReportError> {

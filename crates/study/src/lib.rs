@@ -684,7 +684,8 @@ base = { dataset = "folder:{tree}" }
     /// the wrong length fails when the study is read, naming both numbers.
     #[test]
     fn adc_bits_per_layer_in_a_study() {
-        let per_layer = format!("[{}]", ["4"; 6].iter().chain(["3"; 12].iter()).copied().collect::<Vec<_>>().join(", "));
+        let per_layer =
+            format!("[{}]", ["4"; 6].iter().chain(["3"; 12].iter()).copied().collect::<Vec<_>>().join(", "));
         let text = STUDY.replace("psum_bits = [3, 4] }", &format!("psum_bits = [3, {per_layer}] }}"));
         let s: Study = toml::from_str(&text).unwrap();
         let cells = s.cells().unwrap();

@@ -14,8 +14,8 @@ pub mod speed;
 pub mod trainer;
 pub mod variation;
 
-pub use cim_core::{ComputeDevice, DeviceError};
 pub use adc_bits::{AdcBitsSearch, LayerBits, SearchOrder, evaluate_adc_bits, search_adc_bits};
+pub use cim_core::{ComputeDevice, DeviceError};
 pub use claim::{Claim, ClaimOutcome, Holder};
 pub use config::{ResolvedRun, RunConfig, Uses};
 pub use eval::{EvalResult, evaluate, evaluate_run};

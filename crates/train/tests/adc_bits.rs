@@ -9,8 +9,13 @@ use train::adc_bits::MIN_ADC_BITS;
 use train::{ComputeDevice, RunConfig, SearchOrder, TrainOptions};
 
 fn train_run(config: &RunConfig, data: &Path, out: &Path) {
-    let options =
-        TrainOptions { data_dir: DataDir::new(data), progress: false, stop_after: None, device: ComputeDevice::Cpu, init_from: None };
+    let options = TrainOptions {
+        data_dir: DataDir::new(data),
+        progress: false,
+        stop_after: None,
+        device: ComputeDevice::Cpu,
+        init_from: None,
+    };
     train::train(config, out, &options).unwrap().unwrap();
 }
 
@@ -58,7 +63,9 @@ fn the_search_never_returns_bits_outside_the_tolerance() {
 
     // bad input, before any work
     for bad in [-1.0, f64::NAN, f64::INFINITY] {
-        let e = train::search_adc_bits(&run, bad, SearchOrder::MostSensitive, &dir, ComputeDevice::Cpu, false).unwrap_err().to_string();
+        let e = train::search_adc_bits(&run, bad, SearchOrder::MostSensitive, &dir, ComputeDevice::Cpu, false)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("--within") && e.contains("non-negative number of accuracy points"), "{e}");
     }
     let e = train::evaluate_adc_bits(&run, &PsumBits::PerLayer(vec![3; 4]), &dir, ComputeDevice::Cpu)
@@ -77,6 +84,8 @@ fn the_search_never_returns_bits_outside_the_tolerance() {
     assert!(stored.contains("psum_bits = [2, 2, 2, 2, 2, 2, 3,"), "{stored}");
     let ideal = tmp.path().join("ideal");
     train_run(&RunConfig { method: "ideal-adc".into(), epochs: 1, ..config.clone() }, &data, &ideal);
-    let e = train::search_adc_bits(&ideal, 1.0, SearchOrder::MostSensitive, &dir, ComputeDevice::Cpu, false).unwrap_err().to_string();
+    let e = train::search_adc_bits(&ideal, 1.0, SearchOrder::MostSensitive, &dir, ComputeDevice::Cpu, false)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("method ideal-adc, which has no built-in ADC"), "{e}");
 }
