@@ -111,11 +111,23 @@ pub fn adc_bits(args: AdcBitsArgs) -> Result<()> {
         saved(before.total(), after.total())
     );
     println!("the setting found: psum_bits = {}", toml::Value::try_from(&r.psum_bits)?);
-    println!(
-        "note: the bits are chosen on these test images, so {:.2}% is the accuracy of the selection; expect \
-         somewhat less on images it has not seen",
-        100.0 * r.accuracy
-    );
+    match &r.unseen {
+        Some(u) => println!(
+            "on the {} test images the search has not seen: trained {:.2}%, found {:.2}% ({:+.2} points; the \
+             search chose on the run's {} test images, so {:.2}% there is the accuracy of the selection)",
+            u.images,
+            100.0 * u.trained_accuracy,
+            100.0 * u.accuracy,
+            100.0 * (u.accuracy - u.trained_accuracy),
+            r.images,
+            100.0 * r.accuracy
+        ),
+        None => println!(
+            "note: the bits are chosen on the run's whole test split, so {:.2}% is the accuracy of the \
+             selection; expect somewhat less on images it has not seen",
+            100.0 * r.accuracy
+        ),
+    }
     if let Some(out) = &args.out {
         let written = Written {
             search: &r,

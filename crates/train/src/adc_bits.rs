@@ -72,6 +72,18 @@ pub struct LayerBits {
     pub sensitivity_points: Option<f64>,
 }
 
+/// The accuracies on the test images of the data set that the run's test subset left out: the
+/// search chose on the run's own test images, these it has not seen.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UnseenCheck {
+    /// Test images.
+    pub images: usize,
+    /// Accuracy of the run as trained (fraction).
+    pub trained_accuracy: f64,
+    /// Accuracy with the bits found (fraction).
+    pub accuracy: f64,
+}
+
 /// What the search found for a run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AdcBitsSearch {
@@ -98,6 +110,9 @@ pub struct AdcBitsSearch {
     pub psum_bits: PsumBits,
     /// Configurations evaluated.
     pub evaluations: usize,
+    /// The same comparison on test images the search has not seen (`None` when the run tests on
+    /// its whole test split).
+    pub unseen: Option<UnseenCheck>,
 }
 
 impl AdcBitsSearch {
@@ -113,6 +128,7 @@ struct Trial {
     trained_bits: Vec<u32>,
     calibration: Vec<Tensor<4>>,
     test: Arc<ImageSet>,
+    unseen: Option<Arc<ImageSet>>,
     batch_size: usize,
     norm: Normalize,
     device: Device,
@@ -151,6 +167,7 @@ impl Trial {
             trained_bits,
             calibration,
             test: data.test.clone(),
+            unseen: data.unseen_test().map(Arc::new),
             batch_size: config.batch_size,
             norm: data.data.normalize.clone(),
             device,
@@ -193,6 +210,11 @@ impl Trial {
         let correct = (result.accuracy * result.images as f64).round() as usize;
         self.seen.insert(bits.to_vec(), correct);
         Ok(correct)
+    }
+
+    /// Accuracy with `bits` on `set` (not remembered).
+    fn accuracy_on(&self, bits: &[u32], set: &Arc<ImageSet>) -> Result<f64, TrainError> {
+        Ok(evaluate(&self.model(bits)?, set, self.batch_size, &self.norm, &self.device).accuracy)
     }
 
     fn accuracy(&self, correct: usize) -> f64 {
@@ -269,6 +291,17 @@ pub fn search_adc_bits(
         }
     }
 
+    let unseen = match trial.unseen.clone() {
+        Some(set) => {
+            bar.set_message(format!("both on the {} test images the search has not seen", set.len()));
+            Some(UnseenCheck {
+                images: set.len(),
+                trained_accuracy: trial.accuracy_on(&trained_bits, &set)?,
+                accuracy: trial.accuracy_on(&bits, &set)?,
+            })
+        }
+        None => None,
+    };
     bar.finish_and_clear();
     let layers = layer_rows(&trial.trained, &trained_bits, &bits, &sensitivity);
     let found = PsumBits::PerLayer(bits).canonical();
@@ -284,6 +317,7 @@ pub fn search_adc_bits(
         layers,
         psum_bits: found,
         evaluations: trial.seen.len(),
+        unseen,
     })
 }
 

@@ -52,6 +52,18 @@ pub struct RunData {
     pub train: Arc<ImageSet>,
     /// Test images.
     pub test: Arc<ImageSet>,
+    /// Where `test` lies in the data set's test split, when `limit_test` took a subset.
+    pub test_indices: Option<Vec<usize>>,
+}
+
+impl RunData {
+    /// The test images of the data set that the run's test subset left out (`None` when the
+    /// run tests on all of them): images no choice made on the run's own test images has seen.
+    pub fn unseen_test(&self) -> Option<ImageSet> {
+        let taken: std::collections::HashSet<usize> = self.test_indices.as_ref()?.iter().copied().collect();
+        let rest: Vec<usize> = (0..self.data.test.len()).filter(|i| !taken.contains(i)).collect();
+        (!rest.is_empty()).then(|| self.data.test.select(&rest))
+    }
 }
 
 /// Loads the data of a configuration, applying `limit_train` and `limit_test` as seeded,
@@ -61,24 +73,27 @@ pub fn load_run_data(config: &RunConfig, dir: &DataDir) -> Result<RunData, Train
         data::source::check_folder_identity(&config.dataset, id)?;
     }
     let data = data::load_dataset(&config.dataset, dir, config.folder_holdout)?;
-    let subset = |set: &ImageSet, limit: Option<usize>, seed: u64, field: &str| -> Result<ImageSet, TrainError> {
-        Ok(match limit {
-            Some(n) if n > set.len() => {
-                return Err(TrainError::Config(format!(
-                    "{field} = {n} (--{}): the {} split of {} has only {} images",
-                    field.replace('_', "-"),
-                    if field == "limit_train" { "training" } else { "test" },
-                    data.name,
-                    set.len()
-                )));
-            }
-            Some(n) => set.select(&set.balanced_subset(n, seed)?),
-            None => set.clone(),
-        })
+    let subset = |set: &ImageSet, limit: Option<usize>, seed: u64, field: &str| -> Result<Option<Vec<usize>>, TrainError> {
+        match limit {
+            Some(n) if n > set.len() => Err(TrainError::Config(format!(
+                "{field} = {n} (--{}): the {} split of {} has only {} images",
+                field.replace('_', "-"),
+                if field == "limit_train" { "training" } else { "test" },
+                data.name,
+                set.len()
+            ))),
+            Some(n) => Ok(Some(set.balanced_subset(n, seed)?)),
+            None => Ok(None),
+        }
     };
-    let train = Arc::new(subset(&data.train, config.limit_train, config.seed, "limit_train")?);
-    let test = Arc::new(subset(&data.test, config.limit_test, config.seed.wrapping_add(1), "limit_test")?);
-    Ok(RunData { data, train, test })
+    let select = |set: &ImageSet, indices: &Option<Vec<usize>>| match indices {
+        Some(i) => set.select(i),
+        None => set.clone(),
+    };
+    let train = Arc::new(select(&data.train, &subset(&data.train, config.limit_train, config.seed, "limit_train")?));
+    let test_indices = subset(&data.test, config.limit_test, config.seed.wrapping_add(1), "limit_test")?;
+    let test = Arc::new(select(&data.test, &test_indices));
+    Ok(RunData { data, train, test, test_indices })
 }
 
 /// The device runs train on, with autodiff.

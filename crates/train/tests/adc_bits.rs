@@ -19,6 +19,10 @@ fn train_run(config: &RunConfig, data: &Path, out: &Path) {
     train::train(config, out, &options).unwrap().unwrap();
 }
 
+fn synthetic_test_images(data: &Path) -> usize {
+    data::load_dataset("synthetic", &DataDir::new(data), 500).unwrap().test.len()
+}
+
 #[test]
 fn the_search_never_returns_bits_outside_the_tolerance() {
     let tmp = tempfile::tempdir().unwrap();
@@ -56,6 +60,9 @@ fn the_search_never_returns_bits_outside_the_tolerance() {
             assert!(l.sensitivity_points.is_some());
         }
         assert_eq!(r.psum_bits.per_layer(18), r.layers.iter().map(|l| l.bits).collect::<Vec<_>>());
+        // the rest of the synthetic test split, which the search has not seen
+        let unseen = r.unseen.as_ref().expect("the run tests on a subset");
+        assert!(unseen.images > 0 && unseen.images + 50 == synthetic_test_images(&data));
         seen.push(r);
     }
     // 100 points accept everything: every layer reaches the minimum
