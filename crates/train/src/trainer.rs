@@ -73,19 +73,20 @@ pub fn load_run_data(config: &RunConfig, dir: &DataDir) -> Result<RunData, Train
         data::source::check_folder_identity(&config.dataset, id)?;
     }
     let data = data::load_dataset(&config.dataset, dir, config.folder_holdout)?;
-    let subset = |set: &ImageSet, limit: Option<usize>, seed: u64, field: &str| -> Result<Option<Vec<usize>>, TrainError> {
-        match limit {
-            Some(n) if n > set.len() => Err(TrainError::Config(format!(
-                "{field} = {n} (--{}): the {} split of {} has only {} images",
-                field.replace('_', "-"),
-                if field == "limit_train" { "training" } else { "test" },
-                data.name,
-                set.len()
-            ))),
-            Some(n) => Ok(Some(set.balanced_subset(n, seed)?)),
-            None => Ok(None),
-        }
-    };
+    let subset =
+        |set: &ImageSet, limit: Option<usize>, seed: u64, field: &str| -> Result<Option<Vec<usize>>, TrainError> {
+            match limit {
+                Some(n) if n > set.len() => Err(TrainError::Config(format!(
+                    "{field} = {n} (--{}): the {} split of {} has only {} images",
+                    field.replace('_', "-"),
+                    if field == "limit_train" { "training" } else { "test" },
+                    data.name,
+                    set.len()
+                ))),
+                Some(n) => Ok(Some(set.balanced_subset(n, seed)?)),
+                None => Ok(None),
+            }
+        };
     let select = |set: &ImageSet, indices: &Option<Vec<usize>>| match indices {
         Some(i) => set.select(i),
         None => set.clone(),
