@@ -30,7 +30,7 @@ impl StepCase {
         Self { name: name.into(), config }
     }
 
-    /// The issue-10 setting (W4 A4, cell bits 2, P 3, N 128) of `method` with `encoding`, on the
+    /// The default CIM setting (W4 A4, cell bits 2, P 3, N 128) of `method` with `encoding`, on the
     /// run's default model (ResNet-20).
     pub fn cim(name: impl Into<String>, method: &str, encoding: Encoding) -> Self {
         let config = RunConfig {
