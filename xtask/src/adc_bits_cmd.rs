@@ -81,22 +81,18 @@ pub fn adc_bits(args: AdcBitsArgs) -> Result<()> {
         "{:>5} {:>10} {:>14} {:>13} {:>7} {:>5} {:>14} {:>12}",
         "layer", "shape", "conversions", "sensitivity", "trained", "found", "ADC nJ trained", "ADC nJ found"
     );
-    for ((row, b), a) in r
-        .layers
-        .iter()
-        .zip(before_costs.layers.iter().zip(&before_costs.adc_bits))
-        .zip(after_costs.layers.iter().zip(&after_costs.adc_bits))
-    {
+    let (before_layers, after_layers) = (model.per_layer(&before_costs), model.per_layer(&after_costs));
+    for (((row, counts), b), a) in r.layers.iter().zip(&before_costs.layers).zip(before_layers).zip(after_layers) {
         println!(
             "{:>5} {:>10} {:>14} {:>13} {:>7} {:>5} {:>14.2} {:>12.2}",
             row.layer,
             row.shape,
-            b.0.adc_conversions,
+            counts.adc_conversions,
             row.sensitivity_points.map_or("-".into(), |p| format!("{p:.2} pt")),
             row.trained_bits,
             row.bits,
-            model.layer(b.0, *b.1).adc * 1e9,
-            model.layer(a.0, *a.1).adc * 1e9,
+            b.adc * 1e9,
+            a.adc * 1e9,
         );
     }
     let saved = |b: f64, a: f64| if b > 0.0 { format!("{:.1}%", 100.0 * (b - a) / b) } else { "-".into() };

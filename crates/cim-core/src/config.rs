@@ -269,6 +269,11 @@ impl CimConvConfig {
         ((1u64 << self.act_bits) - 1) as f32
     }
 
+    /// The layer's shape as tables show it: `C_in->C_out sS` (S the stride).
+    pub fn shape_label(&self) -> String {
+        format!("{}->{} s{}", self.in_channels, self.out_channels, self.stride)
+    }
+
     /// Output spatial size for an input of `size` pixels.
     pub fn output_size(&self, size: usize) -> usize {
         (size + 2 * self.padding).saturating_sub(self.kernel_size) / self.stride + 1

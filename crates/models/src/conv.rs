@@ -117,15 +117,7 @@ impl CimSettings {
     /// Hardware counts of `arch`'s CIM layers summed over the layers ([`Self::layer_counts`]):
     /// ADC conversions and dequantization multiplies are per image.
     pub fn model_counts(&self, arch: Arch, input_size: usize) -> Result<ModelCounts, CimConfigError> {
-        let mut total = ModelCounts::default();
-        for layer in self.layer_counts(arch, input_size)? {
-            total.layers += 1;
-            total.per_layer_sum = total.per_layer_sum + layer.counts;
-            total.adc_conversions_per_image += layer.adc_conversions;
-            total.dequant_multiplies_per_image += layer.dequant_multiplies;
-            total.window_adds_per_image += layer.window_adds;
-        }
-        Ok(total)
+        Ok(ModelCounts::of_layers(&self.layer_counts(arch, input_size)?))
     }
 }
 

@@ -237,6 +237,21 @@ pub struct ModelCounts {
     pub window_adds_per_image: usize,
 }
 
+impl ModelCounts {
+    /// The counts of a model with these CIM layers ([`CimSettings::layer_counts`]).
+    pub fn of_layers(layers: &[LayerCountsPerImage]) -> Self {
+        let mut total = ModelCounts::default();
+        for layer in layers {
+            total.layers += 1;
+            total.per_layer_sum = total.per_layer_sum + layer.counts;
+            total.adc_conversions_per_image += layer.adc_conversions;
+            total.dequant_multiplies_per_image += layer.dequant_multiplies;
+            total.window_adds_per_image += layer.window_adds;
+        }
+        total
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -96,17 +96,19 @@ impl EnergyModel {
         }
     }
 
+    /// The energy of one image in each CIM layer of a model, in forward order.
+    pub fn per_layer(&self, costs: &ModelCosts) -> Vec<EnergyPerImage> {
+        costs.layers.iter().zip(&costs.adc_bits).map(|(l, bits)| self.layer(l, *bits)).collect()
+    }
+
     /// The energy of one image of a whole model: the sum over its CIM layers.
     pub fn per_image(&self, costs: &ModelCosts) -> EnergyPerImage {
-        costs.layers.iter().zip(&costs.adc_bits).map(|(l, bits)| self.layer(l, *bits)).fold(
-            EnergyPerImage::default(),
-            |sum, e| EnergyPerImage {
-                adc: sum.adc + e.adc,
-                dequant: sum.dequant + e.dequant,
-                accumulate: sum.accumulate + e.accumulate,
-                window: sum.window + e.window,
-            },
-        )
+        self.per_layer(costs).into_iter().fold(EnergyPerImage::default(), |sum, e| EnergyPerImage {
+            adc: sum.adc + e.adc,
+            dequant: sum.dequant + e.dequant,
+            accumulate: sum.accumulate + e.accumulate,
+            window: sum.window + e.window,
+        })
     }
 }
 
@@ -134,14 +136,7 @@ impl ModelCosts {
                 .map_err(|e| ReportError::Invalid(format!("{}: {e}", c.method)))?,
             models::ConvKind::Float => Vec::new(),
         };
-        let mut counts = models::ModelCounts::default();
-        for l in &layers {
-            counts.layers += 1;
-            counts.per_layer_sum = counts.per_layer_sum + l.counts;
-            counts.adc_conversions_per_image += l.adc_conversions;
-            counts.dequant_multiplies_per_image += l.dequant_multiplies;
-            counts.window_adds_per_image += l.window_adds;
-        }
+        let counts = models::ModelCounts::of_layers(&layers);
         let uses = c.uses().ok_or_else(|| ReportError::Invalid(format!("unknown method `{}`", c.method)))?;
         let (adc_label, own_bits) = match (uses.crossbar, uses.adc, uses.own_adc) {
             (false, _, _) => ("—".to_string(), None),

@@ -37,6 +37,19 @@ fn energy() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../baselines/energy/default.toml")
 }
 
+/// The options of a report of the runs in `runs_root` into `out_dir`, with the project's claims
+/// and energy model, adopting no file.
+fn options(runs_root: PathBuf, out_dir: &Path, figures: bool) -> ReportOptions {
+    ReportOptions {
+        runs_root,
+        out_dir: out_dir.to_path_buf(),
+        claims: claims(),
+        energy: energy(),
+        figures,
+        adopt: false,
+    }
+}
+
 /// A made-up but fixed accuracy for a cell.
 fn accuracy(i: usize, method: &str, psum_bits: u32, seed: u64) -> f64 {
     let base = match method {
@@ -168,14 +181,7 @@ fn report_of_fixed_results() {
     let runs = tmp.path().join("runs");
     let out = tmp.path().join("report");
     write_fixtures(&study, &runs);
-    let opts = ReportOptions {
-        runs_root: runs,
-        out_dir: out.clone(),
-        claims: claims(),
-        energy: energy(),
-        figures: true,
-        adopt: false,
-    };
+    let opts = options(runs, &out, true);
     let tables = generate(&study, &opts).unwrap();
     for stem in ["accuracy", "claims", "stages", "hardware", "energy", "adc_quality", "variation", "variation_claims"] {
         insta::assert_snapshot!(format!("fixture_{stem}_md"), tables.markdown(stem));
@@ -265,14 +271,7 @@ fn committed_smoke_report_regenerates_identically() {
     let out = tmp.path().join("report");
     copy_tree(&root, &out);
     let before = std::fs::read(out.join("README.md")).unwrap();
-    let opts = ReportOptions {
-        runs_root: tmp.path().join("no-runs"),
-        out_dir: out.clone(),
-        claims: claims(),
-        energy: energy(),
-        figures: true,
-        adopt: false,
-    };
+    let opts = options(tmp.path().join("no-runs"), &out, true);
     let tables = generate(&study, &opts).unwrap();
     for stem in ["accuracy", "claims", "stages", "hardware", "adc_quality", "variation"] {
         let committed = std::fs::read_to_string(root.join(format!("{stem}.md"))).unwrap();
@@ -291,14 +290,7 @@ fn a_second_study_in_the_same_folder_does_not_replace_the_first_report() {
     let runs = tmp.path().join("runs");
     write_fixtures(&study, &runs);
     let out = tmp.path().join("mine");
-    let opts = ReportOptions {
-        runs_root: runs,
-        out_dir: out.clone(),
-        claims: claims(),
-        energy: energy(),
-        figures: false,
-        adopt: false,
-    };
+    let opts = options(runs, &out, false);
     generate(&study, &opts).unwrap();
     let before = std::fs::read(out.join("README.md")).unwrap();
     let other: Study = toml::from_str(&STUDY.replace("name = \"fixture\"", "name = \"other\"")).unwrap();
@@ -319,14 +311,7 @@ fn a_report_beside_a_users_files_replaces_none_of_them() {
     std::fs::create_dir_all(&out).unwrap();
     std::fs::write(out.join("README.md"), "my notes\n").unwrap();
     std::fs::write(out.join("accuracy.csv"), "my,table\n").unwrap();
-    let opts = ReportOptions {
-        runs_root: runs,
-        out_dir: out.clone(),
-        claims: claims(),
-        energy: energy(),
-        figures: false,
-        adopt: false,
-    };
+    let opts = options(runs, &out, false);
     let Err(e) = generate(&study, &opts) else { panic!("the report replaced the user's files") };
     let e = e.to_string();
     assert!(e.contains("README.md (not written by the report)") && e.contains("accuracy.csv"), "{e}");
@@ -369,14 +354,7 @@ sweep = [{ lr = [0.05, 1e6] }]
     let second = study::reproduce(&study, &opts).unwrap();
     assert_eq!((second.cached, second.trained, second.failed.len()), (1, 0, 1));
     let out = tmp.path().join("report");
-    let ropts = ReportOptions {
-        runs_root: tmp.path().join("runs"),
-        out_dir: out.clone(),
-        claims: claims(),
-        energy: energy(),
-        figures: false,
-        adopt: false,
-    };
+    let ropts = options(tmp.path().join("runs"), &out, false);
     generate(&study, &ropts).unwrap();
     let readme = std::fs::read_to_string(out.join("README.md")).unwrap();
     assert!(readme.contains("| failed |") && readme.contains("### Failed runs"), "{readme}");
@@ -407,14 +385,7 @@ fn committed_real_report_regenerates_identically() {
     let out = tmp.path().join("report");
     copy_tree(&root, &out);
     let before = std::fs::read(out.join("README.md")).unwrap();
-    let opts = ReportOptions {
-        runs_root: tmp.path().join("no-runs"),
-        out_dir: out.clone(),
-        claims: claims(),
-        energy: energy(),
-        figures: true,
-        adopt: false,
-    };
+    let opts = options(tmp.path().join("no-runs"), &out, true);
     let tables = generate(&study, &opts).unwrap();
     for stem in ["accuracy", "claims", "stages", "variation_claims"] {
         let committed = std::fs::read_to_string(root.join(format!("{stem}.md"))).unwrap();
@@ -447,14 +418,7 @@ sweep = [{ methods = ["fp"] }, { methods = ["ideal-adc"], seeds = [0] }]
     let opts = |runs: &str| reproduce_options(tmp.path(), runs, Some(out.join("runs")));
     let first = study::reproduce(&study, &opts("runs")).unwrap();
     assert_eq!((first.trained, first.cached, first.failed.len()), (4, 0, 0), "{:?}", first.failed);
-    let ropts = |runs: &str| ReportOptions {
-        runs_root: tmp.path().join(runs),
-        out_dir: out.clone(),
-        claims: claims(),
-        energy: energy(),
-        figures: false,
-        adopt: false,
-    };
+    let ropts = |runs: &str| options(tmp.path().join(runs), &out, false);
     generate(&study, &ropts("runs")).unwrap();
     let readme = std::fs::read(out.join("README.md")).unwrap();
     assert!(String::from_utf8_lossy(&readme).contains("fp (pretraining)"));
@@ -540,14 +504,7 @@ sweep = [{ lr = [0.05, 0.02] }]
     let cells = study.cells().unwrap();
     let dirs: Vec<PathBuf> = cells.iter().map(|c| c.dir(&opts.runs_root, &study.name)).collect();
     let out = tmp.path().join("report");
-    let ropts = ReportOptions {
-        runs_root: opts.runs_root.clone(),
-        out_dir: out.clone(),
-        claims: claims(),
-        energy: energy(),
-        figures: false,
-        adopt: false,
-    };
+    let ropts = options(opts.runs_root.clone(), &out, false);
     let good = std::fs::read_to_string(dirs[0].join("summary.json")).unwrap();
     let readme = || std::fs::read_to_string(out.join("README.md")).unwrap();
     let failure_of = |dir: &Path, config: &train::RunConfig| study::cell_status(dir, config);

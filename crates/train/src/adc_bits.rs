@@ -61,7 +61,7 @@ impl SearchOrder {
 pub struct LayerBits {
     /// CIM layer, in forward order (0-based).
     pub layer: usize,
-    /// Its shape, `C_in->C_out` (`/2` for a stride of 2).
+    /// Its shape, `C_in->C_out sS`.
     pub shape: String,
     /// The bits it was trained with.
     pub trained_bits: u32,
@@ -341,16 +341,12 @@ fn layer_rows(model: &Model, trained: &[u32], found: &[u32], sensitivity: &[Opti
         .cim_layers()
         .iter()
         .enumerate()
-        .map(|(i, l)| {
-            let c = l.config();
-            let stride = if c.stride > 1 { format!("/{}", c.stride) } else { String::new() };
-            LayerBits {
-                layer: i,
-                shape: format!("{}->{}{stride}", c.in_channels, c.out_channels),
-                trained_bits: trained[i],
-                bits: found[i],
-                sensitivity_points: sensitivity[i],
-            }
+        .map(|(i, l)| LayerBits {
+            layer: i,
+            shape: l.config().shape_label(),
+            trained_bits: trained[i],
+            bits: found[i],
+            sensitivity_points: sensitivity[i],
         })
         .collect()
 }

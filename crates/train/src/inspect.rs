@@ -174,7 +174,7 @@ pub fn inspect_run(
         let stats = layer.take_adc_quality().expect("armed above");
         let digits = layer.digit_shares();
         let cfg = layer.config();
-        let shape = format!("{}->{} s{}", cfg.in_channels, cfg.out_channels, cfg.stride);
+        let shape = cfg.shape_label();
         for (st, d) in stats.iter().zip(&digits) {
             rows.push(AdcQualityRow {
                 layer: i,
