@@ -8,6 +8,8 @@ use cim_core::{
     AdcInit, AdcWindow, CimConfigError, CimConv2d, CimConvConfig, Encoding, Granularity, LayerCounts, OwnQuantizers,
 };
 
+use serde::{Deserialize, Serialize};
+
 use crate::{Arch, BlockConv, ModelCounts, PsumBits};
 
 /// Array and quantizer settings of the CIM layers of a model: shared by every layer but the ADC
@@ -142,17 +144,72 @@ pub struct LayerCountsPerImage {
 /// What the block convs are made of.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ConvKind {
-    /// Plain floating-point convs.
-    Float,
-    /// CIM layers with these settings.
+    /// Floating-point convs whose input is the ReLU output (`Activation::Relu`), or that
+    /// output clamped to [0, 1] as a CIM layer clamps it (`Activation::Clamp`).
+    Float(Activation),
+    /// CIM layers with these settings (their input is always clamped to [0, 1]).
     Cim(CimSettings),
+}
+
+/// The input of a floating-point 3x3 block conv (docs/SPEC.md section 1, "Layers off the
+/// arrays"). A CIM layer turns its input into A-bit codes of clamp(x, 0, 1), so a network whose
+/// float convs see the unbounded ReLU output loses every activation above 1 when it moves onto
+/// the arrays; `Clamp` trains the float network in the CIM network's own form (every quantizer
+/// off, the clamp kept, no rounding).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase", try_from = "String")]
+pub enum Activation {
+    /// The ReLU output as it is (a plain pre-activation ResNet).
+    #[default]
+    Relu,
+    /// The ReLU output clamped to [0, 1] (the CIM layers' input range).
+    Clamp,
+}
+
+impl Activation {
+    /// Every value.
+    pub const ALL: [Activation; 2] = [Activation::Relu, Activation::Clamp];
+
+    /// The name used in configs and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Activation::Relu => "relu",
+            Activation::Clamp => "clamp",
+        }
+    }
+}
+
+impl std::fmt::Display for Activation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Activation {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Activation::ALL
+            .into_iter()
+            .find(|a| a.name() == s)
+            .ok_or_else(|| format!("activation = {s:?}: expected \"relu\" or \"clamp\""))
+    }
+}
+
+/// Read from a name, so that a bad value in a file is refused naming the key and the values.
+impl TryFrom<String> for Activation {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse()
+    }
 }
 
 /// A 3x3 conv of a residual block (padding 1, no bias).
 #[derive(Module, Debug)]
 pub enum Conv3x3 {
-    /// Floating point.
+    /// Floating point, on the ReLU output.
     Float(Conv2d),
+    /// Floating point, on the ReLU output clamped to [0, 1] ([`Activation::Clamp`]).
+    FloatClamped(Conv2d),
     /// On CIM arrays.
     Cim(CimConv2d),
 }
@@ -168,7 +225,13 @@ impl Conv3x3 {
         device: &Device,
     ) -> Result<Self, CimConfigError> {
         Ok(match kind {
-            ConvKind::Float => Conv3x3::Float(float_conv(in_channels, out_channels, 3, stride, 1, device)),
+            ConvKind::Float(activation) => {
+                let conv = float_conv(in_channels, out_channels, 3, stride, 1, device);
+                match activation {
+                    Activation::Relu => Conv3x3::Float(conv),
+                    Activation::Clamp => Conv3x3::FloatClamped(conv),
+                }
+            }
             ConvKind::Cim(s) => Conv3x3::Cim(s.init(s.layer(index, in_channels, out_channels, 3, stride, 1), device)?),
         })
     }
@@ -177,6 +240,7 @@ impl Conv3x3 {
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         match self {
             Conv3x3::Float(c) => apply_float(c, x),
+            Conv3x3::FloatClamped(c) => apply_float(c, x.clamp(0.0, 1.0)),
             Conv3x3::Cim(c) => c.forward(x),
         }
     }
@@ -184,7 +248,7 @@ impl Conv3x3 {
     /// The float weights [C_out, C_in, 3, 3] (of a CIM layer: the latent weights it quantizes).
     pub fn weight(&self) -> Tensor<4> {
         match self {
-            Conv3x3::Float(c) => c.weight.val(),
+            Conv3x3::Float(c) | Conv3x3::FloatClamped(c) => c.weight.val(),
             Conv3x3::Cim(c) => c.weight.val(),
         }
     }
@@ -192,15 +256,17 @@ impl Conv3x3 {
     /// The same conv with `weight` in place of its weights (shape checked); a CIM layer
     /// re-initializes its weight steps from them.
     pub fn with_weight(self, weight: Tensor<4>) -> Result<Self, String> {
-        Ok(match self {
-            Conv3x3::Float(mut c) => {
-                let expected = c.weight.val().dims();
-                if weight.dims() != expected {
-                    return Err(format!("weight shape {:?} does not match the conv's {expected:?}", weight.dims()));
-                }
-                c.weight = burn::module::Param::from_tensor(weight.detach());
-                Conv3x3::Float(c)
+        let with = |mut c: Conv2d| {
+            let expected = c.weight.val().dims();
+            if weight.dims() != expected {
+                return Err(format!("weight shape {:?} does not match the conv's {expected:?}", weight.dims()));
             }
+            c.weight = burn::module::Param::from_tensor(weight.clone().detach());
+            Ok(c)
+        };
+        Ok(match self {
+            Conv3x3::Float(c) => Conv3x3::Float(with(c)?),
+            Conv3x3::FloatClamped(c) => Conv3x3::FloatClamped(with(c)?),
             Conv3x3::Cim(c) => Conv3x3::Cim(c.with_weight(weight)?),
         })
     }
@@ -209,7 +275,7 @@ impl Conv3x3 {
     pub fn cim(&self) -> Option<&CimConv2d> {
         match self {
             Conv3x3::Cim(c) => Some(c),
-            Conv3x3::Float(_) => None,
+            Conv3x3::Float(_) | Conv3x3::FloatClamped(_) => None,
         }
     }
 
@@ -217,7 +283,7 @@ impl Conv3x3 {
     pub fn cim_mut(&mut self) -> Option<&mut CimConv2d> {
         match self {
             Conv3x3::Cim(c) => Some(c),
-            Conv3x3::Float(_) => None,
+            Conv3x3::Float(_) | Conv3x3::FloatClamped(_) => None,
         }
     }
 }

@@ -16,7 +16,7 @@ use burn::tensor::{Device, Tensor};
 use cim_core::{CimConfigError, CimConv2d, LayerCounts};
 use serde::{Deserialize, Serialize};
 
-pub use conv::{CimSettings, Conv3x3, ConvKind, LayerCountsPerImage};
+pub use conv::{Activation, CimSettings, Conv3x3, ConvKind, LayerCountsPerImage};
 pub use psum_bits::PsumBits;
 pub use resnet18::ResNet18;
 pub use resnet20::ResNet20;
@@ -331,5 +331,21 @@ mod tests {
             .validate(Arch::Resnet18)
             .unwrap_err();
         assert!(e.contains("resnet18 has 16 CIM layers"), "{e}");
+    }
+
+    /// A float conv in the clamp form is the plain float conv of the clamped input: the same
+    /// weights, and a different output where the input leaves [0, 1].
+    #[test]
+    fn a_clamped_float_conv_sees_the_cim_layers_input_range() {
+        let device = Device::flex();
+        let build = |activation| {
+            Model::new(Arch::Resnet20, 3, 10, &ConvKind::Float(activation), 0, &device).unwrap().convs()[0].clone()
+        };
+        let (relu, clamp) = (build(Activation::Relu), build(Activation::Clamp));
+        assert!(matches!(clamp, Conv3x3::FloatClamped(_)) && matches!(relu, Conv3x3::Float(_)));
+        let x = Tensor::<4>::random([2, 16, 8, 8], burn::tensor::Distribution::Uniform(-1.0, 3.0), &device);
+        let values = |t: Tensor<4>| t.into_data().convert::<f32>().try_to_vec::<f32>().unwrap();
+        assert_eq!(values(clamp.forward(x.clone())), values(relu.forward(x.clone().clamp(0.0, 1.0))));
+        assert_ne!(values(clamp.forward(x.clone())), values(relu.forward(x)));
     }
 }

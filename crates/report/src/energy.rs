@@ -134,7 +134,7 @@ impl ModelCosts {
             models::ConvKind::Cim(settings) => settings
                 .layer_counts(c.model, shape[1])
                 .map_err(|e| ReportError::Invalid(format!("{}: {e}", c.method)))?,
-            models::ConvKind::Float => Vec::new(),
+            models::ConvKind::Float(_) => Vec::new(),
         };
         let counts = models::ModelCounts::of_layers(&layers);
         let uses = c.uses().ok_or_else(|| ReportError::Invalid(format!("unknown method `{}`", c.method)))?;

@@ -168,6 +168,7 @@ impl Tables {
         tables.push(accuracy_table(study, results)?);
         tables.push(claim_table(study, results, claims, &mut findings)?);
         tables.push(stage_table(study, results, &mut findings)?);
+        tables.push(ptq_table(study, results)?);
         tables.push(hardware_table(study, results)?);
         tables.push(energy_table(study, results, energy)?);
         tables.push(adc_quality_table(study, results)?);
@@ -237,6 +238,7 @@ impl Tables {
             ("accuracy", "Accuracy: method x setting"),
             ("claims", "The paper's claim: column/column minus the best related work"),
             ("stages", "One-stage vs two-stage training"),
+            ("ptq", "Post-training quantization beside fine-tuning"),
             ("hardware", "Hardware cost per model"),
             ("energy", "Energy per image beside accuracy"),
             ("adc_quality", "ADC quality (cargo xtask inspect)"),
@@ -423,6 +425,52 @@ fn compare(a: &[(u64, f64)], b: &[(u64, f64)]) -> (String, String, Option<Paired
     }
 }
 
+/// A verdict between cells that still gained more than this many points in their last epoch
+/// (mean over seeds) reads "unconverged": it would measure the budget, not the methods.
+pub const CONVERGED_GAIN_POINTS: f64 = 0.5;
+
+/// The mean over the finished cells of `cells` of the points each gained in its last epoch
+/// ([`train::run::last_epoch_gain`]); `None` where no finished cell has one.
+fn mean_last_gain(cells: &[&CellResult]) -> Option<f64> {
+    let gains: Vec<f64> = cells
+        .iter()
+        .filter_map(|r| {
+            let summary = r.summary.as_ref()?;
+            train::run::last_epoch_gain(&r.history, summary.before_training.as_ref()).map(|g| 100.0 * g)
+        })
+        .collect();
+    (!gains.is_empty()).then(|| gains.iter().sum::<f64>() / gains.len() as f64)
+}
+
+/// `+1.40 / +2.73`: the last-epoch gains of two compared cells, `—` where not measured.
+fn gains_text(gains: [Option<f64>; 2]) -> String {
+    gains.map(|g| g.map_or("—".to_string(), |g| format!("{g:+.2}"))).join(" / ")
+}
+
+/// `verdict`, or `unconverged (+1.40 / +2.73)` where either compared cell still gained more than
+/// [`CONVERGED_GAIN_POINTS`] in its last epoch (a comparison that was made; `—` stays).
+fn converged_verdict(verdict: &str, gains: [Option<f64>; 2]) -> String {
+    let unconverged = gains.iter().flatten().any(|g| *g > CONVERGED_GAIN_POINTS);
+    if unconverged && verdict != "—" { format!("unconverged ({})", gains_text(gains)) } else { verdict.to_string() }
+}
+
+/// A verdict as a finding sentence puts it in brackets: `yes`, or `unconverged, last-epoch gains
+/// +1.40 / +2.73`.
+fn finding_verdict(verdict: &str) -> String {
+    match verdict.strip_prefix("unconverged (").and_then(|g| g.strip_suffix(')')) {
+        Some(gains) => format!("unconverged, last-epoch gains {gains}"),
+        None => verdict.to_string(),
+    }
+}
+
+/// The finished and unfinished cells of `method` in column `col`.
+fn method_cells<'a>(rs: &[&'a CellResult], method: &str, col: &Cell) -> Vec<&'a CellResult> {
+    rs.iter()
+        .copied()
+        .filter(|r| !r.cell.pretraining && r.cell.config.method == method && in_column(&r.cell, col))
+        .collect()
+}
+
 fn claim_table(
     study: &Study,
     results: &[CellResult],
@@ -436,12 +484,14 @@ fn claim_table(
         "best baseline",
         "gain [95% CI]",
         "seeds",
+        "last-epoch gain (column/column / baseline)",
         "column/column better",
         "claimed gain",
     ];
     let mut rows = Vec::new();
     let (mut bc, mut sc, mut basec, mut gc, mut lc, mut hc, mut nc, mut vc, mut cc) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut ogc, mut bgc) = (Vec::new(), Vec::new());
     // every benchmark gets its measured gain; those that stand for one of the paper's benchmarks
     // show the claim beside it
     for b in study.benchmark.iter().filter(|b| b.is_runnable()) {
@@ -455,19 +505,23 @@ fn claim_table(
             None => None,
         };
         let rs = benchmark_results(results, &b.name);
-        let mut parts = Vec::new();
+        let (mut parts, mut single) = (Vec::new(), Vec::new());
         // the claim is about one-stage training at the paper's settings: recipe overrides are
         // compared in the stage table instead
         for col in columns(&rs).into_iter().filter(|c| c.config.recipe.is_none()) {
             let proposed = methods::PROPOSED.name();
-            let ours_cells: Vec<&CellResult> =
-                rs.iter().copied().filter(|r| r.cell.config.method == proposed && in_column(&r.cell, col)).collect();
+            let ours_cells = method_cells(&rs, proposed, col);
             let ours = finals_by_seed(&rs, proposed, col);
             let best = best_baseline(b, &rs, col);
             let (baseline, (gain, verdict, interval)) = match (&best, ours.is_empty()) {
                 (Some((name, v)), false) => (format!("{:.2} ({name})", mean_of(v)), compare(&ours, v)),
                 _ => ("missing".into(), ("—".into(), "—".into(), None)),
             };
+            let gains = [
+                mean_last_gain(&ours_cells),
+                best.as_ref().and_then(|(name, _)| mean_last_gain(&method_cells(&rs, name, col))),
+            ];
+            let verdict = converged_verdict(&verdict, gains);
             let pairs = best.as_ref().map_or(0, |(_, v)| paired_differences(&ours, v).len());
             if let (Some(i), Some((name, _))) = (interval, &best) {
                 parts.push(format!(
@@ -476,7 +530,16 @@ fn claim_table(
                     i.low,
                     i.high,
                     short_setting(col),
-                    i.verdict().text()
+                    finding_verdict(&verdict)
+                ));
+            } else if let (Some((name, v)), 1) = (&best, pairs) {
+                let diff = paired_differences(&ours, v)[0];
+                let unconverged =
+                    verdict.starts_with("unconverged").then(|| format!(" ({})", finding_verdict(&verdict)));
+                single.push(format!(
+                    "{diff:+.2} points over {name} at {}{}",
+                    short_setting(col),
+                    unconverged.unwrap_or_default()
                 ));
             }
             rows.push(vec![
@@ -486,6 +549,7 @@ fn claim_table(
                 baseline,
                 gain,
                 pairs.to_string(),
+                gains_text(gains),
                 verdict.clone(),
                 claim.map_or("— (not a benchmark of the paper)".into(), |(key, c)| {
                     format!("{:+.2} ({key})", c.gain_points)
@@ -498,6 +562,8 @@ fn claim_table(
             lc.push(interval.map(|i| i.low));
             hc.push(interval.map(|i| i.high));
             nc.push(pairs as u64);
+            ogc.push(gains[0]);
+            bgc.push(gains[1]);
             vc.push(verdict);
             cc.push(claim.map(|(_, c)| c.gain_points));
         }
@@ -506,6 +572,14 @@ fn claim_table(
                 "{}: column/column gains {} (mean of per-seed differences, 95% t-interval).",
                 b.name,
                 join_and(&parts)
+            ));
+        }
+        if !single.is_empty() {
+            findings.push(format!(
+                "{}: column/column gains {} from a single seed: one run per method gives no interval, so these \
+                 differences do not say which method is better.",
+                b.name,
+                join_and(&single)
             ));
         }
     }
@@ -517,18 +591,25 @@ fn claim_table(
         opt_series("gain_ci95_low", lc),
         opt_series("gain_ci95_high", hc),
         Column::new("seeds".into(), nc),
+        opt_series("proposed_last_epoch_gain_points", ogc),
+        opt_series("baseline_last_epoch_gain_points", bgc),
         Column::new("verdict".into(), vc),
         opt_series("claimed_gain_points", cc),
     ])?;
     let md = if rows.is_empty() {
         "No benchmark of this profile has column/column and a related method with quantized partial sums.\n".to_string()
     } else {
-        markdown(&headers, &rows) + GAIN_NOTE
+        markdown(&headers, &rows) + &gain_note()
     };
     Ok(Table::new("claims", df, md))
 }
 
-const GAIN_NOTE: &str = "\nThe gain is the mean over seeds of the per-seed difference of final test accuracies (points), with its 95% Student-t interval; the best baseline is the related method with the built-in ADC whose mean over seeds is highest at that setting. Verdict: yes where the whole interval lies above 0, no where it lies below 0, within noise otherwise; n/a with a single seed.\n";
+/// The note under the claim table.
+fn gain_note() -> String {
+    format!(
+        "\nThe gain is the mean over seeds of the per-seed difference of final test accuracies (points), with its 95% Student-t interval; the best baseline is the related method with the built-in ADC whose mean over seeds is highest at that setting. Verdict: yes where the whole interval lies above 0, no where it lies below 0, within noise otherwise; n/a with a single seed; unconverged where either compared method still gained more than {CONVERGED_GAIN_POINTS} points in its last epoch (mean over seeds; the gain of the last epoch over the one before it in the same stage, or over the accuracy before training where the run has one epoch; — where neither was recorded).\n"
+    )
+}
 
 /// `P3` for a setting with the built-in ADC, else the whole setting label.
 fn short_setting(cell: &Cell) -> String {
@@ -553,11 +634,13 @@ fn stage_table(study: &Study, results: &[CellResult], findings: &mut Vec<String>
         "two-stage",
         "one minus two [95% CI]",
         "seeds",
+        "last-epoch gain (one / two)",
         "one-stage better",
     ];
     let mut rows = Vec::new();
     let (mut bc, mut mc, mut sc, mut oc, mut tc) = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let (mut dc, mut lc, mut hc, mut vc) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut ogc, mut tgc) = (Vec::new(), Vec::new());
     for b in &study.benchmark {
         let rs = benchmark_results(results, &b.name);
         // pair every two-stage cell with the same configuration trained in one stage
@@ -592,8 +675,15 @@ fn stage_table(study: &Study, results: &[CellResult], findings: &mut Vec<String>
             let (o, t) = (matching(None), matching(Some(Recipe::TwoStage)));
             let (ov, tv) = (by_seed(&o), by_seed(&t));
             let (diff, verdict, interval) = compare(&ov, &tv);
+            let gains = [mean_last_gain(&o), mean_last_gain(&t)];
+            let verdict = converged_verdict(&verdict, gains);
             let pairs = paired_differences(&ov, &tv).len();
             if let Some(i) = interval {
+                let reading = match i.verdict() {
+                    crate::stats::Verdict::Yes => "one-stage better",
+                    crate::stats::Verdict::No => "two-stage better",
+                    crate::stats::Verdict::WithinNoise => "within noise",
+                };
                 findings.push(format!(
                     "{}: {} trained in one stage minus two stages at {} is {:+.2} points [{:+.2}, {:+.2}] ({}).",
                     b.name,
@@ -602,11 +692,7 @@ fn stage_table(study: &Study, results: &[CellResult], findings: &mut Vec<String>
                     i.mean,
                     i.low,
                     i.high,
-                    match i.verdict() {
-                        crate::stats::Verdict::Yes => "one-stage better",
-                        crate::stats::Verdict::No => "two-stage better",
-                        crate::stats::Verdict::WithinNoise => "within noise",
-                    }
+                    if verdict.starts_with("unconverged") { finding_verdict(&verdict) } else { reading.to_string() }
                 ));
             }
             rows.push(vec![
@@ -617,6 +703,7 @@ fn stage_table(study: &Study, results: &[CellResult], findings: &mut Vec<String>
                 agg_text(&aggregate(&t)),
                 diff,
                 pairs.to_string(),
+                gains_text(gains),
                 verdict.clone(),
             ]);
             bc.push(b.name.clone());
@@ -627,6 +714,8 @@ fn stage_table(study: &Study, results: &[CellResult], findings: &mut Vec<String>
             dc.push(interval.map(|i| i.mean));
             lc.push(interval.map(|i| i.low));
             hc.push(interval.map(|i| i.high));
+            ogc.push(gains[0]);
+            tgc.push(gains[1]);
             vc.push(verdict);
         }
     }
@@ -639,15 +728,115 @@ fn stage_table(study: &Study, results: &[CellResult], findings: &mut Vec<String>
         opt_series("one_minus_two_points", dc),
         opt_series("ci95_low", lc),
         opt_series("ci95_high", hc),
+        opt_series("one_stage_last_epoch_gain_points", ogc),
+        opt_series("two_stage_last_epoch_gain_points", tgc),
         Column::new("verdict".into(), vc),
     ])?;
     let md = if rows.is_empty() {
         "No cell of this profile is trained both ways (add a sweep with `recipe = [\"two-stage\"]`).\n".to_string()
     } else {
         markdown(&headers, &rows)
-            + "\nBoth recipes train the same total epochs. The difference is the mean over seeds of the per-seed difference (points) with its 95% Student-t interval; verdict as in the claim table (yes: one-stage is better beyond the noise).\n"
+            + "\nBoth recipes train the same total epochs. The difference is the mean over seeds of the per-seed difference (points) with its 95% Student-t interval; verdict and last-epoch gains as in the claim table (yes: one-stage is better beyond the noise; a two-stage run's single fine-tuning epoch follows its ideal-ADC epoch, so it has no last-epoch gain to show).\n"
     };
     Ok(Table::new("stages", df, md))
+}
+
+/// Post-training quantization beside fine-tuning: for every method and setting that starts from
+/// its benchmark's pretraining, the test accuracy before the first step (the pretrained weights
+/// quantized, ADCs calibrated as the method calibrates them) and after the last epoch, over the
+/// seeds that recorded both.
+fn ptq_table(study: &Study, results: &[CellResult]) -> Result<Table, ReportError> {
+    let headers = [
+        "benchmark",
+        "method",
+        "setting",
+        "pretraining",
+        "before fine-tuning",
+        "after fine-tuning",
+        "fine-tuning adds [95% CI]",
+        "seeds",
+    ];
+    let mut rows = Vec::new();
+    let (mut bc, mut mc, mut sc, mut nc) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut pc, mut beforec, mut afterc, mut adcc) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for b in study.benchmark.iter().filter(|b| b.is_runnable()) {
+        let rs = benchmark_results(results, &b.name);
+        let pretraining: Vec<f64> = rs
+            .iter()
+            .filter(|r| r.cell.pretraining)
+            .filter_map(|r| r.summary.as_ref())
+            .map(|s| s.final_test_acc)
+            .collect();
+        let pretraining = (!pretraining.is_empty()).then(|| mean_std(&pretraining).0);
+        let started: Vec<&CellResult> =
+            rs.iter().copied().filter(|r| !r.cell.pretraining && r.cell.starts_from().is_some()).collect();
+        for template in one_per_setting(&started) {
+            let (method, label) = (&template.cell.config.method, template.cell.config.setting_label());
+            // (seed, before, after, whether the ADCs were on before the first step)
+            let pairs: Vec<(u64, f64, f64, bool)> = started
+                .iter()
+                .filter(|r| &r.cell.config.method == method && r.cell.config.setting_label() == label)
+                .filter_map(|r| {
+                    let s = r.summary.as_ref()?;
+                    let before = s.before_training.as_ref()?;
+                    Some((r.cell.config.seed, 100.0 * before.test_acc, 100.0 * s.final_test_acc, before.adc))
+                })
+                .collect();
+            if pairs.is_empty() {
+                continue;
+            }
+            let before: Vec<f64> = pairs.iter().map(|p| p.1).collect();
+            let after: Vec<f64> = pairs.iter().map(|p| p.2).collect();
+            let adc = pairs.iter().all(|p| p.3);
+            let uses_adc = template.cell.config.uses_adc();
+            let points = |v: &[f64]| {
+                let (m, sd) = mean_std(v);
+                if v.len() > 1 { format!("{m:.2} ± {sd:.2}") } else { format!("{m:.2}") }
+            };
+            let diffs: Vec<f64> = pairs.iter().map(|p| p.2 - p.1).collect();
+            let added = match PairedInterval::of(&diffs) {
+                Some(i) => i.text(),
+                None => format!("{:+.2}", diffs.iter().sum::<f64>() / diffs.len() as f64),
+            };
+            rows.push(vec![
+                b.name.clone(),
+                method.clone(),
+                label.clone(),
+                pretraining.map_or("—".into(), |p| format!("{:.2}", 100.0 * p)),
+                points(&before) + if uses_adc && !adc { " (ideal ADC)" } else { "" },
+                points(&after),
+                added,
+                pairs.len().to_string(),
+            ]);
+            bc.push(b.name.clone());
+            mc.push(method.clone());
+            sc.push(label);
+            pc.push(pretraining.map(|p| 100.0 * p));
+            beforec.push(mean_std(&before).0);
+            afterc.push(mean_std(&after).0);
+            adcc.push(adc);
+            nc.push(pairs.len() as u64);
+        }
+    }
+    let df = DataFrame::new_infer_height(vec![
+        Column::new("benchmark".into(), bc),
+        Column::new("method".into(), mc),
+        Column::new("setting".into(), sc),
+        opt_series("pretraining_points", pc),
+        Column::new("before_fine_tuning_points".into(), beforec),
+        Column::new("after_fine_tuning_points".into(), afterc),
+        Column::new("adc_on_before".into(), adcc),
+        Column::new("seeds".into(), nc),
+    ])?;
+    let md = if rows.is_empty() {
+        "No fine-tuned run of this profile recorded its accuracy before its first step (runs trained before that \
+         record existed, or a profile without a pretraining).\n"
+            .to_string()
+    } else {
+        markdown(&headers, &rows)
+            + "\nBefore fine-tuning: the pretrained network with the method's quantizers, its ADC windows calibrated as the method calibrates them (post-training quantization), on the run's test images; a two-stage recipe starts with an ideal ADC (marked). After: the final epoch. Mean ± sample standard deviation over seeds; what fine-tuning adds is the mean of per-seed differences with its 95% Student-t interval (points).\n"
+    };
+    Ok(Table::new("ptq", df, md))
 }
 
 fn hardware_table(study: &Study, results: &[CellResult]) -> Result<Table, ReportError> {
@@ -954,7 +1143,7 @@ fn variation_claim_table(
         "best baseline",
         "baseline drop",
         "drop difference [95% CI]",
-        "pairs",
+        "seeds",
         "column/column more robust",
     ];
     let (mut bc, mut sc, mut sigc, mut basec, mut dc, mut lc, mut hc, mut nc, mut vc) =
@@ -981,15 +1170,18 @@ fn variation_claim_table(
                 ..b.clone()
             };
             let best = best_baseline(&studied_methods, &rs, col);
-            // drops (points) per (seed, chip) at every sigma
-            let drops = |method: &str| -> Vec<(f64, Vec<((u64, usize), f64)>)> {
-                let mut out: Vec<(f64, Vec<((u64, usize), f64)>)> = v.sigmas.iter().map(|&s| (s, Vec::new())).collect();
+            // drops (points) per seed at every sigma: the mean over the seed's chips, since the
+            // chips of one seed share one trained network (the seed is the unit of replication)
+            let drops = |method: &str| -> Vec<(f64, Vec<(u64, f64)>)> {
+                let mut out: Vec<(f64, Vec<(u64, f64)>)> = v.sigmas.iter().map(|&s| (s, Vec::new())).collect();
                 for r in studied.iter().filter(|r| r.cell.config.method == method && in_column(&r.cell, col)) {
                     let Some(rep) = &r.variation else { continue };
                     for res in &rep.results {
                         if let Some(slot) = out.iter_mut().find(|(s, _)| *s == res.sigma) {
-                            for (chip, acc) in res.accuracies.iter().enumerate() {
-                                slot.1.push(((r.cell.config.seed, chip), 100.0 * (rep.noiseless - acc)));
+                            if !res.accuracies.is_empty() {
+                                let chips = res.accuracies.len() as f64;
+                                let drop = res.accuracies.iter().map(|acc| rep.noiseless - acc).sum::<f64>() / chips;
+                                slot.1.push((r.cell.config.seed, 100.0 * drop));
                             }
                         }
                     }
@@ -998,23 +1190,37 @@ fn variation_claim_table(
             };
             let ours = drops(proposed);
             let theirs = best.as_ref().map(|(name, _)| drops(name));
-            let mut parts = Vec::new();
+            let (mut parts, mut single) = (Vec::new(), Vec::new());
             for (i, (sigma, our_drops)) in ours.iter().enumerate() {
                 let their_drops = theirs.as_ref().map(|t| &t[i].1);
-                let mean = |d: &[((u64, usize), f64)]| {
-                    (!d.is_empty()).then(|| d.iter().map(|x| x.1).sum::<f64>() / d.len() as f64)
-                };
+                let mean =
+                    |d: &[(u64, f64)]| (!d.is_empty()).then(|| d.iter().map(|x| x.1).sum::<f64>() / d.len() as f64);
                 let diffs = their_drops.map(|t| paired_differences(t, our_drops)).unwrap_or_default();
-                let interval = PairedInterval::of(&diffs);
+                // without variation every drop is 0: nothing to compare
+                let varied = *sigma > 0.0;
+                let interval = PairedInterval::of(&diffs).filter(|_| varied);
+                let verdict = match (interval, diffs.len(), varied) {
+                    (_, 0, _) => "—".to_string(),
+                    (_, _, false) => "— (no variation)".to_string(),
+                    (Some(i), _, _) => i.verdict().text().to_string(),
+                    (None, _, _) => "n/a (one seed)".to_string(),
+                };
                 if let Some(i) = interval {
-                    let verdict = match i.verdict() {
+                    let reading = match i.verdict() {
                         crate::stats::Verdict::Yes => "column/column more robust",
                         crate::stats::Verdict::No => "column/column less robust",
                         crate::stats::Verdict::WithinNoise => "within noise",
                     };
-                    parts.push(format!("{:+.2} [{:+.2}, {:+.2}] at σ = {sigma} ({verdict})", i.mean, i.low, i.high));
+                    parts.push(format!("{:+.2} [{:+.2}, {:+.2}] at σ = {sigma} ({reading})", i.mean, i.low, i.high));
+                } else if varied && diffs.len() == 1 {
+                    single.push(format!("{:+.2} at σ = {sigma}", diffs[0]));
                 }
                 let show = |x: Option<f64>| x.map(|x| format!("{x:.2}")).unwrap_or_else(|| "—".into());
+                let difference = match (interval, diffs.len()) {
+                    (Some(i), _) => i.text(),
+                    (None, 1) => format!("{:+.2}", diffs[0]),
+                    _ => "—".into(),
+                };
                 rows.push(vec![
                     b.name.clone(),
                     setting.clone(),
@@ -1022,26 +1228,38 @@ fn variation_claim_table(
                     show(mean(our_drops)),
                     best.as_ref().map(|(n, _)| n.clone()).unwrap_or_else(|| "missing".into()),
                     show(their_drops.and_then(|t| mean(t))),
-                    interval.map(|i| i.text()).unwrap_or_else(|| "—".into()),
+                    difference,
                     diffs.len().to_string(),
-                    interval.map(|i| i.verdict().text().to_string()).unwrap_or_else(|| "—".into()),
+                    verdict.clone(),
                 ]);
                 bc.push(b.name.clone());
                 sc.push(setting.clone());
                 sigc.push(*sigma);
                 basec.push(best.as_ref().map(|(n, _)| n.clone()));
-                dc.push(interval.map(|i| i.mean));
+                dc.push(interval.map(|i| i.mean).or_else(|| (diffs.len() == 1).then(|| diffs[0])));
                 lc.push(interval.map(|i| i.low));
                 hc.push(interval.map(|i| i.high));
                 nc.push(diffs.len() as u64);
-                vc.push(interval.map(|i| i.verdict().text().to_string()));
+                vc.push(verdict);
             }
             if let (false, Some((name, _))) = (parts.is_empty(), &best) {
                 findings.push(format!(
-                    "{}: under cell variation at {}, {name}'s accuracy drop minus column/column's is {} points.",
+                    "{}: under cell variation at {}, {name}'s accuracy drop minus column/column's is {} points \
+                     (chips averaged within each seed, then a 95% t-interval over seeds).",
                     b.name,
                     short_setting(col),
                     join_and(&parts)
+                ));
+            }
+            if let (false, Some((name, _))) = (single.is_empty(), &best) {
+                let chips = v.chips;
+                findings.push(format!(
+                    "{}: under cell variation at {}, {name}'s accuracy drop minus column/column's is {} points, \
+                     from one trained network each ({chips} simulated chips): one seed gives no interval, so this \
+                     shows that the variation study runs, not which method is more robust.",
+                    b.name,
+                    short_setting(col),
+                    join_and(&single)
                 ));
             }
         }
@@ -1054,14 +1272,14 @@ fn variation_claim_table(
         opt_series("drop_difference_points", dc),
         opt_series("ci95_low", lc),
         opt_series("ci95_high", hc),
-        Column::new("pairs".into(), nc),
+        Column::new("seeds".into(), nc),
         Column::new("verdict".into(), vc),
     ])?;
     let md = if rows.is_empty() {
         "No variation study of column/column and a baseline in this profile.\n".to_string()
     } else {
         markdown(&headers, &rows)
-            + "\nA drop is a run's accuracy without variation minus its accuracy on one simulated chip (points). The difference is the baseline's drop minus column/column's, paired by seed and chip (chip k of every run has the same cell variations), with its 95% Student-t interval over all pairs; the baseline is the studied method with the built-in ADC and the best mean accuracy at that setting. Yes: column/column loses less accuracy beyond the noise.\n"
+            + "\nA drop is a run's accuracy without variation minus its accuracy on one simulated chip (points). The difference is the baseline's drop minus column/column's: each run's drop is averaged over its chips (chip k of every run has the same cell variations), and the per-seed differences give the mean and its 95% Student-t interval over seeds, the seed being the unit of replication (the chips of one seed share one trained network); one seed gives the difference without an interval. The baseline is the studied method with the built-in ADC and the best mean accuracy at that setting. Yes: column/column loses less accuracy beyond the noise.\n"
     };
     Ok(Table::new("variation_claims", df, md))
 }

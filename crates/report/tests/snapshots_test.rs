@@ -82,7 +82,7 @@ fn write_fixtures(study: &Study, runs: &Path) {
                 train_loss: 1.0 / e as f64,
                 train_acc: acc - 0.05,
                 test_loss: 0.5 / e as f64,
-                test_acc: acc - 0.01 * (2 - e) as f64,
+                test_acc: acc - 0.002 * (2 - e) as f64, // a flat last epoch: converged
                 lr: 0.01,
                 images_per_sec: 100.0,
                 epoch_seconds: 1.0,
@@ -127,6 +127,7 @@ fn write_fixtures(study: &Study, runs: &Path) {
             wall_seconds: 2.0,
             images_per_sec: 100.0,
             device: Default::default(),
+            before_training: None,
         };
         write_json(&dir.join("summary.json"), &summary).unwrap();
         if c.uses_adc() {
@@ -564,4 +565,102 @@ sweep = [{ lr = [0.05, 0.02] }]
     .unwrap_err()
     .to_string();
     assert!(e.contains("belongs to the run of config hash") && e.contains("move summary.json aside"), "{e}");
+}
+
+/// A finished run of `cell` in `runs`: test accuracies `accs` per epoch (one stage), and its
+/// accuracy before the first step where given.
+fn write_run(runs: &Path, study: &Study, cell: &study::Cell, accs: &[f64], before: Option<f64>) {
+    let dir = cell.dir(runs, &study.name);
+    std::fs::create_dir_all(&dir).unwrap();
+    let history: Vec<EpochRecord> = accs
+        .iter()
+        .enumerate()
+        .map(|(e, &acc)| EpochRecord {
+            epoch: e + 1,
+            stage: 1,
+            train_loss: 1.0,
+            train_acc: acc,
+            test_loss: 1.0,
+            test_acc: acc,
+            lr: 0.01,
+            images_per_sec: 100.0,
+            epoch_seconds: 1.0,
+            wall_seconds: (e + 1) as f64,
+        })
+        .collect();
+    let best = train::trainer::best_epoch(&history).unwrap().clone();
+    let summary = Summary {
+        method: cell.config.method.clone(),
+        dataset: cell.config.dataset.clone(),
+        config_hash: cell.key(),
+        best_test_acc: best.test_acc,
+        best_epoch: best.epoch,
+        final_test_acc: *accs.last().unwrap(),
+        epochs: accs.len(),
+        seed: cell.config.seed,
+        code_version: "fixture".into(),
+        train_images: 100,
+        test_images: 50,
+        wall_seconds: 2.0,
+        images_per_sec: 100.0,
+        device: Default::default(),
+        before_training: before.map(|acc| train::run::StartRecord {
+            stage: 1,
+            adc: true,
+            test_loss: 2.0,
+            test_acc: acc,
+        }),
+    };
+    std::fs::write(dir.join("config.toml"), cell.config.to_toml()).unwrap();
+    std::fs::write(dir.join("metrics.jsonl"), train::run::metrics_lines(&history)).unwrap();
+    write_json(&dir.join("summary.json"), &summary).unwrap();
+}
+
+/// A verdict between cells still climbing reads "unconverged" with their last-epoch gains; the
+/// same differences from converged curves keep their verdict. The accuracy before the first
+/// step of every fine-tuned run is tabulated beside its final accuracy.
+#[test]
+fn unconverged_comparisons_and_accuracy_before_fine_tuning() {
+    let text = r#"
+name = "convergence"
+description = "hand-made curves"
+[[benchmark]]
+name = "ResNet-20 / hand-made"
+methods = ["layerwise", "columnwise"]
+seeds = [0, 1, 2]
+base = { dataset = "synthetic", epochs = 2, limit_train = 100, limit_test = 50 }
+pretrain = { epochs = 2, activation = "clamp" }
+"#;
+    let study: Study = toml::from_str(text).unwrap();
+    let report = |columnwise_first_epoch: f64| {
+        let tmp = tempfile::tempdir().unwrap();
+        let runs = tmp.path().join("runs");
+        for cell in study.cells().unwrap() {
+            let seed = cell.config.seed as f64 * 0.002;
+            let (accs, before) = match (cell.pretraining, cell.config.method.as_str()) {
+                (true, _) => (vec![0.88, 0.90], None),
+                (false, "columnwise") => (vec![columnwise_first_epoch + seed, 0.82 + seed], Some(0.40 + seed)),
+                _ => (vec![0.788 + seed, 0.79 + 1.5 * seed], Some(0.30 + seed)),
+            };
+            write_run(&runs, &study, &cell, &accs, before);
+        }
+        let out = tmp.path().join("report");
+        let tables = generate(&study, &options(runs, &out, false)).unwrap();
+        let csv = std::fs::read_to_string(out.join("claims.csv")).unwrap();
+        (tables.markdown("claims").to_string(), csv, tables.markdown("ptq").to_string(), tables.finding())
+    };
+    // column/column still gained 2 points in its last epoch: no verdict
+    let (md, csv, ptq, finding) = report(0.80);
+    assert!(md.contains("| +2.00 / +0.30 | unconverged (+2.00 / +0.30) |"), "{md}");
+    assert!(csv.contains("proposed_last_epoch_gain_points") && csv.contains("unconverged"), "{csv}");
+    assert!(finding.contains("(unconverged, last-epoch gains +2.00 / +0.30)"), "{finding}");
+    // the same final accuracies from a curve that has flattened: the interval decides
+    let (md, _, _, finding) = report(0.818);
+    assert!(md.contains("| +0.20 / +0.30 | yes |"), "{md}");
+    assert!(finding.contains("over layerwise at P = 3 (yes)"), "{finding}");
+    // before fine-tuning: 40.20 ± 0.20 (seeds 40.0, 40.2, 40.4), after 82.20 ± 0.20, pretraining 90.00
+    assert!(
+        ptq.contains("| ResNet-20 / hand-made | columnwise | P3 N128 c2 W4A4 differential | 90.00 | 40.20 ± 0.20 | 82.20 ± 0.20 | +42.00 [+42.00, +42.00] | 3 |"),
+        "{ptq}"
+    );
 }

@@ -243,8 +243,10 @@ pub fn canonical(mut c: RunConfig) -> RunConfig {
         Some(u) if !u.adc_setting() => {
             c.psum_bits = d.psum_bits;
             c.clear_adc_settings();
+            c.activation = d.activation;
         }
-        _ => {}
+        Some(_) => c.activation = d.activation,
+        None => {}
     }
     c
 }
@@ -449,6 +451,13 @@ impl Study {
                                 .resolve()
                                 .map_err(|e| StudyError::Invalid(format!("{origin}, method {method}: {e}")))?;
                             check_dataset(&config, &origin)?;
+                            if let Some(pre) = cells[before..].iter().find(|c| c.pretraining) {
+                                if let Some(why) = train::init::activation_mismatch(&pre.config, &config) {
+                                    return Err(StudyError::Invalid(format!(
+                                        "{origin}, method {method}: it starts from the benchmark's pretraining, but {why}"
+                                    )));
+                                }
+                            }
                             let cell = Cell { benchmark: b.name.clone(), config, pretraining: false };
                             if !cells.iter().any(|c| c.key() == cell.key()) {
                                 cells.push(cell);
@@ -600,6 +609,21 @@ chips = 2
         assert!(e.contains("pretrain") && e.contains("cifar11"), "{e}");
         let e = toml::from_str::<Study>(&with("{ epochs = 0 }")).unwrap().cells().unwrap_err().to_string();
         assert!(e.contains("pretrain") && e.contains("epochs = 0"), "{e}");
+
+        // a pretraining in the clamp form: fp cells must keep it, methods on arrays carry no value
+        let clamp = with("{ epochs = 5, activation = \"clamp\" }");
+        let e = toml::from_str::<Study>(&clamp).unwrap().cells().unwrap_err().to_string();
+        assert!(e.contains("method fp") && e.contains("activation = clamp, this run has activation = relu"), "{e}");
+        let both = clamp
+            .replace("base = { dataset = \"synthetic\"", "base = { dataset = \"synthetic\", activation = \"clamp\"");
+        let cells = toml::from_str::<Study>(&both).unwrap().cells().unwrap();
+        assert_eq!(cells[0].config.activation, models::Activation::Clamp);
+        for c in &cells {
+            let clamped = c.config.to_toml().contains("activation = \"clamp\"");
+            assert_eq!(clamped, c.config.method == "fp", "{}", c.label());
+        }
+        let e = toml::from_str::<Study>(&with("{ activation = \"tanh\" }")).unwrap().cells().unwrap_err().to_string();
+        assert!(e.contains("pretrain") && e.contains("activation = \"tanh\": expected \"relu\" or \"clamp\""), "{e}");
     }
 
     /// A `folder:` input is keyed by its content identity, not its path: the same tree given at

@@ -2,7 +2,7 @@
 
 use cim_core::{AdcInit, AdcWindow, Encoding, Granularity, PsumQuantizer};
 use method_api::{Adc, Method, Recipe};
-use models::{Arch, CimSettings, ConvKind, PsumBits};
+use models::{Activation, Arch, CimSettings, ConvKind, PsumBits};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -35,6 +35,20 @@ pub struct RunConfig {
     /// The network: `resnet20` (pre-activation, CIFAR-sized) or `resnet18` (ImageNet-sized).
     #[arg(long, required = false, value_name = "resnet20|resnet18")]
     pub model: Arch,
+    /// The input of the floating-point 3x3 convs (methods without arrays, such as `fp` and every
+    /// pretraining): `relu` or `clamp`. Absent in stored configs written before it existed
+    /// (they trained with `relu`), and `relu` is not written, so such runs keep their hash.
+    #[serde(default, skip_serializing_if = "is_relu")]
+    #[arg(
+        long,
+        required = false,
+        value_name = "relu|clamp",
+        help = "Input of the floating-point 3x3 convs (fp and pretrainings): relu (the ReLU output as it is) or clamp \
+                (clamped to [0, 1], the CIM network with its quantizers off). Methods on arrays always clamp, as \
+                their activation codes require, and take no value. A run that starts from another (--init-from) must \
+                name the same value as that run"
+    )]
+    pub activation: Activation,
     /// The quantization method, by its registered name (`fp`, `ideal-adc`, `layerwise`,
     /// `layercol-2stage`, `arraywise`, `columnwise`, `saxena-roy-ternary`, ...).
     #[arg(long, required = false, value_name = "NAME")]
@@ -138,6 +152,7 @@ impl Default for RunConfig {
             dataset_id: None,
             folder_holdout: 500,
             model: Arch::Resnet20,
+            activation: Activation::Relu,
             method: "columnwise".into(),
             weight_bits: 4,
             act_bits: 4,
@@ -228,6 +243,10 @@ fn is_window_before_calibration(w: &AdcWindow) -> bool {
     *w == window_before_calibration()
 }
 
+fn is_relu(a: &Activation) -> bool {
+    *a == Activation::Relu
+}
+
 fn init_before_calibration() -> AdcInit {
     AdcInit::Lsq
 }
@@ -248,9 +267,12 @@ impl RunConfig {
             .iter()
             .map(|(field, value)| (field.clone(), value.as_str().map_or_else(|| value.to_string(), str::to_owned)))
             .collect();
-        for (field, absent) in
-            [("limit_train", "all images"), ("limit_test", "all images"), ("recipe", "the method's own")]
-        {
+        for (field, absent) in [
+            ("limit_train", "all images"),
+            ("limit_test", "all images"),
+            ("recipe", "the method's own"),
+            ("activation", Activation::Relu.name()),
+        ] {
             shown.push((field.to_owned(), absent.to_owned()));
         }
         shown
@@ -269,6 +291,9 @@ impl RunConfig {
             .filter_map(|&f| given.get(f).map(|v| (format!("{origin}: {f}"), v.to_string())))
             .collect();
         config.check_adc_settings_apply(&adc_given)?;
+        if let Some(value) = given.get("activation") {
+            config.check_activation_applies(&format!("{origin}: activation = {value}"))?;
+        }
         Ok(config)
     }
 
@@ -286,7 +311,23 @@ impl RunConfig {
             })
             .collect();
         self.check_adc_settings_apply(&adc_given)?;
+        if let Some(raw) = matches.get_raw("activation").and_then(|mut v| v.next()) {
+            self.check_activation_applies(&format!("--activation {}", raw.to_string_lossy()))?;
+        }
         Ok(self)
+    }
+
+    /// Rejects an activation given explicitly (`given` names where, e.g. `--activation clamp`)
+    /// for a method whose 3x3 convs run on arrays: their input is always clamped to [0, 1].
+    pub fn check_activation_applies(&self, given: &str) -> Result<(), TrainError> {
+        if self.uses_crossbar() {
+            return Err(TrainError::Config(format!(
+                "{given}: method {} runs its 3x3 convs on arrays, whose inputs are always clamped to [0, 1]; \
+                 activation applies only to methods in floating point (e.g. fp)",
+                self.method
+            )));
+        }
+        Ok(())
     }
 
     /// Parses the configuration a run folder stores (written by [`Self::to_toml`], possibly by
@@ -449,9 +490,12 @@ impl RunConfig {
                 return Err(invalid(field, 0, "at least 1 (or no limit)"));
             }
         }
+        if method.scheme().is_some() && self.activation != Activation::Relu {
+            self.check_activation_applies(&format!("activation = {}", self.activation))?;
+        }
         let recipe = self.recipe.unwrap_or(method.recipe());
         let conv = match method.scheme() {
-            None => ConvKind::Float,
+            None => ConvKind::Float(self.activation),
             Some(scheme) => {
                 let (psum_bits, psum_granularity) = match scheme.psum {
                     Adc::Uniform(g) => (Some(self.psum_bits.clone()), g),
@@ -674,5 +718,34 @@ mod tests {
         assert!(e.contains("run.toml") && e.contains("offset"), "{e}");
         let c = RunConfig { method: "columnwise".into(), ..RunConfig::default() };
         assert!(c.check_adc_settings_apply(&[("--adc-window".into(), "zero".into())]).is_ok());
+    }
+
+    /// The input of the float convs: `relu` by default and not written (every stored config
+    /// keeps its hash), `clamp` a run of its own; refused for a method on arrays and for values
+    /// it cannot take, naming the key and the values.
+    #[test]
+    fn activation_setting() {
+        let relu = RunConfig { method: "fp".into(), ..RunConfig::default() };
+        assert!(!relu.to_toml().contains("activation"), "{}", relu.to_toml());
+        let clamp = RunConfig::from_toml("method = \"fp\"\nactivation = \"clamp\"", "run.toml").unwrap();
+        assert_eq!(clamp.activation, Activation::Clamp);
+        assert!(clamp.to_toml().contains("activation = \"clamp\""));
+        assert_ne!(clamp.hash(), relu.hash());
+        assert_eq!(RunConfig::from_stored_toml(&clamp.to_toml(), "config.toml").unwrap(), clamp);
+        assert_eq!(clamp.resolve().unwrap().conv, ConvKind::Float(Activation::Clamp));
+        assert_eq!(relu.resolve().unwrap().conv, ConvKind::Float(Activation::Relu));
+        // a stored config written before the setting existed reads as relu, with its hash
+        let stored = RunConfig::from_stored_toml(&relu.to_toml(), "config.toml").unwrap();
+        assert_eq!((stored.activation, stored.hash()), (Activation::Relu, relu.hash()));
+        // the default is shown with the other settings' defaults
+        assert!(RunConfig::defaults_shown().contains(&("activation".to_string(), "relu".to_string())));
+        // an unknown value names the key and the values it takes
+        let e = RunConfig::from_toml("method = \"fp\"\nactivation = \"gelu\"", "run.toml").unwrap_err().to_string();
+        assert!(e.contains("run.toml") && e.contains("activation = \"gelu\": expected \"relu\" or \"clamp\""), "{e}");
+        // a method on arrays always clamps: an explicit value is refused
+        let e = RunConfig::from_toml("method = \"columnwise\"\nactivation = \"clamp\"", "run.toml").unwrap_err();
+        assert!(e.to_string().contains("run.toml: activation = \"clamp\": method columnwise runs"), "{e}");
+        let e = RunConfig { activation: Activation::Clamp, ..RunConfig::default() }.resolve().err().unwrap();
+        assert!(e.to_string().contains("always clamped to [0, 1]"), "{e}");
     }
 }

@@ -95,6 +95,9 @@ impl StartingPoint {
                 ),
             ));
         }
+        if let Some(why) = activation_mismatch(&source, config) {
+            return Err(refuse(dir, why));
+        }
         checkpoint.read_verified("model.bpk").map_err(|e| refuse(dir, e))?;
         Ok(Self { dir: dir.to_path_buf(), config: source, checkpoint })
     }
@@ -107,4 +110,18 @@ impl StartingPoint {
         let pretrained = load_model_record(pretrained, &self.checkpoint).map_err(|e| refuse(&self.dir, e))?;
         model.starting_from(&pretrained).map_err(|e| refuse(&self.dir, e))
     }
+}
+
+/// Why a run of `config` may not start from the finished run of `source`, as far as the input of
+/// their float convs goes: a floating-point run must keep the network form it starts from (a
+/// clamp network continued with `relu`, or the other way, is a different network); a run on
+/// arrays always clamps, whatever its start.
+pub fn activation_mismatch(source: &RunConfig, config: &RunConfig) -> Option<String> {
+    (!config.uses_crossbar() && source.activation != config.activation).then(|| {
+        format!(
+            "its floating-point convs were trained with activation = {}, this run has activation = {}; give the \
+             same value, so that the network keeps its form",
+            source.activation, config.activation
+        )
+    })
 }

@@ -39,6 +39,36 @@ pub struct EpochRecord {
     pub wall_seconds: f64,
 }
 
+/// The test result of a run that starts from another run's weights (`init_from`), taken once
+/// after the calibration that precedes its first step and before that step: the accuracy of
+/// post-training quantization with the method's own calibration (for a two-stage recipe, with
+/// its first stage's ideal ADC). Not an epoch: summaries and tables take the last epoch as final.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StartRecord {
+    /// The stage the run starts in (1; its ADCs are off there in a two-stage recipe).
+    pub stage: usize,
+    /// Whether partial sums were quantized (calibrated ADCs, or a method's own).
+    pub adc: bool,
+    /// Test loss.
+    pub test_loss: f64,
+    /// Test accuracy.
+    pub test_acc: f64,
+}
+
+/// The test accuracy a run gained in its last epoch: over the epoch before it where that is of
+/// the same stage, or, where the last epoch is the first of its stage, over the run's accuracy
+/// before training in that stage ([`StartRecord`]); `None` where neither exists (the one
+/// fine-tuning epoch of a two-stage run follows an ideal-ADC epoch, which measures another
+/// network). A fraction, as accuracies are.
+pub fn last_epoch_gain(history: &[EpochRecord], before_training: Option<&StartRecord>) -> Option<f64> {
+    let last = history.last()?;
+    match history.len().checked_sub(2).map(|i| &history[i]) {
+        Some(previous) if previous.stage == last.stage => Some(last.test_acc - previous.test_acc),
+        Some(_) => None,
+        None => before_training.filter(|b| b.stage == last.stage).map(|b| last.test_acc - b.test_acc),
+    }
+}
+
 /// The fields of a run's records (`metrics.jsonl` lines, `summary.json`) that measure the
 /// machine's speed, not the computation.
 pub const TIMING_FIELDS: [&str; 3] = ["images_per_sec", "epoch_seconds", "wall_seconds"];
@@ -88,6 +118,10 @@ pub struct Summary {
     /// run's identity; `cpu` in summaries written before the choice existed).
     #[serde(default)]
     pub device: cim_core::ComputeDevice,
+    /// The test result before the first step of a run that starts from another
+    /// ([`StartRecord`]; absent in other runs and in summaries written before it existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub before_training: Option<StartRecord>,
 }
 
 impl Summary {
@@ -105,7 +139,8 @@ impl Summary {
         }
         let accuracies = [("final_test_acc", self.final_test_acc), ("best_test_acc", self.best_test_acc)];
         let history_accuracies = history.iter().map(|r| ("a test_acc of metrics.jsonl", r.test_acc));
-        for (field, value) in accuracies.into_iter().chain(history_accuracies) {
+        let start_accuracy = self.before_training.iter().map(|r| ("before_training.test_acc", r.test_acc));
+        for (field, value) in accuracies.into_iter().chain(history_accuracies).chain(start_accuracy) {
             if !(0.0..=1.0).contains(&value) {
                 return Err(format!("{field} = {value}: not an accuracy (expected a value in [0, 1])"));
             }
@@ -152,6 +187,10 @@ pub struct CheckpointState {
     /// (Empty in checkpoints of versions before checksums; those cannot be loaded.)
     #[serde(default)]
     pub files: BTreeMap<String, String>,
+    /// The test result before the first step ([`StartRecord`]), kept so that a resumed run
+    /// still reports it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub before_training: Option<StartRecord>,
 }
 
 /// Why a run stopped without finishing: written as `failed.json` so that `reproduce` and
@@ -565,4 +604,38 @@ pub fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Option<T>,
 /// `metrics.jsonl` text of a history: one JSON object per line.
 pub fn metrics_lines(history: &[EpochRecord]) -> String {
     history.iter().map(|r| serde_json::to_string(r).expect("serializable") + "\n").collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn epoch(epoch: usize, stage: usize, test_acc: f64) -> EpochRecord {
+        EpochRecord {
+            epoch,
+            stage,
+            train_loss: 1.0,
+            train_acc: 0.5,
+            test_loss: 1.0,
+            test_acc,
+            lr: 0.1,
+            images_per_sec: 1.0,
+            epoch_seconds: 1.0,
+            wall_seconds: 1.0,
+        }
+    }
+
+    #[test]
+    fn the_last_epochs_gain_is_measured_within_its_stage() {
+        let start = StartRecord { stage: 1, adc: true, test_loss: 2.0, test_acc: 0.25 };
+        let gain = |h: &[EpochRecord], b: Option<&StartRecord>| last_epoch_gain(h, b).map(|g| (g * 1e6).round() / 1e6);
+        assert_eq!(gain(&[epoch(1, 1, 0.5), epoch(2, 1, 0.6)], Some(&start)), Some(0.1));
+        // one epoch: over the accuracy before training
+        assert_eq!(gain(&[epoch(1, 1, 0.5)], Some(&start)), Some(0.25));
+        assert_eq!(gain(&[epoch(1, 1, 0.5)], None), None);
+        // a two-stage run's single fine-tuning epoch follows an ideal-ADC epoch: no gain
+        assert_eq!(gain(&[epoch(1, 1, 0.8), epoch(2, 2, 0.7)], Some(&start)), None);
+        assert_eq!(gain(&[epoch(1, 1, 0.8), epoch(2, 2, 0.7), epoch(3, 2, 0.72)], None), Some(0.02));
+        assert_eq!(gain(&[], Some(&start)), None);
+    }
 }

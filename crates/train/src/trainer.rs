@@ -21,7 +21,7 @@ use crate::eval::{batch_loss, evaluate, load_model_record};
 use crate::hooks::TrainingHooks;
 use crate::init::StartingPoint;
 use crate::run::{
-    CheckpointState, EpochRecord, FailureRecord, RunDir, Summary, metrics_lines, write_atomic, write_json,
+    CheckpointState, EpochRecord, FailureRecord, RunDir, StartRecord, Summary, metrics_lines, write_atomic, write_json,
 };
 use crate::{CODE_VERSION, TrainError};
 
@@ -209,7 +209,7 @@ fn train_claimed(
         model = start.apply(model, data.train.shape, data.train.classes.len(), &device)?;
     }
     let mut optim = optimizer(config);
-    let (mut history, start) = match resume {
+    let (mut history, mut before_training, start) = match resume {
         Some(ckpt) => {
             ckpt.check_config(config, &dir.config_path())?;
             model = load_model_record(model, &ckpt)?;
@@ -223,9 +223,9 @@ fn train_claimed(
             let record = OptimizerRecord::from_bytes(Bytes::from_bytes_vec(ckpt.read_verified("optim.bpk")?))
                 .map_err(|e| TrainError::io(&path, format!("{e:?}")))?;
             optim = optim.load_record(record);
-            (ckpt.state.history, ckpt.state.epochs_done)
+            (ckpt.state.history, ckpt.state.before_training, ckpt.state.epochs_done)
         }
-        None => (Vec::new(), 0),
+        None => (Vec::new(), None, 0),
     };
     std::fs::create_dir_all(out).map_err(|e| TrainError::io(out, e))?;
     if !dir.config_path().exists() {
@@ -258,6 +258,30 @@ fn train_claimed(
             BatchLoader::new(data.train.clone(), &train_indices, plan)
         };
         model.start_epoch(&run, epoch, &loader, &device)?;
+        if epoch == 0 && config.init_from.is_some() {
+            // where the run starts from: the network it was given, quantized and calibrated
+            let test =
+                evaluate(&model.valid(), &data.test, config.batch_size, &data.data.normalize, &device.clone().inner());
+            if !test.loss.is_finite() {
+                bar.abandon();
+                return Err(fail(&dir, config, &history, epoch, "the test loss before the first step", test.loss));
+            }
+            if opts.progress {
+                bar.println(format!(
+                    "{} before training: test loss {:.4} acc {:.2}%{}",
+                    config.method,
+                    test.loss,
+                    100.0 * test.accuracy,
+                    if run.adc_enabled(0) || !config.uses_crossbar() { "" } else { " (ideal ADC)" }
+                ));
+            }
+            before_training = Some(StartRecord {
+                stage: run.stage(0),
+                adc: run.adc_enabled(0),
+                test_loss: test.loss,
+                test_acc: test.accuracy,
+            });
+        }
         let loader = loader();
         let steps = loader.len();
         bar.set_length(steps as u64);
@@ -331,12 +355,13 @@ fn train_claimed(
             ));
         }
         history.push(record);
-        save_checkpoint(&dir, config, &model, &optim, &history)?;
+        save_checkpoint(&dir, config, &model, &optim, &history, &before_training)?;
     }
     bar.finish_and_clear();
     // the epochs as the checkpoint has them (a run whose last metrics write failed gets them now)
     write_atomic(&dir.metrics_path(), metrics_lines(&history).as_bytes())?;
-    let summary = summarize(config, &history, data.train.len(), data.test.len(), opts.device);
+    let mut summary = summarize(config, &history, data.train.len(), data.test.len(), opts.device);
+    summary.before_training = before_training;
     write_json(&dir.summary_path(), &summary)?;
     Ok(Some(summary))
 }
@@ -413,6 +438,7 @@ fn save_checkpoint(
     model: &Model,
     optim: &ModuleOptimizer,
     history: &[EpochRecord],
+    before_training: &Option<StartRecord>,
 ) -> Result<(), TrainError> {
     let done = history.len();
     let ckpt = dir.checkpoint_dir(done);
@@ -427,6 +453,7 @@ fn save_checkpoint(
         epochs_done: done,
         history: history.to_vec(),
         files: Default::default(),
+        before_training: before_training.clone(),
     };
     dir.write_checkpoint(state, &[("model.bpk", &model_bytes[..]), ("optim.bpk", &optim_bytes[..])])?;
     write_atomic(&dir.metrics_path(), metrics_lines(history).as_bytes())
@@ -467,6 +494,7 @@ fn summarize(
         wall_seconds: last.wall_seconds,
         images_per_sec: history.iter().map(|r| r.images_per_sec).sum::<f64>() / history.len() as f64,
         device,
+        before_training: None,
     }
 }
 
@@ -500,6 +528,7 @@ mod tests {
             epochs_done: 1,
             history: history.clone(),
             files: Default::default(),
+            before_training: None,
         };
         dir.write_checkpoint(state, &[("model.bpk", b"weights")]).unwrap();
         let e = fail(&dir, &config, &history, 1, "the test loss", f64::NAN);

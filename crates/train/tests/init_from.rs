@@ -50,6 +50,7 @@ fn a_run_starts_from_the_final_weights_of_its_pretraining() {
     let pre_dir = tmp.path().join("pre");
     let pre = pretraining();
     let pre_summary = train::train(&pre, &pre_dir, &options(&data, None)).unwrap().unwrap();
+    assert!(pre_summary.before_training.is_none(), "a run from scratch has no start to record");
 
     // fp from fp with a vanishing learning rate: the pretrained network's accuracy, not chance
     let fp = fine_tuning(&pre, "fp");
@@ -59,6 +60,16 @@ fn a_run_starts_from_the_final_weights_of_its_pretraining() {
     // (only the batch norms' running statistics move: by at most a few of the 64 test images)
     let moved = (s.final_test_acc - pre_summary.final_test_acc).abs();
     assert!(moved <= 3.0 / 64.0, "{} vs {}", s.final_test_acc, pre_summary.final_test_acc);
+    // before its first step it is the pretrained network, tested on the same images; the record
+    // is not an epoch (metrics.jsonl holds the one trained epoch, the summary's final is its)
+    let before = s.before_training.clone().expect("recorded before the first step");
+    assert_eq!((before.test_acc, before.stage, before.adc), (pre_summary.final_test_acc, 1, false));
+    let metrics = std::fs::read_to_string(fp_dir.join("metrics.jsonl")).unwrap();
+    assert_eq!(metrics.lines().count(), 1, "{metrics}");
+    assert!(metrics.contains("\"epoch\":1"), "{metrics}");
+    let stored: train::Summary =
+        serde_json::from_str(&std::fs::read_to_string(fp_dir.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(stored.before_training, Some(before));
     let from_scratch = RunConfig { init_from: None, ..fp.clone() };
     let scratch = train::train(&from_scratch, &tmp.path().join("scratch"), &options(&data, None)).unwrap().unwrap();
     assert!((scratch.final_test_acc - pre_summary.final_test_acc).abs() > moved, "{scratch:?}");
@@ -68,6 +79,12 @@ fn a_run_starts_from_the_final_weights_of_its_pretraining() {
     let a = train::train(&cim, &tmp.path().join("a"), &options(&data, Some(pre_dir.clone()))).unwrap().unwrap();
     let b = train::train(&cim, &tmp.path().join("b"), &options(&data, Some(pre_dir.clone()))).unwrap().unwrap();
     assert_eq!(a.final_test_acc, b.final_test_acc);
+    assert_eq!(a.before_training, b.before_training);
+    // a one-stage run with ADCs starts with them calibrated
+    let col = fine_tuning(&pre, "columnwise");
+    let c = train::train(&col, &tmp.path().join("col"), &options(&data, Some(pre_dir.clone()))).unwrap().unwrap();
+    let before = c.before_training.expect("recorded");
+    assert!(before.adc && (0.0..=1.0).contains(&before.test_acc), "{before:?}");
     let point = StartingPoint::check(&cim, &pre_dir).unwrap();
     assert_eq!(point.config, pre);
 }
@@ -109,6 +126,11 @@ fn wrong_starting_points_are_refused_before_any_work() {
     let fashion = RunConfig { dataset: "fashion-mnist".into(), ..ft.clone() };
     let e = error_of(&fashion, &out, &data, Some(pre_dir.clone()));
     assert!(e.contains("trained on data set synthetic, this run on fashion-mnist"), "{e}");
+
+    // a floating-point run that would change the network's form
+    let clamp = RunConfig { activation: models::Activation::Clamp, ..fine_tuning(&pre, "fp") };
+    let e = error_of(&clamp, &out, &data, Some(pre_dir.clone()));
+    assert!(e.contains("trained with activation = relu, this run has activation = clamp"), "{e}");
 
     // damaged weights
     let ckpt = RunDir::new(&pre_dir).latest_checkpoint().unwrap().unwrap();
