@@ -6,11 +6,12 @@ use method_api::{Granularity, Method, Scheme};
 /// Floating-point reference: no quantization at all.
 pub static FLOAT: Method = Method::new("fp", "floating point (no quantization)", None);
 
-/// Weights (column-wise steps) and activations quantized, ideal ADC: the upper bound of every
-/// partial-sum quantizer on the same arrays.
+/// Weights (column-wise steps) and activations quantized, partial sums not quantized (an ideal
+/// ADC). Not an upper bound of the methods with ADCs: their weights may have another granularity
+/// (a layer-wise method with ADCs can beat it), and with them this is one more trained network.
 pub static IDEAL_ADC: Method = Method::new(
     "ideal-adc",
-    "W/A quantized (column-wise weights), ideal ADC",
+    "column-wise W, A quantized; partial sums not quantized (ideal ADC)",
     Some(Scheme::ideal_adc(Granularity::Column)),
 );
 

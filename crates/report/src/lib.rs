@@ -56,6 +56,9 @@ impl ReportError {
 pub struct Claim {
     /// What the claim is about.
     pub benchmark: String,
+    /// The data set the paper measured it on, as a run's `dataset` names it (`cifar10`, ...): a
+    /// benchmark on another data set is a stand-in, and its rows say so.
+    pub dataset: String,
     /// Claimed accuracy gain of column/column over the best related work, in points.
     pub gain_points: f64,
     /// Where it is stated.
