@@ -242,14 +242,34 @@ impl CimConvConfig {
         }
         let slicing = BitSlicing::new(self.weight_bits, self.cell_bits, self.encoding)?;
         let tiling = Tiling::new(self.in_channels, self.out_channels, self.kernel_size, self.array_size)?;
-        let act_max = (1u32 << self.act_bits) - 1;
-        let digit_max = slicing.max_digit_magnitude();
-        let rows = tiling.channels_per_array * self.kernel_size * self.kernel_size;
-        let bound = rows as f64 * act_max as f64 * digit_max as f64;
+        let (bound, rows, act_max, digit_max) = self.psum_bound_of(&tiling, &slicing);
         if bound >= MAX_EXACT_PSUM {
             return Err(CimConfigError::PsumOverflow { bound, rows, act_max, digit_max });
         }
         Ok((tiling, slicing))
+    }
+
+    /// The largest |partial sum| one column of one array can produce (docs/SPEC.md section 1,
+    /// "Partial sums"): its rows, each the largest activation code times the largest digit.
+    /// With it, the ADC resolution that converts every partial sum without loss.
+    fn psum_bound_of(&self, tiling: &Tiling, slicing: &BitSlicing) -> (f64, usize, u32, u32) {
+        let act_max = (1u32 << self.act_bits) - 1;
+        let digit_max = slicing.max_digit_magnitude();
+        let rows = tiling.channels_per_array * self.kernel_size * self.kernel_size;
+        (rows as f64 * act_max as f64 * digit_max as f64, rows, act_max, digit_max)
+    }
+
+    /// The bits of an ADC that converts every partial sum of this layer without loss: what an
+    /// ideal ADC stands for in hardware. Differential weights give non-negative partial sums;
+    /// two's complement ones signed partial sums, one bit more.
+    pub fn lossless_adc_bits(&self) -> Result<u32, CimConfigError> {
+        let (tiling, slicing) = self.validate()?;
+        let (bound, ..) = self.psum_bound_of(&tiling, &slicing);
+        let magnitude_bits = (bound + 1.0).log2().ceil() as u32;
+        Ok(match self.encoding {
+            Encoding::Differential => magnitude_bits,
+            Encoding::Twos => magnitude_bits + 1,
+        })
     }
 
     /// Hardware counts of a layer with this configuration and a method's own quantizers in
@@ -336,5 +356,17 @@ mod tests {
         let e = "offset".parse::<AdcWindow>().unwrap_err();
         assert!(e.contains("`offset`") && e.contains("`zero`, `learned`"), "{e}");
         assert!("rowwise".parse::<Granularity>().unwrap_err().contains("rowwise"));
+    }
+
+    /// A 16-channel 3x3 layer on 128-row arrays: 14 channels x 9 = 126 rows per array; A = 4
+    /// and 2-bit cells give partial sums up to 126 x 15 x 3 = 5,670, 13 bits unsigned.
+    #[test]
+    fn lossless_adc_bits_by_hand() {
+        let layer = CimConvConfig::new(16, 16, 3).with_array_size(128).with_act_bits(4).with_cell_bits(2);
+        assert_eq!(layer.clone().with_encoding(Encoding::Differential).lossless_adc_bits().unwrap(), 13);
+        assert_eq!(layer.with_encoding(Encoding::Twos).lossless_adc_bits().unwrap(), 14);
+        // 1-bit cells and activations, one 3x3 channel: 9 rows, at most 9
+        let tiny = CimConvConfig::new(1, 1, 3).with_act_bits(1).with_cell_bits(1).with_weight_bits(1);
+        assert_eq!(tiny.with_encoding(Encoding::Differential).lossless_adc_bits().unwrap(), 4);
     }
 }

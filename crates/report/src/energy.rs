@@ -123,6 +123,9 @@ pub struct ModelCosts {
     pub adc_label: String,
     /// Each layer's ADC bits (fractional for a ternary converter); `None` for an ideal ADC.
     pub adc_bits: Vec<Option<f64>>,
+    /// Each layer's lossless ADC resolution ([`cim_core::CimConvConfig::lossless_adc_bits`]):
+    /// what an ideal ADC stands for in hardware.
+    pub lossless_adc_bits: Vec<u32>,
 }
 
 impl ModelCosts {
@@ -130,11 +133,18 @@ impl ModelCosts {
     pub fn of(c: &train::RunConfig) -> Result<Self, ReportError> {
         let run = c.resolve().map_err(|e| ReportError::Invalid(e.to_string()))?;
         let shape = data_shape(&c.dataset);
-        let layers = match &run.conv {
-            models::ConvKind::Cim(settings) => settings
-                .layer_counts(c.model, shape[1])
-                .map_err(|e| ReportError::Invalid(format!("{}: {e}", c.method)))?,
-            models::ConvKind::Float(_) => Vec::new(),
+        let invalid = |e: cim_core::CimConfigError| ReportError::Invalid(format!("{}: {e}", c.method));
+        let (layers, lossless_adc_bits) = match &run.conv {
+            models::ConvKind::Cim(settings) => (
+                settings.layer_counts(c.model, shape[1]).map_err(invalid)?,
+                settings
+                    .layers(c.model, shape[1])
+                    .iter()
+                    .map(|(_, layer)| layer.lossless_adc_bits())
+                    .collect::<Result<_, _>>()
+                    .map_err(invalid)?,
+            ),
+            models::ConvKind::Float(_) => (Vec::new(), Vec::new()),
         };
         let counts = models::ModelCounts::of_layers(&layers);
         let uses = c.uses().ok_or_else(|| ReportError::Invalid(format!("unknown method `{}`", c.method)))?;
@@ -152,7 +162,26 @@ impl ModelCosts {
             (true, true, None) => (c.psum_bits.to_string(), None),
         };
         let adc_bits = layers.iter().map(|l| own_bits.or(l.psum_bits.map(f64::from))).collect();
-        Ok(Self { counts, layers, adc_label, adc_bits })
+        Ok(Self { counts, layers, adc_label, adc_bits, lossless_adc_bits })
+    }
+
+    /// The same model with lossless ADCs in place of ideal ones (a model with converters stays
+    /// as it is): the energy an ideal ADC would cost if it were built.
+    pub fn with_lossless_adcs(&self) -> Self {
+        let adc_bits = self
+            .adc_bits
+            .iter()
+            .zip(&self.lossless_adc_bits)
+            .map(|(bits, lossless)| bits.or(Some(f64::from(*lossless))))
+            .collect();
+        Self { adc_bits, ..self.clone() }
+    }
+
+    /// The scale registers the model stores: every weight step, every ADC step and every
+    /// learned window constant (summed over the CIM layers).
+    pub fn scale_registers(&self) -> usize {
+        let sum = &self.counts.per_layer_sum;
+        sum.weight_scales + sum.psum_scales + sum.window_constants
     }
 
     /// Whether the model has ADCs that are converters (not ideal): what ADC energy is counted for.
@@ -228,5 +257,16 @@ mod tests {
         })
         .unwrap();
         assert_eq!(model.node, "45 nm");
+    }
+
+    /// Every energy model the project ships loads, and the fixed-point one differs from the
+    /// default only in the digital arithmetic.
+    #[test]
+    fn the_shipped_energy_models_load() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../baselines/energy");
+        let default = EnergyModel::load(&dir.join("default.toml")).unwrap();
+        let fixed = EnergyModel::load(&dir.join("fixed-point.toml")).unwrap();
+        assert_eq!((fixed.adc_fom, fixed.adc_floor), (default.adc_fom, default.adc_floor));
+        assert!(fixed.dequant_multiply < default.dequant_multiply && fixed.accumulate_add < default.accumulate_add);
     }
 }

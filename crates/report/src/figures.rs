@@ -27,11 +27,33 @@ fn register_font() {
     });
 }
 
-/// One line of a figure: (x, mean, low, high) points, drawn in its method's colour.
+/// One point of a line: the mean of its runs at `x` with a band from `low` to `high`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Point {
+    x: f64,
+    mean: f64,
+    low: f64,
+    high: f64,
+    /// Seeds (trained networks) behind the point: a point of one seed is drawn as a hollow
+    /// square, so that it cannot be taken for a mean.
+    seeds: usize,
+    /// Measured with an ideal ADC (the first stage of a two-stage run): drawn as a cross.
+    ideal_adc: bool,
+}
+
+/// One line of a figure, drawn in its method's colour (or `color`, for lines that are no
+/// method's, such as the Pareto fronts of the energy sensitivity figure).
 struct Line {
     name: String,
     method: String,
-    points: Vec<(f64, f64, f64, f64)>,
+    points: Vec<Point>,
+    color: Option<RGBColor>,
+}
+
+impl Line {
+    fn new(name: String, method: String, points: Vec<Point>) -> Self {
+        Line { name, method, points, color: None }
+    }
 }
 
 /// The `method` of the line that marks a Pareto front (drawn dashed in black, no markers).
@@ -83,8 +105,8 @@ where
     // the title over the whole width, the legend in a column of its own right of the chart
     let area = area.titled(title, ("sans-serif", 18)).map_err(|e| e.to_string())?;
     let (chart_area, legend_area) = area.split_horizontally(area.dim_in_pixel().0 - LEGEND_WIDTH);
-    let xs: Vec<f64> = lines.iter().flat_map(|l| l.points.iter().map(|p| p.0)).collect();
-    let ys: Vec<f64> = lines.iter().flat_map(|l| l.points.iter().flat_map(|p| [p.2, p.3])).collect();
+    let xs: Vec<f64> = lines.iter().flat_map(|l| l.points.iter().map(|p| p.x)).collect();
+    let ys: Vec<f64> = lines.iter().flat_map(|l| l.points.iter().flat_map(|p| [p.low, p.high])).collect();
     let (x0, x1) =
         (xs.iter().copied().fold(f64::INFINITY, f64::min), xs.iter().copied().fold(f64::NEG_INFINITY, f64::max));
     let (y0, y1) =
@@ -111,34 +133,62 @@ where
         .draw()
         .map_err(|e| e.to_string())?;
     for line in lines {
-        let color = color_of(&line.method);
+        let color = line.color.unwrap_or_else(|| color_of(&line.method));
         let hollow = line.name.contains("two-stage");
         if line.method == FRONT {
-            let points = line.points.iter().map(|p| (p.0, p.1));
+            let points = line.points.iter().map(|p| (p.x, p.mean));
             chart.draw_series(DashedLineSeries::new(points, 8, 5, color.stroke_width(2))).map_err(|e| e.to_string())?;
             continue;
         }
         if bands {
-            let mut poly: Vec<(f64, f64)> = line.points.iter().map(|p| (p.0, p.3)).collect();
-            poly.extend(line.points.iter().rev().map(|p| (p.0, p.2)));
+            let mut poly: Vec<(f64, f64)> = line.points.iter().map(|p| (p.x, p.high)).collect();
+            poly.extend(line.points.iter().rev().map(|p| (p.x, p.low)));
             chart.draw_series(std::iter::once(Polygon::new(poly, color.mix(0.15)))).map_err(|e| e.to_string())?;
         }
         chart
-            .draw_series(LineSeries::new(line.points.iter().map(|p| (p.0, p.1)), color.stroke_width(2)))
+            .draw_series(LineSeries::new(line.points.iter().map(|p| (p.x, p.mean)), color.stroke_width(2)))
             .map_err(|e| e.to_string())?;
-        let style = if hollow { color.stroke_width(2) } else { color.filled() };
-        chart
-            .draw_series(line.points.iter().map(|p| Circle::new((p.0, p.1), if hollow { 5 } else { 3 }, style)))
-            .map_err(|e| e.to_string())?;
+        for p in &line.points {
+            let at = (p.x, p.mean);
+            if p.ideal_adc {
+                chart
+                    .draw_series(std::iter::once(Cross::new(at, 5, color.stroke_width(2))))
+                    .map_err(|e| e.to_string())?;
+            } else if p.seeds == 1 {
+                let square = EmptyElement::at(at) + Rectangle::new([(-5, -5), (5, 5)], color.stroke_width(2));
+                chart.draw_series(std::iter::once(square)).map_err(|e| e.to_string())?;
+            } else {
+                let style = if hollow { color.stroke_width(2) } else { color.filled() };
+                chart
+                    .draw_series(std::iter::once(Circle::new(at, if hollow { 5 } else { 3 }, style)))
+                    .map_err(|e| e.to_string())?;
+            }
+        }
     }
-    for (i, line) in lines.iter().enumerate() {
-        let color = color_of(&line.method);
-        let y = 24 + 20 * i as i32;
+    let mut y = 24;
+    for line in lines {
+        let color = line.color.unwrap_or_else(|| color_of(&line.method));
         legend_area.draw(&PathElement::new(vec![(4, y), (26, y)], color.stroke_width(2))).map_err(|e| e.to_string())?;
         if line.name.contains("two-stage") {
             legend_area.draw(&Circle::new((15, y), 5, color.stroke_width(2))).map_err(|e| e.to_string())?;
         }
         legend_area.draw(&Text::new(line.name.clone(), (32, y - 7), ("sans-serif", 13))).map_err(|e| e.to_string())?;
+        y += 20;
+    }
+    // what the markers mean, where a figure has them
+    let points = || lines.iter().filter(|l| l.method != FRONT).flat_map(|l| l.points.iter());
+    let grey = RGBColor(80, 80, 80);
+    if points().any(|p| p.seeds == 1 && !p.ideal_adc) {
+        let square = Rectangle::new([(10, y - 5), (20, y + 5)], grey.stroke_width(2));
+        legend_area.draw(&square).map_err(|e| e.to_string())?;
+        legend_area
+            .draw(&Text::new("one seed (no spread)", (32, y - 7), ("sans-serif", 13)))
+            .map_err(|e| e.to_string())?;
+        y += 20;
+    }
+    if points().any(|p| p.ideal_adc) {
+        legend_area.draw(&Cross::new((15, y), 5, grey.stroke_width(2))).map_err(|e| e.to_string())?;
+        legend_area.draw(&Text::new("ideal-ADC epoch", (32, y - 7), ("sans-serif", 13))).map_err(|e| e.to_string())?;
     }
     area.present().map_err(|e| e.to_string())
 }
@@ -232,40 +282,45 @@ fn sweep_lines(study: &Study, bench: &str, results: &[CellResult], field: &str) 
         if by_x.is_empty() {
             continue;
         }
-        let points: Vec<(f64, f64, f64, f64)> = by_x
+        let points: Vec<Point> = by_x
             .iter()
             .map(|(x, v)| {
-                let (m, lo, hi) = mean_spread(v);
-                (*x as f64, m, lo, hi)
+                let (mean, low, high) = mean_spread(v);
+                Point { x: *x as f64, mean, low, high, seeds: v.len(), ideal_adc: false }
             })
             .collect();
-        lines.push(Line { name: method.clone(), method: method.clone(), points });
+        lines.push(Line::new(method.clone(), method.clone(), points));
     }
     // methods that do not depend on the field (fp, ideal-adc for ADC bits) are drawn flat
     // across the range of the others
-    let xs: Vec<f64> = lines.iter().flat_map(|l| l.points.iter().map(|p| p.0)).collect();
+    let xs: Vec<f64> = lines.iter().flat_map(|l| l.points.iter().map(|p| p.x)).collect();
     let (lo, hi) =
         (xs.iter().copied().fold(f64::INFINITY, f64::min), xs.iter().copied().fold(f64::NEG_INFINITY, f64::max));
     for l in &mut lines {
         if l.points.len() == 1 && lo < hi {
             let p = l.points[0];
-            l.points = vec![(lo, p.1, p.2, p.3), (hi, p.1, p.2, p.3)];
+            l.points = vec![Point { x: lo, ..p }, Point { x: hi, ..p }];
             l.name += " (independent)";
         }
     }
     lines
 }
 
-/// Accuracy against energy per image (nJ, [`EnergyModel`]) of every method with an ADC: one
-/// point per setting at the benchmark's base (the ADC resolutions), mean over seeds with the
-/// seeds' range, and the Pareto front over all points (no other point costs less and is more
-/// accurate).
-fn energy_lines(study: &Study, bench: &str, results: &[CellResult], model: &EnergyModel) -> (Vec<Line>, String) {
-    let Some(b) = study.benchmark.iter().find(|b| b.name == bench) else { return (Vec::new(), String::new()) };
+/// One point of the accuracy-energy plane: a method at one ADC resolution.
+struct EnergyPoint {
+    method: String,
+    /// The ADC resolution as the energy table names it.
+    adc: String,
+    point: Point,
+}
+
+/// Every method with converters at every setting at the benchmark's base but P (the ADC
+/// resolutions): its mean final accuracy over seeds (with their range) against its energy per
+/// image (nJ, [`EnergyModel`]), in the benchmark's method order and then by energy.
+fn energy_points(study: &Study, bench: &str, results: &[CellResult], model: &EnergyModel) -> Vec<EnergyPoint> {
+    let Some(b) = study.benchmark.iter().find(|b| b.name == bench) else { return Vec::new() };
     let base = base_table(b);
-    let mut lines = Vec::new();
-    // the ADC resolutions (as the energy table names them) by how many seeds their points have
-    let mut seeds: std::collections::BTreeMap<usize, std::collections::BTreeSet<String>> = Default::default();
+    let mut out = Vec::new();
     for method in &b.methods {
         // a method with an ADC of its own has no P, window or calibration to hold at the base
         let adc_setting = train::Uses::of_method(method).is_some_and(|u| u.adc_setting());
@@ -290,36 +345,46 @@ fn energy_lines(study: &Study, bench: &str, results: &[CellResult], model: &Ener
                 by_setting.entry(r.cell.config.setting_label()).or_insert((energy, costs.adc_label, Vec::new()));
             entry.2.push(s.final_test_acc);
         }
-        for (_, adc, accs) in by_setting.values() {
-            seeds.entry(accs.len()).or_default().insert(adc.clone());
-        }
-        let mut points: Vec<(f64, f64, f64, f64)> = by_setting
-            .values()
-            .filter_map(|(energy, _, accs)| range_point(*energy, &accs.iter().map(|a| 100.0 * a).collect::<Vec<_>>()))
+        let mut points: Vec<EnergyPoint> = by_setting
+            .into_values()
+            .filter_map(|(energy, adc, accs)| {
+                let point = range_point(energy, &accs.iter().map(|a| 100.0 * a).collect::<Vec<_>>())?;
+                Some(EnergyPoint { method: method.clone(), adc, point })
+            })
             .collect();
-        if points.is_empty() {
-            continue;
-        }
-        points.sort_by(|a, b| a.0.total_cmp(&b.0));
-        lines.push(Line { name: method.clone(), method: method.clone(), points });
+        points.sort_by(|a, b| a.point.x.total_cmp(&b.point.x));
+        out.extend(points);
     }
-    let mut all: Vec<(f64, f64, f64, f64)> = lines.iter().flat_map(|l| l.points.iter().copied()).collect();
-    all.sort_by(|a, b| a.0.total_cmp(&b.0).then(b.1.total_cmp(&a.1)));
-    let mut front: Vec<(f64, f64, f64, f64)> = Vec::new();
-    for p in all {
-        if front.last().is_none_or(|last| p.1 > last.1) {
-            front.push((p.0, p.1, p.1, p.1));
+    out
+}
+
+/// Accuracy against energy per image of every method with an ADC (one line per method, a point
+/// per ADC resolution, the band the seeds' range) and the Pareto front over all points (no
+/// other point costs less and is more accurate); the caption says how many seeds each point has.
+fn energy_lines(study: &Study, bench: &str, results: &[CellResult], model: &EnergyModel) -> (Vec<Line>, String) {
+    let points = energy_points(study, bench, results, model);
+    let mut lines: Vec<Line> = Vec::new();
+    for p in &points {
+        match lines.iter_mut().find(|l| l.method == p.method) {
+            Some(line) => line.points.push(p.point),
+            None => lines.push(Line::new(p.method.clone(), p.method.clone(), vec![p.point])),
         }
     }
+    let front = pareto_front(points.iter().map(|p| p.point).collect());
     if front.len() > 1 {
-        lines.push(Line { name: FRONT.into(), method: FRONT.into(), points: front });
+        lines.push(Line::new(FRONT.into(), FRONT.into(), front));
+    }
+    // the ADC resolutions by how many seeds their points have
+    let mut seeds: std::collections::BTreeMap<usize, std::collections::BTreeSet<String>> = Default::default();
+    for p in &points {
+        seeds.entry(p.point.seeds).or_default().insert(p.adc.clone());
     }
     let counts: Vec<String> = seeds
         .iter()
         .rev()
         .map(|(n, adcs)| {
             let adcs: Vec<&str> = adcs.iter().map(String::as_str).collect();
-            format!("{}: {n} seed{}", adcs.join(", "), if *n == 1 { " (no range)" } else { "s" })
+            format!("{}: {n} seed{}", adcs.join(", "), if *n == 1 { " (no range; hollow squares)" } else { "s" })
         })
         .collect();
     let caption = format!(
@@ -327,6 +392,49 @@ fn energy_lines(study: &Study, bench: &str, results: &[CellResult], model: &Ener
          the seeds' range, against the periphery energy per image of the energy table. Seeds per point, \
          by ADC bits: {}. Dashed: the Pareto front (each of its points is more accurate than every cheaper point).",
         counts.join("; ")
+    );
+    (lines, caption)
+}
+
+/// ADC figures of merit of the energy sensitivity figures, joules per conversion step: a decade
+/// each side of 10 fJ (B. Murmann's ADC survey: the best SAR designs reach about 1 fJ/conv-step,
+/// typical ones 5-50).
+const FOM_SWEEP: [f64; 5] = [1e-15, 3e-15, 10e-15, 30e-15, 100e-15];
+
+/// The Pareto front of accuracy against energy per image for each ADC figure of merit of
+/// [`FOM_SWEEP`] (the other constants as `model` has them), one dashed line each, and a caption
+/// that names the methods and resolutions on each front: which conclusions of the energy figure
+/// hold whatever the converter, and which depend on it.
+fn energy_sensitivity_lines(
+    study: &Study,
+    bench: &str,
+    results: &[CellResult],
+    model: &EnergyModel,
+) -> (Vec<Line>, String) {
+    let mut lines = Vec::new();
+    let mut fronts = Vec::new();
+    for (i, fom) in FOM_SWEEP.iter().enumerate() {
+        let swept = EnergyModel { adc_fom: *fom, ..model.clone() };
+        let points = energy_points(study, bench, results, &swept);
+        let front = pareto_front(points.iter().map(|p| p.point).collect());
+        if front.is_empty() {
+            continue;
+        }
+        let members: Vec<String> = front
+            .iter()
+            .filter_map(|f| points.iter().find(|p| p.point.x == f.x && p.point.mean == f.mean))
+            .map(|p| format!("{} P{}", p.method, p.adc))
+            .collect();
+        let name = format!("{:.0} fJ/conv-step", fom * 1e15);
+        fronts.push(format!("{name}: {}", members.join(", ")));
+        let mut line = Line::new(name, FRONT.into(), front);
+        line.color = Some(COLORS[i % COLORS.len()]);
+        lines.push(line);
+    }
+    let caption = format!(
+        "The Pareto front of the energy figure redrawn for ADC figures of merit from 1 to 100 fJ per conversion \
+         step (every other constant as in the energy model), from the cheapest point up: {}.",
+        fronts.join("; ")
     );
     (lines, caption)
 }
@@ -360,6 +468,11 @@ pub fn draw(
             let title = format!("{}: accuracy vs energy per image (mean, range over seeds)", b.name);
             render(out, &stem, &title, "energy per image (nJ, digital periphery)", &lines, true)?;
             figures.push(Figure { stem, caption: Some(caption) });
+            let (lines, caption) = energy_sensitivity_lines(study, &b.name, results, energy);
+            let stem = format!("acc_vs_energy_fom_{i}");
+            let title = format!("{}: Pareto fronts by ADC figure of merit", b.name);
+            render(out, &stem, &title, "energy per image (nJ, digital periphery)", &lines, false)?;
+            figures.push(Figure { stem, caption: Some(caption) });
         }
     }
     for (i, b) in study.benchmark.iter().enumerate() {
@@ -368,7 +481,7 @@ pub fn draw(
         {
             let lines = sweep_lines(study, &b.name, results, field);
             let distinct: std::collections::BTreeSet<i64> =
-                lines.iter().flat_map(|l| l.points.iter().map(|p| p.0 as i64)).collect();
+                lines.iter().flat_map(|l| l.points.iter().map(|p| p.x as i64)).collect();
             if distinct.len() < 2 {
                 continue;
             }
@@ -453,10 +566,15 @@ fn epoch_lines(study: &Study, bench: &str, results: &[CellResult]) -> Vec<(Strin
                     .filter_map(|e| {
                         let accs: Vec<f64> =
                             runs.iter().filter_map(|r| r.history.get(e)).map(|h| 100.0 * h.test_acc).collect();
-                        range_point((e + 1) as f64, &accs)
+                        // a two-stage run's first stage tests with an ideal ADC
+                        let ideal_adc = runs.iter().any(|r| {
+                            let c = &r.cell.config;
+                            c.uses_adc() && c.resolve().is_ok_and(|run| !run.adc_enabled(e))
+                        });
+                        range_point((e + 1) as f64, &accs).map(|p| Point { ideal_adc, ..p })
                     })
                     .collect();
-                Line { name, method, points }
+                Line::new(name, method, points)
             })
             .collect();
         out.push((setting.config.setting_label(), lines));
@@ -481,7 +599,7 @@ fn variation_lines(results: &[CellResult]) -> Vec<Line> {
         .into_iter()
         .map(|(name, method, reports)| {
             let noiseless: Vec<f64> = reports.iter().map(|v| 100.0 * v.noiseless).collect();
-            let mut points: Vec<(f64, f64, f64, f64)> = range_point(0.0, &noiseless).into_iter().collect();
+            let mut points: Vec<Point> = range_point(0.0, &noiseless).into_iter().collect();
             let mut sigmas: Vec<f64> = reports.iter().flat_map(|v| v.results.iter().map(|s| s.sigma)).collect();
             sigmas.sort_by(f64::total_cmp);
             sigmas.dedup();
@@ -491,20 +609,34 @@ fn variation_lines(results: &[CellResult]) -> Vec<Line> {
                     .flat_map(|v| v.results.iter().filter(|s| s.sigma == sigma).flat_map(|s| s.accuracies.iter()))
                     .map(|a| 100.0 * a)
                     .collect();
-                points.extend(range_point(sigma, &accs));
+                // the chips of one seed share one trained network: the seeds are the runs
+                points.extend(range_point(sigma, &accs).map(|p| Point { seeds: reports.len(), ..p }));
             }
-            Line { name, method, points }
+            Line::new(name, method, points)
         })
         .collect()
 }
 
 /// (x, mean, min, max) of values; `None` for none.
-fn range_point(x: f64, values: &[f64]) -> Option<(f64, f64, f64, f64)> {
+fn range_point(x: f64, values: &[f64]) -> Option<Point> {
     if values.is_empty() {
         return None;
     }
     let mean = values.iter().sum::<f64>() / values.len() as f64;
-    let min = values.iter().copied().fold(f64::INFINITY, f64::min);
-    let max = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    Some((x, mean, min, max))
+    let low = values.iter().copied().fold(f64::INFINITY, f64::min);
+    let high = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    Some(Point { x, mean, low, high, seeds: values.len(), ideal_adc: false })
+}
+
+/// The Pareto front of `points` (energy on x, accuracy on y): every point more accurate than
+/// every cheaper one, in order of energy.
+fn pareto_front(mut points: Vec<Point>) -> Vec<Point> {
+    points.sort_by(|a, b| a.x.total_cmp(&b.x).then(b.mean.total_cmp(&a.mean)));
+    let mut front: Vec<Point> = Vec::new();
+    for p in points {
+        if front.last().is_none_or(|last| p.mean > last.mean) {
+            front.push(Point { low: p.mean, high: p.mean, ..p });
+        }
+    }
+    front
 }

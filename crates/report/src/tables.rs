@@ -1042,11 +1042,14 @@ fn energy_table(study: &Study, results: &[CellResult], model: &EnergyModel) -> R
         "accumulation nJ",
         "window nJ",
         "total nJ / image",
+        "scale registers",
     ];
     let mut rows = Vec::new();
     let (mut bc, mut mc, mut sc, mut acc_col, mut seeds_col) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    let mut parts: [Vec<f64>; 5] = Default::default();
+    let (mut adc, mut total, mut lossless_bits, mut lossless_adc, mut registers) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut parts: [Vec<f64>; 3] = Default::default();
     let nj = |j: f64| format!("{:.1}", j * 1e9);
     for b in &study.benchmark {
         let rs = benchmark_results(results, &b.name);
@@ -1057,41 +1060,63 @@ fn energy_table(study: &Study, results: &[CellResult], model: &EnergyModel) -> R
             let costs = ModelCosts::of(c)?;
             let e = model.per_image(&costs);
             let accuracy = if finals.is_empty() { f64::NAN } else { mean_std(&finals).0 };
+            // an ideal ADC is no converter: no energy of its own, beside what the lossless
+            // converter it stands for would cost
+            let converters = costs.has_converters();
+            let lossless = (!converters).then(|| {
+                let bits = costs.lossless_adc_bits.iter().copied().max().unwrap_or(0);
+                (bits, model.per_image(&costs.with_lossless_adcs()).adc)
+            });
             rows.push(vec![
                 b.name.clone(),
                 c.method.clone(),
                 setting.clone(),
                 if finals.is_empty() { "—".into() } else { pct(accuracy) },
                 finals.len().to_string(),
-                costs.adc_label.clone(),
-                if costs.has_converters() { nj(e.adc) } else { "—".into() },
+                match lossless {
+                    Some((bits, _)) => format!("{} (lossless: {bits})", costs.adc_label),
+                    None => costs.adc_label.clone(),
+                },
+                match lossless {
+                    Some((_, j)) => format!("— (lossless: {})", nj(j)),
+                    None => nj(e.adc),
+                },
                 nj(e.dequant),
                 nj(e.accumulate),
                 nj(e.window),
-                nj(e.total()),
+                if converters { nj(e.total()) } else { "—".into() },
+                costs.scale_registers().to_string(),
             ]);
             bc.push(b.name.clone());
             mc.push(c.method.clone());
             sc.push(setting);
             acc_col.push(accuracy);
             seeds_col.push(finals.len() as u64);
-            for (column, value) in parts.iter_mut().zip([e.adc, e.dequant, e.accumulate, e.window, e.total()]) {
+            adc.push(converters.then_some(e.adc * 1e9));
+            total.push(converters.then_some(e.total() * 1e9));
+            lossless_bits.push(lossless.map(|(bits, _)| bits));
+            lossless_adc.push(lossless.map(|(_, j)| j * 1e9));
+            registers.push(costs.scale_registers() as u64);
+            for (column, value) in parts.iter_mut().zip([e.dequant, e.accumulate, e.window]) {
                 column.push(value * 1e9);
             }
         }
     }
-    let [adc, dequant, accumulate, window, total] = parts;
+    let [dequant, accumulate, window] = parts;
     let df = DataFrame::new_infer_height(vec![
         Column::new("benchmark".into(), bc),
         Column::new("method".into(), mc),
         Column::new("setting".into(), sc),
         Column::new("accuracy".into(), acc_col),
         Column::new("seeds".into(), seeds_col),
-        Column::new("adc_nj".into(), adc),
+        opt_series("adc_nj", adc),
         Column::new("dequant_nj".into(), dequant),
         Column::new("accumulate_nj".into(), accumulate),
         Column::new("window_nj".into(), window),
-        Column::new("total_nj".into(), total),
+        opt_series("total_nj", total),
+        Column::new("lossless_adc_bits".into(), lossless_bits),
+        opt_series("lossless_adc_nj", lossless_adc),
+        Column::new("scale_registers".into(), registers),
     ])?;
     let source = model
         .source
@@ -1099,7 +1124,7 @@ fn energy_table(study: &Study, results: &[CellResult], model: &EnergyModel) -> R
         .map_or_else(|| model.source.display().to_string(), |f| f.to_string_lossy().into_owned());
     let md = markdown(&headers, &rows)
         + &format!(
-            "\nEnergy of the digital periphery per classified image, in nJ, from the counts of the hardware table and the energy model `{source}` ({} node; every constant and its source in the file): ADC conversions at adc_floor + adc_fom x 2^bits each ({:.0} fJ + {:.0} fJ x 2^bits), {:.2} pJ per dequantization multiply, {:.2} pJ per accumulating add (one per ADC output) and {:.2} pJ per window add. An ideal ADC is no converter and is not counted. The arrays' read energy, the drivers and the layers off the arrays are not counted. Accuracy: mean final test accuracy over the seeds.\n",
+            "\nEnergy of the digital periphery per classified image, in nJ, from the counts of the hardware table and the energy model `{source}` ({} node; every constant and its source in the file): ADC conversions at adc_floor + adc_fom x 2^bits each ({:.0} fJ + {:.0} fJ x 2^bits), {:.2} pJ per dequantization multiply, {:.2} pJ per accumulating add (one per ADC output) and {:.2} pJ per window add. An ideal ADC is no converter: its row has no ADC energy and no total; beside it, the conversions of the lossless ADC it stands for (the resolution that holds every partial sum of the layer's arrays, the largest over the layers). Scale registers: the weight steps, ADC steps and learned window constants the model stores (their storage is not in the energy). The arrays' read energy, the drivers and the layers off the arrays are not counted. Accuracy: mean final test accuracy over the seeds. How the conclusions depend on the ADC's figure of merit: the energy sensitivity figures.\n",
             model.node,
             model.adc_floor * 1e15,
             model.adc_fom * 1e15,

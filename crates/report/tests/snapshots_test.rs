@@ -200,6 +200,7 @@ fn report_of_fixed_results() {
     assert!(acc.contains("1 missing") && acc.contains("1 partial") && acc.contains("1 failed"), "{acc}");
     // figures and the README exist
     for f in [
+        "acc_vs_energy_fom_0.svg",
         "acc_vs_adc_bits.svg",
         "acc_vs_adc_bits.png",
         "acc_vs_sigma.svg",
@@ -225,6 +226,14 @@ fn report_of_fixed_results() {
     assert!(finding.contains("+3.00 [+3.00, +3.00] at σ = 0.1 (column/column more robust)"), "{finding}");
     let readme = std::fs::read_to_string(out.join("README.md")).unwrap();
     assert!(readme.contains("## Finding"), "{readme}");
+    // the energy sensitivity figure: one front per ADC figure of merit, each named
+    let fronts = std::fs::read_to_string(out.join("acc_vs_energy_fom_0.svg")).unwrap();
+    for fom in ["1 fJ/conv-step", "3 fJ/conv-step", "10 fJ/conv-step", "30 fJ/conv-step", "100 fJ/conv-step"] {
+        assert!(fronts.contains(fom), "{fom}");
+        assert!(readme.contains(&format!("{fom}: ")), "{fom}: {readme}");
+    }
+    // single-seed points have a marker of their own, explained in the legend
+    assert!(epoch.contains("one seed (no spread)") || bits.contains("one seed (no spread)"));
     assert!(readme.contains("runs/") && readme.contains("fixture"), "{readme}");
     assert!(readme.contains("### Failed runs") && readme.contains("the test loss is NaN"), "{readme}");
 }
