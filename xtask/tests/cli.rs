@@ -552,3 +552,23 @@ fn failures_and_hints_reach_the_terminal() {
         "{stderr}"
     );
 }
+
+/// `--activation`: shown in `train --help` with its default; a value it cannot take and a value
+/// for a method on arrays are refused before any work, naming the flag.
+#[test]
+fn the_activation_flag_in_help_and_refusals() {
+    let out = xtask().args(["train", "--help"]).output().unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(help.contains("--activation <relu|clamp>") && help.contains("[default: relu]"), "{help}");
+    let tmp = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        let out = xtask().args(["train", "--out"]).arg(tmp.path().join("x")).args(args).output().unwrap();
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let e = run(&["--method", "fp", "--activation", "gelu"]);
+    assert!(e.contains("gelu") && e.contains("\"relu\" or \"clamp\""), "{e}");
+    let e = run(&["--method", "columnwise", "--activation", "clamp"]);
+    assert!(e.contains("--activation clamp: method columnwise runs its 3x3 convs on arrays"), "{e}");
+    assert!(!tmp.path().join("x").exists(), "nothing was written");
+}

@@ -341,15 +341,45 @@ fn accuracy_table(study: &Study, results: &[CellResult]) -> Result<Table, Report
         let pretraining: Vec<&CellResult> = rs.iter().copied().filter(|r| r.cell.pretraining).collect();
         if let Some(first) = pretraining.first() {
             let setting = first.cell.config.setting_label();
-            single_rows.push(vec!["fp (pretraining)".to_string(), setting.clone(), agg_text(&aggregate(&pretraining))]);
+            single_rows.push(vec![
+                "fp (pretraining)".to_string(),
+                "the floating-point network every other run starts from".to_string(),
+                setting.clone(),
+                agg_text(&aggregate(&pretraining)),
+            ]);
             push_cells("fp (pretraining)", setting, &pretraining);
         }
+        // the best run with an ideal ADC (no partial-sum quantization) at any weight granularity:
+        // not a bound of the methods with ADCs, so a method above it is marked, not hidden
+        let ideal_best = method_order(study, &b.name)
+            .iter()
+            .filter(|m| train::Uses::of_method(m).is_some_and(|u| u.crossbar && !u.adc))
+            .flat_map(|m| {
+                let cells: Vec<&CellResult> =
+                    rs.iter().copied().filter(|r| !r.cell.pretraining && &r.cell.config.method == m).collect();
+                one_per_setting(&cells)
+                    .into_iter()
+                    .map(|t| {
+                        let label = t.cell.config.setting_label();
+                        let same: Vec<&CellResult> =
+                            cells.iter().copied().filter(|r| r.cell.config.setting_label() == label).collect();
+                        aggregate(&same).finals
+                    })
+                    .filter(|f| !f.is_empty())
+                    .map(|f| mean_std(&f).0)
+                    .collect::<Vec<f64>>()
+            })
+            .fold(None, |best: Option<f64>, m| Some(best.map_or(m, |b| b.max(m))));
+        let mut above_ideal = false;
         for method in method_order(study, &b.name) {
             if train::Uses::of_method(&method).is_some_and(|u| u.adc_setting()) {
                 let mut row = vec![method.clone()];
                 for col in &cols {
                     let cells = method_cells(&rs, &method, col);
-                    row.push(agg_text(&aggregate(&cells)));
+                    let agg = aggregate(&cells);
+                    let above = ideal_best.is_some_and(|best| !agg.finals.is_empty() && mean_std(&agg.finals).0 > best);
+                    above_ideal |= above;
+                    row.push(agg_text(&agg) + if above { " ↑" } else { "" });
                     push_cells(&method, col.config.setting_label(), &cells);
                 }
                 rows.push(row);
@@ -361,7 +391,13 @@ fn accuracy_table(study: &Study, results: &[CellResult]) -> Result<Table, Report
                 let setting = template.cell.config.setting_label();
                 let same: Vec<&CellResult> =
                     cells.iter().copied().filter(|r| r.cell.config.setting_label() == setting).collect();
-                single_rows.push(vec![method.clone(), setting.clone(), agg_text(&aggregate(&same))]);
+                let summary = methods::find(&method).map(|m| m.summary()).unwrap_or("not a registered method");
+                single_rows.push(vec![
+                    method.clone(),
+                    summary.to_string(),
+                    setting.clone(),
+                    agg_text(&aggregate(&same)),
+                ]);
                 push_cells(&method, setting, &same);
             }
         }
@@ -369,10 +405,17 @@ fn accuracy_table(study: &Study, results: &[CellResult]) -> Result<Table, Report
         if !rows.is_empty() {
             md += &format!("{}\n", markdown(&headers, &rows));
         }
+        if let (true, Some(best)) = (above_ideal, ideal_best) {
+            md += &format!(
+                "↑: above the best run without partial-sum quantization ({}): an ideal ADC is no upper bound for \
+                 methods whose weights have another granularity, or that are trained otherwise.\n\n",
+                pct(best)
+            );
+        }
         if !single_rows.is_empty() {
             md += &format!(
                 "Without an ADC resolution P (one value each, whatever P the columns above sweep):\n\n{}\n",
-                markdown(&["method", "setting", "accuracy"], &single_rows)
+                markdown(&["method", "what it is", "setting", "accuracy"], &single_rows)
             );
         }
     }

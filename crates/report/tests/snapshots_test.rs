@@ -635,7 +635,7 @@ name = "convergence"
 description = "hand-made curves"
 [[benchmark]]
 name = "ResNet-20 / hand-made"
-methods = ["layerwise", "columnwise"]
+methods = ["ideal-adc", "layerwise", "columnwise"]
 seeds = [0, 1, 2]
 base = { dataset = "synthetic", epochs = 2, limit_train = 100, limit_test = 50 }
 pretrain = { epochs = 2, activation = "clamp" }
@@ -649,6 +649,7 @@ pretrain = { epochs = 2, activation = "clamp" }
             let (accs, before) = match (cell.pretraining, cell.config.method.as_str()) {
                 (true, _) => (vec![0.88, 0.90], None),
                 (false, "columnwise") => (vec![columnwise_first_epoch + seed, 0.82 + seed], Some(0.40 + seed)),
+                (false, "ideal-adc") => (vec![0.81, 0.81], Some(0.70)),
                 _ => (vec![0.788 + seed, 0.79 + 1.5 * seed], Some(0.30 + seed)),
             };
             write_run(&runs, &study, &cell, &accs, before);
@@ -656,20 +657,71 @@ pretrain = { epochs = 2, activation = "clamp" }
         let out = tmp.path().join("report");
         let tables = generate(&study, &options(runs, &out, false)).unwrap();
         let csv = std::fs::read_to_string(out.join("claims.csv")).unwrap();
-        (tables.markdown("claims").to_string(), csv, tables.markdown("ptq").to_string(), tables.finding())
+        let accuracy = tables.markdown("accuracy").to_string();
+        (tables.markdown("claims").to_string(), csv, tables.markdown("ptq").to_string(), tables.finding(), accuracy)
     };
     // column/column still gained 2 points in its last epoch: no verdict
-    let (md, csv, ptq, finding) = report(0.80);
+    let (md, csv, ptq, finding, accuracy) = report(0.80);
     assert!(md.contains("| +2.00 / +0.30 | unconverged (+2.00 / +0.30) |"), "{md}");
     assert!(csv.contains("proposed_last_epoch_gain_points") && csv.contains("unconverged"), "{csv}");
     assert!(finding.contains("(unconverged, last-epoch gains +2.00 / +0.30)"), "{finding}");
     // the same final accuracies from a curve that has flattened: the interval decides
-    let (md, _, _, finding) = report(0.818);
+    let (md, _, _, finding, _) = report(0.818);
     assert!(md.contains("| +0.20 / +0.30 | yes |"), "{md}");
     assert!(finding.contains("over layerwise at P = 3 (yes)"), "{finding}");
+    // column/column (82.20) is above the ideal ADC (81.00): marked, layerwise (79.30) is not
+    assert!(
+        accuracy.contains("82.20 ± 0.20 (best 82.20) n=3 ↑") && accuracy.contains("↑: above the best run"),
+        "{accuracy}"
+    );
+    assert!(accuracy.contains("| 79.30 ± 0.30 (best 79.30) n=3 |"), "{accuracy}");
     // before fine-tuning: 40.20 ± 0.20 (seeds 40.0, 40.2, 40.4), after 82.20 ± 0.20, pretraining 90.00
     assert!(
         ptq.contains("| ResNet-20 / hand-made | columnwise | P3 N128 c2 W4A4 differential | 90.00 | 40.20 ± 0.20 | 82.20 ± 0.20 | +42.00 [+42.00, +42.00] | 3 |"),
         "{ptq}"
     );
+}
+
+/// Variation claims take the seed as the unit: 3 seeds x 10 chips give the t(2) interval of
+/// the three chip-averaged differences, not a t(29) interval over 30 seed-chip pairs.
+#[test]
+fn variation_claims_replicate_over_seeds_not_chips() {
+    let text = r#"
+name = "seeds"
+description = "hand-made variation results"
+[[benchmark]]
+name = "ResNet-20 / hand-made"
+methods = ["layerwise", "columnwise"]
+seeds = [0, 1, 2]
+base = { dataset = "synthetic", epochs = 1, limit_train = 100, limit_test = 50 }
+[variation]
+benchmark = "ResNet-20 / hand-made"
+methods = ["layerwise", "columnwise"]
+at = { psum_bits = 3 }
+sigmas = [0.2]
+chips = 10
+"#;
+    let study: Study = toml::from_str(text).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let runs = tmp.path().join("runs");
+    for cell in study.cells().unwrap() {
+        write_run(&runs, &study, &cell, &[0.8], None);
+    }
+    // layerwise loses 2, 3 and 4 points (seeds 0-2) more than column/column, every chip a little
+    // differently: a seed's chip average is what counts
+    for cell in study.variation_cells().unwrap() {
+        let seed = cell.config.seed as f64;
+        let extra = if cell.config.method == "layerwise" { 0.02 + 0.01 * seed } else { 0.0 };
+        let accuracies: Vec<f64> = (0..10).map(|chip| 0.7 - extra + 0.001 * (chip as f64 - 4.5)).collect();
+        let v = serde_json::json!({ "method": cell.config.method, "config_hash": cell.key(), "chips": 10,
+            "base_seed": 0, "images": 50, "noiseless": 0.8, "results": [{ "sigma": 0.2, "accuracies": accuracies,
+            "mean": 0.7 - extra, "std": 0.003, "min": 0.69, "max": 0.71 }] });
+        let v: VariationReport = serde_json::from_value(v).unwrap();
+        write_json(&cell.dir(&runs, &study.name).join("variation.json"), &v).unwrap();
+    }
+    let out = tmp.path().join("report");
+    let tables = generate(&study, &options(runs, &out, false)).unwrap();
+    // differences 2, 3, 4: mean 3, sd 1, t(0.975, 2) = 4.302653, half-width 2.484
+    let md = tables.markdown("variation_claims");
+    assert!(md.contains("| +3.00 [+0.52, +5.48] | 3 | yes |"), "{md}");
 }
