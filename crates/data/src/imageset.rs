@@ -41,6 +41,27 @@ impl ImageSet {
         &self.pixels[i * n..(i + 1) * n]
     }
 
+    /// The same images labelled in the class order `classes` (a model's), each keeping its
+    /// class: the class of label `l` here is `classes[l']` there, matched by name. A class of this
+    /// set that `classes` lacks is an error naming it.
+    pub fn relabel(&self, classes: &[String]) -> Result<ImageSet> {
+        let map: Vec<u16> = self
+            .classes
+            .iter()
+            .map(|c| {
+                classes.iter().position(|x| x == c).map(|i| i as u16).ok_or_else(|| {
+                    DataError::Invalid(format!("class `{c}` is not one of the {} classes given", classes.len()))
+                })
+            })
+            .collect::<Result<_>>()?;
+        Ok(ImageSet {
+            shape: self.shape,
+            classes: classes.to_vec(),
+            pixels: self.pixels.clone(),
+            labels: self.labels.iter().map(|&l| map[l as usize]).collect(),
+        })
+    }
+
     /// Images per class.
     pub fn class_counts(&self) -> Vec<usize> {
         let mut counts = vec![0; self.classes.len()];

@@ -86,6 +86,21 @@ pub fn load_dataset(spec: &str, dir: &DataDir, holdout_per_class: usize) -> Resu
     })
 }
 
+/// The class names of `spec` in label order, without decoding any image: a folder tree's class
+/// folders (sorted), or a manifest's list.
+pub fn class_names(spec: &str) -> Result<Vec<String>> {
+    match spec.strip_prefix(FOLDER_PREFIX) {
+        Some(path) => Ok(index_folder(Path::new(path))?.classes),
+        None => Ok(find_manifest(spec)?.classes),
+    }
+}
+
+/// How a class is named as a folder of an image tree: its name, with `/` (not allowed in a
+/// folder name; Fashion-MNIST's `t-shirt/top`) written `_`.
+pub fn class_folder_name(class: &str) -> String {
+    class.replace('/', "_")
+}
+
 /// The identity of a `folder:` tree as a run's hash keys it: `NAME@` and the first 16 hex digits
 /// of its [`content_digest`](crate::folder::content_digest), so that the same images give the
 /// same runs wherever the tree lies.

@@ -128,6 +128,7 @@ fn write_fixtures(study: &Study, runs: &Path) {
             images_per_sec: 100.0,
             device: Default::default(),
             before_training: None,
+            classes: Vec::new(),
         };
         write_json(&dir.join("summary.json"), &summary).unwrap();
         if c.uses_adc() {

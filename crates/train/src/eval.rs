@@ -50,6 +50,44 @@ pub fn batch_loss(logits: &[f32], labels: &[i64]) -> (f64, usize) {
     (loss, correct)
 }
 
+/// The model's classes in output order, as the data set `spec` names them (a folder tree's
+/// class folders name the model's classes, `/` written `_`), after checking that `spec` has
+/// exactly those classes: the run's recorded names, or, for a run from before they were
+/// recorded, those of its own data set.
+fn matched_classes(run_dir: &Path, config: &RunConfig, spec: &str) -> Result<Vec<String>, TrainError> {
+    let recorded = RunDir::new(run_dir).read_summary()?.map(|s| s.classes).unwrap_or_default();
+    let model_classes = if recorded.is_empty() {
+        data::source::class_names(&config.dataset).map_err(|e| {
+            TrainError::Config(format!(
+                "{}: the run records no class names (trained before they were recorded) and its own data set \
+                 {} cannot be listed to find them ({e}); evaluate it where that data set is",
+                run_dir.display(),
+                config.dataset
+            ))
+        })?
+    } else {
+        recorded
+    };
+    let tree = data::source::class_names(spec)?;
+    let folder = spec.starts_with(data::source::FOLDER_PREFIX);
+    let named: Vec<String> =
+        model_classes.iter().map(|c| if folder { data::source::class_folder_name(c) } else { c.clone() }).collect();
+    let missing: Vec<&str> = named.iter().filter(|c| !tree.contains(c)).map(String::as_str).collect();
+    let unknown: Vec<&str> = tree.iter().filter(|c| !named.contains(c)).map(String::as_str).collect();
+    if !missing.is_empty() || !unknown.is_empty() {
+        let list = |v: &[&str]| if v.is_empty() { "none".to_string() } else { v.join(", ") };
+        return Err(TrainError::Config(format!(
+            "--dataset {spec}: its {} classes are not the model's {} (matched by name{}): missing {}; unknown {}",
+            tree.len(),
+            named.len(),
+            if folder { ", a class's folder named as the class with '/' written '_'" } else { "" },
+            list(&missing),
+            list(&unknown)
+        )));
+    }
+    Ok(named)
+}
+
 /// Evaluates a model (in evaluation mode: running batch-norm statistics, no training noise) on
 /// every image of `set`, on `device`.
 pub fn evaluate(
@@ -133,10 +171,17 @@ pub fn evaluate_run(
     if let (true, Some(id)) = (own, &config.dataset_id) {
         data::source::check_folder_identity(spec, id)?;
     }
+    // another data set's classes are matched to the model's by name, checked before any image
+    // is read
+    let classes = if own { None } else { Some(matched_classes(run_dir, &config, spec)?) };
     let loaded = data::load_dataset(spec, data_dir, folder_holdout.unwrap_or(config.folder_holdout))?;
     let test = match (own, config.limit_test) {
         (true, Some(n)) => loaded.test.select(&loaded.test.balanced_subset(n, config.seed.wrapping_add(1))?),
         _ => loaded.test.clone(),
+    };
+    let test = match &classes {
+        Some(classes) => test.relabel(classes)?,
+        None => test,
     };
     let device = device.open()?;
     let (model, _) = load_trained(run_dir, test.shape, test.classes.len(), &device)?;

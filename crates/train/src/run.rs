@@ -122,6 +122,10 @@ pub struct Summary {
     /// ([`StartRecord`]; absent in other runs and in summaries written before it existed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub before_training: Option<StartRecord>,
+    /// The class names in the model's output order, so that `eval` on another tree matches
+    /// classes by name (empty in summaries written before they were recorded).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub classes: Vec<String>,
 }
 
 impl Summary {

@@ -362,6 +362,7 @@ fn train_claimed(
     write_atomic(&dir.metrics_path(), metrics_lines(&history).as_bytes())?;
     let mut summary = summarize(config, &history, data.train.len(), data.test.len(), opts.device);
     summary.before_training = before_training;
+    summary.classes = data.train.classes.clone();
     write_json(&dir.summary_path(), &summary)?;
     Ok(Some(summary))
 }
@@ -495,6 +496,7 @@ fn summarize(
         images_per_sec: history.iter().map(|r| r.images_per_sec).sum::<f64>() / history.len() as f64,
         device,
         before_training: None,
+        classes: Vec::new(),
     }
 }
 
