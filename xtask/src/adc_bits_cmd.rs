@@ -1,9 +1,9 @@
 //! `adc-bits`: the fewest ADC bits per CIM layer of a trained run within a tolerance of its
 //! accuracy ([`train::adc_bits`]), and the energy that saves ([`report::energy`]).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use anyhow::Result;
+use anyhow::{Result, bail};
 use clap::Args;
 
 #[derive(Args)]
@@ -50,9 +50,38 @@ struct Energy {
     total: f64,
 }
 
+/// Refuses an `--out` target the result could not be written to, or that holds something else
+/// than an earlier `adc-bits` result (which it replaces): before the search, not after it.
+fn check_out(out: &Path) -> Result<()> {
+    if out.is_dir() {
+        bail!("--out {}: a folder; give the path of a file to write", out.display());
+    }
+    if out.exists() {
+        let ours = std::fs::read_to_string(out)
+            .ok()
+            .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
+            .is_some_and(|v| v.get("search").is_some() && v.get("energy_model").is_some());
+        if !ours {
+            bail!(
+                "--out {}: the file exists and is not an adc-bits result; it is not replaced (remove it or give \
+                 another path)",
+                out.display()
+            );
+        }
+    }
+    let folder = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    if !folder.is_dir() {
+        bail!("--out {}: its folder {} does not exist", out.display(), folder.display());
+    }
+    Ok(())
+}
+
 pub fn adc_bits(args: AdcBitsArgs) -> Result<()> {
-    // every check before any work: the tolerance, the energy file, the run's config
+    // every check before any work: the tolerance, the output file, the energy file, the run
     train::adc_bits::check_within(args.within)?;
+    if let Some(out) = &args.out {
+        check_out(out)?;
+    }
     let energy_path = args.energy.clone().unwrap_or_else(crate::study_cmd::default_energy_model);
     let model = report::EnergyModel::load(&energy_path)?;
     let trained = train::RunDir::new(&args.run)

@@ -299,7 +299,7 @@ fn slurm(args: &ReproduceArgs, study: &Study, opts: &ReproduceOptions, dir: &Pat
     if !args.submit {
         println!(
             "submit with --submit, or by hand: sbatch --parsable {} (then the next with --dependency=afterok:ID)",
-            scripts[0].display()
+            slurm::shell_quote(&scripts[0].display().to_string())
         );
         return Ok(());
     }

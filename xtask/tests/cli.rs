@@ -572,3 +572,30 @@ fn the_activation_flag_in_help_and_refusals() {
     assert!(e.contains("--activation clamp: method columnwise runs its 3x3 convs on arrays"), "{e}");
     assert!(!tmp.path().join("x").exists(), "nothing was written");
 }
+
+/// `adc-bits --out` never replaces a file it did not write and refuses a folder, before any
+/// work (the run given does not even exist).
+#[test]
+fn adc_bits_out_is_checked_before_the_search() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mine = tmp.path().join("notes.json");
+    std::fs::write(&mine, "{\"mine\": true}").unwrap();
+    let run = |out: &Path| {
+        let out = xtask()
+            .args(["adc-bits", "--within", "1", "--run"])
+            .arg(tmp.path().join("no-run"))
+            .arg("--out")
+            .arg(out)
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let e = run(&mine);
+    assert!(e.contains("notes.json") && e.contains("not an adc-bits result; it is not replaced"), "{e}");
+    assert_eq!(std::fs::read_to_string(&mine).unwrap(), "{\"mine\": true}");
+    let e = run(tmp.path());
+    assert!(e.contains("a folder; give the path of a file"), "{e}");
+    let e = run(&tmp.path().join("nowhere/out.json"));
+    assert!(e.contains("does not exist"), "{e}");
+}

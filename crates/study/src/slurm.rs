@@ -130,8 +130,18 @@ pub fn write_scripts(
     command: &[String],
 ) -> Result<Vec<PathBuf>, StudyError> {
     check_folder(dir)?;
-    let io = |p: &Path, e: std::io::Error| StudyError::Invalid(format!("{}: {e}", p.display()));
+    // every value is checked before a file is written: a directive line ends at its newline, and
+    // sbatch splits an unquoted value at whitespace
+    for (flag, value) in [("--partition", &opts.partition), ("--time", &opts.time)] {
+        if let Some(v) = value.as_deref().filter(|v| v.is_empty() || v.chars().any(|c| c.is_whitespace() || c == '"')) {
+            return Err(StudyError::Invalid(format!(
+                "{flag} {v:?}: expected one word (no spaces, newlines or quotes): it becomes an #SBATCH directive"
+            )));
+        }
+    }
     let logs = dir.join("logs");
+    let (logs_value, workdir_value) = (directive_path(&logs.join("%A_%a.out"))?, directive_path(workdir)?);
+    let io = |p: &Path, e: std::io::Error| StudyError::Invalid(format!("{}: {e}", p.display()));
     std::fs::create_dir_all(&logs).map_err(|e| io(&logs, e))?;
     let mut scripts = Vec::new();
     for array in &plan.arrays {
@@ -139,8 +149,8 @@ pub fn write_scripts(
         let _ = writeln!(s, "#SBATCH --job-name=cim-{}-{}", plan.study, array.name);
         let throttle = opts.max_parallel.map(|n| format!("%{n}")).unwrap_or_default();
         let _ = writeln!(s, "#SBATCH --array={}{throttle}", array_ranges(&array.cells));
-        let _ = writeln!(s, "#SBATCH --output={}/%A_%a.out", logs.display());
-        let _ = writeln!(s, "#SBATCH --chdir={}", workdir.display());
+        let _ = writeln!(s, "#SBATCH --output={logs_value}");
+        let _ = writeln!(s, "#SBATCH --chdir={workdir_value}");
         if let Some(p) = &opts.partition {
             let _ = writeln!(s, "#SBATCH --partition={p}");
         }
@@ -223,7 +233,21 @@ pub fn sbatch_available() -> bool {
     std::env::var_os("PATH").is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join("sbatch").is_file()))
 }
 
-fn shell_quote(arg: &str) -> String {
+/// A path as the value of an `#SBATCH` directive: in double quotes (which sbatch removes), so
+/// that a path with spaces stays one value; a path with a newline or a double quote cannot be one.
+fn directive_path(path: &Path) -> Result<String, StudyError> {
+    let text = path.display().to_string();
+    if text.contains(['\n', '\r', '"']) {
+        return Err(StudyError::Invalid(format!(
+            "{text:?}: a path with a newline or a double quote cannot be written into an #SBATCH directive; use \
+             another folder"
+        )));
+    }
+    Ok(format!("\"{text}\""))
+}
+
+/// `arg` quoted for a POSIX shell where it needs it (a path with spaces, ...).
+pub fn shell_quote(arg: &str) -> String {
     if !arg.is_empty() && arg.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=:@%+,".contains(c)) {
         arg.to_string()
     } else {
@@ -242,5 +266,41 @@ mod tests {
         assert_eq!(array_ranges(&[]), "");
         assert_eq!(shell_quote("a b"), "'a b'");
         assert_eq!(shell_quote("/x/y"), "/x/y");
+    }
+
+    /// Paths with spaces are quoted in the directives, option values that would break a
+    /// directive are refused before any file is written.
+    #[test]
+    fn paths_with_spaces_and_bad_option_values() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("jobs with spaces");
+        let workdir = tmp.path().join("my checkout");
+        let plan = SlurmPlan {
+            study: "s".into(),
+            arrays: vec![ArrayJob { name: "cells".into(), cells: vec![0, 1], after: None }],
+        };
+        let options = SlurmOptions {
+            partition: None,
+            time: Some("01:00:00".into()),
+            gpus_per_task: None,
+            cpus_per_task: None,
+            max_parallel: None,
+        };
+        let command = vec!["/path with space/xtask".to_string(), "reproduce".to_string()];
+        let scripts = write_scripts(&dir, &plan, &options, &workdir, &command).unwrap();
+        let text = std::fs::read_to_string(&scripts[0]).unwrap();
+        assert!(text.contains(&format!("#SBATCH --output=\"{}/logs/%A_%a.out\"", dir.display())), "{text}");
+        assert!(text.contains(&format!("#SBATCH --chdir=\"{}\"", workdir.display())), "{text}");
+        assert!(text.contains("exec '/path with space/xtask' reproduce"), "{text}");
+        let other = tmp.path().join("other");
+        for time in ["01:00:00 --wrap=x", "01:00:00\n#SBATCH --x", ""] {
+            let bad = SlurmOptions { time: Some(time.into()), ..options.clone() };
+            let e = write_scripts(&other, &plan, &bad, &workdir, &command).unwrap_err().to_string();
+            assert!(e.contains("--time") && e.contains("expected one word"), "{e}");
+        }
+        assert!(!other.exists(), "nothing written");
+        let quote = tmp.path().join("a\"b");
+        let e = write_scripts(&other, &plan, &options, &quote, &command).unwrap_err().to_string();
+        assert!(e.contains("cannot be written into an #SBATCH directive"), "{e}");
     }
 }

@@ -138,9 +138,7 @@ struct Trial {
 
 impl Trial {
     fn open(run_dir: &Path, data_dir: &DataDir, device: ComputeDevice) -> Result<(Self, RunConfig), TrainError> {
-        let config = RunDir::new(run_dir)
-            .read_config()?
-            .ok_or_else(|| TrainError::io(run_dir.join("config.toml"), "missing: not a run folder"))?;
+        let (config, _) = RunDir::new(run_dir).finished("adc-bits")?;
         if !config.uses_adc_setting() {
             return Err(TrainError::Config(format!(
                 "{}: a run of method {}, which has no built-in ADC whose bits could be chosen; give a run of a \

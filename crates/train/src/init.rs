@@ -48,6 +48,9 @@ impl StartingPoint {
                 format!("holds the run with config hash {}, this run starts from {want}", source.hash()),
             ));
         }
+        if let Some(failure) = run.read_failure().map_err(|e| refuse(dir, e))? {
+            return Err(refuse(dir, format!("the run failed ({}): not a starting point", failure.message)));
+        }
         let summary = run
             .read_summary()
             .map_err(|e| refuse(dir, e))?

@@ -413,6 +413,33 @@ impl RunDir {
         Ok(Some(summary))
     }
 
+    /// The run as a finished one that a command may take as a trained model: its configuration
+    /// and verified summary. A run that failed (`failed.json`) or has not finished (no summary)
+    /// is refused, saying which; `command` names the taker in the message.
+    pub fn finished(&self, command: &str) -> Result<(RunConfig, Summary), TrainError> {
+        let config =
+            self.read_config()?.ok_or_else(|| TrainError::io(self.config_path(), "missing: not a run folder"))?;
+        if let Some(failure) = self.read_failure()? {
+            return Err(TrainError::Config(format!(
+                "{}: the run failed ({}); {command} takes only finished runs",
+                self.root.display(),
+                failure.message
+            )));
+        }
+        match self.read_result(&config)? {
+            Some(summary) => Ok((config, summary)),
+            None => {
+                let done = self.read_history()?.len();
+                Err(TrainError::Config(format!(
+                    "{}: the run has not finished ({done} of {} epochs, no summary.json); {command} takes only \
+                     finished runs: train it to the end first",
+                    self.root.display(),
+                    config.epochs
+                )))
+            }
+        }
+    }
+
     /// The newest checkpoint, if any, after checking its `state.json` against the checksum the
     /// pointer recorded.
     pub fn latest_checkpoint(&self) -> Result<Option<Checkpoint>, TrainError> {

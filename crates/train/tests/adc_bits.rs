@@ -96,3 +96,40 @@ fn the_search_never_returns_bits_outside_the_tolerance() {
         .to_string();
     assert!(e.contains("method ideal-adc, which has no built-in ADC"), "{e}");
 }
+
+/// The search takes only finished, unfailed runs: a run stopped after 1 of 2 epochs is refused
+/// (it was once searched and called "trained"), and so is one marked failed.
+#[test]
+fn an_unfinished_or_failed_run_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let run = tmp.path().join("run");
+    let config = RunConfig {
+        method: "columnwise".into(),
+        epochs: 2,
+        batch_size: 16,
+        limit_train: Some(32),
+        limit_test: Some(16),
+        ..RunConfig::default()
+    };
+    let options = TrainOptions {
+        data_dir: DataDir::new(&data),
+        progress: false,
+        stop_after: Some(1),
+        device: ComputeDevice::Cpu,
+        init_from: None,
+    };
+    assert!(train::train(&config, &run, &options).unwrap().is_none());
+    let search = || {
+        train::search_adc_bits(&run, 1.0, SearchOrder::MostSensitive, &DataDir::new(&data), ComputeDevice::Cpu, false)
+    };
+    let e = search().unwrap_err().to_string();
+    assert!(e.contains("has not finished (1 of 2 epochs") && e.contains("adc-bits takes only finished runs"), "{e}");
+    train_run(&config, &data, &run);
+    assert!(train::RunDir::new(&run).finished("adc-bits").is_ok(), "finished now");
+    let failure = serde_json::json!({ "config_hash": config.hash(), "epoch": 2, "what": "the test loss",
+        "value": "NaN", "last_good_checkpoint": null, "message": "epoch 2: the test loss is NaN" });
+    std::fs::write(run.join("failed.json"), failure.to_string()).unwrap();
+    let e = search().unwrap_err().to_string();
+    assert!(e.contains("the run failed (epoch 2: the test loss is NaN)"), "{e}");
+}

@@ -127,6 +127,18 @@ fn wrong_starting_points_are_refused_before_any_work() {
     let e = error_of(&fashion, &out, &data, Some(pre_dir.clone()));
     assert!(e.contains("trained on data set synthetic, this run on fashion-mnist"), "{e}");
 
+    // a finished run that also carries a failure record is no starting point
+    std::fs::write(
+        pre_dir.join("failed.json"),
+        serde_json::json!({ "config_hash": pre.hash(), "epoch": 3,
+        "what": "x", "value": "NaN", "last_good_checkpoint": null, "message": "epoch 3: x is NaN" })
+        .to_string(),
+    )
+    .unwrap();
+    let e = error_of(&ft, &out, &data, Some(pre_dir.clone()));
+    assert!(e.contains("the run failed (epoch 3: x is NaN)"), "{e}");
+    std::fs::remove_file(pre_dir.join("failed.json")).unwrap();
+
     // a floating-point run that would change the network's form
     let clamp = RunConfig { activation: models::Activation::Clamp, ..fine_tuning(&pre, "fp") };
     let e = error_of(&clamp, &out, &data, Some(pre_dir.clone()));
