@@ -73,17 +73,19 @@ impl DeviceArg {
     }
 }
 
-/// Ctrl-C: says what is kept before ending the process as the default disposition would (exit
-/// status 130). Every result and checkpoint is written through a temporary file and a rename,
-/// so stopping at any instant loses at most the epoch in progress. Only async-signal-safe calls.
+/// Ctrl-C (SIGINT) and SIGTERM (`kill`, `scancel`, a shutdown): says what is kept before ending
+/// the process with the status the default disposition gives (130, 143). Every result and
+/// checkpoint is written through a temporary file and a rename, so stopping at any instant loses
+/// at most the epoch in progress; a run's claim is taken over by the next worker on this host
+/// at once (its holder is gone). Only async-signal-safe calls.
 #[cfg(unix)]
-extern "C" fn on_interrupt(_signal: libc::c_int) {
+extern "C" fn on_interrupt(signal: libc::c_int) {
     const MESSAGE: &[u8] = b"\ninterrupted: finished epochs, cells and reports are kept; run the same command again \
 to resume (at most the epoch in progress is lost)\n";
     // SAFETY: write(2) and _exit(2) are async-signal-safe; MESSAGE is a static buffer.
     unsafe {
         libc::write(2, MESSAGE.as_ptr().cast(), MESSAGE.len());
-        libc::_exit(130);
+        libc::_exit(128 + signal);
     }
 }
 
@@ -95,6 +97,7 @@ fn main() {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
         libc::signal(libc::SIGINT, on_interrupt as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGTERM, on_interrupt as *const () as libc::sighandler_t);
     }
     flex_kernels::memory::reuse_freed_memory();
     let cli = Cli::parse();

@@ -445,9 +445,16 @@ fn negative_sigmas_and_data_dir_are_understood() {
     assert!(String::from_utf8_lossy(&o.stdout).contains(&tmp.path().display().to_string()));
 }
 
-/// Ctrl-C says what is kept and how to resume, and exits with the status of an interrupt.
+/// Ctrl-C and SIGTERM say what is kept and how to resume, and exit with the status of the
+/// signal (130, 143).
 #[test]
 fn an_interrupt_says_how_to_resume() {
+    for (signal, status) in [(libc::SIGINT, 130), (libc::SIGTERM, 143)] {
+        interrupt_says_how_to_resume(signal, status);
+    }
+}
+
+fn interrupt_says_how_to_resume(signal: libc::c_int, code: i32) {
     let tmp = tempfile::tempdir().unwrap();
     let mut child = xtask()
         .args(["train", "--quiet", "--method", "fp", "--epochs", "50", "--batch-size", "16", "--limit-train", "64"])
@@ -465,12 +472,12 @@ fn an_interrupt_says_how_to_resume() {
     }
     // SAFETY: sending a signal to our own child process.
     unsafe {
-        libc::kill(child.id() as libc::pid_t, libc::SIGINT);
+        libc::kill(child.id() as libc::pid_t, signal);
     }
     let status = child.wait().unwrap();
     let mut stderr = String::new();
     child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
-    assert_eq!(status.code(), Some(130), "{stderr}");
+    assert_eq!(status.code(), Some(code), "{stderr}");
     assert!(stderr.contains("interrupted") && stderr.contains("run the same command again"), "{stderr}");
 }
 

@@ -268,13 +268,55 @@ fn variation_filter(v: &VariationSpec, cells: &[Cell]) -> Vec<Cell> {
 /// Fails unless the data set of `config` is a known one or a `folder:` tree (whose folder is
 /// read when a cell trains): an unknown name is found when the study is read, not after hours
 /// of training the cells before it.
-fn check_dataset(config: &RunConfig, origin: &str) -> Result<(), StudyError> {
-    if config.dataset.starts_with(data::source::FOLDER_PREFIX) {
-        return Ok(());
+/// The longest study name: it names a folder (file systems take 255 bytes), and reports and
+/// logs add to it.
+const MAX_NAME: usize = 100;
+
+/// Images per split of a cell's data set, known before any image is read: a manifest's counts,
+/// or a folder tree's files less (and as) the held-out images per class. Memoized per data set and
+/// holdout, so that a tree is listed once per study.
+type SplitSizes = std::collections::HashMap<(String, usize), Option<(usize, usize)>>;
+
+/// Checks a cell's data set before any work: a known manifest, and limits its splits can meet
+/// (a `limit_train` larger than the training split would fail every cell only when it trains).
+fn check_dataset(config: &RunConfig, origin: &str, sizes: &mut SplitSizes) -> Result<(), StudyError> {
+    let key = (config.dataset.clone(), config.folder_holdout);
+    let split = match sizes.get(&key) {
+        Some(known) => *known,
+        None => {
+            let known = match config.dataset.strip_prefix(data::source::FOLDER_PREFIX) {
+                // a tree that cannot be listed here is the concern of the run that reads it
+                Some(root) => data::folder::index_folder(Path::new(root)).ok().map(|index| {
+                    let counts = index.items.iter().fold(vec![0usize; index.classes.len()], |mut c, (_, l)| {
+                        c[*l as usize] += 1;
+                        c
+                    });
+                    let held: usize = counts.iter().map(|&n| n.min(config.folder_holdout)).sum();
+                    (index.items.len() - held, held)
+                }),
+                None => {
+                    let manifest = data::find_manifest(&config.dataset)
+                        .map_err(|e| StudyError::Invalid(format!("{origin}: dataset = {:?}: {e}", config.dataset)))?;
+                    Some((manifest.splits.train, manifest.splits.test))
+                }
+            };
+            sizes.insert(key, known);
+            known
+        }
+    };
+    if let Some((train, test)) = split {
+        for (field, limit, available, which) in
+            [("limit_train", config.limit_train, train, "training"), ("limit_test", config.limit_test, test, "test")]
+        {
+            if let Some(n) = limit.filter(|&n| n > available) {
+                return Err(StudyError::Invalid(format!(
+                    "{origin}: {field} = {n}: the {which} split of {} has only {available} images",
+                    config.dataset
+                )));
+            }
+        }
     }
-    data::find_manifest(&config.dataset)
-        .map(|_| ())
-        .map_err(|e| StudyError::Invalid(format!("{origin}: dataset = {:?}: {e}", config.dataset)))
+    Ok(())
 }
 
 impl Benchmark {
@@ -374,13 +416,19 @@ impl Study {
     /// The cells of every benchmark, in order (benchmark, sweep, method, seed), each resolved.
     pub fn cells(&self) -> Result<Vec<Cell>, StudyError> {
         let mut cells: Vec<Cell> = Vec::new();
+        let mut sizes = SplitSizes::new();
         if self.benchmark.is_empty() {
             return Err(StudyError::Invalid("no [[benchmark]]".into()));
         }
         let plain = |c: char| c.is_ascii_alphanumeric() || "-_.".contains(c);
-        if self.name.is_empty() || self.name.starts_with('.') || !self.name.chars().all(plain) {
+        if self.name.is_empty()
+            || self.name.starts_with('.')
+            || !self.name.chars().all(plain)
+            || self.name.len() > MAX_NAME
+        {
             return Err(StudyError::Invalid(format!(
-                "name = {:?}: expected a plain name (letters, digits, '-', '_', '.'; it names the profile's run folder)",
+                "name = {:?}: expected a plain name of at most {MAX_NAME} characters (letters, digits, '-', '_', \
+                 '.'; it names the profile's run folder)",
                 self.name
             )));
         }
@@ -420,7 +468,7 @@ impl Study {
                 config.method = "fp".into();
                 let config = canonical(config);
                 config.resolve().map_err(|e| StudyError::Invalid(format!("{origin}: {e}")))?;
-                check_dataset(&config, &origin)?;
+                check_dataset(&config, &origin, &mut sizes)?;
                 let cell = Cell { benchmark: b.name.clone(), config, pretraining: true };
                 base.init_from = Some(cell.key());
                 cells.push(cell);
@@ -450,7 +498,7 @@ impl Study {
                             config
                                 .resolve()
                                 .map_err(|e| StudyError::Invalid(format!("{origin}, method {method}: {e}")))?;
-                            check_dataset(&config, &origin)?;
+                            check_dataset(&config, &origin, &mut sizes)?;
                             if let Some(pre) = cells[before..].iter().find(|c| c.pretraining) {
                                 if let Some(why) = train::init::activation_mismatch(&pre.config, &config) {
                                     return Err(StudyError::Invalid(format!(
@@ -676,6 +724,19 @@ base = { dataset = "folder:{tree}" }
             "base = { dataset = \"cifar11\", epochs = 2 }",
             "cifar11",
         );
+        // limits the data set cannot meet, and names that cannot name a folder, fail here, not
+        // after a dry run that estimated them
+        check(
+            "base = { dataset = \"synthetic\", epochs = 2 }",
+            "base = { dataset = \"synthetic\", epochs = 2, limit_train = 20000 }",
+            "limit_train = 20000: the training split of synthetic has only 10000 images",
+        );
+        check(
+            "base = { dataset = \"synthetic\", epochs = 2 }",
+            "base = { dataset = \"synthetic\", epochs = 2, limit_test = 2001 }",
+            "limit_test = 2001: the test split of synthetic has only 2000 images",
+        );
+        check("name = \"t\"", &format!("name = \"{}\"", "n".repeat(300)), "at most 100 characters");
         check("sigmas = [0.0, 0.1]", "sigmas = [0.0, -0.1]", "sigma -0.1");
         check("sigmas = [0.0, 0.1]", "sigmas = [0.0, nan]", "sigma NaN");
         check("methods = [\"columnwise\"]\nat", "methods = [\"layerwise\"]\nat", "`layerwise` is not one of");
