@@ -148,6 +148,10 @@ pub struct ReproduceArgs {
     /// cells, each task running `reproduce --cell $SLURM_ARRAY_TASK_ID` on the shared runs folder.
     #[arg(long, value_name = "DIR")]
     slurm: Option<PathBuf>,
+    /// Train cells for a committed report (reports/<profile>/) with a binary built from a checkout
+    /// with uncommitted changes: their summaries then name a code version nobody can check out.
+    #[arg(long)]
+    allow_dirty: bool,
     /// With --slurm: submit the arrays with sbatch and print their job ids.
     #[arg(long, requires = "slurm")]
     submit: bool,
@@ -205,6 +209,20 @@ pub fn reproduce(args: ReproduceArgs) -> Result<()> {
         claim_timeout: std::time::Duration::from_secs(args.claim_timeout),
     };
     opts.pick.check(study.cells()?.len())?; // before any work
+    if !args.dry_run && !args.allow_dirty {
+        let unfinished = study
+            .cells()?
+            .iter()
+            .filter(|c| {
+                args.only.as_ref().is_none_or(|t| c.label().contains(t.as_str()) || c.benchmark.contains(t.as_str()))
+            })
+            .filter(|c| study::finished_dir(c, &runs_root, &study.name, opts.archive.as_deref()).is_none())
+            .count();
+        let real = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+        if let Some(why) = dirty_refusal(train::CODE_VERSION, &real(&report_dir), &real(&project_root()), unfinished) {
+            bail!(why);
+        }
+    }
     if let Some(dir) = &args.slurm {
         return slurm(&args, &study, &opts, dir);
     }
@@ -247,6 +265,21 @@ pub fn reproduce(args: ReproduceArgs) -> Result<()> {
         bail!("{} cell(s) failed (re-run to retry; finished cells are kept)", out.failed.len());
     }
     Ok(())
+}
+
+/// Why `reproduce` must not train `unfinished` cells for the report in `report_dir` with a binary
+/// of `code_version`: a committed report (under `root/reports/`) keeps only results of code
+/// that was committed, so that its code versions can be checked out.
+fn dirty_refusal(code_version: &str, report_dir: &Path, root: &Path, unfinished: usize) -> Option<String> {
+    let committed = report_dir.starts_with(root.join("reports"));
+    (committed && unfinished > 0 && code_version.ends_with("-dirty")).then(|| {
+        format!(
+            "this binary was built from a checkout with uncommitted changes ({code_version}); the {unfinished} \
+             unfinished cell(s) of the committed report {} would record a code version nobody can check out: \
+             commit first, or give --allow-dirty",
+            report_dir.display()
+        )
+    })
 }
 
 /// `reproduce --slurm DIR`: batch scripts for the unfinished cells, submitted with `--submit`.
@@ -527,4 +560,22 @@ pub fn bench() -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Cells for a committed report are trained only by a binary of committed code (or with
+    /// --allow-dirty); a study file elsewhere, or nothing left to train, is never refused.
+    #[test]
+    fn a_dirty_binary_trains_no_cell_of_a_committed_report() {
+        let root = Path::new("/repo");
+        let committed = root.join("reports/real");
+        let e = dirty_refusal("695cb0e99b86-dirty", &committed, root, 3).unwrap();
+        assert!(e.contains("695cb0e99b86-dirty") && e.contains("3 unfinished") && e.contains("--allow-dirty"), "{e}");
+        assert!(dirty_refusal("695cb0e99b86", &committed, root, 3).is_none());
+        assert!(dirty_refusal("695cb0e99b86-dirty", &committed, root, 0).is_none());
+        assert!(dirty_refusal("695cb0e99b86-dirty", Path::new("/home/me/my"), root, 3).is_none());
+    }
 }

@@ -614,6 +614,7 @@ fn write_run(runs: &Path, study: &Study, cell: &study::Cell, accs: &[f64], befor
         wall_seconds: 2.0,
         images_per_sec: 100.0,
         device: Default::default(),
+        classes: Vec::new(),
         before_training: before.map(|acc| train::run::StartRecord {
             stage: 1,
             adc: true,
