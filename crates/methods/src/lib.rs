@@ -15,7 +15,24 @@ pub static IDEAL_ADC: Method = Method::new(
     Some(Scheme::ideal_adc(Granularity::Column)),
 );
 
-/// Every registered method, in report order (baselines first, the proposed method last).
+/// Layer-wise weight steps, activations quantized, partial sums not quantized: with
+/// [`IDEAL_ADC`] and [`IDEAL_ADC_ARRAY`], the ideal-ADC run of each weight granularity, so that a
+/// report can compare the methods with ADCs with the best of them.
+pub static IDEAL_ADC_LAYER: Method = Method::new(
+    "ideal-adc-layer",
+    "layer-wise W, A quantized; partial sums not quantized (ideal ADC)",
+    Some(Scheme::ideal_adc(Granularity::Layer)),
+);
+
+/// Array-wise weight steps, activations quantized, partial sums not quantized.
+pub static IDEAL_ADC_ARRAY: Method = Method::new(
+    "ideal-adc-array",
+    "array-wise W, A quantized; partial sums not quantized (ideal ADC)",
+    Some(Scheme::ideal_adc(Granularity::Array)),
+);
+
+/// Every registered method, in report order (baselines first, the proposed method last; methods
+/// added later come after it, so that every earlier method keeps its colour in the figures).
 pub static REGISTRY: &[&Method] = &[
     &FLOAT,
     &IDEAL_ADC,
@@ -26,6 +43,8 @@ pub static REGISTRY: &[&Method] = &[
     &method_saxena_roy::SAXENA_ROY_BINARY,
     &method_saxena_roy::SAXENA_ROY_TERNARY,
     &method_columnwise::COLUMNWISE,
+    &IDEAL_ADC_LAYER,
+    &IDEAL_ADC_ARRAY,
 ];
 
 /// The method the paper proposes: the one the claim table compares against the best of the rest.

@@ -79,7 +79,7 @@ const LEGEND_WIDTH: u32 = 220;
 
 /// The proposed method's colour (red); the others take [`COLORS`] in registry order.
 const PROPOSED_COLOR: RGBColor = RGBColor(214, 39, 40);
-const COLORS: [RGBColor; 9] = [
+const COLORS: [RGBColor; 10] = [
     RGBColor(31, 119, 180),
     RGBColor(255, 127, 14),
     RGBColor(44, 160, 44),
@@ -89,6 +89,7 @@ const COLORS: [RGBColor; 9] = [
     RGBColor(127, 127, 127),
     RGBColor(188, 189, 34),
     RGBColor(23, 190, 207),
+    RGBColor(0, 0, 128),
 ];
 
 fn plot<DB: DrawingBackend>(
