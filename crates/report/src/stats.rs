@@ -115,7 +115,7 @@ pub fn holm_adjust(p_values: &[f64]) -> Vec<f64> {
 pub fn paired_differences<K: Ord + Copy>(a: &[(K, f64)], b: &[(K, f64)]) -> Vec<f64> {
     let b: std::collections::BTreeMap<K, f64> = b.iter().copied().collect();
     let mut out: Vec<(K, f64)> = a.iter().filter_map(|(k, x)| b.get(k).map(|y| (*k, x - y))).collect();
-    out.sort_by(|x, y| x.0.cmp(&y.0));
+    out.sort_by_key(|x| x.0);
     out.into_iter().map(|(_, d)| d).collect()
 }
 

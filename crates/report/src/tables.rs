@@ -644,7 +644,8 @@ fn claim_table(
     let (mut bc, mut sc, mut basec, mut bestc, mut gc, mut lc, mut hc, mut nc, mut vc) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let (mut ogc, mut bgc, mut pc, mut hvc, mut cc) = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    let (mut parts, mut single): (Vec<(String, String)>, Vec<(String, String)>) = (Vec::new(), Vec::new());
+    // finding parts as (benchmark, text): with an interval, and from a single seed
+    let (mut parts, mut single) = (Vec::<(String, String)>::new(), Vec::<(String, String)>::new());
     for (i, c) in comparisons.iter().enumerate() {
         let b = c.benchmark;
         let rs = benchmark_results(results, &b.name);
@@ -1395,12 +1396,12 @@ fn variation_claim_table(
                 for r in studied.iter().filter(|r| r.cell.config.method == method && in_column(&r.cell, col)) {
                     let Some(rep) = &r.variation else { continue };
                     for res in &rep.results {
-                        if let Some(slot) = out.iter_mut().find(|(s, _)| *s == res.sigma) {
-                            if !res.accuracies.is_empty() {
-                                let n = res.accuracies.len() as f64;
-                                let drop = res.accuracies.iter().map(|acc| rep.noiseless - acc).sum::<f64>() / n;
-                                slot.1.push((r.cell.config.seed, 100.0 * drop));
-                            }
+                        if let Some(slot) = out.iter_mut().find(|(s, _)| *s == res.sigma)
+                            && !res.accuracies.is_empty()
+                        {
+                            let n = res.accuracies.len() as f64;
+                            let drop = res.accuracies.iter().map(|acc| rep.noiseless - acc).sum::<f64>() / n;
+                            slot.1.push((r.cell.config.seed, 100.0 * drop));
                         }
                     }
                 }
@@ -1455,8 +1456,9 @@ fn variation_claim_table(
     let (mut pc, mut hvc) = (Vec::new(), Vec::new());
     let mut rows = Vec::new();
     // finding parts per (setting, related method): intervals, and single-seed differences
-    // keyed by (setting, related method); the setting as the finding names it comes first
-    let mut parts: Vec<((String, String), Vec<String>, Vec<String>)> = Vec::new();
+    // finding parts keyed by (setting, related method): with an interval, from a single seed
+    type Parts = Vec<((String, String), Vec<String>, Vec<String>)>;
+    let mut parts: Parts = Vec::new();
     for (i, r) in table_rows.iter().enumerate() {
         let adjusted = tested.iter().position(|&t| t == i).map(|k| adjusted[k]);
         let verdict = match (r.interval, r.diffs.len(), r.sigma > 0.0) {

@@ -499,12 +499,12 @@ impl Study {
                                 .resolve()
                                 .map_err(|e| StudyError::Invalid(format!("{origin}, method {method}: {e}")))?;
                             check_dataset(&config, &origin, &mut sizes)?;
-                            if let Some(pre) = cells[before..].iter().find(|c| c.pretraining) {
-                                if let Some(why) = train::init::activation_mismatch(&pre.config, &config) {
-                                    return Err(StudyError::Invalid(format!(
-                                        "{origin}, method {method}: it starts from the benchmark's pretraining, but {why}"
-                                    )));
-                                }
+                            if let Some(pre) = cells[before..].iter().find(|c| c.pretraining)
+                                && let Some(why) = train::init::activation_mismatch(&pre.config, &config)
+                            {
+                                return Err(StudyError::Invalid(format!(
+                                    "{origin}, method {method}: it starts from the benchmark's pretraining, but {why}"
+                                )));
                             }
                             let cell = Cell { benchmark: b.name.clone(), config, pretraining: false };
                             if !cells.iter().any(|c| c.key() == cell.key()) {
