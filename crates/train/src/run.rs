@@ -637,23 +637,29 @@ pub fn metrics_lines(history: &[EpochRecord]) -> String {
     history.iter().map(|r| serde_json::to_string(r).expect("serializable") + "\n").collect()
 }
 
+/// An epoch record with `test_acc` and placeholder values elsewhere, for the crate's tests.
+#[cfg(test)]
+pub(crate) fn test_record(epoch: usize, stage: usize, test_acc: f64) -> EpochRecord {
+    EpochRecord {
+        epoch,
+        stage,
+        train_loss: 1.0,
+        train_acc: 0.5,
+        test_loss: 1.0,
+        test_acc,
+        lr: 0.1,
+        images_per_sec: 1.0,
+        epoch_seconds: 1.0,
+        wall_seconds: epoch as f64,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn epoch(epoch: usize, stage: usize, test_acc: f64) -> EpochRecord {
-        EpochRecord {
-            epoch,
-            stage,
-            train_loss: 1.0,
-            train_acc: 0.5,
-            test_loss: 1.0,
-            test_acc,
-            lr: 0.1,
-            images_per_sec: 1.0,
-            epoch_seconds: 1.0,
-            wall_seconds: 1.0,
-        }
+        test_record(epoch, stage, test_acc)
     }
 
     #[test]

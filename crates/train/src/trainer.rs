@@ -505,18 +505,7 @@ mod tests {
     use super::*;
 
     fn record(epoch: usize, stage: usize, test_acc: f64) -> EpochRecord {
-        EpochRecord {
-            epoch,
-            stage,
-            train_loss: 1.0,
-            train_acc: 0.5,
-            test_loss: 1.0,
-            test_acc,
-            lr: 0.1,
-            images_per_sec: 1.0,
-            epoch_seconds: 1.0,
-            wall_seconds: epoch as f64,
-        }
+        crate::run::test_record(epoch, stage, test_acc)
     }
 
     #[test]

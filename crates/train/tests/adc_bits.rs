@@ -19,6 +19,19 @@ fn train_run(config: &RunConfig, data: &Path, out: &Path) {
     train::train(config, out, &options).unwrap().unwrap();
 }
 
+/// A columnwise run of 2 epochs of 160 synthetic images, tested on 50.
+fn small_columnwise_run() -> RunConfig {
+    RunConfig {
+        method: "columnwise".into(),
+        epochs: 2,
+        batch_size: 16,
+        limit_train: Some(160),
+        limit_test: Some(50),
+        seed: 5,
+        ..RunConfig::default()
+    }
+}
+
 fn synthetic_test_images(data: &Path) -> usize {
     data::load_dataset("synthetic", &DataDir::new(data), 500).unwrap().test.len()
 }
@@ -28,15 +41,7 @@ fn the_search_never_returns_bits_outside_the_tolerance() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     let run = tmp.path().join("run");
-    let config = RunConfig {
-        method: "columnwise".into(),
-        epochs: 2,
-        batch_size: 16,
-        limit_train: Some(160),
-        limit_test: Some(50),
-        seed: 5,
-        ..RunConfig::default()
-    };
+    let config = small_columnwise_run();
     train_run(&config, &data, &run);
     let dir = DataDir::new(&data);
     let trained = train::evaluate_adc_bits(&run, &config.psum_bits, &dir, ComputeDevice::Cpu).unwrap();
@@ -104,14 +109,7 @@ fn an_unfinished_or_failed_run_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     let run = tmp.path().join("run");
-    let config = RunConfig {
-        method: "columnwise".into(),
-        epochs: 2,
-        batch_size: 16,
-        limit_train: Some(32),
-        limit_test: Some(16),
-        ..RunConfig::default()
-    };
+    let config = RunConfig { limit_train: Some(32), limit_test: Some(16), seed: 0, ..small_columnwise_run() };
     let options = TrainOptions {
         data_dir: DataDir::new(&data),
         progress: false,
