@@ -194,8 +194,12 @@ pub fn evaluate_run(
             loaded.name
         )));
     }
-    let name: String =
-        loaded.name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect();
+    // a folder tree is named by its content, not by where it lies on this machine
+    let name = match spec.strip_prefix(data::source::FOLDER_PREFIX) {
+        Some(root) => format!("folder-{}", data::source::folder_identity(Path::new(root), "tree")?),
+        None => loaded.name.clone(),
+    };
+    let name: String = name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect();
     write_json(&run_dir.join(format!("eval-{name}.json")), &result)?;
     Ok(result)
 }

@@ -79,6 +79,14 @@ fn eval_on_another_tree_matches_classes_by_name() {
     // own statistics), far above chance
     assert!(by_name.accuracy > 0.3, "{by_name:?} (own {own:?})");
     assert!((by_name.accuracy - own.accuracy).abs() < 0.1, "{by_name:?} vs {own:?}");
+    // its record is named by the tree's content, not by the path it has on this machine
+    let records: Vec<String> = std::fs::read_dir(&run)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("eval-folder"))
+        .collect();
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert!(records[0].starts_with("eval-folder-tree_") && !records[0].contains("named"), "{records:?}");
 
     // folders named otherwise (even keeping the alphabetical order) are refused, naming them
     let renamed = tmp.path().join("renamed");
