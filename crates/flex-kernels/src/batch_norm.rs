@@ -1,13 +1,14 @@
-//! Batch normalization in training mode, optionally followed by ReLU, as one pass forward and one
-//! backward on Flex.
+//! Batch normalization in training mode, optionally followed by ReLU (or ReLU then a clamp to
+//! [0, 1]), as one pass forward and one backward on Flex.
 //!
 //! burn's generic batch norm reads the batch statistics through a [B, C] -> [C, B] transpose of
 //! the activation (twice forward, twice backward), and ReLU adds a pass and an autodiff node of
-//! its own. Here the statistics are summed plane by plane in place ([B, C, H, W] is already
-//! C planes per image), the output and its ReLU are one pass, and the backward recomputes the
-//! normalized values and the ReLU mask from the input instead of keeping them. Every per-channel
+//! its own (a clamp to [0, 1] two more). Here the statistics are summed plane by plane in place
+//! ([B, C, H, W] is already C planes per image), the output and its rectifier are one pass, and the
+//! backward recomputes the normalized values and the rectifier's mask from the input instead of
+//! keeping them. Every per-channel
 //! sum runs over its planes in image order: bit-identical whatever the thread count. Other
-//! backends take burn's `batch_norm_train` and `relu` ([`batch_norm_reference`]).
+//! backends take burn's `batch_norm_train`, `relu` and `clamp` ([`batch_norm_reference`]).
 
 use burn::backend::autodiff::NodeId;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
@@ -24,6 +25,42 @@ use rayon::prelude::*;
 use crate::autodiff::{AutodiffTensor, backward_with, tracked};
 use crate::host::{f32_slice, flex_tensor, fused_available, zeros};
 
+/// What follows the normalization in the same pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rectify {
+    /// Nothing: the affine output.
+    Off,
+    /// ReLU: the gradient passes where the output is above 0 (as burn's `relu` passes it).
+    Relu,
+    /// ReLU, then a clamp to [0, 1]: the same values and gradients as burn's `relu` followed by
+    /// `clamp(0, 1)` (the gradient passes where 0 < y <= 1: burn's clamp blocks only values above
+    /// the bound).
+    UnitClamp,
+}
+
+impl Rectify {
+    /// The rectified value of the normalized `y`.
+    #[inline(always)]
+    fn apply(self, y: f32) -> f32 {
+        match self {
+            Rectify::Off => y,
+            Rectify::Relu => y.max(0.0),
+            Rectify::UnitClamp => y.max(0.0).min(1.0),
+        }
+    }
+
+    /// The output gradient `g` where the normalized `y` passed the rectifier, else 0.
+    #[inline(always)]
+    fn passed(self, g: f32, y: f32) -> f32 {
+        let passes = match self {
+            Rectify::Off => true,
+            Rectify::Relu => y > 0.0,
+            Rectify::UnitClamp => y > 0.0 && y <= 1.0,
+        };
+        if passes { g } else { 0.0 }
+    }
+}
+
 /// Batch norm (training mode) with an optional ReLU, as a backend extension (Flex, and autodiff
 /// over it).
 #[backend_extension(Flex, Autodiff)]
@@ -32,7 +69,7 @@ pub trait BatchNormOps: Backend {
     /// under autodiff: the gradient through the statistics is part of the normalization's.
     fn batch_stats(x: FloatTensor<Self>) -> FloatTensor<Self>;
 
-    /// gamma * (x - mean) / sqrt(var + epsilon) + beta per channel, then ReLU if `relu`;
+    /// gamma * (x - mean) / sqrt(var + epsilon) + beta per channel, then `rectify`;
     /// `stats` are [`Self::batch_stats`] of x.
     fn batch_norm_act(
         x: FloatTensor<Self>,
@@ -40,7 +77,7 @@ pub trait BatchNormOps: Backend {
         beta: FloatTensor<Self>,
         stats: FloatTensor<Self>,
         epsilon: f64,
-        relu: bool,
+        rectify: Rectify,
     ) -> FloatTensor<Self>;
 
     /// Gradients of [`Self::batch_norm_act`] with respect to x (through the statistics too),
@@ -52,7 +89,7 @@ pub trait BatchNormOps: Backend {
         beta: FloatTensor<Self>,
         stats: FloatTensor<Self>,
         epsilon: f64,
-        relu: bool,
+        rectify: Rectify,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
 }
 
@@ -108,24 +145,21 @@ fn affine(gamma: &[f32], beta: &[f32], stats: &[f32], epsilon: f64) -> Vec<(f32,
         .collect()
 }
 
-fn forward(x: &[f32], gamma: &[f32], beta: &[f32], stats: &[f32], epsilon: f64, relu: bool, d: Dims) -> Vec<f32> {
+fn forward(x: &[f32], gamma: &[f32], beta: &[f32], stats: &[f32], epsilon: f64, rectify: Rectify, d: Dims) -> Vec<f32> {
     let maps = affine(gamma, beta, stats, epsilon);
     let mut out = zeros(x.len());
     out.par_chunks_mut(d.plane).zip(x.par_chunks(d.plane)).enumerate().for_each(|(p, (o, xs))| {
         let (scale, shift, _) = maps[p % d.channels];
-        if relu {
-            o.iter_mut().zip(xs).for_each(|(o, &v)| *o = (v * scale + shift).max(0.0));
-        } else {
-            o.iter_mut().zip(xs).for_each(|(o, &v)| *o = v * scale + shift);
+        // one loop per rectifier, so that each vectorizes without a branch inside
+        match rectify {
+            Rectify::Off => o.iter_mut().zip(xs).for_each(|(o, &v)| *o = v * scale + shift),
+            Rectify::Relu => o.iter_mut().zip(xs).for_each(|(o, &v)| *o = Rectify::Relu.apply(v * scale + shift)),
+            Rectify::UnitClamp => {
+                o.iter_mut().zip(xs).for_each(|(o, &v)| *o = Rectify::UnitClamp.apply(v * scale + shift))
+            }
         }
     });
     out
-}
-
-/// The output gradient where the output passed the ReLU (y > 0, as burn's relu passes it).
-#[inline(always)]
-fn passed(g: f32, y: f32, relu: bool) -> f32 {
-    if !relu || y > 0.0 { g } else { 0.0 }
 }
 
 /// The backward given the forward's per-channel `maps` ([`affine`]) and batch `stats`.
@@ -134,7 +168,7 @@ fn backward(
     x: &[f32],
     maps: &[(f32, f32, f32)],
     stats: &[f32],
-    relu: bool,
+    rectify: Rectify,
     d: Dims,
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     // per channel: sum of g (dL/dbeta) and of g * x_hat (dL/dgamma), g the gradient past the ReLU
@@ -146,7 +180,7 @@ fn backward(
             let planes = d.planes_of(x, c).zip(d.planes_of(grad, c));
             planes.fold((0f64, 0f64), |(sg, sgx), (xs, gs)| {
                 let (a, b) = xs.iter().zip(gs).fold((0f32, 0f32), |(a, b), (&v, &g)| {
-                    let g = passed(g, v * scale + shift, relu);
+                    let g = rectify.passed(g, v * scale + shift);
                     (a + g, b + g * (v - mean) * inv_std)
                 });
                 (sg + a as f64, sgx + b as f64)
@@ -161,7 +195,7 @@ fn backward(
         let (mean, mean_g, mean_gx) = (stats[c], (sums[c].0 / n) as f32, (sums[c].1 / n) as f32);
         let (xs, gs) = (&x[p * d.plane..][..d.plane], &grad[p * d.plane..][..d.plane]);
         for ((o, &v), &g) in gx.iter_mut().zip(xs).zip(gs) {
-            let g = passed(g, v * scale + shift, relu);
+            let g = rectify.passed(g, v * scale + shift);
             *o = scale * (g - mean_g - (v - mean) * inv_std * mean_gx);
         }
     });
@@ -184,11 +218,11 @@ impl BatchNormOps for Flex {
         beta: FlexTensor,
         stats: FlexTensor,
         epsilon: f64,
-        relu: bool,
+        rectify: Rectify,
     ) -> FlexTensor {
         let d = Dims::new(&x);
         let (g, b, s) = (f32_slice(&gamma), f32_slice(&beta), f32_slice(&stats));
-        let out = forward(&f32_slice(&x), &g, &b, &s, epsilon, relu, d);
+        let out = forward(&f32_slice(&x), &g, &b, &s, epsilon, rectify, d);
         flex_tensor(out, x.layout().shape().to_vec())
     }
 
@@ -199,12 +233,12 @@ impl BatchNormOps for Flex {
         beta: FlexTensor,
         stats: FlexTensor,
         epsilon: f64,
-        relu: bool,
+        rectify: Rectify,
     ) -> (FlexTensor, FlexTensor, FlexTensor) {
         let d = Dims::new(&x);
         let (g, b, s) = (f32_slice(&gamma), f32_slice(&beta), f32_slice(&stats));
         let maps = affine(&g, &b, &s, epsilon);
-        let (gx, gg, gb) = backward(&f32_slice(&grad), &f32_slice(&x), &maps, &s, relu, d);
+        let (gx, gg, gb) = backward(&f32_slice(&grad), &f32_slice(&x), &maps, &s, rectify, d);
         (
             flex_tensor(gx, x.layout().shape().to_vec()),
             flex_tensor(gg, vec![d.channels]),
@@ -217,12 +251,12 @@ impl BatchNormOps for Flex {
 struct BatchNormBackward;
 
 impl<B: Backend + BatchNormOps> Backward<B, 4> for BatchNormBackward {
-    type State = ([NodeId; 4], (f64, bool));
+    type State = ([NodeId; 4], (f64, Rectify));
 
     fn backward(self, ops: Ops<Self::State, 4>, grads: &mut Gradients, checkpointer: &mut Checkpointer) {
         // the statistics are a constant: no gradient of their own (see `batch_stats`)
-        backward_with::<B, _, 4, 3>(ops, grads, checkpointer, |grad, [x, gamma, beta, stats], (epsilon, relu)| {
-            let (gx, gg, gb) = B::batch_norm_act_backward(grad, x, gamma, beta, stats, epsilon, relu);
+        backward_with::<B, _, 4, 3>(ops, grads, checkpointer, |grad, [x, gamma, beta, stats], (epsilon, rectify)| {
+            let (gx, gg, gb) = B::batch_norm_act_backward(grad, x, gamma, beta, stats, epsilon, rectify);
             [gx, gg, gb]
         });
     }
@@ -239,10 +273,10 @@ impl<B: Backend + BatchNormOps, C: CheckpointStrategy> BatchNormOps for Autodiff
         beta: AutodiffTensor<B, C>,
         stats: AutodiffTensor<B, C>,
         epsilon: f64,
-        relu: bool,
+        rectify: Rectify,
     ) -> AutodiffTensor<B, C> {
-        tracked::<B, C, _, _, 4>(BatchNormBackward, [x, gamma, beta, stats], (epsilon, relu), |[x, g, b, s]| {
-            B::batch_norm_act(x, g, b, s, epsilon, relu)
+        tracked::<B, C, _, _, 4>(BatchNormBackward, [x, gamma, beta, stats], (epsilon, rectify), |[x, g, b, s]| {
+            B::batch_norm_act(x, g, b, s, epsilon, rectify)
         })
     }
 
@@ -253,7 +287,7 @@ impl<B: Backend + BatchNormOps, C: CheckpointStrategy> BatchNormOps for Autodiff
         beta: AutodiffTensor<B, C>,
         stats: AutodiffTensor<B, C>,
         epsilon: f64,
-        relu: bool,
+        rectify: Rectify,
     ) -> (AutodiffTensor<B, C>, AutodiffTensor<B, C>, AutodiffTensor<B, C>) {
         // Second-order gradients are not needed: the result is a constant.
         let (gx, gg, gb) = B::batch_norm_act_backward(
@@ -263,7 +297,7 @@ impl<B: Backend + BatchNormOps, C: CheckpointStrategy> BatchNormOps for Autodiff
             beta.into_primitive(),
             stats.into_primitive(),
             epsilon,
-            relu,
+            rectify,
         );
         (AutodiffTensor::<B, C>::new(gx), AutodiffTensor::<B, C>::new(gg), AutodiffTensor::<B, C>::new(gb))
     }
@@ -279,11 +313,17 @@ pub struct BatchNormOutput {
     pub variance: Tensor<1>,
 }
 
-/// Batch norm in training mode, then ReLU if `relu`: the one-pass op on Flex,
-/// [`batch_norm_reference`] elsewhere.
-pub fn batch_norm_train(x: Tensor<4>, gamma: Tensor<1>, beta: Tensor<1>, epsilon: f64, relu: bool) -> BatchNormOutput {
+/// Batch norm in training mode, then `rectify`: the one-pass op on Flex, [`batch_norm_reference`]
+/// elsewhere.
+pub fn batch_norm_train(
+    x: Tensor<4>,
+    gamma: Tensor<1>,
+    beta: Tensor<1>,
+    epsilon: f64,
+    rectify: Rectify,
+) -> BatchNormOutput {
     if !fused_available(&x.device()) {
-        return batch_norm_reference(x, gamma, beta, epsilon, relu);
+        return batch_norm_reference(x, gamma, beta, epsilon, rectify);
     }
     type D = burn::backend::Dispatch;
     let stats = Tensor::<2>::from_dispatch(<D as BatchNormOps>::batch_stats(x.clone().into_dispatch()));
@@ -293,23 +333,31 @@ pub fn batch_norm_train(x: Tensor<4>, gamma: Tensor<1>, beta: Tensor<1>, epsilon
         beta.into_dispatch(),
         stats.clone().into_dispatch(),
         epsilon,
-        relu,
+        rectify,
     ));
     let [mean, variance] = [0, 1].map(|i| stats.clone().slice([i..i + 1]).reshape([-1]).detach());
     BatchNormOutput { output, mean, variance }
 }
 
-/// The same by burn's `batch_norm_train` and `relu`.
+/// The same by burn's `batch_norm_train`, `relu` and `clamp`.
 pub fn batch_norm_reference(
     x: Tensor<4>,
     gamma: Tensor<1>,
     beta: Tensor<1>,
     epsilon: f64,
-    act: bool,
+    rectify: Rectify,
 ) -> BatchNormOutput {
     let r = burn::tensor::module::batch_norm_train(x, gamma, beta, epsilon);
-    let output = if act { relu(r.output) } else { r.output };
-    BatchNormOutput { output, mean: r.mean, variance: r.variance }
+    BatchNormOutput { output: rectify_reference(r.output, rectify), mean: r.mean, variance: r.variance }
+}
+
+/// `rectify` by burn's own ops: `relu`, then `clamp(0, 1)` for [`Rectify::UnitClamp`].
+pub fn rectify_reference(y: Tensor<4>, rectify: Rectify) -> Tensor<4> {
+    match rectify {
+        Rectify::Off => y,
+        Rectify::Relu => relu(y),
+        Rectify::UnitClamp => relu(y).clamp(0.0, 1.0),
+    }
 }
 
 #[cfg(test)]
@@ -319,19 +367,23 @@ mod tests {
     use burn::tensor::Device;
 
     /// Output, statistics and the gradients of x, gamma and beta against burn's batch norm (and
-    /// relu), with and without the ReLU, for a shifted, scaled input.
+    /// relu and clamp), with each rectifier, for a shifted, scaled input.
     #[test]
     fn matches_burn_batch_norm_and_relu() {
         let device = Device::flex().autodiff();
-        for (seed, (b, c, h, w, act)) in
-            [(4, 3, 5, 5, true), (7, 5, 4, 3, false), (1, 2, 6, 6, true)].into_iter().enumerate()
-        {
+        let cases = [
+            (4, 3, 5, 5, Rectify::Relu),
+            (7, 5, 4, 3, Rectify::Off),
+            (1, 2, 6, 6, Rectify::Relu),
+            (5, 4, 6, 5, Rectify::UnitClamp),
+        ];
+        for (seed, (b, c, h, w, act)) in cases.into_iter().enumerate() {
             let seed = seed as u64;
             let x = (test_tensor([b, c, h, w], -1.0..1.0, 40 + seed, &device) * 3.0 + 0.5).detach().require_grad();
             let gamma = test_tensor([c], 0.5..1.5, 50 + seed, &device).require_grad();
             let beta = test_tensor([c], -0.5..0.5, 60 + seed, &device).require_grad();
             let probe = test_tensor([b, c, h, w], -1.0..1.0, 70 + seed, &device);
-            let run = |f: fn(Tensor<4>, Tensor<1>, Tensor<1>, f64, bool) -> BatchNormOutput| {
+            let run = |f: fn(Tensor<4>, Tensor<1>, Tensor<1>, f64, Rectify) -> BatchNormOutput| {
                 let r = f(x.clone(), gamma.clone(), beta.clone(), 1e-5, act);
                 let grads = (r.output.clone() * probe.clone()).sum().backward();
                 let g = |t: &Tensor<1>| test_flat(t.grad(&grads).unwrap());
@@ -364,7 +416,8 @@ mod tests {
                 let s = stats(&x, d);
                 let s: Vec<f32> = s.iter().map(|v| v.0).chain(s.iter().map(|v| v.1)).collect();
                 let maps = affine(&gamma, &beta, &s, 1e-5);
-                (forward(&x, &gamma, &beta, &s, 1e-5, true, d), backward(&grad, &x, &maps, &s, true, d))
+                let act = Rectify::UnitClamp;
+                (forward(&x, &gamma, &beta, &s, 1e-5, act, d), backward(&grad, &x, &maps, &s, act, d))
             })
         };
         assert_eq!(run(1), run(3));

@@ -10,6 +10,7 @@ use cim_core::{
 
 use serde::{Deserialize, Serialize};
 
+use crate::norm::Rectify;
 use crate::{Arch, BlockConv, ModelCounts, PsumBits};
 
 /// Array and quantizer settings of the CIM layers of a model: shared by every layer but the ADC
@@ -242,6 +243,24 @@ impl Conv3x3 {
             Conv3x3::Float(c) => apply_float(c, x),
             Conv3x3::FloatClamped(c) => apply_float(c, x.clamp(0.0, 1.0)),
             Conv3x3::Cim(c) => c.forward(x),
+        }
+    }
+
+    /// The rectifier a batch norm feeding this conv alone may apply in its own pass for it: the
+    /// clamp to [0, 1] of the clamp form ([`Conv3x3::FloatClamped`]), else ReLU.
+    pub fn input_rectify(&self) -> Rectify {
+        match self {
+            Conv3x3::FloatClamped(_) => Rectify::UnitClamp,
+            Conv3x3::Float(_) | Conv3x3::Cim(_) => Rectify::Relu,
+        }
+    }
+
+    /// Applies the conv to `x` that has been through `rectified`: a clamp already done is not done
+    /// again (the same values, one pass and one autodiff node fewer).
+    pub fn forward_rectified(&self, x: Tensor<4>, rectified: Rectify) -> Tensor<4> {
+        match (self, rectified) {
+            (Conv3x3::FloatClamped(c), Rectify::UnitClamp) => apply_float(c, x),
+            _ => self.forward(x),
         }
     }
 

@@ -348,4 +348,34 @@ mod tests {
         assert_eq!(values(clamp.forward(x.clone())), values(relu.forward(x.clone().clamp(0.0, 1.0))));
         assert_ne!(values(clamp.forward(x.clone())), values(relu.forward(x)));
     }
+
+    /// The clamp done in the batch norm's pass ([`norm::Rectify::UnitClamp`], then
+    /// `forward_rectified`) gives the same bits as ReLU there and the conv's own clamp: the
+    /// output and the gradients of the input and of the batch norm's scale.
+    #[test]
+    fn the_clamp_fused_into_the_batch_norm_changes_no_bit() {
+        use burn::nn::BatchNormConfig;
+        use norm::{Rectify, batch_norm};
+        let device = Device::flex().autodiff();
+        let conv = Model::new(Arch::Resnet20, 3, 10, &ConvKind::Float(Activation::Clamp), 0, &device).unwrap().convs()
+            [0]
+        .clone();
+        let bn = BatchNormConfig::new(16).init(&device);
+        let x = Tensor::<4>::random([4, 16, 8, 8], burn::tensor::Distribution::Uniform(-2.0, 3.0), &device);
+        let values = |t: Tensor<4>| t.into_data().convert::<f32>().try_to_vec::<f32>().unwrap();
+        let run = |fused: bool| {
+            let x = x.clone().detach().require_grad();
+            let act = if fused { Rectify::UnitClamp } else { Rectify::Relu };
+            let y = conv.forward_rectified(batch_norm(&bn, x.clone(), act), act);
+            let grads = (y.clone() * y.clone()).sum().backward();
+            let gamma = bn.gamma.val().grad(&grads).unwrap().into_data().to_vec::<f32>().unwrap();
+            (values(y.inner()), values(x.grad(&grads).unwrap()), gamma)
+        };
+        let (fused, separate) = (run(true), run(false));
+        assert_eq!(fused, separate);
+        // the clamp mattered (normalized values above 1), and forward_rectified skips only the
+        // clamp it is told was done
+        let unclamped = conv.forward_rectified(batch_norm(&bn, x.clone(), Rectify::Relu), Rectify::UnitClamp);
+        assert_ne!(values(unclamped.inner()), fused.0);
+    }
 }

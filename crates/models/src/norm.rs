@@ -1,17 +1,17 @@
-//! Batch norm (and the ReLU after it) of the residual blocks.
+//! Batch norm (and the ReLU, or ReLU and clamp, after it) of the residual blocks.
 
 use burn::nn::BatchNorm;
 use burn::tensor::Tensor;
-use burn::tensor::activation::relu;
+pub use flex_kernels::batch_norm::Rectify;
+use flex_kernels::batch_norm::rectify_reference;
 
-/// `bn` applied to `x`, then ReLU if `rectify`. In training (an autodiff device and a trainable
+/// `bn` applied to `x`, then `rectify`. In training (an autodiff device and a trainable
 /// layer, burn's own rule) through [`flex_kernels::batch_norm::batch_norm_train`], one pass each way
 /// on Flex, with the running statistics updated as burn's `BatchNorm` updates them; otherwise
 /// burn's forward.
-pub fn batch_norm(bn: &BatchNorm, x: Tensor<4>, rectify: bool) -> Tensor<4> {
+pub fn batch_norm(bn: &BatchNorm, x: Tensor<4>, rectify: Rectify) -> Tensor<4> {
     if !(x.device().is_autodiff() && bn.training.is_enabled()) {
-        let y = bn.forward(x);
-        return if rectify { relu(y) } else { y };
+        return rectify_reference(bn.forward(x), rectify);
     }
     let device = x.device();
     let r = flex_kernels::batch_norm::batch_norm_train(x, bn.gamma.val(), bn.beta.val(), bn.epsilon, rectify);

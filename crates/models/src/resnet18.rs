@@ -13,7 +13,7 @@ use cim_core::CimConfigError;
 
 use crate::Arch;
 use crate::conv::{Conv3x3, ConvKind, apply_float, float_conv};
-use crate::norm::batch_norm;
+use crate::norm::{Rectify, batch_norm};
 
 /// A 1x1 projection with its batch norm.
 #[derive(Module, Debug)]
@@ -59,11 +59,13 @@ impl BasicBlock {
 
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let skip = match &self.downsample {
-            Some(d) => batch_norm(&d.bn, apply_float(&d.conv, x.clone()), false),
+            Some(d) => batch_norm(&d.bn, apply_float(&d.conv, x.clone()), Rectify::Off),
             None => x.clone(),
         };
-        let out = batch_norm(&self.bn1, self.conv1.forward(x), true);
-        let out = batch_norm(&self.bn2, self.conv2.forward(out), false);
+        // bn1's output feeds conv2 alone: conv2's input clamp (clamp form) joins bn1's pass
+        let act = self.conv2.input_rectify();
+        let out = batch_norm(&self.bn1, self.conv1.forward(x), act);
+        let out = batch_norm(&self.bn2, self.conv2.forward_rectified(out, act), Rectify::Off);
         relu(out.add(skip))
     }
 }
@@ -103,7 +105,7 @@ impl ResNet18 {
 
     /// Logits of a batch.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
-        let x = self.pool.forward(batch_norm(&self.stem_bn, apply_float(&self.stem, x), true));
+        let x = self.pool.forward(batch_norm(&self.stem_bn, apply_float(&self.stem, x), Rectify::Relu));
         let mut x = x;
         for block in &self.blocks {
             x = block.forward(x);

@@ -12,7 +12,7 @@ use cim_core::CimConfigError;
 
 use crate::Arch;
 use crate::conv::{Conv3x3, ConvKind, apply_float, float_conv};
-use crate::norm::batch_norm;
+use crate::norm::{Rectify, batch_norm};
 
 /// One pre-activation basic block.
 #[derive(Module, Debug)]
@@ -48,13 +48,17 @@ impl PreActBlock {
     }
 
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let pre = batch_norm(&self.bn1, x.clone(), true);
+        // a batch norm whose output feeds one conv alone does that conv's input clamp (clamp
+        // form) in its own pass; a projection shortcut reads bn1's output unclamped
+        let act1 = if self.shortcut.is_none() { self.conv1.input_rectify() } else { Rectify::Relu };
+        let pre = batch_norm(&self.bn1, x.clone(), act1);
         let skip = match &self.shortcut {
             Some(conv) => apply_float(conv, pre.clone()),
             None => x,
         };
-        let out = self.conv1.forward(pre);
-        let out = self.conv2.forward(batch_norm(&self.bn2, out, true));
+        let out = self.conv1.forward_rectified(pre, act1);
+        let act2 = self.conv2.input_rectify();
+        let out = self.conv2.forward_rectified(batch_norm(&self.bn2, out, act2), act2);
         out.add(skip)
     }
 }
@@ -93,7 +97,7 @@ impl ResNet20 {
         for block in &self.blocks {
             x = block.forward(x);
         }
-        let x = self.pool.forward(batch_norm(&self.bn, x, true));
+        let x = self.pool.forward(batch_norm(&self.bn, x, Rectify::Relu));
         self.fc.forward(x.flatten(1, 3))
     }
 

@@ -242,7 +242,9 @@ pub fn reproduce(study: &Study, opts: &ReproduceOptions) -> Result<ReproduceOutc
                 }
                 (_, None) => "unknown".to_string(),
             };
-            println!("  {index:>4}  {shown:<20} {estimate:>10}  {}  [{}]", cell.label(), cell.key());
+            // the epochs too: a budget study's cells differ by nothing else
+            let epochs = cell.config.epochs;
+            println!("  {index:>4}  {shown:<20} {estimate:>10}  {} ({epochs} ep)  [{}]", cell.label(), cell.key());
         }
         println!("estimated training time of what is left: ~{:.0} min (reference machine: 2 cores)", total / 60.0);
         return Ok(out);

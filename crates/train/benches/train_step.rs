@@ -49,6 +49,11 @@ fn main() {
             "CIM col/col P3 diff. zero window",
             RunConfig { adc_window: AdcWindow::Zero, ..diff.config.clone() },
         ),
+        // the pretraining in the CIM network's activation form (every 3x3 conv's input clamped)
+        StepCase::new(
+            "floating point, clamp",
+            RunConfig { activation: models::Activation::Clamp, ..StepCase::cim("", "fp", Encoding::Twos).config },
+        ),
     ]
     .into_iter()
     // TRAIN_STEP_NETS=diff (say) keeps only the matching nets, for a profiler; the ratios need all
@@ -89,6 +94,7 @@ fn main() {
     println!("  ratio CIM (differential) / floating point: {:.2} (target <= 2)", medians[2] / medians[0]);
     println!("  ratio CIM (differential, zero window) / floating point: {:.2}", medians[3] / medians[0]);
     println!("  learned / zero window (differential): {:.3}", medians[2] / medians[3]);
+    println!("  floating point, clamp form / ReLU form: {:.2}", medians[4] / medians[0]);
     let gib = |b: usize| b as f64 / (1u64 << 30) as f64;
     println!(
         "  CIM heap peak: twos {:.2} GiB, differential {:.2} GiB (target <= 2 GiB)",
