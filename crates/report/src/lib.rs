@@ -97,7 +97,8 @@ pub struct ReportOptions {
     /// The energy model (`baselines/energy/default.toml`, or a user's file).
     pub energy: PathBuf,
     /// Take over files the report did not write (a report folder of a version before
-    /// `report-manifest.json`, or files moved in by hand): they are replaced and listed.
+    /// `report-manifest.json`, or files moved in by hand): they are replaced and listed; and
+    /// archived run files changed since the report wrote them are reported as they are now.
     pub adopt: bool,
 }
 
@@ -105,7 +106,7 @@ pub struct ReportOptions {
 /// else from the report's own archive; every file is staged and checked before any is written
 /// ([`writer::ReportWriter`]).
 pub fn generate(study: &Study, opts: &ReportOptions) -> Result<Tables, ReportError> {
-    let results = load_results(study, &opts.runs_root, &opts.out_dir)?;
+    let results = load_results(study, &opts.runs_root, &opts.out_dir, opts.adopt)?;
     let mut out = writer::ReportWriter::new(&opts.out_dir).adopting(opts.adopt).for_study(&study.name);
     results::archive(study, &results, &mut out)?;
     let claims = Claims::load(&opts.claims)?;

@@ -7,7 +7,7 @@ use train::run::{EpochRecord, FailureRecord, RunDir, read_json};
 use train::{AdcQualityReport, Summary, VariationReport};
 
 use crate::ReportError;
-use crate::writer::ReportWriter;
+use crate::writer::{Manifest, ReportWriter, key};
 
 /// One cell and what its run folder holds.
 #[derive(Debug, Clone)]
@@ -28,24 +28,37 @@ pub struct CellResult {
     pub failure: Option<FailureRecord>,
     /// The folder the results were read from: the run folder, or the report's archived copy.
     pub dir: std::path::PathBuf,
+    /// The archived copy is not one the report can vouch for (its configuration is missing or
+    /// not the cell's): the cell is failed, and the report writes nothing into the copy.
+    pub archive_damaged: bool,
 }
 
 /// Reads the run folder of every cell of `study`: `<runs_root>/<profile>/<hash>/`, or, where that
 /// has no finished run, the copy an earlier report archived in `<archive>/runs/<hash>/` (a fresh
 /// clone has no run folders but the committed report's archive: its results are still
 /// finished, never "missing").
-pub fn load_results(study: &Study, runs_root: &Path, archive: &Path) -> Result<Vec<CellResult>, ReportError> {
-    study
+///
+/// An archived copy is used only as the report wrote it: every file must have the SHA-256 that
+/// `report-manifest.json` records for it, or the report is refused naming the files (unless
+/// `adopt`, which takes them as they are now); a copy whose `config.toml` is missing or not the
+/// cell's makes the cell failed, with that reason.
+pub fn load_results(
+    study: &Study,
+    runs_root: &Path,
+    archive: &Path,
+    adopt: bool,
+) -> Result<Vec<CellResult>, ReportError> {
+    let manifest = Manifest::read(archive)?;
+    let mut changed = Vec::new();
+    let results = study
         .cells()?
         .into_iter()
         .map(|cell| {
             let live = cell.dir(runs_root, &study.name);
             let archived = archive.join("runs").join(cell.key());
-            let dir = if !RunDir::new(&live).summary_path().exists() && RunDir::new(&archived).summary_path().exists() {
-                archived
-            } else {
-                live
-            };
+            let from_archive =
+                !RunDir::new(&live).summary_path().exists() && RunDir::new(&archived).summary_path().exists();
+            let dir = if from_archive { archived } else { live };
             let run = RunDir::new(&dir);
             // a damaged file marks its cell failed, with the reason, and never fails the report;
             // the record names files relative to the run folder (it is archived with the report)
@@ -53,7 +66,7 @@ pub fn load_results(study: &Study, runs_root: &Path, archive: &Path) -> Result<V
             let record = |message: String| FailureRecord {
                 config_hash: cell.key(),
                 epoch: 0,
-                what: "a file of the run folder".into(),
+                what: FailureRecord::FILE_CHECK.into(),
                 value: String::new(),
                 last_good_checkpoint: None,
                 message: message.replace(&prefix, ""),
@@ -63,32 +76,111 @@ pub fn load_results(study: &Study, runs_root: &Path, archive: &Path) -> Result<V
                 Ok(f) => f,
                 Err(e) => Some(damaged(e.to_string())),
             };
+            let mut archive_damaged = false;
+            if from_archive {
+                changed.extend(unowned_files(archive, &manifest, &dir)?);
+                if let Some(why) = config_problem(&dir, &cell) {
+                    failure = Some(record(why));
+                    archive_damaged = true;
+                }
+            }
             let summary = run.read_summary().unwrap_or_else(|e| {
-                failure = Some(damaged(e.to_string()));
+                failure.get_or_insert_with(|| damaged(e.to_string()));
                 None
             });
             let history = match std::fs::read_to_string(run.metrics_path()) {
                 Ok(text) => text.lines().map(serde_json::from_str).collect::<Result<_, _>>().unwrap_or_else(|e| {
-                    failure = Some(damaged(format!("metrics.jsonl: {e}")));
+                    failure.get_or_insert_with(|| damaged(format!("metrics.jsonl: {e}")));
                     Vec::new()
                 }),
                 Err(_) => Vec::new(),
             };
             // a summary is a result only if it is the cell's own and agrees with its epochs
-            if let (Some(s), None) = (&summary, &failure) {
-                if let Err(why) = s.check_against(&cell.config, &history) {
-                    failure = Some(record(format!("not a result of this cell: {why}")));
-                }
+            if let (Some(s), None) = (&summary, &failure)
+                && let Err(why) = s.check_against(&cell.config, &history)
+            {
+                failure = Some(record(format!("not a result of this cell: {why}")));
             }
             let summary = summary.filter(|_| failure.is_none());
             let variation: Option<VariationReport> = read_json(&dir.join("variation.json")).ok().flatten();
             let variation = variation.filter(|v| v.config_hash == cell.key() && summary.is_some());
             let adc_quality: Option<AdcQualityReport> = read_json(&dir.join("adc-quality.json")).ok().flatten();
             let adc_quality = adc_quality.filter(|q| q.config_hash == cell.key() && summary.is_some());
-            let state = if failure.is_some() { CellState::Failed } else { cell_state(&dir, &cell.config) };
-            Ok(CellResult { state, summary, history, variation, adc_quality, failure, cell, dir })
+            let state = match (&failure, &summary) {
+                (Some(_), _) => CellState::Failed,
+                (None, Some(_)) => CellState::Finished,
+                (None, None) => cell_state(&dir, &cell.config),
+            };
+            Ok(CellResult { state, summary, history, variation, adc_quality, failure, cell, dir, archive_damaged })
         })
-        .collect()
+        .collect::<Result<Vec<_>, ReportError>>()?;
+    if !changed.is_empty() && !adopt {
+        return Err(ReportError::Invalid(format!(
+            "{} file(s) of the runs archived in {} are not as the report wrote them \
+             ({}):\n  {}\nnothing was written: restore them (e.g. `git checkout -- {}`), or pass --adopt to \
+             report them as they are now",
+            changed.len(),
+            archive.join("runs").display(),
+            crate::writer::MANIFEST,
+            changed.join("\n  "),
+            archive.join("runs").display(),
+        )));
+    }
+    Ok(results)
+}
+
+/// The configuration file a report archives for `cell`.
+fn archived_config(cell: &Cell) -> String {
+    cell.config.to_toml()
+}
+
+/// Why the archived copy `dir` cannot stand for `cell`: its `config.toml` is missing or is not
+/// the cell's configuration.
+fn config_problem(dir: &Path, cell: &Cell) -> Option<String> {
+    match std::fs::read_to_string(dir.join("config.toml")) {
+        Ok(text) if text == archived_config(cell) => None,
+        Ok(_) => Some(format!(
+            "the archived config.toml is not this cell's configuration (changed since the report archived it; \
+             restore it, e.g. `git checkout -- {}`)",
+            dir.join("config.toml").display()
+        )),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some(
+            "the archived config.toml is missing: the results beside it cannot be checked against this cell".into(),
+        ),
+        Err(e) => Some(format!("the archived config.toml cannot be read: {e}")),
+    }
+}
+
+/// The files of the archived copy `dir` (under `archive`) that the manifest does not record with
+/// their present content, each with why; `config.toml` is left to [`config_problem`].
+fn unowned_files(archive: &Path, manifest: &Manifest, dir: &Path) -> Result<Vec<String>, ReportError> {
+    let mut out = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(folder) = pending.pop() {
+        let entries = std::fs::read_dir(&folder).map_err(|e| ReportError::io(&folder, e))?;
+        let mut paths: Vec<_> = entries.filter_map(|e| e.ok()).map(|e| e.path()).collect();
+        paths.sort();
+        for path in paths {
+            if path.is_dir() {
+                pending.push(path);
+                continue;
+            }
+            if path.parent() == Some(dir) && path.file_name().is_some_and(|n| n == "config.toml") {
+                continue;
+            }
+            let rel = key(path.strip_prefix(archive).expect("under the archive"));
+            let bytes = std::fs::read(&path).map_err(|e| ReportError::io(&path, e))?;
+            if !manifest.owns(&rel, &bytes) {
+                let why = if manifest.records(&rel) {
+                    "changed since the report wrote it"
+                } else {
+                    "not written by the report"
+                };
+                out.push(format!("{} ({why})", path.display()));
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// Copies every cell's configuration and results into `<out>/runs/<hash>/`, so that the
@@ -98,10 +190,10 @@ pub fn load_results(study: &Study, runs_root: &Path, archive: &Path) -> Result<V
 pub fn archive(study: &Study, results: &[CellResult], out: &mut ReportWriter) -> Result<(), ReportError> {
     for r in results {
         let dir = Path::new("runs").join(r.cell.key());
-        if r.summary.is_none() && r.history.is_empty() && r.failure.is_none() {
+        if r.archive_damaged || (r.summary.is_none() && r.history.is_empty() && r.failure.is_none()) {
             continue;
         }
-        out.add(&dir.join("config.toml"), r.cell.config.to_toml());
+        out.add(&dir.join("config.toml"), archived_config(&r.cell));
         out.add(&dir.join("metrics.jsonl"), train::run::metrics_lines(&r.history));
         if let Some(f) = &r.failure {
             out.add(&dir.join("failed.json"), serde_json::to_string_pretty(f).expect("json") + "\n");

@@ -4,6 +4,12 @@
 //! and only when every check passes is anything written. A file the report did not write, or
 //! one changed since it wrote it, is never replaced; a file with exactly the content the report
 //! would write is taken over as the report's own.
+//!
+//! The manifest is also what the archived runs are checked against before a report uses them
+//! ([`crate::results`]). So that an interrupted report leaves it true, a commit first records
+//! the hashes its files are about to get (`pending`), then writes the files, then the manifest
+//! without `pending`: at every instant each file is the old or the new content the manifest
+//! names.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -17,7 +23,7 @@ use crate::ReportError;
 pub const MANIFEST: &str = "report-manifest.json";
 
 #[derive(Debug, Default, Serialize, Deserialize)]
-struct Manifest {
+pub(crate) struct Manifest {
     /// What wrote the files.
     tool: String,
     /// The study whose report the folder holds (absent in manifests written before it was
@@ -26,6 +32,41 @@ struct Manifest {
     study: Option<String>,
     /// SHA-256 of every file the report wrote, by path relative to the report folder.
     files: BTreeMap<String, String>,
+    /// SHA-256 of the files a report was writing when it stopped (present only while a commit
+    /// runs, or after one was interrupted): either content is the report's own.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pending: BTreeMap<String, String>,
+}
+
+impl Manifest {
+    /// The manifest of the report folder `root`; an empty one where there is none.
+    pub(crate) fn read(root: &Path) -> Result<Self, ReportError> {
+        let path = root.join(MANIFEST);
+        match std::fs::read_to_string(&path) {
+            Ok(text) => {
+                serde_json::from_str(&text).map_err(|e| ReportError::io(&path, format!("not a report manifest: {e}")))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Manifest::default()),
+            Err(e) => Err(ReportError::io(&path, e)),
+        }
+    }
+
+    /// Whether `bytes` at `rel` (a key relative to the report folder) are what a report wrote
+    /// there: the content it recorded, or the content it was writing when it stopped.
+    pub(crate) fn owns(&self, rel: &str, bytes: &[u8]) -> bool {
+        let sha = sha256_hex(bytes);
+        self.files.get(rel) == Some(&sha) || self.pending.get(rel) == Some(&sha)
+    }
+
+    /// Whether the manifest records a file at `rel`.
+    pub(crate) fn records(&self, rel: &str) -> bool {
+        self.files.contains_key(rel) || self.pending.contains_key(rel)
+    }
+
+    fn write(&self, root: &Path) -> Result<(), ReportError> {
+        let text = serde_json::to_string_pretty(self).expect("json") + "\n";
+        crate::write_atomic(&root.join(MANIFEST), text.as_bytes())
+    }
 }
 
 /// The files of one report, staged until [`ReportWriter::commit`].
@@ -73,28 +114,31 @@ impl ReportWriter {
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
                 Err(e) => return Err(ReportError::io(&path, e)),
             };
-            if existing == *bytes {
+            if existing == *bytes || manifest.owns(rel, &existing) {
                 continue;
             }
-            match manifest.files.get(rel) {
-                Some(sha) if *sha == sha256_hex(&existing) => {}
-                Some(_) => refused.push(format!("{} (changed since the report wrote it)", path.display())),
-                None => refused.push(format!("{} (not written by the report)", path.display())),
+            if manifest.records(rel) {
+                refused.push(format!("{} (changed since the report wrote it)", path.display()));
+            } else {
+                refused.push(format!("{} (not written by the report)", path.display()));
             }
         }
         Ok(refused)
     }
 
-    /// Checks every staged file, then writes them all (each atomically) and the manifest.
-    /// Returns the paths written.
+    /// Checks every staged file, then writes them all (each atomically) and the manifest, the
+    /// manifest first naming what is about to change (see the module's notes). Returns the paths
+    /// written.
     pub fn commit(self) -> Result<Vec<PathBuf>, ReportError> {
-        let manifest_path = self.root.join(MANIFEST);
-        let mut manifest: Manifest = match std::fs::read_to_string(&manifest_path) {
-            Ok(text) => serde_json::from_str(&text)
-                .map_err(|e| ReportError::io(&manifest_path, format!("not a report manifest: {e}")))?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Manifest::default(),
-            Err(e) => return Err(ReportError::io(&manifest_path, e)),
-        };
+        self.commit_with(crate::write_atomic)
+    }
+
+    /// [`Self::commit`], each file written by `write_file` (tests stop a commit half-way).
+    fn commit_with(
+        self,
+        mut write_file: impl FnMut(&Path, &[u8]) -> Result<(), ReportError>,
+    ) -> Result<Vec<PathBuf>, ReportError> {
+        let mut manifest = Manifest::read(&self.root)?;
         if let (Some(theirs), Some(ours)) = (&manifest.study, &self.study)
             && theirs != ours
         {
@@ -115,10 +159,22 @@ impl ReportWriter {
                 refused.join("\n  ")
             )));
         }
+        // what is about to change, recorded before any of it does
+        let changing: BTreeMap<String, String> = self
+            .files
+            .iter()
+            .filter(|(rel, bytes)| std::fs::read(self.root.join(rel)).map_or(true, |b| b != **bytes))
+            .map(|(rel, bytes)| (rel.clone(), sha256_hex(bytes)))
+            .collect();
+        if !changing.is_empty() {
+            manifest.pending.extend(changing);
+            std::fs::create_dir_all(&self.root).map_err(|e| ReportError::io(&self.root, e))?;
+            manifest.write(&self.root)?;
+        }
         let mut written = Vec::new();
         for (rel, bytes) in &self.files {
             let path = self.root.join(rel);
-            crate::write_atomic(&path, bytes)?;
+            write_file(&path, bytes)?;
             manifest.files.insert(rel.clone(), sha256_hex(bytes));
             written.push(path);
         }
@@ -133,18 +189,24 @@ impl ReportWriter {
                 std::fs::remove_file(&path).map_err(|e| ReportError::io(&path, e))?;
             }
         }
-        // files of earlier reports that are gone, or that someone else now owns, are forgotten
+        // files of earlier reports that are gone, or that someone else now owns, are forgotten;
+        // a file an interrupted report was writing counts with the content it has
+        let pending = std::mem::take(&mut manifest.pending);
+        for (rel, sha) in pending {
+            if std::fs::read(root.join(&rel)).is_ok_and(|b| sha256_hex(&b) == sha) {
+                manifest.files.insert(rel, sha);
+            }
+        }
         manifest.files.retain(|rel, sha| std::fs::read(root.join(rel)).is_ok_and(|b| sha256_hex(&b) == *sha));
         manifest.tool = "cargo xtask report".into();
         manifest.study = self.study.clone().or(manifest.study);
-        let text = serde_json::to_string_pretty(&manifest).expect("json") + "\n";
-        crate::write_atomic(&manifest_path, text.as_bytes())?;
+        manifest.write(&root)?;
         Ok(written)
     }
 }
 
 /// A relative path as a manifest key: `/`-separated on every platform.
-fn key(rel: &Path) -> String {
+pub(crate) fn key(rel: &Path) -> String {
     rel.components().map(|c| c.as_os_str().to_string_lossy()).collect::<Vec<_>>().join("/")
 }
 
@@ -183,5 +245,37 @@ mod tests {
         assert!(e.contains("changed since the report wrote it"), "{e}");
         let manifest: Manifest = serde_json::from_str(&std::fs::read_to_string(root.join(MANIFEST)).unwrap()).unwrap();
         assert!(manifest.files.contains_key("runs/abc/summary.json"));
+    }
+
+    /// A report stopped between its files (here by a file it cannot write) leaves the folder in
+    /// step with its manifest: the next report, with other contents, replaces every file,
+    /// whichever content each one has.
+    #[test]
+    fn an_interrupted_report_leaves_the_folder_consistent() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        let report = |text: &str| {
+            let mut w = ReportWriter::new(root);
+            for name in ["a.md", "b.md", "c/d.md"] {
+                w.add(Path::new(name), format!("{name}: {text}\n"));
+            }
+            w
+        };
+        report("first").commit().unwrap();
+        // stopped after a.md and b.md: c/d.md keeps its first content
+        let stop_at_c = |path: &Path, bytes: &[u8]| match path.ends_with("c/d.md") {
+            true => Err(ReportError::Invalid("stopped".into())),
+            false => crate::write_atomic(path, bytes),
+        };
+        assert!(report("second").commit_with(stop_at_c).is_err());
+        assert_eq!(std::fs::read_to_string(root.join("a.md")).unwrap(), "a.md: second\n");
+        assert_eq!(std::fs::read_to_string(root.join("c/d.md")).unwrap(), "c/d.md: first\n");
+        let manifest = Manifest::read(root).unwrap();
+        assert!(!manifest.pending.is_empty(), "the manifest named what was changing");
+        // every file is the report's own, old or new
+        report("third").commit().unwrap();
+        assert_eq!(std::fs::read_to_string(root.join("c/d.md")).unwrap(), "c/d.md: third\n");
+        let manifest = Manifest::read(root).unwrap();
+        assert!(manifest.pending.is_empty() && manifest.files.len() == 3);
     }
 }

@@ -727,3 +727,106 @@ chips = 10
     let md = tables.markdown("variation_claims");
     assert!(md.contains("| +3.00 [+0.52, +5.48] | 3 | yes |"), "{md}");
 }
+
+/// The archive is used only as the report wrote it. In a fresh clone (no run folders): a result
+/// edited consistently (summary and metrics) is refused naming the files, not tabulated, unless
+/// `--adopt`; a missing or edited `config.toml` fails its cell with that reason, leaves it out of
+/// every table and is not rewritten; restored, the cell counts again.
+#[test]
+fn archived_runs_are_used_only_as_the_report_wrote_them() {
+    let text = r#"
+name = "archive"
+description = "two fp cells"
+[[benchmark]]
+name = "ResNet-20 / synthetic"
+methods = ["fp"]
+seeds = [0, 1]
+base = { dataset = "synthetic", epochs = 1, batch_size = 32, lr = 0.01, limit_train = 64, limit_test = 40 }
+"#;
+    let study: Study = toml::from_str(text).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("report");
+    let trained = study::reproduce(&study, &reproduce_options(tmp.path(), "runs", None)).unwrap();
+    assert_eq!(trained.trained, 2);
+    generate(&study, &options(tmp.path().join("runs"), &out, false)).unwrap();
+    let fresh = options(tmp.path().join("no-runs"), &out, false);
+    let readme = std::fs::read(out.join("README.md")).unwrap();
+    let cell = study.cells().unwrap()[0].key();
+    let archived = out.join("runs").join(&cell);
+    let read = |name: &str| std::fs::read_to_string(archived.join(name)).unwrap();
+    let (summary, metrics, config) = (read("summary.json"), read("metrics.jsonl"), read("config.toml"));
+
+    // case 2: an archived result edited consistently
+    let v: serde_json::Value = serde_json::from_str(&summary).unwrap();
+    let acc = v["final_test_acc"].to_string();
+    assert_ne!(acc, "0.95");
+    std::fs::write(archived.join("summary.json"), summary.replace(&acc, "0.95")).unwrap();
+    std::fs::write(archived.join("metrics.jsonl"), metrics.replace(&acc, "0.95")).unwrap();
+    let e = generate(&study, &fresh).err().expect("refused").to_string();
+    assert!(e.contains("summary.json (changed since the report wrote it)") && e.contains("metrics.jsonl"), "{e}");
+    assert!(e.contains("nothing was written") && e.contains("--adopt"), "{e}");
+    assert_eq!(std::fs::read(out.join("README.md")).unwrap(), readme, "nothing was written");
+    let before = std::fs::read_to_string(out.join("accuracy.md")).unwrap();
+    let adopted = generate(&study, &ReportOptions { adopt: true, ..fresh.clone() }).unwrap();
+    assert_ne!(adopted.markdown("accuracy"), before, "adopted: tabulated as it is now");
+    std::fs::write(archived.join("summary.json"), &summary).unwrap();
+    std::fs::write(archived.join("metrics.jsonl"), &metrics).unwrap();
+    assert!(generate(&study, &fresh).is_err(), "the restored files are no longer the ones adopted");
+    generate(&study, &ReportOptions { adopt: true, ..fresh.clone() }).unwrap();
+    assert_eq!(std::fs::read(out.join("README.md")).unwrap(), readme);
+
+    // case 3: the archived config deleted, then edited
+    for (damage, why) in [(None, "config.toml is missing"), (Some("seed = 5"), "not this cell's configuration")] {
+        match damage {
+            None => std::fs::remove_file(archived.join("config.toml")).unwrap(),
+            Some(line) => std::fs::write(archived.join("config.toml"), config.replace("seed = 0", line)).unwrap(),
+        }
+        let tables = generate(&study, &fresh).unwrap();
+        assert_eq!(tables.failed.len(), 1, "{:?}", tables.failed);
+        assert!(tables.failed[0].1.contains(why), "{:?}", tables.failed);
+        let readme = std::fs::read_to_string(out.join("README.md")).unwrap();
+        assert!(readme.contains(why) && readme.contains("| failed |"), "{readme}");
+        assert!(tables.markdown("accuracy").contains("1 failed"), "{}", tables.markdown("accuracy"));
+        assert_eq!(
+            std::fs::read_to_string(archived.join("config.toml")).ok(),
+            damage.map(|l| config.replace("seed = 0", l))
+        );
+        assert!(!archived.join("failed.json").exists(), "nothing written into the damaged copy");
+    }
+    // case 4: restored, the cell counts again
+    std::fs::write(archived.join("config.toml"), &config).unwrap();
+    let tables = generate(&study, &fresh).unwrap();
+    assert!(tables.failed.is_empty(), "{:?}", tables.failed);
+    assert_eq!(std::fs::read(out.join("README.md")).unwrap(), readme);
+}
+
+/// A failure the report derived from a damaged file follows the file: once the file is repaired
+/// the cell counts again, though the failure record was archived beside it.
+#[test]
+fn a_repaired_cell_counts_again() {
+    let text = r#"
+name = "repaired"
+description = "one fp cell"
+[[benchmark]]
+name = "ResNet-20 / synthetic"
+methods = ["fp"]
+base = { dataset = "synthetic", epochs = 1, batch_size = 32, lr = 0.01, limit_train = 64, limit_test = 40 }
+"#;
+    let study: Study = toml::from_str(text).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("report");
+    study::reproduce(&study, &reproduce_options(tmp.path(), "runs", None)).unwrap();
+    generate(&study, &options(tmp.path().join("runs"), &out, false)).unwrap();
+    // in a fresh clone, the archived metrics emptied (and the change adopted)
+    let adopt = ReportOptions { adopt: true, ..options(tmp.path().join("no-runs"), &out, false) };
+    let archived = out.join("runs").join(study.cells().unwrap()[0].key());
+    let metrics = std::fs::read_to_string(archived.join("metrics.jsonl")).unwrap();
+    std::fs::write(archived.join("metrics.jsonl"), "").unwrap();
+    let tables = generate(&study, &adopt).unwrap();
+    assert_eq!(tables.failed.len(), 1, "an empty metrics.jsonl fails the cell");
+    assert!(archived.join("failed.json").exists());
+    std::fs::write(archived.join("metrics.jsonl"), &metrics).unwrap();
+    let tables = generate(&study, &adopt).unwrap();
+    assert!(tables.failed.is_empty(), "{:?}", tables.failed);
+    assert!(!archived.join("failed.json").exists(), "the stale record is gone");
+}

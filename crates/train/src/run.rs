@@ -215,6 +215,12 @@ pub struct FailureRecord {
     pub message: String,
 }
 
+impl FailureRecord {
+    /// The `what` of a record that a report derived from a damaged or foreign file of the run
+    /// folder (not a failure of the training itself).
+    pub const FILE_CHECK: &str = "a file of the run folder";
+}
+
 /// A checkpoint whose `state.json` matched the pointer's checksum; its tensor files are checked
 /// when read.
 #[derive(Debug, Clone)]
@@ -314,9 +320,12 @@ impl RunDir {
         self.root.join("failed.json")
     }
 
-    /// The failure record, if the run failed.
+    /// The failure record, if the run failed. A record a report derived from the folder's files
+    /// ([`FailureRecord::FILE_CHECK`]) is not one: it is worked out again from the files, so that
+    /// a repaired file counts again.
     pub fn read_failure(&self) -> Result<Option<FailureRecord>, TrainError> {
-        read_json(&self.failure_path())
+        let record: Option<FailureRecord> = read_json(&self.failure_path())?;
+        Ok(record.filter(|r| r.what != FailureRecord::FILE_CHECK))
     }
 
     /// Points at the newest checkpoint.
