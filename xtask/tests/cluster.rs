@@ -111,6 +111,67 @@ fn three_workers_share_a_runs_folder_and_a_killed_workers_cell_is_taken_over() {
     assert!(!run.join(train::claim::CLAIM_FILE).exists());
 }
 
+/// Workers that wait: with a pretraining in the study, the workers that find it claimed wait for
+/// it (saying so) and then train what starts from it; every cell is trained once and every
+/// worker ends well. (Three workers on one folder also exercise the claim files that workers
+/// write beside each other: none is taken for a foreign file.)
+#[test]
+fn workers_wait_for_a_pretraining_another_worker_holds() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = study(tmp.path(), "waits", &[0, 1, 2, 3], 1, 64, true);
+    let workers: Vec<_> = (0..3)
+        .map(|i| {
+            std::thread::sleep(Duration::from_millis(300 * i));
+            reproduce(tmp.path(), &path).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap()
+        })
+        .collect();
+    let outputs: Vec<Output> = workers.into_iter().map(|w| w.wait_with_output().unwrap()).collect();
+    let all = outputs.iter().map(text).collect::<Vec<_>>().join("\n---\n");
+    assert!(outputs.iter().all(|o| o.status.success()), "{all}");
+    let trained: usize = outputs.iter().map(|o| trained_now(&text(o))).sum();
+    assert_eq!(trained, 5, "the pretraining and four cells, once each:\n{all}");
+    assert!(all.contains("waits for") && all.contains("pretraining"), "{all}");
+    assert_eq!(finished(&tmp.path().join("runs/waits")).len(), 5);
+}
+
+/// A cell folder whose claim cannot be read fails that cell alone: the others are trained, the
+/// worker ends non-zero naming it, and `--dry-run` still lists every cell. Finished cells are
+/// counted without a claim, so that a runs folder nobody may write to still reproduces.
+#[test]
+fn a_bad_claim_fails_its_cell_alone_and_finished_cells_need_no_claim() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = study(tmp.path(), "claims", &[0, 1, 2], 1, 32, false);
+    let dry = reproduce(tmp.path(), &path).arg("--dry-run").output().unwrap();
+    let listing = text(&dry);
+    let keys: Vec<String> =
+        listing.lines().filter_map(|l| l.rsplit_once('[').map(|(_, k)| k.trim_end_matches(']').to_string())).collect();
+    assert_eq!(keys.len(), 3, "{listing}");
+    let runs = tmp.path().join("runs/claims");
+    // a garbage claim in one folder, a folder where the claim goes in another
+    std::fs::create_dir_all(runs.join(&keys[0])).unwrap();
+    std::fs::write(runs.join(&keys[0]).join(train::claim::CLAIM_FILE), "garbage").unwrap();
+    std::fs::create_dir_all(runs.join(&keys[1]).join(train::claim::CLAIM_FILE)).unwrap();
+    let dry = reproduce(tmp.path(), &path).arg("--dry-run").output().unwrap();
+    assert!(dry.status.success(), "{}", text(&dry));
+    assert!(text(&dry).contains("claim unreadable"), "{}", text(&dry));
+    let run = reproduce(tmp.path(), &path).output().unwrap();
+    let out = text(&run);
+    assert!(!run.status.success(), "{out}");
+    assert_eq!(trained_now(&out), 1, "{out}");
+    assert!(out.contains("2 failed") && out.contains("is not a claim of this tool"), "{out}");
+    // repaired: the other two are trained; then, all finished, a claim that cannot be made (a
+    // folder where the claim file goes) stops nothing
+    std::fs::remove_file(runs.join(&keys[0]).join(train::claim::CLAIM_FILE)).unwrap();
+    std::fs::remove_dir(runs.join(&keys[1]).join(train::claim::CLAIM_FILE)).unwrap();
+    let run = reproduce(tmp.path(), &path).output().unwrap();
+    assert!(run.status.success(), "{}", text(&run));
+    for key in &keys {
+        std::fs::create_dir_all(runs.join(key).join(train::claim::CLAIM_FILE)).unwrap();
+    }
+    let run = reproduce(tmp.path(), &path).output().unwrap();
+    assert!(run.status.success() && text(&run).contains("3 already finished"), "{}", text(&run));
+}
+
 /// `SLURM_CONF` of a running local cluster with `sbatch` on PATH; `None` (said on stderr) where
 /// there is none.
 fn slurm() -> Option<String> {

@@ -217,7 +217,7 @@ pub fn reproduce(study: &Study, opts: &ReproduceOptions) -> Result<ReproduceOutc
     let start = Instant::now();
     let all = study.cells()?;
     let cells = selected(&all, opts.filter.as_deref(), opts.pick)?;
-    let mut out = ReproduceOutcome { selected: cells.len(), ..Default::default() };
+    let out = ReproduceOutcome { selected: cells.len(), ..Default::default() };
     if opts.dry_run {
         let mut total = 0.0;
         println!("{} of the {} cells of profile `{}`:", cells.len(), all.len(), study.name);
@@ -226,12 +226,14 @@ pub fn reproduce(study: &Study, opts: &ReproduceOptions) -> Result<ReproduceOutc
             let done = finished_dir(cell, &opts.runs_root, &study.name, opts.archive.as_deref());
             let state = if done.is_some() { CellState::Finished } else { cell_state(&live, &cell.config) };
             let holder = match state {
-                CellState::Finished => None,
-                _ => live_holder(&live, opts.claim_timeout)?,
+                CellState::Finished => Ok(None),
+                _ => live_holder(&live, opts.claim_timeout),
             };
             let shown = match (&done, &holder) {
                 (Some(dir), _) if is_committed(dir, opts.archive.as_deref()) => "finished (committed)".to_string(),
-                (_, Some(h)) => format!("running ({state}) on {h}"),
+                (_, Ok(Some(h))) => format!("running ({state}) on {h}"),
+                // a claim file this tool cannot read fails the cell when it is trained, not the list
+                (_, Err(e)) => format!("{state}, claim unreadable: {e}"),
                 _ => state.to_string(),
             };
             let estimate = match (state, estimate_seconds(cell)) {
@@ -249,46 +251,89 @@ pub fn reproduce(study: &Study, opts: &ReproduceOptions) -> Result<ReproduceOutc
         println!("estimated training time of what is left: ~{:.0} min (reference machine: 2 cores)", total / 60.0);
         return Ok(out);
     }
-    let archive = opts.archive.as_deref();
+    let mut worker = Worker { study, all: &all, opts, out };
     let n = cells.len();
     for (i, (index, cell)) in cells.iter().enumerate() {
         let tag = format!("[{}/{n}] cell {index}", i + 1);
-        let dir = cell.dir(&opts.runs_root, &study.name);
+        // a cell whose folder cannot be claimed or read fails alone; the worker goes on
+        if let Err(e) = worker.run_cell(*index, cell, &tag) {
+            eprintln!("{tag} {} failed: {e}", cell.label());
+            worker.out.failed.push((cell.label(), e.to_string()));
+        }
+    }
+    if let Some(v) = &study.variation {
+        for cell in study.variation_cells()? {
+            if !cells.iter().any(|(_, c)| *c == cell) {
+                continue;
+            }
+            if let Err(e) = worker.run_variation(v, &cell) {
+                worker.out.failed.push((format!("variation of {}", cell.label()), e.to_string()));
+            }
+        }
+    }
+    let mut out = worker.out;
+    out.seconds = start.elapsed().as_secs_f64();
+    Ok(out)
+}
+
+/// How often a worker looks again at a pretraining another worker is training.
+const WAIT_POLL: Duration = Duration::from_secs(2);
+
+/// One `reproduce` call's walk over its cells.
+struct Worker<'a> {
+    study: &'a Study,
+    all: &'a [Cell],
+    opts: &'a ReproduceOptions,
+    out: ReproduceOutcome,
+}
+
+impl Worker<'_> {
+    /// Trains `cell` (number `index` of the study's order) unless it is finished, failed or held
+    /// by another worker; what happened goes into the outcome. An error is this cell's alone.
+    fn run_cell(&mut self, index: usize, cell: &Cell, tag: &str) -> Result<(), StudyError> {
+        let (opts, archive) = (self.opts, self.opts.archive.as_deref());
+        let dir = cell.dir(&opts.runs_root, &self.study.name);
         let (state, _) = cell_status(&dir, &cell.config);
-        if let Some(committed) = finished_dir(cell, &opts.runs_root, &study.name, archive)
+        if let Some(committed) = finished_dir(cell, &opts.runs_root, &self.study.name, archive)
             .filter(|d| state != CellState::Finished && is_committed(d, archive))
         {
             // a committed result: nothing to train, inspect or study again here
-            out.cached += 1;
+            self.out.cached += 1;
             if let Some(summary) = RunDir::new(&committed).read_summary()? {
-                out.summaries.push((cell.label(), summary));
+                self.out.summaries.push((cell.label(), summary));
             }
-            continue;
+            return Ok(());
+        }
+        if state == CellState::Finished && follow_up_done(&dir, cell) {
+            // nothing to write: no claim (the runs folder may be read-only)
+            self.out.cached += 1;
+            if let Some(summary) = RunDir::new(&dir).read_summary()? {
+                self.out.summaries.push((cell.label(), summary));
+            }
+            return Ok(());
         }
         // what it starts from must be finished before it is claimed
         let init_from = match cell.starts_from() {
             None => None,
-            Some(key) => {
-                let start = all.iter().find(|c| c.key() == key);
-                match start.and_then(|c| finished_dir(c, &opts.runs_root, &study.name, archive)) {
-                    Some(d) => Some(d),
-                    None if state == CellState::Finished => None,
-                    None => {
-                        let what = start.map(Cell::label).unwrap_or_else(|| format!("the cell {key}"));
-                        let message = format!("it starts from {what}, which has not finished");
-                        if let CellPick::One(_) = opts.pick {
-                            return Err(StudyError::Invalid(format!(
-                                "--cell {index} ({}): {message}; train that cell first (a Slurm submission \
-                                 makes this array wait for it)",
-                                cell.label()
-                            )));
-                        }
-                        eprintln!("{tag} {} skipped: {message}", cell.label());
-                        out.failed.push((cell.label(), message));
-                        continue;
+            Some(key) => match self.start_of(key, tag, cell)? {
+                Some(d) => Some(d),
+                None if state == CellState::Finished => None,
+                None => {
+                    let start = self.all.iter().find(|c| c.key() == key);
+                    let what = start.map(Cell::label).unwrap_or_else(|| format!("the cell {key}"));
+                    let message = format!("it starts from {what}, which has not finished");
+                    if let CellPick::One(_) = opts.pick {
+                        return Err(StudyError::Invalid(format!(
+                            "--cell {index} ({}): {message}; train that cell first (a Slurm submission \
+                             makes this array wait for it)",
+                            cell.label()
+                        )));
                     }
+                    eprintln!("{tag} {} skipped: {message}", cell.label());
+                    self.out.failed.push((cell.label(), message));
+                    return Ok(());
                 }
-            }
+            },
         };
         let claimed = match claim(&dir, opts.claim_timeout)? {
             ClaimOutcome::Held(c) => c,
@@ -296,36 +341,26 @@ pub fn reproduce(study: &Study, opts: &ReproduceOptions) -> Result<ReproduceOutc
                 if opts.progress || opts.pick != CellPick::All {
                     eprintln!("{tag} {} is claimed by {holder}: skipped (another worker has it)", cell.label());
                 }
-                out.busy.push((cell.label(), holder));
-                continue;
+                self.out.busy.push((cell.label(), holder));
+                return Ok(());
             }
         };
         // read again under the claim: another worker may have finished it meanwhile
         let (state, failure) = cell_status(&dir, &cell.config);
         if let Some(h) = &claimed.took_over {
             eprintln!("{tag} {}: took over the claim of {h}, which is gone ({state})", cell.label());
-            out.taken_over += 1;
+            self.out.taken_over += 1;
         }
         if state == CellState::Finished {
-            out.cached += 1;
+            self.out.cached += 1;
         } else if state == CellState::Failed && !opts.retry_failed {
             let message = failure.unwrap_or_else(|| "failed".into());
             eprintln!("{tag} {} failed earlier (--retry-failed trains it again): {message}", cell.label());
-            out.failed.push((cell.label(), message));
-            continue;
+            self.out.failed.push((cell.label(), message));
+            return Ok(());
         } else {
             if state == CellState::Failed {
-                // the failure record goes; a summary that is not the run's result is kept aside
-                let run = RunDir::new(&dir);
-                if run.failure_path().exists() {
-                    let path = run.failure_path();
-                    std::fs::remove_file(&path).map_err(|e| StudyError::Invalid(format!("{}: {e}", path.display())))?;
-                }
-                if run.summary_path().exists() {
-                    let (from, to) = (run.summary_path(), dir.join("summary.json.rejected"));
-                    std::fs::rename(&from, &to)
-                        .map_err(|e| StudyError::Invalid(format!("{}: cannot move aside: {e}", from.display())))?;
-                }
+                set_failure_aside(&dir)?;
             }
             if opts.progress || opts.pick != CellPick::All {
                 eprintln!("{tag} {} ({state})", cell.label());
@@ -338,56 +373,109 @@ pub fn reproduce(study: &Study, opts: &ReproduceOptions) -> Result<ReproduceOutc
                 init_from,
             };
             match train::train(&cell.config, &dir, &train_opts) {
-                Ok(_) => out.trained += 1,
+                Ok(_) => self.out.trained += 1,
                 Err(e) => {
                     eprintln!("{tag} {} failed: {e}", cell.label());
-                    out.failed.push((cell.label(), e.to_string()));
-                    continue;
+                    self.out.failed.push((cell.label(), e.to_string()));
+                    return Ok(());
                 }
             }
         }
         if let Some(summary) = RunDir::new(&dir).read_summary()? {
-            out.summaries.push((cell.label(), summary));
+            self.out.summaries.push((cell.label(), summary));
             // the ADC quality of the trained run, for the report (archived runs of older
             // versions have no checkpoint to inspect)
             if cell.config.uses_adc() && RunDir::new(&dir).latest_checkpoint()?.is_some() {
                 match train::inspect_run(&dir, train::DEFAULT_INSPECT_BATCHES, &opts.data_dir, opts.device) {
-                    Ok(_) => out.inspected += 1,
-                    Err(e) => out.failed.push((format!("inspect of {}", cell.label()), e.to_string())),
+                    Ok(_) => self.out.inspected += 1,
+                    Err(e) => self.out.failed.push((format!("inspect of {}", cell.label()), e.to_string())),
                 }
             }
         }
         drop(claimed);
+        Ok(())
     }
-    if let Some(v) = &study.variation {
-        for cell in study.variation_cells()? {
-            if !cells.iter().any(|(_, c)| *c == cell) {
-                continue;
+
+    /// The finished run that the cell `key` left, waiting for it while another worker trains
+    /// it (its claim's heartbeat alive); `None` when it is not finished and nobody trains it.
+    fn start_of(&mut self, key: &str, tag: &str, waiting: &Cell) -> Result<Option<PathBuf>, StudyError> {
+        let (opts, archive) = (self.opts, self.opts.archive.as_deref());
+        let Some(start) = self.all.iter().find(|c| c.key() == key) else { return Ok(None) };
+        let mut told = false;
+        loop {
+            if let Some(d) = finished_dir(start, &opts.runs_root, &self.study.name, archive) {
+                return Ok(Some(d));
             }
-            let dir = cell.dir(&opts.runs_root, &study.name);
-            if cell_state(&dir, &cell.config) != CellState::Finished {
+            let Some(holder) = live_holder(&start.dir(&opts.runs_root, &self.study.name), opts.claim_timeout)? else {
+                // its worker is gone: this one trains it, if it is in this worker's share
+                let index = self.all.iter().position(|c| c.key() == key).expect("a cell of the study");
+                if !told || !opts.pick.takes(index) {
+                    return Ok(None);
+                }
+                self.run_cell(index, start, tag)?;
+                told = false;
                 continue;
-            }
-            let ClaimOutcome::Held(_claimed) = claim(&dir, opts.claim_timeout)? else {
-                continue; // another worker has the run (and runs its study)
             };
-            if opts.progress {
-                eprintln!("variation: {} ({} sigmas x {} chips)", cell.label(), v.sigmas.len(), v.chips);
+            if !told {
+                eprintln!(
+                    "{tag} {} waits for {}, which {holder} is training (checked every {} s)",
+                    waiting.label(),
+                    start.label(),
+                    WAIT_POLL.as_secs()
+                );
+                told = true;
             }
-            match train::variation_study(
-                &dir,
-                &v.sigmas,
-                v.chips,
-                v.chip_seed,
-                v.limit_test,
-                &opts.data_dir,
-                opts.device,
-            ) {
-                Ok(_) => out.variation += 1,
-                Err(e) => out.failed.push((format!("variation of {}", cell.label()), e.to_string())),
-            }
+            std::thread::sleep(WAIT_POLL);
         }
     }
-    out.seconds = start.elapsed().as_secs_f64();
-    Ok(out)
+
+    /// The variation study of the finished cell `cell`, unless it is done or another worker has
+    /// the run.
+    fn run_variation(&mut self, v: &crate::VariationSpec, cell: &Cell) -> Result<(), StudyError> {
+        let opts = self.opts;
+        let dir = cell.dir(&opts.runs_root, &self.study.name);
+        if cell_state(&dir, &cell.config) != CellState::Finished {
+            return Ok(());
+        }
+        let done: Option<train::VariationReport> = train::run::read_json(&dir.join("variation.json")).ok().flatten();
+        if done.is_some_and(|r| r.covers(&cell.key(), &v.sigmas, v.chips, v.chip_seed, v.limit_test)) {
+            self.out.variation += 1;
+            return Ok(());
+        }
+        let ClaimOutcome::Held(_claimed) = claim(&dir, opts.claim_timeout)? else {
+            return Ok(()); // another worker has the run (and runs its study)
+        };
+        if opts.progress {
+            eprintln!("variation: {} ({} sigmas x {} chips)", cell.label(), v.sigmas.len(), v.chips);
+        }
+        train::variation_study(&dir, &v.sigmas, v.chips, v.chip_seed, v.limit_test, &opts.data_dir, opts.device)?;
+        self.out.variation += 1;
+        Ok(())
+    }
+}
+
+/// Whether a finished cell's run folder already holds what `reproduce` adds after training (the
+/// ADC inspection of a method with ADCs), so that nothing needs writing.
+fn follow_up_done(dir: &Path, cell: &Cell) -> bool {
+    if !cell.config.uses_adc() {
+        return true;
+    }
+    let report: Option<train::AdcQualityReport> = train::run::read_json(&dir.join("adc-quality.json")).ok().flatten();
+    report.is_some_and(|r| r.config_hash == cell.key())
+}
+
+/// Before a failed cell is trained again: its failure record goes, and a summary that is not the
+/// run's result is kept aside.
+fn set_failure_aside(dir: &Path) -> Result<(), StudyError> {
+    let run = RunDir::new(dir);
+    if run.failure_path().exists() {
+        let path = run.failure_path();
+        std::fs::remove_file(&path).map_err(|e| StudyError::Invalid(format!("{}: {e}", path.display())))?;
+    }
+    if run.summary_path().exists() {
+        let (from, to) = (run.summary_path(), dir.join("summary.json.rejected"));
+        std::fs::rename(&from, &to)
+            .map_err(|e| StudyError::Invalid(format!("{}: cannot move aside: {e}", from.display())))?;
+    }
+    Ok(())
 }

@@ -2,10 +2,10 @@
 //! sharing a POSIX file system) may work on one run store and no run is ever trained by two at
 //! once.
 //!
-//! A claim is the file `claim.lock` in the run folder, created with `O_CREAT | O_EXCL` (atomic
-//! on local file systems and on NFS v3 and later) and holding who made it: host, pid, the pid's
-//! start time and when. While it is held, a thread touches the file's modification time every
-//! [`HEARTBEAT`]. A claim is stale, and is taken over, when its holder is gone: on the same host,
+//! A claim is the file `claim.lock` in the run folder, written whole under a temporary name and
+//! hard-linked into place (a link never replaces a file: atomic on local file systems and on
+//! NFS), holding who made it: host, pid, the pid's start time and when. While it is held, a
+//! thread touches the file's modification time every [`HEARTBEAT`]. A claim is stale, and is taken over, when its holder is gone: on the same host,
 //! its pid is dead (or a zombie, or a later process with the same pid); on another host, its
 //! heartbeat is older than the timeout the caller gives. Taking over renames the stale file
 //! away first, so that of two workers that judged it stale only one proceeds, and a claim that
@@ -26,6 +26,14 @@ use crate::TrainError;
 
 /// The claim file of a run folder.
 pub const CLAIM_FILE: &str = "claim.lock";
+
+/// Whether a file named `name` in a run folder belongs to the claims on it: the claim, or one
+/// being written or set aside by some worker (`claim.lock.tmp.<pid>.<n>`, see
+/// [`data::store::temporary_sibling`]).
+pub fn is_claim_file(name: &str) -> bool {
+    name == CLAIM_FILE
+        || name.strip_prefix(CLAIM_FILE).is_some_and(|rest| rest.starts_with(data::store::TEMPORARY_MARK))
+}
 
 /// How often a held claim's modification time is refreshed.
 pub const HEARTBEAT: Duration = Duration::from_secs(20);

@@ -567,11 +567,13 @@ impl RunDir {
         if !root.is_dir() {
             return Err(TrainError::Config(format!("--out {}: is a file, expected a run folder", root.display())));
         }
-        // the claim of the process that is about to train here does not make the folder a run
+        // the claim of the process that is about to train here, and the claim files other
+        // workers are writing or setting aside (`claim.lock.tmp.<pid>.<n>`), do not make the
+        // folder a run
         let empty = std::fs::read_dir(root)
             .map_err(|e| TrainError::io(root, e))?
             .flatten()
-            .all(|e| e.file_name() == crate::claim::CLAIM_FILE);
+            .all(|e| crate::claim::is_claim_file(&e.file_name().to_string_lossy()));
         if empty {
             return Ok(());
         }

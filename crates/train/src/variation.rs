@@ -53,6 +53,25 @@ pub struct VariationReport {
     pub results: Vec<SigmaResult>,
 }
 
+impl VariationReport {
+    /// Whether this is the study of the run `config_hash` with these sigmas, chips, first chip
+    /// seed and (if given) test images: a study asked again with the same settings is this one.
+    pub fn covers(
+        &self,
+        config_hash: &str,
+        sigmas: &[f64],
+        chips: usize,
+        base_seed: u64,
+        limit_test: Option<usize>,
+    ) -> bool {
+        self.config_hash == config_hash
+            && self.chips == chips
+            && self.base_seed == base_seed
+            && self.results.iter().map(|r| r.sigma).eq(sigmas.iter().copied())
+            && limit_test.is_none_or(|n| n == self.images)
+    }
+}
+
 impl SigmaResult {
     fn from_accuracies(sigma: f64, accuracies: Vec<f64>) -> Self {
         let n = accuracies.len() as f64;
@@ -114,11 +133,7 @@ pub fn variation_study(
         )));
     }
     if let Some(existing) = read_json::<VariationReport>(&path)?
-        && existing.config_hash == config.hash()
-        && existing.chips == chips
-        && existing.base_seed == base_seed
-        && existing.results.iter().map(|r| r.sigma).eq(sigmas.iter().copied())
-        && limit_test.is_none_or(|n| n == existing.images)
+        && existing.covers(&config.hash(), sigmas, chips, base_seed, limit_test)
     {
         return Ok(existing);
     }
