@@ -187,7 +187,7 @@ pub fn reproduce(args: ReproduceArgs) -> Result<()> {
     let (mut study, runs_root, report_dir) = args.profile.load()?;
     // a committed result needs no input to be known as finished
     for (input, value) in study.provide_from_archive(&report_dir.join("runs")) {
-        eprintln!("--{input} not given: using {value}, the input of the committed runs in {}", report_dir.display());
+        eprintln!("{}", archive_input_note(&input, &value, &report_dir));
     }
     for (bench, input) in study.skipped() {
         eprintln!("skipping benchmark `{bench}`: it needs --{input} DIR");
@@ -377,6 +377,21 @@ pub struct ReportArgs {
     energy: Option<PathBuf>,
 }
 
+/// What stands for an input not given on the command line: the value the runs archived in
+/// `report_dir` were trained with (a path, in archives of older versions), or their data's
+/// content identity (an archive names its data by the study's placeholder).
+fn archive_input_note(input: &str, value: &str, report_dir: &Path) -> String {
+    if value.contains('{') {
+        format!(
+            "--{input} not given: the runs archived in {} are known by their data's content identity; give \
+             --{input} DIR to train cells that are not finished",
+            report_dir.display()
+        )
+    } else {
+        format!("--{input} not given: using {value}, the input of the runs archived in {}", report_dir.display())
+    }
+}
+
 /// The energy model used where none is given: `baselines/energy/default.toml`.
 pub fn default_energy_model() -> PathBuf {
     project_root().join("baselines/energy/default.toml")
@@ -385,7 +400,7 @@ pub fn default_energy_model() -> PathBuf {
 pub fn report(args: ReportArgs) -> Result<()> {
     let (mut study, runs_root, out_dir) = args.profile.load()?;
     for (input, value) in study.provide_from_archive(&out_dir.join("runs")) {
-        eprintln!("--{input} not given: using {value}, the input of the archived runs in {}", out_dir.display());
+        eprintln!("{}", archive_input_note(&input, &value, &out_dir));
     }
     for (bench, input) in study.skipped() {
         eprintln!("skipping benchmark `{bench}`: it needs --{input} DIR");

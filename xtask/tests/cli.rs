@@ -285,11 +285,15 @@ fn small_bad_inputs_get_clear_errors() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!stderr.contains("unexpected argument") && stderr.contains("config.toml"), "{stderr}");
     // adc-bits: the tolerance and the energy file are checked before the run is read
-    for bad in ["-1", "nan", "inf"] {
+    for bad in ["-1", "nan", "inf", "1e9", "100.5"] {
         let out = xtask().args(["adc-bits", "--within", bad, "--run"]).arg(tmp.path().join("r")).output().unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
-        let named = stderr.contains(&format!("--within {}", bad.replace("nan", "NaN")))
-            && stderr.contains("non-negative number of accuracy points");
+        let shown = match bad {
+            "nan" => "NaN".to_string(),
+            "1e9" => "1000000000".to_string(),
+            _ => bad.to_string(),
+        };
+        let named = stderr.contains(&format!("--within {shown}")) && stderr.contains("accuracy points from 0 to 100");
         assert!(!out.status.success() && named, "{stderr}");
     }
     let energy = tmp.path().join("energy.toml");

@@ -65,6 +65,14 @@ impl EnergyModel {
                 )));
             }
         }
+        if model.constants().iter().all(|(_, value)| *value == 0.0) {
+            return Err(ReportError::Invalid(format!(
+                "{}: every constant ({}) is 0: such a model gives every method an energy of 0; give the \
+                 costs in joules (see baselines/energy/default.toml)",
+                path.display(),
+                model.constants().map(|(key, _)| key).join(", ")
+            )));
+        }
         model.source = path.to_path_buf();
         Ok(model)
     }
@@ -251,6 +259,16 @@ mod tests {
         fails(&good.replace("adc_fom = 10e-15", "adc_fom = -1e-15"), "adc_fom = -0.000000000000001");
         fails(&good.replace("adc_fom = 10e-15", "adc_fom = nan"), "adc_fom = NaN");
         fails(&(good.clone() + "sram_read = 1e-12\n"), "unknown field `sram_read`");
+        let zero = ["adc_fom = 10e-15", "adc_floor", "dequant_multiply", "accumulate_add", "window_add"];
+        let all_zero = good
+            .lines()
+            .map(|l| match zero.iter().any(|k| l.starts_with(k.split(' ').next().unwrap())) {
+                true => format!("{} = 0.0", l.split(' ').next().unwrap()),
+                false => l.to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        fails(&all_zero, "every constant (adc_fom, adc_floor, dequant_multiply, accumulate_add, window_add) is 0");
         let model = EnergyModel::load(&{
             std::fs::write(&path, &good).unwrap();
             path.clone()

@@ -79,7 +79,7 @@ pub fn load_results(
             let mut archive_damaged = false;
             if from_archive {
                 changed.extend(unowned_files(archive, &manifest, &dir)?);
-                if let Some(why) = config_problem(&dir, &cell) {
+                if let Some(why) = config_problem(study, &dir, &cell) {
                     failure = Some(record(why));
                     archive_damaged = true;
                 }
@@ -129,16 +129,17 @@ pub fn load_results(
     Ok(results)
 }
 
-/// The configuration file a report archives for `cell`.
-fn archived_config(cell: &Cell) -> String {
-    cell.config.to_toml()
+/// The configuration file a report archives for `cell`: its data named by the study's input, not
+/// by a path of this machine ([`Study::portable_config`]).
+fn archived_config(study: &Study, cell: &Cell) -> String {
+    study.portable_config(cell).to_toml()
 }
 
 /// Why the archived copy `dir` cannot stand for `cell`: its `config.toml` is missing or is not
-/// the cell's configuration.
-fn config_problem(dir: &Path, cell: &Cell) -> Option<String> {
+/// the cell's configuration (as archived now, or as older reports archived it, with the path).
+fn config_problem(study: &Study, dir: &Path, cell: &Cell) -> Option<String> {
     match std::fs::read_to_string(dir.join("config.toml")) {
-        Ok(text) if text == archived_config(cell) => None,
+        Ok(text) if text == archived_config(study, cell) || text == cell.config.to_toml() => None,
         Ok(_) => Some(format!(
             "the archived config.toml is not this cell's configuration (changed since the report archived it; \
              restore it, e.g. `git checkout -- {}`)",
@@ -165,7 +166,11 @@ fn unowned_files(archive: &Path, manifest: &Manifest, dir: &Path) -> Result<Vec<
                 pending.push(path);
                 continue;
             }
-            if path.parent() == Some(dir) && path.file_name().is_some_and(|n| n == "config.toml") {
+            // config.toml is checked against the cell; eval's records are the user's, not the report's
+            let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+            if path.parent() == Some(dir)
+                && (name == "config.toml" || name.starts_with(train::eval::EVAL_RECORD_PREFIX))
+            {
                 continue;
             }
             let rel = key(path.strip_prefix(archive).expect("under the archive"));
@@ -193,7 +198,7 @@ pub fn archive(study: &Study, results: &[CellResult], out: &mut ReportWriter) ->
         if r.archive_damaged || (r.summary.is_none() && r.history.is_empty() && r.failure.is_none()) {
             continue;
         }
-        out.add(&dir.join("config.toml"), archived_config(&r.cell));
+        out.add(&dir.join("config.toml"), archived_config(study, &r.cell));
         out.add(&dir.join("metrics.jsonl"), train::run::metrics_lines(&r.history));
         if let Some(f) = &r.failure {
             out.add(&dir.join("failed.json"), serde_json::to_string_pretty(f).expect("json") + "\n");

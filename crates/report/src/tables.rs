@@ -231,8 +231,30 @@ impl Tables {
             if versions.len() == 1 { "" } else { "s" },
             if versions.is_empty() { "none".to_string() } else { versions.join(", ") }
         );
+        // results of code nobody can check out are said to be so, at the top and beside each table
+        let dirty: Vec<&String> = versions.iter().filter(|v| v.ends_with("-dirty")).collect();
+        for v in &dirty {
+            let runs: Vec<&CellResult> =
+                results.iter().filter(|r| r.summary.as_ref().is_some_and(|x| &x.code_version == *v)).collect();
+            let mut benchmarks: Vec<&str> = runs.iter().map(|r| r.cell.benchmark.as_str()).collect();
+            benchmarks.dedup();
+            s += &format!(
+                "> **Warning:** {} of these runs ({}) were trained by code version `{v}`, built from a checkout with \
+                 uncommitted changes: no commit holds that code, so they cannot be traced to it or rerun from it. \
+                 Every table below includes them.\n\n",
+                runs.len(),
+                benchmarks.join("; ")
+            );
+        }
+        let beside = match dirty.as_slice() {
+            [] => String::new(),
+            vs => format!(
+                "> Includes runs of uncommitted code ({}): see the warning at the top.\n\n",
+                vs.iter().map(|v| format!("`{v}`")).collect::<Vec<_>>().join(", ")
+            ),
+        };
         if !self.findings.is_empty() {
-            s += &format!("## Finding\n\n{}\n\n", self.finding());
+            s += &format!("## Finding\n\n{beside}{}\n\n", self.finding());
         }
         let titles = [
             ("accuracy", "Accuracy: method x setting"),
@@ -246,7 +268,7 @@ impl Tables {
             ("variation_claims", "Robustness to cell variation: column/column against the best baseline"),
         ];
         for (stem, title) in titles {
-            s += &format!("## {title}\n\n{}\n(CSV: [`{stem}.csv`]({stem}.csv))\n\n", self.markdown(stem));
+            s += &format!("## {title}\n\n{beside}{}\n(CSV: [`{stem}.csv`]({stem}.csv))\n\n", self.markdown(stem));
         }
         if !figures.is_empty() {
             s += "## Figures\n\n";

@@ -405,6 +405,19 @@ fn committed_real_report_regenerates_identically() {
     assert_eq!(std::fs::read(out.join("README.md")).unwrap(), before, "the README regenerates byte for byte");
 }
 
+/// Committed configurations name their data by the study's input and content identity, never by
+/// a path of the machine that trained them.
+#[test]
+fn committed_configs_name_no_machine_path() {
+    let reports = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../reports");
+    let configs: Vec<PathBuf> = walk_files(&reports).into_iter().filter(|p| p.ends_with("config.toml")).collect();
+    assert!(configs.len() > 100, "{}", configs.len());
+    for path in configs {
+        let config = train::RunConfig::from_stored_toml(&std::fs::read_to_string(&path).unwrap(), "").unwrap();
+        assert!(!config.dataset.contains('/'), "{}: dataset = {:?}", path.display(), config.dataset);
+    }
+}
+
 /// Committed results are the cache: a pretraining and the cells that start from it, trained
 /// once and reported; then, with no run folders (a fresh clone), `reproduce` trains nothing,
 /// the report regenerates byte for byte from its archive, and the archived seed-0 model is

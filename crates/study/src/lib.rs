@@ -80,6 +80,9 @@ pub struct Benchmark {
     /// its hash is part of the hash of every cell that starts from it.
     #[serde(default)]
     pub pretrain: Option<toml::Table>,
+    /// The value given for `requires` ([`Study::provide`]), where one was.
+    #[serde(skip)]
+    pub given: Option<String>,
 }
 
 fn default_seeds() -> Vec<u64> {
@@ -322,7 +325,10 @@ fn check_dataset(config: &RunConfig, origin: &str, sizes: &mut SplitSizes) -> Re
 impl Benchmark {
     /// Whether every input the benchmark needs was given (see [`Study::provide`]).
     pub fn is_runnable(&self) -> bool {
-        self.base.get("dataset").and_then(|d| d.as_str()).is_none_or(|d| !d.contains('{'))
+        // a placeholder with the content identity of its data (the portable form in which a
+        // report archives a run) names its runs as well as a path does
+        self.base.contains_key("dataset_id")
+            || self.base.get("dataset").and_then(|d| d.as_str()).is_none_or(|d| !d.contains('{'))
     }
 }
 
@@ -338,10 +344,26 @@ impl Study {
                 continue;
             }
             *d = d.replace(&placeholder, value);
+            b.given = Some(value.to_string());
             if let Some(id) = id {
                 b.base.insert("dataset_id".into(), toml::Value::String(id.to_string()));
             }
         }
+    }
+
+    /// The configuration of `cell` as a report archives it: the value given for its
+    /// benchmark's input (a path on this machine) put back as the study's placeholder, so that
+    /// a committed configuration names its data by the input's name and content identity
+    /// (`dataset_id`), never by where it lay. The hash is the same.
+    pub fn portable_config(&self, cell: &Cell) -> RunConfig {
+        let mut config = cell.config.clone();
+        let bench = self.benchmark.iter().find(|b| b.name == cell.benchmark);
+        if let Some((input, value)) = bench.and_then(|b| Some((b.requires.as_ref()?, b.given.as_ref()?)))
+            && config.dataset_id.is_some()
+        {
+            config.dataset = config.dataset.replace(value.as_str(), &format!("{{{input}}}"));
+        }
+        config
     }
 
     /// Gives each input still missing the value that the archived runs in `archive` (a report's
@@ -696,6 +718,20 @@ base = { dataset = "folder:{tree}" }
         assert_eq!(keys("/a/tree", Some("tree@0123456789abcdef")), keys("/b/elsewhere", Some("tree@0123456789abcdef")));
         assert_ne!(keys("/a/tree", Some("tree@0123456789abcdef")), keys("/a/tree", Some("tree@fedcba9876543210")));
         assert_ne!(keys("/a/tree", None), keys("/b/elsewhere", None), "without an identity, the path");
+
+        // archived in the portable form: the placeholder, not the path; the same key; and a study
+        // given the placeholder back (a fresh clone without the input) finds the same cells
+        let mut given = study.clone();
+        given.provide("tree", "/a/tree", Some("tree@0123456789abcdef"));
+        let cell = given.cells().unwrap().remove(0);
+        let portable = given.portable_config(&cell);
+        assert_eq!(portable.dataset, "folder:{tree}");
+        assert_eq!(portable.hash(), cell.key());
+        assert!(!portable.to_toml().contains("/a/tree"));
+        let mut fresh = study.clone();
+        fresh.provide("tree", "{tree}", Some("tree@0123456789abcdef"));
+        assert!(fresh.benchmark[0].is_runnable());
+        assert_eq!(fresh.cells().unwrap()[0].key(), cell.key());
     }
 
     /// Every part of a study file is checked when it is read, not after hours of training.

@@ -222,11 +222,14 @@ impl Trial {
 
 /// Checks `--within`: a finite, non-negative number of accuracy points.
 pub fn check_within(within_points: f64) -> Result<(), TrainError> {
-    if within_points.is_finite() && within_points >= 0.0 {
+    // an accuracy is at most 100 points: a tolerance above that accepts any model, even one
+    // that guesses, and is a mistake (a fraction given as points, or a typo)
+    if within_points.is_finite() && (0.0..=100.0).contains(&within_points) {
         Ok(())
     } else {
         Err(TrainError::Config(format!(
-            "--within {within_points}: expected a non-negative number of accuracy points (e.g. 1.0)"
+            "--within {within_points}: expected accuracy points from 0 to 100 (e.g. 1.0: at most one point \
+             below the trained run)"
         )))
     }
 }

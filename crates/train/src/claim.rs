@@ -130,7 +130,8 @@ pub fn claim(dir: &Path, stale_after: Duration) -> Result<ClaimOutcome, TrainErr
         let staged = data::store::temporary_sibling(&path);
         std::fs::write(&staged, text.as_bytes())
             .and_then(|()| std::fs::File::open(&staged)?.sync_all())
-            .map_err(|e| TrainError::io(&staged, e))?;
+            // named by the claim it was for, not by the temporary name nobody knows
+            .map_err(|e| TrainError::io(&path, format!("cannot claim the run folder: {e}")))?;
         let linked = std::fs::hard_link(&staged, &path);
         let _ = std::fs::remove_file(&staged);
         match linked {

@@ -142,6 +142,10 @@ pub(crate) fn load_model_record(model: Model, ckpt: &Checkpoint) -> Result<Model
     model.try_load_record(record).map_err(|e| TrainError::io(&path, format!("{e:?}")))
 }
 
+/// How the records `eval` writes into a run folder begin (`eval-<data set>.json`): the user's
+/// own outputs beside a run, which no report reads or archives.
+pub const EVAL_RECORD_PREFIX: &str = "eval-";
+
 /// Evaluates the run in `run_dir` on the test split of `dataset` (default: the run's own, with
 /// its `limit_test`); writes `eval-<dataset>.json` into the run folder. `folder_holdout` is the
 /// held-out images per class of another `folder:` data set (default: the run's own setting).
@@ -155,7 +159,13 @@ pub fn evaluate_run(
     let config: RunConfig = RunDir::new(run_dir)
         .read_config()?
         .ok_or_else(|| TrainError::io(run_dir.join("config.toml"), "missing: not a run folder"))?;
-    let own = dataset.is_none_or(|d| d == config.dataset);
+    // the run's own data: no --dataset, the same spec, or a tree with the run's content identity
+    // (a committed run names its tree by the study's input, the user by its path here)
+    let same_tree = |d: &str| {
+        d.starts_with(data::source::FOLDER_PREFIX)
+            && config.dataset_id.as_deref().is_some_and(|id| data::source::check_folder_identity(d, id).is_ok())
+    };
+    let own = dataset.is_none_or(|d| d == config.dataset || same_tree(d));
     if own && folder_holdout.is_some_and(|h| h != config.folder_holdout) {
         return Err(TrainError::Config(format!(
             "--folder-holdout {}: the run's own data set is split with folder_holdout = {}; give \
@@ -168,6 +178,18 @@ pub fn evaluate_run(
         return Err(TrainError::Config("--folder-holdout 0: expected at least 1 image per class".into()));
     }
     let spec = dataset.unwrap_or(&config.dataset);
+    // a committed run names its data by the study's input, not by a path of the machine that
+    // trained it
+    if own && let Some((_, rest)) = spec.split_once('{') {
+        let input = rest.split('}').next().unwrap_or(rest);
+        return Err(TrainError::Config(format!(
+            "{}: the run names its data by the study input `{input}` (content identity {}): give --dataset \
+             folder:DIR, a tree of that data (its test split is held out as the run's was) or any tree with the \
+             run's classes",
+            run_dir.display(),
+            config.dataset_id.as_deref().unwrap_or("unknown")
+        )));
+    }
     if let (true, Some(id)) = (own, &config.dataset_id) {
         data::source::check_folder_identity(spec, id)?;
     }
@@ -200,6 +222,6 @@ pub fn evaluate_run(
         None => loaded.name.clone(),
     };
     let name: String = name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect();
-    write_json(&run_dir.join(format!("eval-{name}.json")), &result)?;
+    write_json(&run_dir.join(format!("{EVAL_RECORD_PREFIX}{name}.json")), &result)?;
     Ok(result)
 }
