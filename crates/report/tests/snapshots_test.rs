@@ -403,6 +403,21 @@ fn committed_real_report_regenerates_identically() {
         assert_eq!(tables.markdown(stem), committed, "reports/real/{stem}.md");
     }
     assert_eq!(std::fs::read(out.join("README.md")).unwrap(), before, "the README regenerates byte for byte");
+    // runs of uncommitted code are named as such, once at the top per code version and beside
+    // every table
+    let readme = String::from_utf8(before).unwrap();
+    let dirty: std::collections::BTreeSet<String> = walk_files(&root.join("runs"))
+        .iter()
+        .filter(|p| p.ends_with("summary.json"))
+        .filter_map(|p| train::RunDir::new(p.parent().unwrap()).read_summary().ok().flatten())
+        .map(|s| s.code_version)
+        .filter(|v| v.ends_with("-dirty"))
+        .collect();
+    for v in &dirty {
+        assert!(readme.contains(&format!("trained by code version `{v}`, built from a checkout with uncommitted")));
+    }
+    let beside = readme.matches("> Includes runs of uncommitted code").count();
+    assert!(dirty.is_empty() || beside >= 9, "{beside} tables marked");
 }
 
 /// Committed configurations name their data by the study's input and content identity, never by
