@@ -477,9 +477,11 @@ pub fn draw(
         }
     }
     for (i, b) in study.benchmark.iter().enumerate() {
-        for (field, x_label, stem) in
-            [("psum_bits", "ADC bits (P)", "acc_vs_adc_bits"), ("array_size", "array size (N)", "acc_vs_array_size")]
-        {
+        for (field, x_label, stem) in [
+            ("psum_bits", "ADC bits (P)", "acc_vs_adc_bits"),
+            ("array_size", "array size (N)", "acc_vs_array_size"),
+            ("epochs", "fine-tuning budget (epochs, each its own schedule)", "acc_vs_budget"),
+        ] {
             let lines = sweep_lines(study, &b.name, results, field);
             let distinct: std::collections::BTreeSet<i64> =
                 lines.iter().flat_map(|l| l.points.iter().map(|p| p.x as i64)).collect();
@@ -526,16 +528,18 @@ fn line_name(cell: &study::Cell) -> String {
 fn epoch_lines(study: &Study, bench: &str, results: &[CellResult]) -> Vec<(String, Vec<Line>)> {
     let rs: Vec<&CellResult> =
         results.iter().filter(|r| r.cell.benchmark == bench && !r.cell.pretraining && !r.history.is_empty()).collect();
+    // one figure per setting and fine-tuning budget (a budget study trains several)
     let mut settings: Vec<&study::Cell> = Vec::new();
     for r in &rs {
         let c = &r.cell.config;
         if c.uses_adc_setting()
             && c.recipe.is_none()
-            && !settings.iter().any(|s| s.config.setting_label() == c.setting_label())
+            && !settings.iter().any(|s| s.config.setting_label() == c.setting_label() && s.config.epochs == c.epochs)
         {
             settings.push(&r.cell);
         }
     }
+    let budgets: std::collections::BTreeSet<usize> = rs.iter().map(|r| r.cell.config.epochs).collect();
     let mut out = Vec::new();
     for setting in settings {
         let mut groups: Vec<(String, String, Vec<&CellResult>)> = Vec::new();
@@ -545,7 +549,7 @@ fn epoch_lines(study: &Study, bench: &str, results: &[CellResult]) -> Vec<(Strin
             same.method = c.method.clone();
             same.seed = c.seed;
             same.recipe = c.recipe;
-            let belongs = !c.uses_adc_setting() || study::canonical(same) == *c;
+            let belongs = (!c.uses_adc_setting() || study::canonical(same) == *c) && c.epochs == setting.config.epochs;
             if !belongs {
                 continue;
             }
@@ -578,7 +582,11 @@ fn epoch_lines(study: &Study, bench: &str, results: &[CellResult]) -> Vec<(Strin
                 Line::new(name, method, points)
             })
             .collect();
-        out.push((setting.config.setting_label(), lines));
+        let label = match budgets.len() {
+            1 => setting.config.setting_label(),
+            _ => format!("{}, {} epochs", setting.config.setting_label(), setting.config.epochs),
+        };
+        out.push((label, lines));
     }
     out
 }

@@ -13,6 +13,8 @@ use crate::stats::{PairedInterval, paired_differences};
 use crate::writer::ReportWriter;
 use crate::{Claims, ReportError};
 
+mod budget;
+
 /// One table of a report, written as `<stem>.csv` and `<stem>.md`.
 pub struct Table {
     /// The file stem (`accuracy`, `claims`, ...).
@@ -168,6 +170,11 @@ impl Tables {
         tables.push(accuracy_table(study, results)?);
         tables.push(claim_table(study, results, claims, &mut findings)?);
         tables.push(stage_table(study, results, &mut findings)?);
+        // only a profile that trains some method at several budgets has this table
+        let budget = budget::budget_table(study, results, &mut findings)?;
+        if budget.frame.height() > 0 {
+            tables.push(budget);
+        }
         tables.push(ptq_table(study, results)?);
         tables.push(hardware_table(study, results)?);
         tables.push(energy_table(study, results, energy)?);
@@ -260,6 +267,7 @@ impl Tables {
             ("accuracy", "Accuracy: method x setting"),
             ("claims", "The paper's claim: column/column minus the best related work"),
             ("stages", "One-stage vs two-stage training"),
+            ("budget", "Fine-tuning budget: accuracy against epochs"),
             ("ptq", "Post-training quantization beside fine-tuning"),
             ("hardware", "Hardware cost per model"),
             ("energy", "Energy per image beside accuracy"),
@@ -267,7 +275,7 @@ impl Tables {
             ("variation", "Memory-cell variation (accuracy in percent over simulated chips)"),
             ("variation_claims", "Robustness to cell variation: column/column against the best baseline"),
         ];
-        for (stem, title) in titles {
+        for (stem, title) in titles.into_iter().filter(|(stem, _)| self.tables.iter().any(|t| t.stem == *stem)) {
             s += &format!("## {title}\n\n{beside}{}\n(CSV: [`{stem}.csv`]({stem}.csv))\n\n", self.markdown(stem));
         }
         if !figures.is_empty() {

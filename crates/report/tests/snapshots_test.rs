@@ -858,3 +858,64 @@ base = { dataset = "synthetic", epochs = 1, batch_size = 32, lr = 0.01, limit_tr
     assert!(tables.failed.is_empty(), "{:?}", tables.failed);
     assert!(!archived.join("failed.json").exists(), "the stale record is gone");
 }
+
+/// A budget study (the same methods fine-tuned for 1, 2 and 4 epochs): the budget table gives
+/// each budget's accuracy and what doubling it changed, the finding names the smallest budget
+/// that doubling moves by at most 0.5 points for every method, or the methods for which none
+/// did; the accuracy-against-budget figure is drawn. Profiles with one budget have no such table.
+#[test]
+fn a_budget_study_finds_the_smallest_converged_budget() {
+    let text = r#"
+name = "budget"
+description = "hand-made budgets"
+[[benchmark]]
+name = "ResNet-20 / hand-made"
+methods = ["ideal-adc", "columnwise"]
+base = { dataset = "synthetic", limit_train = 100, limit_test = 50 }
+pretrain = { epochs = 2 }
+sweep = [{ psum_bits = [3], epochs = [1, 2, 4] }]
+"#;
+    let study: Study = toml::from_str(text).unwrap();
+    let report = |final_of: &dyn Fn(&str, usize) -> f64| {
+        let tmp = tempfile::tempdir().unwrap();
+        let runs = tmp.path().join("runs");
+        for cell in study.cells().unwrap() {
+            let epochs = cell.config.epochs;
+            let last = if cell.pretraining { 0.9 } else { final_of(&cell.config.method, epochs) };
+            // a flat curve: each budget's own run, ending at its final accuracy
+            write_run(&runs, &study, &cell, &vec![last; epochs], None);
+        }
+        let out = tmp.path().join("report");
+        let tables = generate(&study, &options(runs, &out, true)).unwrap();
+        let figure = out.join("acc_vs_budget.svg").exists();
+        (tables, figure)
+    };
+    // ideal-adc: 80.0, 80.2, 80.3 (converged at 1); columnwise: 75.0, 78.0, 78.4 (at 2)
+    let (tables, figure) = report(&|method, epochs| match (method, epochs) {
+        ("ideal-adc", 1) => 0.800,
+        ("ideal-adc", 2) => 0.802,
+        ("ideal-adc", _) => 0.803,
+        (_, 1) => 0.750,
+        (_, 2) => 0.780,
+        _ => 0.784,
+    });
+    let md = tables.markdown("budget");
+    assert!(md.contains("| columnwise | P3 N128 c2 W4A4 differential | 2 | 100 | 78.00 | +3.00 |"), "{md}");
+    assert!(md.contains("| 4 | 100 | 78.40 | +0.40 |"), "{md}");
+    let finding = tables.finding();
+    assert!(finding.contains("every method is 2 epochs"), "{finding}");
+    assert!(finding.contains("ideal-adc") && finding.contains("+0.20 from 1 to 2"), "{finding}");
+    assert!(figure, "the accuracy-against-budget figure");
+    // columnwise still moving at 2 -> 4: no budget found, the doublings named
+    let (tables, _) = report(&|method, epochs| match (method, epochs) {
+        ("ideal-adc", _) => 0.80,
+        (_, 1) => 0.70,
+        (_, 2) => 0.75,
+        _ => 0.78,
+    });
+    let finding = tables.finding();
+    assert!(
+        finding.contains("no budget tried has converged for columnwise (1 -> 2: +5.00, 2 -> 4: +3.00)"),
+        "{finding}"
+    );
+}
