@@ -919,3 +919,35 @@ sweep = [{ psum_bits = [3], epochs = [1, 2, 4] }]
         "{finding}"
     );
 }
+
+/// `reproduce --dry-run` estimates a cell from the speed its profile's finished runs of the same
+/// kind recorded, scaled by its images and epochs, and says so; a kind nobody finished falls back
+/// to the reference constants.
+#[test]
+fn estimates_come_from_recorded_speeds() {
+    let text = r#"
+name = "estimates"
+description = "two kinds"
+[[benchmark]]
+name = "ResNet-20 / hand-made"
+methods = ["fp", "columnwise"]
+seeds = [0, 1]
+base = { dataset = "synthetic", epochs = 2, limit_train = 100, limit_test = 60 }
+sweep = [{ psum_bits = [3] }, { methods = ["fp"], epochs = [4], seeds = [0] }]
+"#;
+    let study: Study = toml::from_str(text).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let runs = tmp.path().join("runs");
+    let cells = study.cells().unwrap();
+    let fp0 = cells.iter().find(|c| c.config.method == "fp" && c.config.seed == 0 && c.config.epochs == 2).unwrap();
+    write_run(&runs, &study, fp0, &[0.5, 0.6], None); // 2 s of wall time
+    let estimator = study::Estimator::from_finished(&cells, &runs, &study.name, None);
+    let cpu = train::ComputeDevice::Cpu;
+    let fp1 = cells.iter().find(|c| c.config.method == "fp" && c.config.seed == 1).unwrap();
+    assert_eq!(estimator.estimate(fp1, cpu), Some((2.0, study::EstimateBasis::Measured(1))));
+    let longer = cells.iter().find(|c| c.config.epochs == 4).unwrap();
+    assert_eq!(estimator.estimate(longer, cpu), Some((4.0, study::EstimateBasis::Measured(1))));
+    let cim = cells.iter().find(|c| c.config.method == "columnwise").unwrap();
+    let (_, basis) = estimator.estimate(cim, cpu).unwrap();
+    assert_eq!(basis, study::EstimateBasis::Reference);
+}

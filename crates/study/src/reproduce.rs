@@ -158,9 +158,10 @@ pub struct ReproduceOutcome {
 const FP_SECONDS_PER_IMAGE: f64 = 0.003;
 const CIM_SECONDS_PER_IMAGE: f64 = 0.0068;
 
-/// A rough duration of a cell, from its image counts and the reference costs above.
-pub fn estimate_seconds(cell: &Cell) -> Option<f64> {
-    let c = &cell.config;
+/// A cell's work in reference units: image passes of training (a test pass counted as a third of
+/// one) over its epochs, scaled by its images' pixels against 32 x 32; `None` where the image
+/// counts are not known before its data is read.
+fn work_units(c: &RunConfig) -> Option<f64> {
     let (train, test, pixels) = if c.dataset.starts_with(data::source::FOLDER_PREFIX) {
         (c.limit_train?, c.limit_test?, 1024)
     } else {
@@ -168,12 +169,77 @@ pub fn estimate_seconds(cell: &Cell) -> Option<f64> {
         let pixels = m.image_shape[1] * m.image_shape[2];
         (c.limit_train.unwrap_or(m.splits.train), c.limit_test.unwrap_or(m.splits.test), pixels)
     };
+    Some(c.epochs as f64 * (train as f64 + test as f64 / 3.0) * pixels as f64 / 1024.0)
+}
+
+/// A rough duration of a cell from the reference costs above (ResNet-20 only).
+pub fn estimate_seconds(cell: &Cell) -> Option<f64> {
+    let c = &cell.config;
     if c.model != models::Arch::Resnet20 {
         return None;
     }
-    let per_image =
-        if c.uses_crossbar() { CIM_SECONDS_PER_IMAGE } else { FP_SECONDS_PER_IMAGE } * pixels as f64 / 1024.0;
-    Some(c.epochs as f64 * (train as f64 + test as f64 / 3.0) * per_image)
+    let per_unit = if c.uses_crossbar() { CIM_SECONDS_PER_IMAGE } else { FP_SECONDS_PER_IMAGE };
+    Some(work_units(c)? * per_unit)
+}
+
+/// Where an estimate comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EstimateBasis {
+    /// The median speed of this many finished runs of the same kind (model, method, batch
+    /// size, device), as their summaries recorded it.
+    Measured(usize),
+    /// The reference machine's constants ([`estimate_seconds`]).
+    Reference,
+}
+
+/// Estimates of cell durations from the speeds finished runs recorded: the seconds per work unit
+/// ([`work_units`]) of each kind of run, the median over the runs of that kind.
+#[derive(Debug, Default)]
+pub struct Estimator {
+    per_unit: Vec<(String, Vec<f64>)>,
+}
+
+impl Estimator {
+    /// What a run is timed as: runs of one kind run the same steps at the same cost per image.
+    fn kind(c: &RunConfig, device: ComputeDevice) -> String {
+        format!("{} {} {} {} b{} {device}", c.model.name(), c.method, c.encoding, c.activation.name(), c.batch_size)
+    }
+
+    /// Learns from the finished runs among `cells` (their run folders, or the archive).
+    pub fn from_finished(cells: &[Cell], runs_root: &Path, profile: &str, archive: Option<&Path>) -> Self {
+        let mut e = Estimator::default();
+        for cell in cells {
+            let Some(dir) = finished_dir(cell, runs_root, profile, archive) else { continue };
+            let Ok(Some(summary)) = RunDir::new(&dir).read_summary() else { continue };
+            let Some(units) = work_units(&cell.config) else { continue };
+            if summary.wall_seconds > 0.0 && units > 0.0 {
+                e.add(Self::kind(&cell.config, summary.device), summary.wall_seconds / units);
+            }
+        }
+        e
+    }
+
+    fn add(&mut self, kind: String, seconds_per_unit: f64) {
+        match self.per_unit.iter_mut().find(|(k, _)| *k == kind) {
+            Some((_, v)) => v.push(seconds_per_unit),
+            None => self.per_unit.push((kind, vec![seconds_per_unit])),
+        }
+    }
+
+    /// The estimated seconds of `cell` on `device`, and where the estimate comes from.
+    pub fn estimate(&self, cell: &Cell, device: ComputeDevice) -> Option<(f64, EstimateBasis)> {
+        let kind = Self::kind(&cell.config, device);
+        match self.per_unit.iter().find(|(k, _)| *k == kind) {
+            Some((_, speeds)) => {
+                let mut v = speeds.clone();
+                v.sort_by(f64::total_cmp);
+                let median =
+                    if v.len() % 2 == 1 { v[v.len() / 2] } else { (v[v.len() / 2 - 1] + v[v.len() / 2]) / 2.0 };
+                Some((work_units(&cell.config)? * median, EstimateBasis::Measured(v.len())))
+            }
+            None => estimate_seconds(cell).map(|s| (s, EstimateBasis::Reference)),
+        }
+    }
 }
 
 /// The cells of `cells` (a study's, in its fixed order) that match `filter`, with the
@@ -220,6 +286,8 @@ pub fn reproduce(study: &Study, opts: &ReproduceOptions) -> Result<ReproduceOutc
     let out = ReproduceOutcome { selected: cells.len(), ..Default::default() };
     if opts.dry_run {
         let mut total = 0.0;
+        let (mut measured, mut reference) = (0, 0);
+        let estimator = Estimator::from_finished(&all, &opts.runs_root, &study.name, opts.archive.as_deref());
         println!("{} of the {} cells of profile `{}`:", cells.len(), all.len(), study.name);
         for (index, cell) in &cells {
             let live = cell.dir(&opts.runs_root, &study.name);
@@ -236,11 +304,15 @@ pub fn reproduce(study: &Study, opts: &ReproduceOptions) -> Result<ReproduceOutc
                 (_, Err(e)) => format!("{state}, claim unreadable: {e}"),
                 _ => state.to_string(),
             };
-            let estimate = match (state, estimate_seconds(cell)) {
+            let estimate = match (state, estimator.estimate(cell, opts.device)) {
                 (CellState::Finished, _) => "-".to_string(),
-                (_, Some(s)) => {
+                (_, Some((s, basis))) => {
                     total += s;
-                    format!("~{:.0} min", s / 60.0)
+                    match basis {
+                        EstimateBasis::Measured(_) => measured += 1,
+                        EstimateBasis::Reference => reference += 1,
+                    }
+                    format!("~{:.0} min{}", s / 60.0, if basis == EstimateBasis::Reference { "*" } else { "" })
                 }
                 (_, None) => "unknown".to_string(),
             };
@@ -248,7 +320,12 @@ pub fn reproduce(study: &Study, opts: &ReproduceOptions) -> Result<ReproduceOutc
             let epochs = cell.config.epochs;
             println!("  {index:>4}  {shown:<20} {estimate:>10}  {} ({epochs} ep)  [{}]", cell.label(), cell.key());
         }
-        println!("estimated training time of what is left: ~{:.0} min (reference machine: 2 cores)", total / 60.0);
+        println!(
+            "estimated training time of what is left: ~{:.0} min ({measured} cell(s) from the median speed of this \
+             profile's finished runs of their kind (model, method, activation, batch size, device) as they \
+             recorded it, {reference} marked * from the reference machine's constants (2 cores))",
+            total / 60.0
+        );
         return Ok(out);
     }
     let mut worker = Worker { study, all: &all, opts, out };
