@@ -101,6 +101,12 @@ fn main() {
     }
     flex_kernels::memory::reuse_freed_memory();
     let cli = Cli::parse();
+    // a forced partial-sum path this CPU cannot run is refused before any work (no SIGILL later)
+    #[cfg(target_arch = "x86_64")]
+    if let Err(e) = cim_core::psums::PsumPath::from_env() {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
     let result = match cli.command {
         Command::Data(cmd) => data_cmd::run(cmd),
         Command::Train(args) => train_cmd::train(args),

@@ -226,6 +226,19 @@ fn bad_flags_are_named() {
         "{stderr}"
     );
     assert!(!Path::new("/nonexistent/x").exists());
+    // a forced partial-sum path: an unknown name is refused naming the valid ones, and a path
+    // this CPU cannot run naming the features it has, before any work
+    let out = xtask().env("CIM_PSUM_PATH", "sse9").args(["train", "--out", "/nonexistent/x"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("CIM_PSUM_PATH=sse9") && stderr.contains("vnni512, avx2, generic")
+    );
+    for path in cim_core::psums::PsumPath::ALL.into_iter().filter(|p| !p.supported()) {
+        let out = xtask().env("CIM_PSUM_PATH", path.name()).args(["data", "list"]).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && stderr.contains("this CPU cannot run") && stderr.contains("it has:"));
+    }
+    assert!(!Path::new("/nonexistent/x").exists());
 }
 
 /// `--device gpu` on a binary built without the `gpu` feature stops before any work and says how

@@ -488,7 +488,7 @@ impl Study {
                     )));
                 }
                 let mut config = overlay(&base, table, &origin)?;
-                config.method = "fp".into();
+                config.method = methods::FLOAT.name().into();
                 let config = canonical(config);
                 config.resolve().map_err(|e| StudyError::Invalid(format!("{origin}: {e}")))?;
                 check_dataset(&config, &origin, &mut sizes)?;

@@ -3,10 +3,13 @@
 //! and the heap peak of each step, and the same floating-point step in PyTorch
 //! (`baselines/pytorch/resnet20_step.py`, run before and after the burn steps; skipped with a
 //! message where `torch` is not importable). Targets: floating point <= 2x PyTorch, CIM
-//! (either encoding) <= 2x floating point, CIM heap peak <= 2 GiB.
+//! (either encoding) <= 2x floating point, CIM heap peak <= 2 GiB. The differential CIM step is
+//! also timed on the AVX2 and generic partial-sum paths (`CIM_PSUM_PATH` forces one for a whole
+//! process). A CPU without AVX2 stops the bench, naming the features it has.
 //!
 //! `cargo bench -p train --bench train_step`
 
+use cim_core::psums::PsumPath;
 use cim_core::{AdcWindow, Encoding};
 use flex_kernels::memory::{TrackingAllocator, mib, peak_rss_bytes};
 use train::RunConfig;
@@ -54,6 +57,9 @@ fn main() {
             "floating point, clamp",
             RunConfig { activation: models::Activation::Clamp, ..StepCase::cim("", "fp", Encoding::Twos).config },
         ),
+        // what a CPU without AVX-512 VNNI runs: the AVX2 integer path, and the generic f32 one
+        StepCase { name: "CIM col/col P3 diff. AVX2".into(), ..diff.clone() }.on_path(PsumPath::Avx2),
+        StepCase { name: "CIM col/col P3 diff. generic".into(), ..diff.clone() }.on_path(PsumPath::Generic),
     ]
     .into_iter()
     // TRAIN_STEP_NETS=diff (say) keeps only the matching nets, for a profiler; the ratios need all
@@ -95,6 +101,13 @@ fn main() {
     println!("  ratio CIM (differential, zero window) / floating point: {:.2}", medians[3] / medians[0]);
     println!("  learned / zero window (differential): {:.3}", medians[2] / medians[3]);
     println!("  floating point, clamp form / ReLU form: {:.2}", medians[4] / medians[0]);
+    println!(
+        "  CIM (differential) / floating point by partial-sum path: {} {:.2}, avx2 {:.2} (target <= 2), generic {:.2}",
+        PsumPath::current().name(),
+        medians[2] / medians[0],
+        medians[5] / medians[0],
+        medians[6] / medians[0]
+    );
     let gib = |b: usize| b as f64 / (1u64 << 30) as f64;
     println!(
         "  CIM heap peak: twos {:.2} GiB, differential {:.2} GiB (target <= 2 GiB)",

@@ -309,6 +309,21 @@ fn process_alive(pid: u32, start: Option<u64>) -> Option<bool> {
 mod tests {
     use super::*;
 
+    /// The claim files workers write or set aside beside a claim (`claim.lock.tmp.<pid>.<n>`)
+    /// leave a folder as empty as the claim does: a run may be started there.
+    #[test]
+    fn a_neighbours_claim_files_leave_a_folder_empty() {
+        assert!(is_claim_file("claim.lock") && is_claim_file("claim.lock.tmp.4242.7"));
+        assert!(!is_claim_file("claim.locked") && !is_claim_file("config.toml.tmp.4242.7"));
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("run");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("claim.lock.tmp.4242.7"), "a neighbour's claim, half way").unwrap();
+        crate::run::RunDir::new(&dir).check_owner(&crate::RunConfig::default()).unwrap();
+        std::fs::write(dir.join("notes.txt"), "someone's file").unwrap();
+        assert!(crate::run::RunDir::new(&dir).check_owner(&crate::RunConfig::default()).is_err());
+    }
+
     #[test]
     fn a_claim_is_exclusive_reentrant_released_and_taken_over_from_a_dead_holder() {
         let tmp = tempfile::tempdir().unwrap();

@@ -9,6 +9,7 @@ use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::GradientsParams;
 use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
 use cim_core::Encoding;
+use cim_core::psums::{PsumPath, with_psum_path};
 use flex_kernels::memory::{live_bytes, peak_bytes, reset_peak};
 
 use crate::TrainError;
@@ -23,11 +24,18 @@ pub struct StepCase {
     pub name: String,
     /// The run it is built from (model, method, setting, optimizer).
     pub config: RunConfig,
+    /// The partial-sum path its steps take (the fastest this CPU runs where `None`).
+    pub psum_path: Option<PsumPath>,
 }
 
 impl StepCase {
     pub fn new(name: impl Into<String>, config: RunConfig) -> Self {
-        Self { name: name.into(), config }
+        Self { name: name.into(), config, psum_path: None }
+    }
+
+    /// The same case on partial-sum path `path`.
+    pub fn on_path(self, path: PsumPath) -> Self {
+        Self { psum_path: Some(path), ..self }
     }
 
     /// The default CIM setting (W4 A4, cell bits 2, P 3, N 128) of `method` with `encoding`, on the
@@ -83,6 +91,15 @@ pub fn time_steps(
             "step timing: batch {batch} and {measured} measured steps; expected at least 1 of each"
         )));
     }
+    if let Some(case) = cases.iter().find(|c| c.psum_path.is_some_and(|p| !p.supported())) {
+        let path = case.psum_path.expect("checked");
+        return Err(TrainError::Config(format!(
+            "step timing, {}: this CPU cannot run the {} partial-sum path (it has: {})",
+            case.name,
+            path.name(),
+            cim_core::psums::cpu_features()
+        )));
+    }
     let x = Tensor::<4>::random([batch, 3, 32, 32], Distribution::Normal(0.0, 1.0), device);
     let labels: Vec<i64> = (0..batch as i64).map(|i| i % 10).collect();
     let y = Tensor::<1, Int>::from_data(TensorData::new(labels, [batch]), device);
@@ -98,14 +115,18 @@ pub fn time_steps(
     let sync = |what: &str| device.sync().map_err(|e| TrainError::Config(format!("step timing, {what}: {e:?}")));
     sync("setup")?;
     for round in 0..warmup + measured {
-        for (model, optim, timing) in nets.iter_mut() {
+        for ((model, optim, timing), case) in nets.iter_mut().zip(cases) {
             reset_peak();
             let base = live_bytes();
             let start = Instant::now();
             let m = model.take().expect("a model between steps");
-            let loss = loss_fn.forward(m.forward(x.clone()), y.clone());
-            let grads = GradientsParams::from_grads(loss.backward(), &m);
-            *model = Some(optim.step(0.01, m, grads));
+            let step = || {
+                let loss = loss_fn.forward(m.forward(x.clone()), y.clone());
+                let grads = GradientsParams::from_grads(loss.backward(), &m);
+                optim.step(0.01, m, grads)
+            };
+            let path = case.psum_path.unwrap_or_else(PsumPath::current);
+            *model = Some(with_psum_path(path, step).map_err(TrainError::Config)?);
             sync(&timing.name)?;
             let seconds = start.elapsed().as_secs_f64();
             if round >= warmup {

@@ -109,3 +109,26 @@ fn variation_study_at_sigma_zero_is_the_noiseless_accuracy() {
     let e = train::variation_study(&run, &[0.1], 0, 5, None, &dd, ComputeDevice::Cpu).unwrap_err().to_string();
     assert!(e.contains("--chips 0"), "{e}");
 }
+
+/// Every partial-sum path this CPU runs (AVX-512 VNNI, AVX2, the generic f32 product) trains the
+/// same CIM run to the same bits: every epoch's losses and accuracies, and the summary. (The
+/// weight files name their parameters by ids drawn per process, so they are not compared as
+/// bytes.)
+#[test]
+fn every_partial_sum_path_gives_the_same_bits() {
+    use cim_core::psums::{PsumPath, with_psum_path};
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let cfg = RunConfig { epochs: 2, limit_train: Some(96), ..config() };
+    let mut runs = Vec::new();
+    for path in PsumPath::ALL.into_iter().filter(|p| p.supported()) {
+        let dir = tmp.path().join(path.name());
+        with_psum_path(path, || train::train(&cfg, &dir, &options(&data, None)).unwrap().unwrap()).unwrap();
+        runs.push((path, metrics_without_timing(&dir), summary_without_timing(&dir)));
+    }
+    assert!(runs.len() >= 2, "at least the generic path and one integer path on an x86-64 CPU");
+    for (path, metrics, summary) in &runs[1..] {
+        assert_eq!(metrics, &runs[0].1, "{} against {}: metrics", path.name(), runs[0].0.name());
+        assert_eq!(summary, &runs[0].2, "{} against {}: summary", path.name(), runs[0].0.name());
+    }
+}

@@ -1,14 +1,14 @@
 //! The partial-sum pass on Flex: im2col and one matrix product per row tile forward (in integers
-//! where the CPU has AVX-512 VNNI, [`super::vnni`]), and a backward that runs image by image so
-//! that each image's im2col and its gradient stay in the cache.
+//! where the CPU has AVX-512 VNNI or AVX2, [`super::int8`]), and a backward that runs image by
+//! image so that each image's im2col and its gradient stay in the cache.
 
 use burn::backend::Flex;
 use burn::backend::flex::FlexTensor;
 use rayon::prelude::*;
 
-use super::sparse::{StridedRows, WordLineEntries};
 #[cfg(target_arch = "x86_64")]
-use super::vnni;
+use super::int8;
+use super::sparse::{StridedRows, WordLineEntries};
 use super::{PsumOps, WeightCodePass};
 use crate::adc::{AdcImageBackward, CHANNEL_SUMS};
 use crate::config::Encoding;
@@ -205,10 +205,10 @@ pub(super) fn backward_by_images(
 }
 
 /// The forward partial sums [G*P, B*H'*W']: in integers where the CPU and the values allow
-/// ([`vnni`], bit-identical), else by im2col and one f32 product per row tile.
+/// ([`int8`], bit-identical), else by im2col and one f32 product per row tile.
 pub(super) fn psums_forward(codes: &[f32], planes: &[f32], d: Dims) -> Vec<f32> {
     #[cfg(target_arch = "x86_64")]
-    if let Some(out) = vnni::forward(codes, planes, d) {
+    if let Some(out) = int8::forward(codes, planes, d) {
         return out;
     }
     let mut out = zeros(d.groups * d.planes * d.columns());
@@ -427,16 +427,24 @@ pub(super) fn psums_of_weight_codes_backward(
 mod tests {
     use super::*;
 
-    /// The integer product equals the f32 product bit for bit, and declines what it cannot do
-    /// exactly (fractional planes, codes beyond a byte).
+    /// The integer product equals the f32 product bit for bit on every integer path this CPU
+    /// runs, and declines what it cannot do exactly (fractional planes, codes beyond a byte).
     #[cfg(target_arch = "x86_64")]
     #[test]
     fn integer_products_equal_the_f32_products() {
-        use rand::{RngExt, SeedableRng};
-        if !vnni::available() {
-            eprintln!("no AVX-512 VNNI on this CPU: the integer path is not used here");
-            return;
+        use super::super::{PsumPath, with_psum_path};
+        for path in [PsumPath::Vnni512, PsumPath::Avx2] {
+            if !path.supported() {
+                eprintln!("this CPU cannot run the {} path: not tested here", path.name());
+                continue;
+            }
+            with_psum_path(path, || integer_products_on_the_current_path(path)).unwrap();
         }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    fn integer_products_on_the_current_path(path: super::super::PsumPath) {
+        use rand::{RngExt, SeedableRng};
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
         // (k, stride, padding, groups, n_c, planes, h, w, missing channels, batch, code max, digit range)
         for (k, stride, padding, groups, n_c, planes, h, w, missing, batch, code_max, digits) in [
@@ -466,14 +474,20 @@ mod tests {
             };
             let mut exact = vec![f32::NAN; groups * planes * d.columns()];
             psums_f32(&codes, &plane_values, d, &mut exact);
-            let int = vnni::forward(&codes, &plane_values, d);
-            assert_eq!(int, Some(exact), "k {k} stride {stride} n_c {n_c} planes {planes}");
+            let int = int8::forward(&codes, &plane_values, d);
+            // AVX2 adds byte products in pairs in 16 bits: wide digits and codes are declined
+            let pairs_fit = 2 * code_max * digits.clone().map(i32::abs).max().unwrap() <= i16::MAX as i32;
+            if path == super::super::PsumPath::Avx2 && !pairs_fit {
+                assert_eq!(int, None, "{}: k {k} n_c {n_c}", path.name());
+                continue;
+            }
+            assert_eq!(int, Some(exact), "{}: k {k} stride {stride} n_c {n_c} planes {planes}", path.name());
             let mut fractional = plane_values.clone();
             fractional[1] = 0.5;
-            assert!(vnni::forward(&codes, &fractional, d).is_none());
+            assert!(int8::forward(&codes, &fractional, d).is_none());
             let mut large = codes.clone();
             large[0] = 256.0;
-            assert!(vnni::forward(&large, &plane_values, d).is_none());
+            assert!(int8::forward(&large, &plane_values, d).is_none());
         }
     }
 

@@ -25,11 +25,13 @@ use flex_kernels::im2col::ConvGeometry;
 
 mod autodiff;
 mod flex;
+#[cfg(target_arch = "x86_64")]
+mod int8;
+mod path;
 mod sparse;
 mod through_adc;
-#[cfg(target_arch = "x86_64")]
-mod vnni;
 
+pub use path::{PSUM_PATH_ENV, PsumPath, cpu_features, with_psum_path};
 pub use through_adc::{PsumsThroughAdcOps, psums_through_adc, psums_through_adc_reference};
 
 /// What a pass over weight codes needs besides its tensors: the convolution, and the slicing

@@ -5,7 +5,7 @@
 //! partial-sum backward. The values are exactly [`adc_accumulate`] over
 //! [`grouped_psums_of_weight_codes`]: what runs off Flex, and what the tests compare against.
 //!
-//! Forward, where the integer kernel runs ([`super::vnni::forward_through_adc`]), the ADC pass is
+//! Forward, where the integer kernel runs ([`super::int8::forward_through_adc`]), the ADC pass is
 //! applied to each block of partial sums while it is in registers, and the partial sums are kept
 //! for the backward as exact i16; elsewhere the partial sums are computed in f32 and the ADC pass
 //! runs over them. The gradients reach the activation codes, the weight codes and the ADC's
@@ -76,8 +76,8 @@ impl PsumsThroughAdcOps for Flex {
         #[cfg(target_arch = "x86_64")]
         {
             let channels = adc.host();
-            let epilogue = super::vnni::AdcEpilogue::new(channels.each_ref().map(|c| &c[..]), out_channels);
-            if let Some((y, psums)) = super::vnni::forward_through_adc(&a, &planes, d, &epilogue) {
+            let epilogue = super::int8::AdcEpilogue::new(channels.each_ref().map(|c| &c[..]), out_channels);
+            if let Some((y, psums)) = super::int8::forward_through_adc(&a, &planes, d, &epilogue) {
                 let y = flex_tensor(y, vec![d.batch, out_channels, d.ho, d.wo]);
                 return (y, FlexTensor::from_data(TensorData::new(psums, psum_shape)));
             }
