@@ -125,7 +125,7 @@ pub fn run(cmd: DataCommand) -> Result<()> {
         DataCommand::Load { spec, dir, holdout } => {
             let dir = crate::data_dir(dir.dir.as_deref(), "--dir")?;
             let start = Instant::now();
-            let loaded = data::load_dataset(&spec, &dir, holdout)?;
+            let loaded = data::load_dataset(&spec, &dir, data::source::FolderOptions::holdout(holdout))?;
             let secs = start.elapsed().as_secs_f64();
             let n = loaded.train.len() + loaded.test.len();
             println!(

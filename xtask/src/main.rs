@@ -22,7 +22,8 @@ enum Command {
     Data(data_cmd::DataCommand),
     /// Train one run (flags or a TOML run config).
     Train(train_cmd::TrainArgs),
-    /// Evaluate a trained run on its own or another data set.
+    /// Evaluate a trained run on its own or another data set: a finished run's final model, or the
+    /// newest checkpoint of a run still training (said so); a failed run is refused.
     Eval(train_cmd::EvalArgs),
     /// Train every cell of a study profile that has no finished result (resumable).
     Reproduce(study_cmd::ReproduceArgs),

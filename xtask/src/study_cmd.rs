@@ -51,9 +51,22 @@ pub struct ProfileArgs {
     /// give the same to reproduce and report.
     #[arg(long)]
     cifar10_jpeg: Option<PathBuf>,
+    /// An Imagenette tree (root/train/<wnid>/*.JPEG and root/val/<wnid>/*.JPEG) for the profiles'
+    /// imagenette benchmark; give the same to reproduce and report.
+    #[arg(long)]
+    imagenette: Option<PathBuf>,
 }
 
 impl ProfileArgs {
+    /// The study inputs given on the command line: (input name, as its flag and its study
+    /// placeholder `{name}` say it; the folder).
+    fn inputs(&self) -> Vec<(&'static str, &PathBuf)> {
+        [("cifar10-jpeg", &self.cifar10_jpeg), ("imagenette", &self.imagenette)]
+            .into_iter()
+            .filter_map(|(name, dir)| dir.as_ref().map(|d| (name, d)))
+            .collect()
+    }
+
     fn load(&self) -> Result<(Study, PathBuf, PathBuf)> {
         let reports = project_root().join("reports");
         let runs = self.runs.clone().unwrap_or_else(|| project_root().join("runs"));
@@ -99,15 +112,19 @@ impl ProfileArgs {
                 );
             }
         }
-        if let Some(dir) = &self.cifar10_jpeg {
+        for (input, dir) in self.inputs() {
             if !dir.is_dir() {
-                bail!("--cifar10-jpeg {}: not a folder (expected a tree root/<class>/*.jpg)", dir.display());
+                bail!(
+                    "--{input} {}: not a folder (expected a tree root/<class>/*.jpg, or root/train/<class>/... \
+                     and root/val/<class>/...)",
+                    dir.display()
+                );
             }
-            let dir = dir.canonicalize().with_context(|| format!("--cifar10-jpeg {}", dir.display()))?;
+            let dir = dir.canonicalize().with_context(|| format!("--{input} {}", dir.display()))?;
             // the runs are keyed by the tree's content, so that a copy elsewhere finds them
-            let id = data::source::folder_identity(&dir, "cifar10-jpeg")
-                .with_context(|| format!("--cifar10-jpeg {}", dir.display()))?;
-            study.provide("cifar10-jpeg", &dir.display().to_string(), Some(&id));
+            let id =
+                data::source::folder_identity(&dir, input).with_context(|| format!("--{input} {}", dir.display()))?;
+            study.provide(input, &dir.display().to_string(), Some(&id));
         }
         Ok(study)
     }
@@ -257,8 +274,8 @@ pub fn reproduce(args: ReproduceArgs) -> Result<()> {
     if let Some(runs) = &args.profile.runs {
         hint += &format!(" --runs {}", runs.display());
     }
-    if let Some(dir) = &args.profile.cifar10_jpeg {
-        hint += &format!(" --cifar10-jpeg {}", dir.display());
+    for (input, dir) in args.profile.inputs() {
+        hint += &format!(" --{input} {}", dir.display());
     }
     println!("runs in {}; tables: {hint}", runs_root.join(&study.name).display());
     if !out.failed.is_empty() {
@@ -310,8 +327,8 @@ fn slurm(args: &ReproduceArgs, study: &Study, opts: &ReproduceOptions, dir: &Pat
     command.extend(["--profile".into(), profile]);
     command.extend(["--runs".into(), absolute(&opts.runs_root).display().to_string()]);
     command.extend(["--data-dir".into(), absolute(opts.data_dir.root()).display().to_string()]);
-    if let Some(d) = &args.profile.cifar10_jpeg {
-        command.extend(["--cifar10-jpeg".into(), absolute(d).display().to_string()]);
+    for (input, d) in args.profile.inputs() {
+        command.extend([format!("--{input}"), absolute(d).display().to_string()]);
     }
     command.extend(["--device".into(), args.device.device.to_string()]);
     command.extend(["--claim-timeout".into(), args.claim_timeout.to_string()]);

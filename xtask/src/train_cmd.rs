@@ -151,10 +151,11 @@ pub struct EvalArgs {
     /// Evaluate on this data set's test split instead of the run's own.
     #[arg(long)]
     dataset: Option<String>,
-    /// Images per class held out as the test split of a `--dataset folder:PATH` (default: the
-    /// run's own folder_holdout).
-    #[arg(long)]
-    folder_holdout: Option<usize>,
+    /// Images per class held out as the test split of a `--dataset folder:PATH` without its own
+    /// (`train/` + `val/`), or `all` for a tree of test images only (default: the run's own
+    /// folder_holdout).
+    #[arg(long, value_parser = parse_holdout, value_name = "N|all")]
+    folder_holdout: Option<data::source::Holdout>,
     /// Data directory (default: $CIM_DATA_DIR, else ./data).
     #[arg(long)]
     data_dir: Option<PathBuf>,
@@ -162,10 +163,33 @@ pub struct EvalArgs {
     device: crate::DeviceArg,
 }
 
+/// `--folder-holdout N|all`.
+fn parse_holdout(text: &str) -> Result<data::source::Holdout, String> {
+    match text {
+        "all" => Ok(data::source::Holdout::All),
+        n => n
+            .parse()
+            .map(data::source::Holdout::PerClass)
+            .map_err(|_| format!("`{n}`: expected a number of images per class, or `all`")),
+    }
+}
+
 pub fn eval(args: EvalArgs) -> Result<()> {
     let data_dir = crate::data_dir(args.data_dir.as_deref(), "--data-dir")?;
     let device = args.device.checked()?;
     let r = train::evaluate_run(&args.run, args.dataset.as_deref(), args.folder_holdout, &data_dir, device)?;
     println!("accuracy {:.2}% (loss {:.4}) on {} images", 100.0 * r.accuracy, r.loss, r.images);
+    // a run still training is scored by its newest checkpoint: said, so that it is not taken
+    // for the run's result
+    let run = train::RunDir::new(&args.run);
+    if !run.summary_path().exists()
+        && let Some(ckpt) = run.latest_checkpoint()?
+    {
+        let epochs = run.read_config()?.map_or(0, |c| c.epochs);
+        println!(
+            "note: the run has not finished: this is its checkpoint after epoch {} of {epochs}",
+            ckpt.state.epochs_done
+        );
+    }
     Ok(())
 }

@@ -1,5 +1,6 @@
 //! Image-folder trees, `root/<class>/*.{jpg,jpeg,png}` (the ImageNet / torchvision layout): class
-//! order is the sorted folder names, files are sorted within a class.
+//! order is the sorted folder names, files are sorted within a class. A tree whose only folders
+//! are `train/` and `val/` (or `test/`), each of class folders, brings its own test split.
 
 use std::path::{Path, PathBuf};
 
@@ -16,9 +17,16 @@ pub struct FolderIndex {
     pub root: PathBuf,
     /// Class folder names, sorted.
     pub classes: Vec<String>,
-    /// Every image file and its class.
+    /// Every image file and its class (a tree with its own test split: the training images,
+    /// then the test images).
     pub items: Vec<(PathBuf, u16)>,
+    /// Where the test images begin in `items`, for a tree with its own test split (`train/` and
+    /// `val/` or `test/`); `None` for a tree of class folders.
+    pub test_from: Option<usize>,
 }
+
+/// The names a tree's test split may have beside `train/`.
+pub const TEST_SPLIT_NAMES: [&str; 2] = ["val", "test"];
 
 /// How decoded images are brought to the model's input size.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,37 +46,81 @@ fn is_image(p: &Path) -> bool {
         .is_some_and(|e| matches!(e.to_ascii_lowercase().as_str(), "jpg" | "jpeg" | "png"))
 }
 
-/// Lists a tree. An empty tree, or a class folder without images, is an error.
+/// Sorted entries of a folder.
+fn sorted_entries(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| DataError::io(dir, e))?
+        .map(|e| e.map(|e| e.path()).map_err(|e| DataError::io(dir, e)))
+        .collect::<Result<_>>()?;
+    v.sort();
+    Ok(v)
+}
+
+/// The `train/` and test folders of a tree with its own test split: its only folders are `train`
+/// and one of [`TEST_SPLIT_NAMES`].
+pub fn split_folders(root: &Path) -> Result<Option<(PathBuf, PathBuf)>> {
+    let dirs: Vec<PathBuf> = sorted_entries(root)?.into_iter().filter(|p| p.is_dir()).collect();
+    let name = |p: &PathBuf| p.file_name().unwrap_or_default().to_string_lossy().to_string();
+    if dirs.len() != 2 || !dirs.iter().any(|d| name(d) == "train") {
+        return Ok(None);
+    }
+    Ok(dirs
+        .iter()
+        .find(|d| TEST_SPLIT_NAMES.contains(&name(d).as_str()))
+        .map(|test| (root.join("train"), test.clone())))
+}
+
+/// Lists a tree: class folders, or `train/` and `val/` (`test/`) of the same class folders. An
+/// empty tree, a class folder without images, or splits whose classes differ (named) are errors.
 pub fn index_folder(root: &Path) -> Result<FolderIndex> {
-    let read = |dir: &Path| -> Result<Vec<PathBuf>> {
-        let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
-            .map_err(|e| DataError::io(dir, e))?
-            .map(|e| e.map(|e| e.path()).map_err(|e| DataError::io(dir, e)))
-            .collect::<Result<_>>()?;
-        v.sort();
-        Ok(v)
+    let Some((train, test)) = split_folders(root)? else {
+        let (classes, items) = index_classes(root)?;
+        return Ok(FolderIndex { root: root.to_path_buf(), classes, items, test_from: None });
     };
-    let class_dirs: Vec<PathBuf> = read(root)?.into_iter().filter(|p| p.is_dir()).collect();
+    let (classes, mut items) = index_classes(&train)?;
+    let (test_classes, test_items) = index_classes(&test)?;
+    if test_classes != classes {
+        let missing: Vec<&str> = classes.iter().filter(|c| !test_classes.contains(c)).map(String::as_str).collect();
+        let unknown: Vec<&str> = test_classes.iter().filter(|c| !classes.contains(c)).map(String::as_str).collect();
+        return Err(DataError::corrupt(
+            &test,
+            format!(
+                "its classes differ from {}'s: missing here {}; not in train {}",
+                train.display(),
+                if missing.is_empty() { "none".into() } else { missing.join(", ") },
+                if unknown.is_empty() { "none".into() } else { unknown.join(", ") }
+            ),
+        ));
+    }
+    let test_from = items.len();
+    items.extend(test_items);
+    Ok(FolderIndex { root: root.to_path_buf(), classes, items, test_from: Some(test_from) })
+}
+
+/// The class folders of `dir` (sorted) and their images, labelled by folder.
+fn index_classes(dir: &Path) -> Result<(Vec<String>, Vec<(PathBuf, u16)>)> {
+    let class_dirs: Vec<PathBuf> = sorted_entries(dir)?.into_iter().filter(|p| p.is_dir()).collect();
     if class_dirs.is_empty() {
-        return Err(DataError::corrupt(root, "no class folders: expected root/<class>/*.jpg|png"));
+        return Err(DataError::corrupt(dir, "no class folders: expected root/<class>/*.jpg|png"));
     }
     if class_dirs.len() > u16::MAX as usize {
         return Err(DataError::corrupt(
-            root,
+            dir,
             format!("{} class folders, at most {} supported", class_dirs.len(), u16::MAX),
         ));
     }
     let mut classes = Vec::new();
     let mut items = Vec::new();
-    for (label, dir) in class_dirs.iter().enumerate() {
-        let files: Vec<PathBuf> = read(dir)?.into_iter().filter(|p| p.is_file() && is_image(p)).collect();
+    for (label, class_dir) in class_dirs.iter().enumerate() {
+        let files: Vec<PathBuf> =
+            sorted_entries(class_dir)?.into_iter().filter(|p| p.is_file() && is_image(p)).collect();
         if files.is_empty() {
-            return Err(DataError::corrupt(dir, "class folder holds no .jpg/.jpeg/.png image"));
+            return Err(DataError::corrupt(class_dir, "class folder holds no .jpg/.jpeg/.png image"));
         }
-        classes.push(dir.file_name().unwrap_or_default().to_string_lossy().to_string());
+        classes.push(class_dir.file_name().unwrap_or_default().to_string_lossy().to_string());
         items.extend(files.into_iter().map(|f| (f, label as u16)));
     }
-    Ok(FolderIndex { root: root.to_path_buf(), classes, items })
+    Ok((classes, items))
 }
 
 /// Decodes one file to CHW bytes of `prep.shape`.

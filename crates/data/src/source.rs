@@ -29,10 +29,38 @@ pub struct LoadedData {
     pub load_seconds: f64,
 }
 
+/// The test split of a `folder:` tree without one of its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Holdout {
+    /// The last this-many images of every class (in file order).
+    PerClass(usize),
+    /// Every image (a tree of test images only, for `eval`): no training split.
+    All,
+}
+
+/// How a `folder:` tree becomes a data set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FolderOptions {
+    /// The test split of a tree without its own (`train/` and `val/`); a tree with its own test
+    /// split takes it whatever this says, unless [`Holdout::All`].
+    pub holdout: Holdout,
+    /// Each image resized so that its short side has this many pixels, then center-cropped to a
+    /// square of that side; `None`: every image must have the size of the first.
+    pub resolution: Option<u32>,
+}
+
+impl FolderOptions {
+    /// The last `n` images of every class held out, at the images' own size.
+    pub fn holdout(n: usize) -> Self {
+        Self { holdout: Holdout::PerClass(n), resolution: None }
+    }
+}
+
 /// Loads `spec`: a built-in name, a manifest `.toml` path, or `folder:PATH` for a
-/// `PATH/<class>/*.jpg|png` tree whose last `holdout_per_class` images of every class (in file
-/// order) form the test split, normalized with statistics measured on its training images.
-pub fn load_dataset(spec: &str, dir: &DataDir, holdout_per_class: usize) -> Result<LoadedData> {
+/// `PATH/<class>/*.jpg|png` tree (its test split as `folder` says) or a `PATH/train/<class>/...`
+/// + `PATH/val/<class>/...` tree (its own test split), normalized with statistics measured on
+/// its training images (on its test images where it has no training split).
+pub fn load_dataset(spec: &str, dir: &DataDir, folder: FolderOptions) -> Result<LoadedData> {
     let start = Instant::now();
     if let Some(path) = spec.strip_prefix(FOLDER_PREFIX) {
         let root = PathBuf::from(path);
@@ -46,24 +74,41 @@ pub fn load_dataset(spec: &str, dir: &DataDir, holdout_per_class: usize) -> Resu
             )));
         }
         let first = &index.items[0].0;
-        let probe = image::image_dimensions(first)
-            .map_err(|e| DataError::corrupt(first, format!("cannot read image size: {e}")))?;
         let color =
             image::open(first).map_err(|e| DataError::corrupt(first, format!("cannot decode image: {e}")))?.color();
         let channels = if color.has_color() { 3 } else { 1 };
-        let prep =
-            Preprocess { shape: [channels, probe.1 as usize, probe.0 as usize], resize_short: None, center_crop: None };
+        let prep = match folder.resolution {
+            Some(side) => Preprocess {
+                shape: [channels, side as usize, side as usize],
+                resize_short: Some(side),
+                center_crop: Some(side),
+            },
+            None => {
+                let probe = image::image_dimensions(first)
+                    .map_err(|e| DataError::corrupt(first, format!("cannot read image size: {e}")))?;
+                Preprocess {
+                    shape: [channels, probe.1 as usize, probe.0 as usize],
+                    resize_short: None,
+                    center_crop: None,
+                }
+            }
+        };
         let all = load_folder(&index, &prep)?;
-        let (keep, held) = all.holdout_tail(holdout_per_class);
-        if keep.is_empty() || held.is_empty() {
-            return Err(DataError::Invalid(format!(
-                "{}: holding out {holdout_per_class} images per class leaves an empty split",
-                root.display()
-            )));
+        let (keep, held): (Vec<usize>, Vec<usize>) = match (folder.holdout, index.test_from) {
+            (Holdout::All, _) => (Vec::new(), (0..all.len()).collect()),
+            (Holdout::PerClass(_), Some(t)) => ((0..t).collect(), (t..all.len()).collect()),
+            (Holdout::PerClass(n), None) => all.holdout_tail(n),
+        };
+        if held.is_empty() || (keep.is_empty() && folder.holdout != Holdout::All) {
+            let what = match folder.holdout {
+                Holdout::PerClass(n) => format!("holding out {n} images per class"),
+                Holdout::All => "holding out every image".into(),
+            };
+            return Err(DataError::Invalid(format!("{}: {what} leaves an empty split", root.display())));
         }
         let train = all.select(&keep);
         let test = all.select(&held);
-        let normalize = measure_normalization(&train);
+        let normalize = measure_normalization(if train.is_empty() { &test } else { &train });
         return Ok(LoadedData {
             name: spec.to_string(),
             train,
@@ -84,6 +129,28 @@ pub fn load_dataset(spec: &str, dir: &DataDir, holdout_per_class: usize) -> Resu
         augment: Augment::of(&manifest),
         load_seconds: start.elapsed().as_secs_f64(),
     })
+}
+
+/// The shape [C, H, W] in which `spec`'s images reach a model: a manifest's, or a folder tree's
+/// first image's (at `resolution` where given, which its images must reach without enlarging:
+/// an image smaller than the resolution is refused, named). Reads one image at most.
+pub fn input_shape(spec: &str, resolution: Option<u32>) -> Result<[usize; 3]> {
+    let Some(path) = spec.strip_prefix(FOLDER_PREFIX) else {
+        return Ok(find_manifest(spec)?.image_shape);
+    };
+    let index = index_folder(Path::new(path))?;
+    let first = &index.items[0].0;
+    let img = image::open(first).map_err(|e| DataError::corrupt(first, format!("cannot decode image: {e}")))?;
+    let channels = if img.color().has_color() { 3 } else { 1 };
+    let (w, h) = (img.width(), img.height());
+    match resolution {
+        Some(side) if w.min(h) < side => Err(DataError::Invalid(format!(
+            "{}: {w}x{h} images, smaller than the resolution {side}: they would be enlarged, not resized",
+            first.display()
+        ))),
+        Some(side) => Ok([channels, side as usize, side as usize]),
+        None => Ok([channels, h as usize, w as usize]),
+    }
 }
 
 /// The class names of `spec` in label order, without decoding any image: a folder tree's class

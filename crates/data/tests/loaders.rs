@@ -204,6 +204,63 @@ fn a_folder_data_set_of_one_class_is_rejected() {
         img.save(dir.path().join("only").join(format!("{i}.png"))).unwrap();
     }
     let spec = format!("folder:{}", dir.path().display());
-    let e = data::load_dataset(&spec, &DataDir::new(dir.path()), 1).unwrap_err().to_string();
+    let e = data::load_dataset(&spec, &DataDir::new(dir.path()), data::source::FolderOptions::holdout(1))
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("1 class folder(s) (only)") && e.contains("at least 2"), "{e}");
+}
+
+/// Writes `per_class` 12 x 10 colour images into `root/<class>/` for each class.
+fn write_classes(root: &Path, classes: &[&str], per_class: u8) {
+    for (c, class) in classes.iter().enumerate() {
+        std::fs::create_dir_all(root.join(class)).unwrap();
+        for i in 0..per_class {
+            let img =
+                image::RgbImage::from_fn(12, 10, |x, y| image::Rgb([x as u8 * 20, y as u8 * 20, c as u8 * 60 + i]));
+            img.save(root.join(class).join(format!("{i}.png"))).unwrap();
+        }
+    }
+}
+
+/// A tree of `train/` and `val/` brings its own test split (every `val/` image, whatever the
+/// holdout); splits whose classes differ are refused naming them; a resolution resizes and
+/// crops every image to a square; `Holdout::All` makes a tree of class folders all test images.
+#[test]
+fn a_tree_with_its_own_test_split_and_a_resolution() {
+    use data::source::{FolderOptions, Holdout};
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("tree");
+    write_classes(&root.join("train"), &["a", "b", "c"], 4);
+    write_classes(&root.join("val"), &["a", "b", "c"], 2);
+    let spec = format!("folder:{}", root.display());
+    let data_dir = DataDir::new(dir.path());
+    let loaded = data::load_dataset(&spec, &data_dir, FolderOptions::holdout(1)).unwrap();
+    assert_eq!((loaded.train.len(), loaded.test.len()), (12, 6));
+    assert_eq!(loaded.test.class_counts(), vec![2, 2, 2]);
+    assert_eq!(loaded.train.shape, [3, 10, 12]);
+    assert_eq!(data::source::class_names(&spec).unwrap(), ["a", "b", "c"]);
+    // at a resolution: short side 8, then an 8 x 8 center crop
+    let small = FolderOptions { resolution: Some(8), ..FolderOptions::holdout(1) };
+    let loaded = data::load_dataset(&spec, &data_dir, small).unwrap();
+    assert_eq!((loaded.train.shape, loaded.test.shape), ([3, 8, 8], [3, 8, 8]));
+    assert_eq!(data::source::input_shape(&spec, Some(8)).unwrap(), [3, 8, 8]);
+    let e = data::source::input_shape(&spec, Some(64)).unwrap_err().to_string();
+    assert!(e.contains("12x10 images, smaller than the resolution 64"), "{e}");
+    // the content identity covers both splits
+    let before = data::source::folder_identity(&root, "t").unwrap();
+    std::fs::remove_file(root.join("val/a/1.png")).unwrap();
+    assert_ne!(data::source::folder_identity(&root, "t").unwrap(), before);
+    // a class missing from val, another not in train
+    std::fs::rename(root.join("val/c"), root.join("val/d")).unwrap();
+    let e = data::load_dataset(&spec, &data_dir, FolderOptions::holdout(1)).unwrap_err().to_string();
+    assert!(e.contains("missing here c") && e.contains("not in train d"), "{e}");
+    // every image of a tree of class folders as the test split
+    let only_test = dir.path().join("test-only");
+    write_classes(&only_test, &["a", "b"], 3);
+    let spec = format!("folder:{}", only_test.display());
+    let all = FolderOptions { holdout: Holdout::All, resolution: None };
+    let loaded = data::load_dataset(&spec, &data_dir, all).unwrap();
+    assert_eq!((loaded.train.len(), loaded.test.len()), (0, 6));
+    let e = data::load_dataset(&spec, &data_dir, FolderOptions::holdout(3)).unwrap_err().to_string();
+    assert!(e.contains("holding out 3 images per class leaves an empty split"), "{e}");
 }

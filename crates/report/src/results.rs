@@ -203,8 +203,19 @@ pub fn archive(study: &Study, results: &[CellResult], out: &mut ReportWriter) ->
         if let Some(f) = &r.failure {
             out.add(&dir.join("failed.json"), serde_json::to_string_pretty(f).expect("json") + "\n");
         }
-        if let Some(s) = &r.summary {
-            out.add(&dir.join("summary.json"), serde_json::to_string_pretty(s).expect("json") + "\n");
+        match &r.summary {
+            Some(s) => out.add(&dir.join("summary.json"), serde_json::to_string_pretty(s).expect("json") + "\n"),
+            // a summary that failed its checks is archived as it is, so that the archive fails
+            // the cell for the same reason wherever it is read (the failure record is derived
+            // again from it, never read back)
+            None => {
+                let summary = RunDir::new(&r.dir).summary_path();
+                if r.failure.is_some()
+                    && let Ok(bytes) = std::fs::read(&summary)
+                {
+                    out.add(&dir.join("summary.json"), bytes);
+                }
+            }
         }
         if let Some(v) = &r.variation {
             out.add(&dir.join("variation.json"), serde_json::to_string_pretty(v).expect("json") + "\n");

@@ -291,6 +291,10 @@ fn check_dataset(config: &RunConfig, origin: &str, sizes: &mut SplitSizes) -> Re
             let known = match config.dataset.strip_prefix(data::source::FOLDER_PREFIX) {
                 // a tree that cannot be listed here is the concern of the run that reads it
                 Some(root) => data::folder::index_folder(Path::new(root)).ok().map(|index| {
+                    // a tree with its own test split (train/ and val/) takes it whole
+                    if let Some(t) = index.test_from {
+                        return (t, index.items.len() - t);
+                    }
                     let counts = index.items.iter().fold(vec![0usize; index.classes.len()], |mut c, (_, l)| {
                         c[*l as usize] += 1;
                         c

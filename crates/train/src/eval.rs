@@ -1,5 +1,6 @@
-//! Evaluation of a model, and of a finished (or checkpointed) run on any data set of the same
-//! image shape.
+//! Evaluation of a model, and of a run on any data set of the same image shape: a finished run's
+//! final model, or the newest checkpoint of one still training (the caller says which it was);
+//! a failed run is refused.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -142,23 +143,56 @@ pub(crate) fn load_model_record(model: Model, ckpt: &Checkpoint) -> Result<Model
     model.try_load_record(record).map_err(|e| TrainError::io(&path, format!("{e:?}")))
 }
 
+/// Refuses a data set `spec` whose images would reach the run's model in another shape than its
+/// own data's (a ResNet-18 run at 64 pixels on 32 x 32 images, a grey tree for a colour run), when
+/// the run's own data can still be read to tell; the run's `resolution` applies to both.
+fn check_input_shape(run_dir: &Path, config: &RunConfig, spec: &str) -> Result<(), TrainError> {
+    let other = data::source::input_shape(spec, config.resolution)?;
+    let own = match data::source::input_shape(&config.dataset, config.resolution) {
+        Ok(own) => own,
+        // the run's own data is not here (a committed run): its resolution still says the size
+        Err(_) => match config.resolution {
+            Some(side) => [other[0], side as usize, side as usize],
+            None => return Ok(()),
+        },
+    };
+    if own != other {
+        return Err(TrainError::Config(format!(
+            "{}: the run was trained on images of {own:?} ([channels, height, width]); {spec} gives {other:?}",
+            run_dir.display()
+        )));
+    }
+    Ok(())
+}
+
 /// How the records `eval` writes into a run folder begin (`eval-<data set>.json`): the user's
 /// own outputs beside a run, which no report reads or archives.
 pub const EVAL_RECORD_PREFIX: &str = "eval-";
 
 /// Evaluates the run in `run_dir` on the test split of `dataset` (default: the run's own, with
 /// its `limit_test`); writes `eval-<dataset>.json` into the run folder. `folder_holdout` is the
-/// held-out images per class of another `folder:` data set (default: the run's own setting).
+/// test split of another `folder:` data set without its own (default: the run's own setting;
+/// [`data::source::Holdout::All`] for a tree of test images only). Another data set must give
+/// images of the shape the run trained on (at the run's `resolution`, never enlarged), and its
+/// classes are matched to the run's by name; both are checked before any image is decoded.
 pub fn evaluate_run(
     run_dir: &Path,
     dataset: Option<&str>,
-    folder_holdout: Option<usize>,
+    folder_holdout: Option<data::source::Holdout>,
     data_dir: &DataDir,
     device: ComputeDevice,
 ) -> Result<EvalResult, TrainError> {
     let config: RunConfig = RunDir::new(run_dir)
         .read_config()?
         .ok_or_else(|| TrainError::io(run_dir.join("config.toml"), "missing: not a run folder"))?;
+    // a run stopped by non-finite values has no model worth a number
+    if let Some(failure) = RunDir::new(run_dir).read_failure()? {
+        return Err(TrainError::Config(format!(
+            "{}: the run failed ({}); eval takes finished runs, or the newest checkpoint of one still training",
+            run_dir.display(),
+            failure.message
+        )));
+    }
     // the run's own data: no --dataset, the same spec, or a tree with the run's content identity
     // (a committed run names its tree by the study's input, the user by its path here)
     let same_tree = |d: &str| {
@@ -166,16 +200,23 @@ pub fn evaluate_run(
             && config.dataset_id.as_deref().is_some_and(|id| data::source::check_folder_identity(d, id).is_ok())
     };
     let own = dataset.is_none_or(|d| d == config.dataset || same_tree(d));
-    if own && folder_holdout.is_some_and(|h| h != config.folder_holdout) {
+    use data::source::Holdout;
+    let holdout = folder_holdout.unwrap_or(Holdout::PerClass(config.folder_holdout));
+    if own && holdout != Holdout::PerClass(config.folder_holdout) {
         return Err(TrainError::Config(format!(
             "--folder-holdout {}: the run's own data set is split with folder_holdout = {}; give \
              --dataset to evaluate on another split",
-            folder_holdout.unwrap_or_default(),
+            match holdout {
+                Holdout::PerClass(n) => n.to_string(),
+                Holdout::All => "all".into(),
+            },
             config.folder_holdout
         )));
     }
-    if folder_holdout == Some(0) {
-        return Err(TrainError::Config("--folder-holdout 0: expected at least 1 image per class".into()));
+    if holdout == Holdout::PerClass(0) {
+        return Err(TrainError::Config(
+            "--folder-holdout 0: expected at least 1 image per class (or `all`: every image)".into(),
+        ));
     }
     let spec = dataset.unwrap_or(&config.dataset);
     // a committed run names its data by the study's input, not by a path of the machine that
@@ -196,7 +237,11 @@ pub fn evaluate_run(
     // another data set's classes are matched to the model's by name, checked before any image
     // is read
     let classes = if own { None } else { Some(matched_classes(run_dir, &config, spec)?) };
-    let loaded = data::load_dataset(spec, data_dir, folder_holdout.unwrap_or(config.folder_holdout))?;
+    if !own {
+        check_input_shape(run_dir, &config, spec)?;
+    }
+    let folder = data::source::FolderOptions { holdout, resolution: config.resolution };
+    let loaded = data::load_dataset(spec, data_dir, folder)?;
     let test = match (own, config.limit_test) {
         (true, Some(n)) => loaded.test.select(&loaded.test.balanced_subset(n, config.seed.wrapping_add(1))?),
         _ => loaded.test.clone(),

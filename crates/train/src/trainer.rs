@@ -72,7 +72,11 @@ pub fn load_run_data(config: &RunConfig, dir: &DataDir) -> Result<RunData, Train
     if let Some(id) = &config.dataset_id {
         data::source::check_folder_identity(&config.dataset, id)?;
     }
-    let data = data::load_dataset(&config.dataset, dir, config.folder_holdout)?;
+    let folder = data::source::FolderOptions {
+        holdout: data::source::Holdout::PerClass(config.folder_holdout),
+        resolution: config.resolution,
+    };
+    let data = data::load_dataset(&config.dataset, dir, folder)?;
     let subset =
         |set: &ImageSet, limit: Option<usize>, seed: u64, field: &str| -> Result<Option<Vec<usize>>, TrainError> {
             match limit {

@@ -33,7 +33,7 @@ fn small_columnwise_run() -> RunConfig {
 }
 
 fn synthetic_test_images(data: &Path) -> usize {
-    data::load_dataset("synthetic", &DataDir::new(data), 500).unwrap().test.len()
+    data::load_dataset("synthetic", &DataDir::new(data), data::source::FolderOptions::holdout(500)).unwrap().test.len()
 }
 
 #[test]
@@ -130,4 +130,7 @@ fn an_unfinished_or_failed_run_is_refused() {
     std::fs::write(run.join("failed.json"), failure.to_string()).unwrap();
     let e = search().unwrap_err().to_string();
     assert!(e.contains("the run failed (epoch 2: the test loss is NaN)"), "{e}");
+    // eval refuses it too
+    let e = train::evaluate_run(&run, None, None, &DataDir::new(&data), ComputeDevice::Cpu).unwrap_err().to_string();
+    assert!(e.contains("the run failed (epoch 2: the test loss is NaN)") && e.contains("eval takes"), "{e}");
 }

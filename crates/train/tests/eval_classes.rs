@@ -57,7 +57,7 @@ fn eval_on_another_tree_matches_classes_by_name() {
     assert_ne!(classes, sorted);
 
     // the run's own test images, as a tree named by class
-    let loaded = data::load_dataset("synthetic", &data_dir, 0).unwrap();
+    let loaded = data::load_dataset("synthetic", &data_dir, data::source::FolderOptions::holdout(0)).unwrap();
     let per_class = 20;
     let mut picked = Vec::new();
     for label in 0..10u16 {
@@ -69,7 +69,13 @@ fn eval_on_another_tree_matches_classes_by_name() {
     let own = train::evaluate_run(&run, Some("synthetic"), None, &data_dir, ComputeDevice::Cpu).unwrap();
     let eval = |tree: &Path| {
         let spec = format!("folder:{}", tree.display());
-        train::evaluate_run(&run, Some(&spec), Some(per_class), &data_dir, ComputeDevice::Cpu)
+        train::evaluate_run(
+            &run,
+            Some(&spec),
+            Some(data::source::Holdout::PerClass(per_class)),
+            &data_dir,
+            ComputeDevice::Cpu,
+        )
     };
     let named = tmp.path().join("named");
     export(&test, &named, |c| c.to_string());

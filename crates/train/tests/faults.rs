@@ -155,7 +155,9 @@ fn an_edited_config_is_caught_before_evaluation_and_resume() {
     train::evaluate_run(&run, None, None, &dd, ComputeDevice::Cpu).unwrap();
     let e = train::variation_study(&run, &[0.0], 1, 0, Some(0), &dd, ComputeDevice::Cpu).unwrap_err().to_string();
     assert!(e.contains("--limit-test 0"), "{e}");
-    let e = train::evaluate_run(&run, None, Some(7), &dd, ComputeDevice::Cpu).unwrap_err().to_string();
+    let e = train::evaluate_run(&run, None, Some(data::source::Holdout::PerClass(7)), &dd, ComputeDevice::Cpu)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("--folder-holdout 7"), "{e}");
 }
 
