@@ -151,6 +151,16 @@ pub(super) fn budget_table(
 /// `ResNet-20 / X: the smallest budget whose doubling moves no method by more than 0.5 points is
 /// 2 epochs (ideal-adc +0.12 at 2 -> 4, ...)`, or which methods had not converged.
 fn budget_finding(benchmark: &str, groups: &[Budgets]) -> String {
+    // a method with no doubling measured yet (runs missing) has no verdict either way
+    let measured = |g: &Budgets| g.by_epochs.iter().any(|(e, _, _)| g.mean(*e).is_some() && g.mean(2 * e).is_some());
+    let waiting: Vec<&str> = groups.iter().filter(|g| !measured(g)).map(|g| g.method.as_str()).collect();
+    if !waiting.is_empty() {
+        return format!(
+            "{benchmark}: the fine-tuning budget is not measured yet: no budget and its double have both finished \
+             for {}.",
+            waiting.join(", ")
+        );
+    }
     let found: Vec<(String, Option<(usize, f64)>)> =
         groups.iter().map(|g| (format!("{} {}", g.method, g.setting), g.converged_at())).collect();
     let open: Vec<String> = groups
