@@ -238,7 +238,9 @@ fn base_table(b: &study::Benchmark) -> toml::Table {
 }
 
 /// Whether `config` has the benchmark's base settings in everything but `field` (every
-/// setting, for a method that does not use the field: `uses_field` false).
+/// setting, for a method that does not use the field: `uses_field` false). The base is taken as
+/// the method would run it ([`study::canonical`]): an ideal ADC has no window or calibration to
+/// differ in.
 fn at_base_except(base: &toml::Table, config: &RunConfig, field: &str, uses_field: bool) -> bool {
     const SETTINGS: [&str; 10] = [
         "psum_bits",
@@ -252,8 +254,14 @@ fn at_base_except(base: &toml::Table, config: &RunConfig, field: &str, uses_fiel
         "adc_window",
         "adc_init",
     ];
+    let mut own_base = base.clone();
+    own_base.insert("method".into(), toml::Value::String(config.method.clone()));
+    let own_base = match own_base.try_into::<RunConfig>() {
+        Ok(c) => toml::Table::try_from(study::canonical(c)).expect("table"),
+        Err(_) => base.clone(),
+    };
     let t = toml::Table::try_from(config).expect("table");
-    SETTINGS.iter().filter(|f| **f != field).all(|f| t.get(*f) == base.get(*f) || !uses_field)
+    SETTINGS.iter().filter(|f| **f != field).all(|f| t.get(*f) == own_base.get(*f) || !uses_field)
 }
 
 /// Lines of final accuracy against one swept field, the other settings at the benchmark's base.

@@ -887,8 +887,8 @@ sweep = [{ psum_bits = [3], epochs = [1, 2, 4] }]
         }
         let out = tmp.path().join("report");
         let tables = generate(&study, &options(runs, &out, true)).unwrap();
-        let figure = out.join("acc_vs_budget.svg").exists();
-        (tables, figure)
+        let figure = std::fs::read_to_string(out.join("acc_vs_budget.svg")).unwrap_or_default();
+        (tables, figure.contains("ideal-adc") && figure.contains("columnwise"))
     };
     // ideal-adc: 80.0, 80.2, 80.3 (converged at 1); columnwise: 75.0, 78.0, 78.4 (at 2)
     let (tables, figure) = report(&|method, epochs| match (method, epochs) {
@@ -905,7 +905,7 @@ sweep = [{ psum_bits = [3], epochs = [1, 2, 4] }]
     let finding = tables.finding();
     assert!(finding.contains("every method is 2 epochs"), "{finding}");
     assert!(finding.contains("ideal-adc") && finding.contains("+0.20 from 1 to 2"), "{finding}");
-    assert!(figure, "the accuracy-against-budget figure");
+    assert!(figure, "the accuracy-against-budget figure, a line per method (the ideal ADC too)");
     // columnwise still moving at 2 -> 4: no budget found, the doublings named
     let (tables, _) = report(&|method, epochs| match (method, epochs) {
         ("ideal-adc", _) => 0.80,
