@@ -97,8 +97,11 @@ pub fn index_folder(root: &Path) -> Result<FolderIndex> {
     Ok(FolderIndex { root: root.to_path_buf(), classes, items, test_from: Some(test_from) })
 }
 
+/// Class names, and every image with its label.
+type Classes = (Vec<String>, Vec<(PathBuf, u16)>);
+
 /// The class folders of `dir` (sorted) and their images, labelled by folder.
-fn index_classes(dir: &Path) -> Result<(Vec<String>, Vec<(PathBuf, u16)>)> {
+fn index_classes(dir: &Path) -> Result<Classes> {
     let class_dirs: Vec<PathBuf> = sorted_entries(dir)?.into_iter().filter(|p| p.is_dir()).collect();
     if class_dirs.is_empty() {
         return Err(DataError::corrupt(dir, "no class folders: expected root/<class>/*.jpg|png"));

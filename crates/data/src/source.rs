@@ -57,9 +57,10 @@ impl FolderOptions {
 }
 
 /// Loads `spec`: a built-in name, a manifest `.toml` path, or `folder:PATH` for a
-/// `PATH/<class>/*.jpg|png` tree (its test split as `folder` says) or a `PATH/train/<class>/...`
-/// + `PATH/val/<class>/...` tree (its own test split), normalized with statistics measured on
-/// its training images (on its test images where it has no training split).
+/// `PATH/<class>/*.jpg|png` tree (its test split as `folder` says) or a tree of
+/// `PATH/train/<class>/...` and `PATH/val/<class>/...` (its own test split), normalized with
+/// statistics measured on its training images (on its test images where it has no training
+/// split).
 pub fn load_dataset(spec: &str, dir: &DataDir, folder: FolderOptions) -> Result<LoadedData> {
     let start = Instant::now();
     if let Some(path) = spec.strip_prefix(FOLDER_PREFIX) {

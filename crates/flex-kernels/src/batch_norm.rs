@@ -45,6 +45,8 @@ impl Rectify {
         match self {
             Rectify::Off => y,
             Rectify::Relu => y.max(0.0),
+            // not `clamp`: a NaN goes to 0 here, as through the ReLU arm
+            #[allow(clippy::manual_clamp)]
             Rectify::UnitClamp => y.max(0.0).min(1.0),
         }
     }

@@ -368,7 +368,7 @@ mod tests {
             let act = if fused { Rectify::UnitClamp } else { Rectify::Relu };
             let y = conv.forward_rectified(batch_norm(&bn, x.clone(), act), act);
             let grads = (y.clone() * y.clone()).sum().backward();
-            let gamma = bn.gamma.val().grad(&grads).unwrap().into_data().to_vec::<f32>().unwrap();
+            let gamma = bn.gamma.val().grad(&grads).unwrap().into_data().convert::<f32>().try_to_vec::<f32>().unwrap();
             (values(y.inner()), values(x.grad(&grads).unwrap()), gamma)
         };
         let (fused, separate) = (run(true), run(false));
