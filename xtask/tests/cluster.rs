@@ -62,10 +62,10 @@ fn text(out: &Output) -> String {
 fn wait_for_checkpoint(runs: &Path, limit: Duration, alive: &mut dyn FnMut() -> bool) -> PathBuf {
     let start = Instant::now();
     loop {
-        if let Ok(entries) = std::fs::read_dir(runs) {
-            if let Some(p) = entries.flatten().map(|e| e.path()).find(|p| p.join("checkpoint.json").exists()) {
-                return p;
-            }
+        if let Ok(entries) = std::fs::read_dir(runs)
+            && let Some(p) = entries.flatten().map(|e| e.path()).find(|p| p.join("checkpoint.json").exists())
+        {
+            return p;
         }
         assert!(start.elapsed() < limit, "no checkpoint in {} after {limit:?}", runs.display());
         assert!(alive(), "the worker ended before its first checkpoint");

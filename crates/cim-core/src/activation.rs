@@ -61,7 +61,10 @@ impl ActivationOps for Flex {
         let mut out = zeros(x.len());
         out.par_chunks_mut(CHUNK).zip(x.par_chunks(CHUNK)).zip(grad.par_chunks(CHUNK)).for_each(|((o, x), g)| {
             for ((o, &x), &g) in o.iter_mut().zip(x).zip(g) {
-                *o = if x < 0.0 || x > 1.0 { 0.0 } else { g * levels };
+                // written out, not `contains`: a NaN input passes its gradient, as it always has
+                #[allow(clippy::manual_range_contains)]
+                let outside = x < 0.0 || x > 1.0;
+                *o = if outside { 0.0 } else { g * levels };
             }
         });
         flex_tensor(out, shape)

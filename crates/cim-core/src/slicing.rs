@@ -26,7 +26,7 @@ pub struct BitSlicing {
 impl BitSlicing {
     /// b_c must divide B_w.
     pub fn new(weight_bits: u32, cell_bits: u32, encoding: Encoding) -> Result<Self, CimConfigError> {
-        if cell_bits == 0 || weight_bits == 0 || weight_bits % cell_bits != 0 {
+        if cell_bits == 0 || weight_bits == 0 || !weight_bits.is_multiple_of(cell_bits) {
             return Err(CimConfigError::CellBitsNotDividing { cell_bits, weight_bits });
         }
         Ok(Self { weight_bits, cell_bits, encoding })

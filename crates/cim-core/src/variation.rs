@@ -18,7 +18,7 @@ pub fn lognormal_gains(shape: [usize; 4], sigma: f64, seed: u64, device: &Device
     } else {
         let normal = Normal::new(0.0, sigma).expect("a finite, non-negative sigma");
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        (0..n).map(|_| (normal.sample(&mut rng) as f64).exp() as f32).collect()
+        (0..n).map(|_| normal.sample(&mut rng).exp() as f32).collect()
     };
     Tensor::from_data(TensorData::new(values, shape), device)
 }

@@ -23,7 +23,7 @@ pub fn parse_records(
     out: &mut ImageSet,
 ) -> Result<()> {
     let record = label_bytes + CIFAR_PIXELS;
-    if bytes.is_empty() || bytes.len() % record != 0 {
+    if bytes.is_empty() || !bytes.len().is_multiple_of(record) {
         return Err(DataError::corrupt(
             origin,
             format!(

@@ -337,6 +337,8 @@ pub fn batch_norm_train(
         epsilon,
         rectify,
     ));
+    // one range per dimension: row i of the [2, C] statistics
+    #[allow(clippy::single_range_in_vec_init)]
     let [mean, variance] = [0, 1].map(|i| stats.clone().slice([i..i + 1]).reshape([-1]).detach());
     BatchNormOutput { output, mean, variance }
 }

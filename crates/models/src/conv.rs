@@ -205,6 +205,8 @@ impl TryFrom<String> for Activation {
 }
 
 /// A 3x3 conv of a residual block (padding 1, no bias).
+// a model holds a few dozen of these, built once: the CIM variant's size is not worth a box
+#[allow(clippy::large_enum_variant)]
 #[derive(Module, Debug)]
 pub enum Conv3x3 {
     /// Floating point, on the ReLU output.

@@ -210,10 +210,10 @@ fn read_claim(path: &Path) -> Result<Option<(Holder, Duration)>, TrainError> {
 
 /// Whether a claim's holder is gone.
 fn is_stale(holder: &Holder, age: Duration, stale_after: Duration) -> bool {
-    if holder.host == host_name() {
-        if let Some(alive) = process_alive(holder.pid, holder.pid_start) {
-            return !alive;
-        }
+    if holder.host == host_name()
+        && let Some(alive) = process_alive(holder.pid, holder.pid_start)
+    {
+        return !alive;
     }
     age > stale_after
 }
@@ -247,13 +247,13 @@ fn spawn_heartbeat(path: PathBuf, token: u64, stop: Arc<AtomicBool>) {
                 .and_then(|m| m.modified())
                 .map(|t| SystemTime::now().duration_since(t).unwrap_or_default() >= HEARTBEAT)
                 .unwrap_or(false);
-            if due && !stop.load(Ordering::Relaxed) {
-                if let Ok(Some((holder, _))) = read_claim(&path)
-                    && holder.token == token
-                    && let Ok(file) = OpenOptions::new().write(true).open(&path)
-                {
-                    let _ = file.set_modified(SystemTime::now());
-                }
+            if due
+                && !stop.load(Ordering::Relaxed)
+                && let Ok(Some((holder, _))) = read_claim(&path)
+                && holder.token == token
+                && let Ok(file) = OpenOptions::new().write(true).open(&path)
+            {
+                let _ = file.set_modified(SystemTime::now());
             }
         }
     });

@@ -498,15 +498,15 @@ impl RunConfig {
         if !(self.train_variation_sigma.is_finite() && self.train_variation_sigma >= 0.0) {
             return Err(invalid("train_variation_sigma", self.train_variation_sigma, "a non-negative number"));
         }
-        if let Some(id) = &self.dataset_id {
-            if !self.dataset.starts_with(data::source::FOLDER_PREFIX) {
-                return Err(invalid("dataset_id", id, "no dataset_id: it identifies `folder:` data sets only"));
-            }
+        if let Some(id) = &self.dataset_id
+            && !self.dataset.starts_with(data::source::FOLDER_PREFIX)
+        {
+            return Err(invalid("dataset_id", id, "no dataset_id: it identifies `folder:` data sets only"));
         }
-        if let Some(hash) = &self.init_from {
-            if hash.len() != 12 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
-                return Err(invalid("init_from", hash, "the 12-hex-digit config hash of a finished run"));
-            }
+        if let Some(hash) = &self.init_from
+            && (hash.len() != 12 || !hash.bytes().all(|b| b.is_ascii_hexdigit()))
+        {
+            return Err(invalid("init_from", hash, "the 12-hex-digit config hash of a finished run"));
         }
         for (field, limit) in [("limit_train", self.limit_train), ("limit_test", self.limit_test)] {
             if limit == Some(0) {

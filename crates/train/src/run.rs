@@ -531,7 +531,7 @@ impl RunDir {
     /// run that `eval`, `inspect`, `variation` and `--init-from` read like any other (it cannot
     /// be resumed: there is no optimizer state, and a finished run needs none). `None` without
     /// a checkpoint.
-    pub fn model_only_checkpoint(&self) -> Result<Option<Vec<(PathBuf, Vec<u8>)>>, TrainError> {
+    pub fn model_only_checkpoint(&self) -> Result<Option<Vec<RunFile>>, TrainError> {
         let Some(ckpt) = self.latest_checkpoint()? else { return Ok(None) };
         let model = ckpt.read_verified("model.bpk")?;
         let mut state = ckpt.state.clone();
@@ -611,6 +611,9 @@ impl RunDir {
         Ok(())
     }
 }
+
+/// A file of a run folder: its path relative to the folder, and its bytes.
+pub type RunFile = (PathBuf, Vec<u8>);
 
 #[derive(Serialize, Deserialize)]
 struct Pointer {

@@ -208,7 +208,7 @@ fn train_claimed(
 
     let device = training_device(opts.device)?;
     let data = load_run_data(config, &opts.data_dir)?;
-    let mut model = build_model(&run, data.train.shape, data.train.classes.len(), &device)?;
+    let mut model = build_model(run, data.train.shape, data.train.classes.len(), &device)?;
     if let Some(start) = &starting_point {
         model = start.apply(model, data.train.shape, data.train.classes.len(), &device)?;
     }
@@ -261,14 +261,14 @@ fn train_claimed(
                 EpochBatches::training(batch_size, data.data.augment, data.data.normalize.clone(), config.seed, epoch);
             BatchLoader::new(data.train.clone(), &train_indices, plan)
         };
-        model.start_epoch(&run, epoch, &loader, &device)?;
+        model.start_epoch(run, epoch, &loader, &device)?;
         if epoch == 0 && config.init_from.is_some() {
             // where the run starts from: the network it was given, quantized and calibrated
             let test =
                 evaluate(&model.valid(), &data.test, config.batch_size, &data.data.normalize, &device.clone().inner());
             if !test.loss.is_finite() {
                 bar.abandon();
-                return Err(fail(&dir, config, &history, epoch, "the test loss before the first step", test.loss));
+                return Err(fail(dir, config, &history, epoch, "the test loss before the first step", test.loss));
             }
             if opts.progress {
                 bar.println(format!(
@@ -298,7 +298,7 @@ fn train_claimed(
             let labels = batch.labels.clone();
             let x = Tensor::<4>::from_data(TensorData::new(batch.images, batch.shape), &device);
             let y = Tensor::<1, Int>::from_data(TensorData::new(batch.labels, [b]), &device);
-            model.before_step(&run, epoch, step);
+            model.before_step(run, epoch, step);
             let logits = model.forward(x);
             let loss = loss_fn.forward(logits.clone(), y);
             let host = logits.into_data().convert::<f32>().try_to_vec::<f32>().expect("f32 logits");
@@ -306,7 +306,7 @@ fn train_claimed(
             if !batch_loss_sum.is_finite() {
                 bar.abandon();
                 let what = format!("the training loss at step {}", step + 1);
-                return Err(fail(&dir, config, &history, epoch, &what, batch_loss_sum / b as f64));
+                return Err(fail(dir, config, &history, epoch, &what, batch_loss_sum / b as f64));
             }
             let grads = GradientsParams::from_grads(loss.backward(), &model);
             lr = run.learning_rate(epoch, step, steps);
@@ -325,13 +325,13 @@ fn train_claimed(
         let train_seconds = epoch_start.elapsed().as_secs_f64();
         if let Some(param) = non_finite_parameter(&model) {
             bar.abandon();
-            return Err(fail(&dir, config, &history, epoch, &format!("parameter {}", param.0), param.1));
+            return Err(fail(dir, config, &history, epoch, &format!("parameter {}", param.0), param.1));
         }
         let test =
             evaluate(&model.valid(), &data.test, config.batch_size, &data.data.normalize, &device.clone().inner());
         if !test.loss.is_finite() {
             bar.abandon();
-            return Err(fail(&dir, config, &history, epoch, "the test loss", test.loss));
+            return Err(fail(dir, config, &history, epoch, "the test loss", test.loss));
         }
         let record = EpochRecord {
             epoch: epoch + 1,
@@ -359,7 +359,7 @@ fn train_claimed(
             ));
         }
         history.push(record);
-        save_checkpoint(&dir, config, &model, &optim, &history, &before_training)?;
+        save_checkpoint(dir, config, &model, &optim, &history, &before_training)?;
     }
     bar.finish_and_clear();
     // the epochs as the checkpoint has them (a run whose last metrics write failed gets them now)

@@ -1,5 +1,7 @@
 //! The naive simulator: docs/SPEC.md section 1 array by array, with plain loops and integers.
 #![allow(dead_code)]
+// indices written out as the specification writes them, not iterators
+#![allow(clippy::needless_range_loop)]
 
 use cim_core::{CimConvConfig, Encoding, Granularity, LsqRange, OwnQuantizers, PsumQuantizer, WeightQuantizer};
 

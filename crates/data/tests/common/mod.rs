@@ -20,10 +20,13 @@ pub enum Behaviour {
     Drop,
 }
 
+/// The requests a server saw: (path, range header).
+pub type RequestLog = Arc<Mutex<Vec<(String, Option<String>)>>>;
+
 /// A running server; requests seen are logged as (path, range header).
 pub struct Server {
     pub port: u16,
-    pub requests: Arc<Mutex<Vec<(String, Option<String>)>>>,
+    pub requests: RequestLog,
 }
 
 impl Server {
