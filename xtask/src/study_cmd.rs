@@ -224,6 +224,7 @@ pub fn reproduce(args: ReproduceArgs) -> Result<()> {
             (None, None) => study::CellPick::All,
         },
         claim_timeout: std::time::Duration::from_secs(args.claim_timeout),
+        on_event: show_reproduce_event,
     };
     opts.pick.check(study.cells()?.len())?; // before any work
     if !args.dry_run && !args.allow_dirty {
@@ -282,6 +283,33 @@ pub fn reproduce(args: ReproduceArgs) -> Result<()> {
         bail!("{} cell(s) failed (re-run to retry; finished cells are kept)", out.failed.len());
     }
     Ok(())
+}
+
+/// Shows what `reproduce` reports: a dry run's listing on stdout, notes about cells on stderr.
+fn show_reproduce_event(event: &study::ReproduceEvent) {
+    use study::{EstimateBasis, ReproduceEvent as E};
+    match event {
+        E::Listing { selected, cells, profile } => println!("{selected} of the {cells} cells of profile `{profile}`:"),
+        E::Listed { index, state, estimate, finished, label, epochs, key } => {
+            let estimate = match (finished, estimate) {
+                (true, _) => "-".to_string(),
+                (false, Some((s, basis))) => {
+                    format!("~{:.0} min{}", s / 60.0, if *basis == EstimateBasis::Reference { "*" } else { "" })
+                }
+                (false, None) => "unknown".to_string(),
+            };
+            // the epochs too: a budget study's cells differ by nothing else
+            println!("  {index:>4}  {state:<20} {estimate:>10}  {label} ({epochs} ep)  [{key}]");
+        }
+        E::ListingTotal { seconds, measured, reference } => println!(
+            "estimated training time of what is left: ~{:.0} min ({measured} cell(s) from the median speed of this \
+             profile's finished runs of their kind (model, method, activation, batch size, device) as they \
+             recorded it, {reference} marked * from the reference machine's constants (2 cores))",
+            seconds / 60.0
+        ),
+        E::Cell { tag, label, note } => eprintln!("{tag} {label}{note}"),
+        E::Variation { label, sigmas, chips } => eprintln!("variation: {label} ({sigmas} sigmas x {chips} chips)"),
+    }
 }
 
 /// Why `reproduce` must not train `unfinished` cells for the report in `report_dir` with a binary

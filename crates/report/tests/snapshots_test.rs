@@ -253,6 +253,7 @@ fn reproduce_options(tmp: &Path, runs: &str, archive: Option<PathBuf>) -> study:
         archive,
         pick: study::CellPick::All,
         claim_timeout: train::claim::DEFAULT_STALE_AFTER,
+        on_event: |_| {},
     }
 }
 

@@ -33,8 +33,8 @@ mod reproduce;
 pub mod slurm;
 
 pub use reproduce::{
-    CellPick, CellState, EstimateBasis, Estimator, ReproduceOptions, ReproduceOutcome, cell_state, cell_status,
-    finished_dir, reproduce,
+    CellPick, CellState, EstimateBasis, Estimator, ReproduceEvent, ReproduceOptions, ReproduceOutcome, cell_state,
+    cell_status, finished_dir, reproduce,
 };
 
 /// Why a study could not be read or run.

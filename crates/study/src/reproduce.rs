@@ -37,6 +37,70 @@ pub struct ReproduceOptions {
     pub pick: CellPick,
     /// How long a claim from another host may go without a heartbeat before it is taken over.
     pub claim_timeout: Duration,
+    /// Receives what the call has to say while it works ([`ReproduceEvent`]); the library prints
+    /// nothing itself.
+    pub on_event: fn(&ReproduceEvent),
+}
+
+/// What a `reproduce` call reports while it works, for its caller to show.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ReproduceEvent {
+    /// A dry run's selection, before its cells.
+    Listing {
+        /// Cells selected.
+        selected: usize,
+        /// Cells of the study.
+        cells: usize,
+        /// The study's name.
+        profile: String,
+    },
+    /// One cell of a dry run.
+    Listed {
+        /// Its index in the study's fixed order.
+        index: usize,
+        /// Its state as shown (`finished (committed)`, `running (...) on ...`, `pending`, ...).
+        state: String,
+        /// The estimated seconds left and where the estimate comes from (`None`: finished, or not
+        /// known).
+        estimate: Option<(f64, EstimateBasis)>,
+        /// Whether it is finished (no estimate needed).
+        finished: bool,
+        /// Its one-line description.
+        label: String,
+        /// Its epochs.
+        epochs: usize,
+        /// Its key.
+        key: String,
+    },
+    /// A dry run's estimate of what is left: seconds, and how many cells were estimated from
+    /// recorded speeds and from the reference constants.
+    ListingTotal {
+        /// Seconds.
+        seconds: f64,
+        /// Cells estimated from recorded speeds.
+        measured: usize,
+        /// Cells estimated from the reference constants.
+        reference: usize,
+    },
+    /// Something about one cell: `tag` is `[i/n] cell k`, `note` follows the label as it reads
+    /// (` failed: ...`, `: took over ...`).
+    Cell {
+        /// `[i/n] cell k`.
+        tag: String,
+        /// The cell's description.
+        label: String,
+        /// What happened.
+        note: String,
+    },
+    /// A variation study starts.
+    Variation {
+        /// The cell's description.
+        label: String,
+        /// Sigmas studied.
+        sigmas: usize,
+        /// Chips per sigma.
+        chips: usize,
+    },
 }
 
 /// Which cells of a study's fixed order ([`Study::cells`]) a worker takes.
@@ -288,7 +352,11 @@ pub fn reproduce(study: &Study, opts: &ReproduceOptions) -> Result<ReproduceOutc
         let mut total = 0.0;
         let (mut measured, mut reference) = (0, 0);
         let estimator = Estimator::from_finished(&all, &opts.runs_root, &study.name, opts.archive.as_deref());
-        println!("{} of the {} cells of profile `{}`:", cells.len(), all.len(), study.name);
+        (opts.on_event)(&ReproduceEvent::Listing {
+            selected: cells.len(),
+            cells: all.len(),
+            profile: study.name.clone(),
+        });
         for (index, cell) in &cells {
             let live = cell.dir(&opts.runs_root, &study.name);
             let done = finished_dir(cell, &opts.runs_root, &study.name, opts.archive.as_deref());
@@ -304,28 +372,28 @@ pub fn reproduce(study: &Study, opts: &ReproduceOptions) -> Result<ReproduceOutc
                 (_, Err(e)) => format!("{state}, claim unreadable: {e}"),
                 _ => state.to_string(),
             };
-            let estimate = match (state, estimator.estimate(cell, opts.device)) {
-                (CellState::Finished, _) => "-".to_string(),
-                (_, Some((s, basis))) => {
-                    total += s;
-                    match basis {
-                        EstimateBasis::Measured(_) => measured += 1,
-                        EstimateBasis::Reference => reference += 1,
-                    }
-                    format!("~{:.0} min{}", s / 60.0, if basis == EstimateBasis::Reference { "*" } else { "" })
-                }
-                (_, None) => "unknown".to_string(),
+            let estimate = match state {
+                CellState::Finished => None,
+                _ => estimator.estimate(cell, opts.device),
             };
-            // the epochs too: a budget study's cells differ by nothing else
-            let epochs = cell.config.epochs;
-            println!("  {index:>4}  {shown:<20} {estimate:>10}  {} ({epochs} ep)  [{}]", cell.label(), cell.key());
+            if let Some((seconds, basis)) = estimate {
+                total += seconds;
+                match basis {
+                    EstimateBasis::Measured(_) => measured += 1,
+                    EstimateBasis::Reference => reference += 1,
+                }
+            }
+            (opts.on_event)(&ReproduceEvent::Listed {
+                index: *index,
+                state: shown,
+                estimate,
+                finished: state == CellState::Finished,
+                label: cell.label(),
+                epochs: cell.config.epochs,
+                key: cell.key(),
+            });
         }
-        println!(
-            "estimated training time of what is left: ~{:.0} min ({measured} cell(s) from the median speed of this \
-             profile's finished runs of their kind (model, method, activation, batch size, device) as they \
-             recorded it, {reference} marked * from the reference machine's constants (2 cores))",
-            total / 60.0
-        );
+        (opts.on_event)(&ReproduceEvent::ListingTotal { seconds: total, measured, reference });
         return Ok(out);
     }
     let mut worker = Worker { study, all: &all, opts, out };
@@ -334,7 +402,7 @@ pub fn reproduce(study: &Study, opts: &ReproduceOptions) -> Result<ReproduceOutc
         let tag = format!("[{}/{n}] cell {index}", i + 1);
         // a cell whose folder cannot be claimed or read fails alone; the worker goes on
         if let Err(e) = worker.run_cell(*index, cell, &tag) {
-            eprintln!("{tag} {} failed: {e}", cell.label());
+            worker.note(&tag, cell, format!(" failed: {e}"));
             worker.out.failed.push((cell.label(), e.to_string()));
         }
     }
@@ -365,6 +433,11 @@ struct Worker<'a> {
 }
 
 impl Worker<'_> {
+    /// Says `note` of `cell` to the caller.
+    fn note(&self, tag: &str, cell: &Cell, note: String) {
+        (self.opts.on_event)(&ReproduceEvent::Cell { tag: tag.to_string(), label: cell.label(), note });
+    }
+
     /// Trains `cell` (number `index` of the study's order) unless it is finished, failed or held
     /// by another worker; what happened goes into the outcome. An error is this cell's alone.
     fn run_cell(&mut self, index: usize, cell: &Cell, tag: &str) -> Result<(), StudyError> {
@@ -406,7 +479,7 @@ impl Worker<'_> {
                             cell.label()
                         )));
                     }
-                    eprintln!("{tag} {} skipped: {message}", cell.label());
+                    self.note(tag, cell, format!(" skipped: {message}"));
                     self.out.failed.push((cell.label(), message));
                     return Ok(());
                 }
@@ -416,7 +489,7 @@ impl Worker<'_> {
             ClaimOutcome::Held(c) => c,
             ClaimOutcome::Busy(holder) => {
                 if opts.progress || opts.pick != CellPick::All {
-                    eprintln!("{tag} {} is claimed by {holder}: skipped (another worker has it)", cell.label());
+                    self.note(tag, cell, format!(" is claimed by {holder}: skipped (another worker has it)"));
                 }
                 self.out.busy.push((cell.label(), holder));
                 return Ok(());
@@ -425,14 +498,14 @@ impl Worker<'_> {
         // read again under the claim: another worker may have finished it meanwhile
         let (state, failure) = cell_status(&dir, &cell.config);
         if let Some(h) = &claimed.took_over {
-            eprintln!("{tag} {}: took over the claim of {h}, which is gone ({state})", cell.label());
+            self.note(tag, cell, format!(": took over the claim of {h}, which is gone ({state})"));
             self.out.taken_over += 1;
         }
         if state == CellState::Finished {
             self.out.cached += 1;
         } else if state == CellState::Failed && !opts.retry_failed {
             let message = failure.unwrap_or_else(|| "failed".into());
-            eprintln!("{tag} {} failed earlier (--retry-failed trains it again): {message}", cell.label());
+            self.note(tag, cell, format!(" failed earlier (--retry-failed trains it again): {message}"));
             self.out.failed.push((cell.label(), message));
             return Ok(());
         } else {
@@ -440,7 +513,7 @@ impl Worker<'_> {
                 set_failure_aside(&dir)?;
             }
             if opts.progress || opts.pick != CellPick::All {
-                eprintln!("{tag} {} ({state})", cell.label());
+                self.note(tag, cell, format!(" ({state})"));
             }
             let train_opts = TrainOptions {
                 data_dir: opts.data_dir.clone(),
@@ -452,7 +525,7 @@ impl Worker<'_> {
             match train::train(&cell.config, &dir, &train_opts) {
                 Ok(_) => self.out.trained += 1,
                 Err(e) => {
-                    eprintln!("{tag} {} failed: {e}", cell.label());
+                    self.note(tag, cell, format!(" failed: {e}"));
                     self.out.failed.push((cell.label(), e.to_string()));
                     return Ok(());
                 }
@@ -494,11 +567,14 @@ impl Worker<'_> {
                 continue;
             };
             if !told {
-                eprintln!(
-                    "{tag} {} waits for {}, which {holder} is training (checked every {} s)",
-                    waiting.label(),
-                    start.label(),
-                    WAIT_POLL.as_secs()
+                self.note(
+                    tag,
+                    waiting,
+                    format!(
+                        " waits for {}, which {holder} is training (checked every {} s)",
+                        start.label(),
+                        WAIT_POLL.as_secs()
+                    ),
                 );
                 told = true;
             }
@@ -523,7 +599,7 @@ impl Worker<'_> {
             return Ok(()); // another worker has the run (and runs its study)
         };
         if opts.progress {
-            eprintln!("variation: {} ({} sigmas x {} chips)", cell.label(), v.sigmas.len(), v.chips);
+            (opts.on_event)(&ReproduceEvent::Variation { label: cell.label(), sigmas: v.sigmas.len(), chips: v.chips });
         }
         train::variation_study(&dir, &v.sigmas, v.chips, v.chip_seed, v.limit_test, &opts.data_dir, opts.device)?;
         self.out.variation += 1;
