@@ -199,7 +199,8 @@ pub fn evaluate_run(
         d.starts_with(data::source::FOLDER_PREFIX)
             && config.dataset_id.as_deref().is_some_and(|id| data::source::check_folder_identity(d, id).is_ok())
     };
-    let own = dataset.is_none_or(|d| d == config.dataset || same_tree(d));
+    let identified = dataset.is_some_and(|d| d != config.dataset && same_tree(d));
+    let own = identified || dataset.is_none_or(|d| d == config.dataset);
     use data::source::Holdout;
     let holdout = folder_holdout.unwrap_or(Holdout::PerClass(config.folder_holdout));
     if own && holdout != Holdout::PerClass(config.folder_holdout) {
@@ -231,7 +232,8 @@ pub fn evaluate_run(
             config.dataset_id.as_deref().unwrap_or("unknown")
         )));
     }
-    if let (true, Some(id)) = (own, &config.dataset_id) {
+    // (a tree taken as the run's own by its identity has just been hashed: not again)
+    if let (true, false, Some(id)) = (own, identified, &config.dataset_id) {
         data::source::check_folder_identity(spec, id)?;
     }
     // another data set's classes are matched to the model's by name, checked before any image

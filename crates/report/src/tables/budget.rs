@@ -40,7 +40,10 @@ fn budget_groups<'a>(rs: &[&'a CellResult]) -> Vec<Budgets<'a>> {
     let mut groups: Vec<Budgets> = Vec::new();
     for r in rs.iter().filter(|r| !r.cell.pretraining) {
         let c = &r.cell.config;
-        let setting = c.setting_label() + c.recipe.map_or("", |r| r.name());
+        let setting = match c.recipe {
+            Some(recipe) => format!("{} {}", c.setting_label(), recipe.name()),
+            None => c.setting_label(),
+        };
         let g = match groups.iter_mut().position(|g| g.method == c.method && g.setting == setting) {
             Some(i) => &mut groups[i],
             None => {
