@@ -14,8 +14,8 @@
 //! A group whose samples are all 0 takes the values of its layer (the pooled samples of its
 //! polarity and slice), never an arbitrary 1.0.
 
-use crate::config::{AdcInit, AdcWindow};
 use crate::lsq::LsqRange;
+use crate::settings::{AdcInit, AdcWindow};
 
 /// Batches of training data the ADC windows are calibrated on. Four batches of 64-128 images
 /// give every column group at least 16,384 partial sums even on the 8x8 maps of ResNet-20's last

@@ -15,16 +15,18 @@ pub mod lsq;
 pub mod own;
 pub mod psums;
 pub mod quality;
+pub mod settings;
 pub mod slicing;
 pub mod tiling;
 pub mod variation;
 
-pub use config::{AdcInit, AdcWindow, CimConfigError, CimConvConfig, Encoding, Granularity};
+pub use config::CimConvConfig;
 pub use device::{ComputeDevice, DeviceError};
 pub use flex_kernels::ConvGeometry;
 pub use layer::CimConv2d;
 pub use lsq::LsqRange;
 pub use own::{LsqWeights, OwnQuantizers, PsumQuantizer, WeightQuantizer};
+pub use settings::{AdcInit, AdcWindow, CimConfigError, Encoding, Granularity};
 pub use slicing::BitSlicing;
 pub use tiling::{LayerCounts, Tiling};
 

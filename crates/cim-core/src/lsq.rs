@@ -66,8 +66,8 @@ pub fn scale_grad<const D: usize>(x: Tensor<D>, scale: Tensor<D>) -> Tensor<D> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Granularity;
     use crate::own::LsqWeights;
+    use crate::settings::Granularity;
     use burn::tensor::Device;
 
     fn device() -> Device {

@@ -23,8 +23,8 @@ use std::fmt;
 use burn::tensor::Tensor;
 
 use crate::calibration::{GroupSamples, Window, search_window};
-use crate::config::{AdcWindow, Granularity};
 use crate::lsq::{LsqRange, round_ste};
+use crate::settings::{AdcWindow, Granularity};
 
 /// A method's own quantizers; `None` keeps the built-in one (LSQ weights of the layer's
 /// `weight_granularity`, the uniform ADC of its `psum_bits`).

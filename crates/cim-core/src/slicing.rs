@@ -9,8 +9,8 @@
 use burn::tensor::Tensor;
 use serde::Serialize;
 
-use crate::config::{CimConfigError, Encoding};
 use crate::lsq::LsqRange;
+use crate::settings::{CimConfigError, Encoding};
 
 /// The digit layout of one weight code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -8,7 +8,7 @@ use std::ops::Range;
 
 use serde::Serialize;
 
-use crate::config::{AdcWindow, CimConfigError, Granularity};
+use crate::settings::{AdcWindow, CimConfigError, Granularity};
 use crate::slicing::BitSlicing;
 
 /// How one conv layer is cut into arrays.
@@ -226,7 +226,7 @@ impl std::ops::Add for LayerCounts {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Encoding;
+    use crate::settings::Encoding;
 
     #[test]
     fn resnet20_stage3_on_128_arrays() {

@@ -7,66 +7,15 @@ use burn::backend::flex::FlexTensor;
 use rayon::prelude::*;
 
 #[cfg(target_arch = "x86_64")]
+use super::dims::Dims;
 use super::int8;
 use super::sparse::{StridedRows, WordLineEntries};
 use super::{PsumOps, WeightCodePass};
 use crate::adc::{AdcImageBackward, CHANNEL_SUMS};
-use crate::config::Encoding;
+use crate::settings::Encoding;
 use crate::slicing::BitSlicing;
 use flex_kernels::host::{f32_slice, flex_tensor, zeros};
-use flex_kernels::im2col::{ConvGeometry, PlaneShape, Write, matmul};
-
-/// Sizes of one call, read off the tensors.
-#[derive(Clone, Copy)]
-pub(super) struct Dims {
-    pub(super) batch: usize,
-    pub(super) channels: usize,
-    pub(super) h: usize,
-    pub(super) w: usize,
-    pub(super) groups: usize,
-    pub(super) planes: usize,
-    pub(super) rows: usize,
-    pub(super) ho: usize,
-    pub(super) wo: usize,
-    pub(super) geo: ConvGeometry,
-}
-
-impl Dims {
-    /// Sizes of codes [B, C, H, W] against `groups` row tiles of `planes` planes of `rows`
-    /// word lines.
-    pub(super) fn new(codes: &FlexTensor, [groups, planes, rows]: [usize; 3], geo: ConvGeometry) -> Self {
-        let a = codes.layout().shape().to_vec();
-        Self {
-            batch: a[0],
-            channels: a[1],
-            h: a[2],
-            w: a[3],
-            groups,
-            planes,
-            rows,
-            ho: geo.out_size(a[2]),
-            wo: geo.out_size(a[3]),
-            geo,
-        }
-    }
-
-    /// One input plane against its output plane.
-    pub(super) fn plane(&self) -> PlaneShape {
-        PlaneShape::new(self.h, self.w, self.geo)
-    }
-
-    /// Output pixels of all images: the columns of the im2col matrix.
-    pub(super) fn columns(&self) -> usize {
-        self.batch * self.ho * self.wo
-    }
-
-    /// The word lines of row tile `g` that carry a real input channel (the rest are padding).
-    pub(super) fn real_rows(&self, g: usize) -> usize {
-        let k2 = self.geo.kernel * self.geo.kernel;
-        let n_c = self.rows / k2;
-        self.channels.saturating_sub(g * n_c).min(n_c) * k2
-    }
-}
+use flex_kernels::im2col::{ConvGeometry, Write, matmul};
 
 thread_local! {
     /// The im2col matrix is as large as the partial sums and lives only during one call: keeping

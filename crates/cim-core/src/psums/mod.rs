@@ -24,6 +24,7 @@ use flex_kernels::host::fused_available;
 use flex_kernels::im2col::ConvGeometry;
 
 mod autodiff;
+mod dims;
 mod flex;
 #[cfg(target_arch = "x86_64")]
 mod int8;
@@ -142,7 +143,7 @@ pub fn grouped_psums_reference(codes: Tensor<4>, planes: Tensor<3>, geo: ConvGeo
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Encoding;
+    use crate::settings::Encoding;
     use burn::tensor::Device;
 
     fn flat(t: Tensor<4>) -> Vec<f32> {

@@ -35,10 +35,17 @@ impl PsumPath {
     /// Whether this CPU can run the path.
     pub fn supported(self) -> bool {
         #[cfg(target_arch = "x86_64")]
-        if self != PsumPath::Generic {
-            return super::int8::available(self);
-        }
-        self == PsumPath::Generic
+        return match self {
+            PsumPath::Vnni512 => {
+                is_x86_feature_detected!("avx512f")
+                    && is_x86_feature_detected!("avx512bw")
+                    && is_x86_feature_detected!("avx512vnni")
+            }
+            PsumPath::Avx2 => is_x86_feature_detected!("avx2"),
+            PsumPath::Generic => true,
+        };
+        #[cfg(not(target_arch = "x86_64"))]
+        return self == PsumPath::Generic;
     }
 
     /// The fastest path this CPU runs.
@@ -104,7 +111,18 @@ pub fn with_psum_path<T>(path: PsumPath, f: impl FnOnce() -> T) -> Result<T, Str
 /// The SIMD features of this CPU that the paths use, as a list for messages.
 pub fn cpu_features() -> String {
     #[cfg(target_arch = "x86_64")]
-    return super::int8::cpu_features();
+    return {
+        let found: Vec<&str> = [
+            ("avx2", is_x86_feature_detected!("avx2")),
+            ("avx512f", is_x86_feature_detected!("avx512f")),
+            ("avx512bw", is_x86_feature_detected!("avx512bw")),
+            ("avx512vnni", is_x86_feature_detected!("avx512vnni")),
+        ]
+        .into_iter()
+        .filter_map(|(name, has)| has.then_some(name))
+        .collect();
+        if found.is_empty() { "none of avx2, avx512f, avx512bw, avx512vnni".into() } else { found.join(", ") }
+    };
     #[cfg(not(target_arch = "x86_64"))]
     return "none (not an x86-64 CPU)".into();
 }

@@ -1,7 +1,7 @@
 //! The backward's dL/dcols = planes^T x dL/dpsums over each word line's nonzero digits, which
 //! replaces the dense product where most plane entries are zero.
 
-use super::flex::Dims;
+use super::dims::Dims;
 use flex_kernels::with_best_simd;
 
 /// Rows of a matrix in a slice: row r starts at `values[r * stride]`.

@@ -224,7 +224,7 @@ mod tests {
     use burn::tensor::Device;
 
     use super::*;
-    use crate::config::Encoding;
+    use crate::settings::Encoding;
     use crate::{assert_close, test_flat};
 
     /// The one op against the partial-sum pass followed by the ADC pass: the same output bit for

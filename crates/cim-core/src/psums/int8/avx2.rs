@@ -15,11 +15,6 @@ const LANES: usize = 8;
 const PANELS: usize = 2;
 const PLANES: usize = 4;
 
-/// Whether this CPU has the instructions.
-pub(super) fn available() -> bool {
-    is_x86_feature_detected!("avx2")
-}
-
 /// One register block ([`super::BlockKernel`]).
 ///
 /// # Safety

@@ -21,35 +21,12 @@
 
 use rayon::prelude::*;
 
-use super::PsumPath;
-use super::flex::Dims;
+use super::dims::Dims;
+use super::path::PsumPath;
 use flex_kernels::host::written_by;
 
 mod avx2;
 mod vnni;
-
-/// Whether this CPU runs the integer `path`.
-pub(super) fn available(path: PsumPath) -> bool {
-    match path {
-        PsumPath::Vnni512 => vnni::available(),
-        PsumPath::Avx2 => avx2::available(),
-        PsumPath::Generic => false,
-    }
-}
-
-/// The SIMD features of this CPU that the paths use, as a list for messages.
-pub(super) fn cpu_features() -> String {
-    let found: Vec<&str> = [
-        ("avx2", is_x86_feature_detected!("avx2")),
-        ("avx512f", is_x86_feature_detected!("avx512f")),
-        ("avx512bw", is_x86_feature_detected!("avx512bw")),
-        ("avx512vnni", is_x86_feature_detected!("avx512vnni")),
-    ]
-    .into_iter()
-    .filter_map(|(name, has)| has.then_some(name))
-    .collect();
-    if found.is_empty() { "none of avx2, avx512f, avx512bw, avx512vnni".into() } else { found.join(", ") }
-}
 
 /// The partial sums [G*P, B*H'*W'] of `codes` [B, C, H, W] and `planes` [G, P, R] on the current
 /// integer path, or None when the path is the generic one, or the inputs are not small integers,

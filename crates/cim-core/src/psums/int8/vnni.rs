@@ -12,13 +12,6 @@ const LANES: usize = 16;
 const PANELS: usize = 3;
 const PLANES: usize = 8;
 
-/// Whether this CPU has the instructions.
-pub(super) fn available() -> bool {
-    is_x86_feature_detected!("avx512f")
-        && is_x86_feature_detected!("avx512bw")
-        && is_x86_feature_detected!("avx512vnni")
-}
-
 /// One register block ([`super::BlockKernel`]).
 ///
 /// # Safety
