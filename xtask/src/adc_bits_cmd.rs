@@ -89,7 +89,14 @@ pub fn adc_bits(args: AdcBitsArgs) -> Result<()> {
         .ok_or_else(|| anyhow::anyhow!("{}: no config.toml: not a run folder", args.run.display()))?;
     let before_costs = report::ModelCosts::of(&trained)?;
     let data_dir = crate::data_dir(args.data_dir.as_deref(), "--data-dir")?;
-    let r = train::search_adc_bits(&args.run, args.within, args.order, &data_dir, args.device.checked()?, !args.quiet)?;
+    let r = train::search_adc_bits(
+        &args.run,
+        args.within,
+        args.order,
+        &data_dir,
+        args.device.checked()?,
+        &crate::progress::observer(args.quiet),
+    )?;
     let after_costs = report::ModelCosts::of(&r.config(&trained))?;
     let (before, after) = (model.per_image(&before_costs), model.per_image(&after_costs));
 

@@ -89,7 +89,7 @@ pub fn run(cmd: DataCommand) -> Result<()> {
         DataCommand::Fetch { name, dir, mirror } => {
             let m = find_manifest(&name)?;
             let dir = DataDir::resolve(dir.dir.as_deref());
-            let opts = FetchOptions { mirror, ..FetchOptions::default() };
+            let opts = FetchOptions { mirror, on_event: crate::progress::fetch_observer(), ..FetchOptions::default() };
             for path in fetch_dataset(&dir, &m, &opts)? {
                 println!("verified {}", path.display());
             }

@@ -2,6 +2,7 @@
 
 mod adc_bits_cmd;
 mod data_cmd;
+mod progress;
 mod speed_cmd;
 mod study_cmd;
 mod train_cmd;

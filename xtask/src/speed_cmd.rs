@@ -34,7 +34,7 @@ pub fn speed(args: SpeedArgs) -> Result<()> {
     println!("ResNet-20 train step, batch {}, median of {} steps after 1 warm-up:", args.batch, args.steps);
     let mut first: Option<Vec<f64>> = None;
     for &d in &args.devices {
-        let device = train::trainer::training_device(d)?;
+        let device = train::setup::training_device(d)?;
         let medians: Vec<f64> =
             time_steps(&cases, args.batch, 1, args.steps, &device)?.iter().map(|t| t.median()).collect();
         for (i, (case, m)) in cases.iter().zip(&medians).enumerate() {

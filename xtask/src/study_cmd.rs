@@ -215,6 +215,7 @@ pub fn reproduce(args: ReproduceArgs) -> Result<()> {
         filter: args.only.clone(),
         dry_run: args.dry_run,
         progress: !args.quiet,
+        on_train_event: crate::progress::observer(args.quiet),
         retry_failed: args.retry_failed,
         device: if args.dry_run || args.slurm.is_some() { args.device.device } else { args.device.checked()? },
         archive: Some(report_dir.join("runs")),

@@ -117,7 +117,7 @@ pub fn train(args: TrainArgs) -> Result<()> {
     }
     let opts = TrainOptions {
         data_dir: crate::data_dir(args.data_dir.as_deref(), "--data-dir")?,
-        progress: !args.quiet,
+        on_event: crate::progress::observer(args.quiet),
         stop_after: args.stop_after,
         device: args.device.checked()?,
         init_from: args.init_from.clone(),

@@ -8,17 +8,59 @@
 use std::fs::{File, OpenOptions};
 use std::io::{BufReader, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
-use indicatif::{ProgressBar, ProgressStyle};
 use sha2::{Digest, Sha256};
 
 use crate::manifest::{DigestOf, FileSpec, Manifest};
 use crate::store::{DataDir, FileStatus, check_file, mark_verified, move_aside};
 use crate::{DataError, Result};
 
+/// What a download reports while it works, for its caller to show (the library prints nothing).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum FetchEvent<'a> {
+    /// A file's transfer starts (or resumes: [`FetchEvent::At`] follows).
+    Start {
+        /// The file's name.
+        file: &'a str,
+        /// Its size in bytes.
+        size: u64,
+    },
+    /// The transfer stands at this byte of the file (a resume starts past 0).
+    At(u64),
+    /// This many more bytes arrived.
+    Received(u64),
+    /// An attempt failed; the next starts after `wait` (said even without a terminal: a silent
+    /// minute looks like a hang).
+    Retry {
+        /// The file's name.
+        file: &'a str,
+        /// The attempt that failed, from 1.
+        attempt: u32,
+        /// Attempts in all.
+        attempts: u32,
+        /// What failed.
+        message: &'a str,
+        /// The wait before the next attempt.
+        wait: Duration,
+    },
+    /// An installed copy failed verification and was moved aside; it is downloaded again.
+    Redownload {
+        /// The installed copy's place.
+        path: &'a Path,
+        /// Where it was moved.
+        moved_to: &'a Path,
+    },
+    /// The file's transfer ended (done or given up).
+    End,
+}
+
+/// Receives the events of a download.
+pub type FetchObserver = Arc<dyn Fn(&FetchEvent<'_>) + Send + Sync>;
+
 /// How to fetch.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct FetchOptions {
     /// Replaces scheme, host and port of every URL (a mirror, or a test server).
     pub mirror: Option<String>,
@@ -26,13 +68,23 @@ pub struct FetchOptions {
     pub retries: u32,
     /// Wait before the first retry; doubled after each further one.
     pub backoff: Duration,
-    /// Show a progress bar on stderr.
-    pub progress: bool,
+    /// Receives what the download reports (progress, retries).
+    pub on_event: FetchObserver,
 }
 
 impl Default for FetchOptions {
     fn default() -> Self {
-        Self { mirror: None, retries: 5, backoff: Duration::from_secs(2), progress: true }
+        Self { mirror: None, retries: 5, backoff: Duration::from_secs(2), on_event: Arc::new(|_| {}) }
+    }
+}
+
+impl std::fmt::Debug for FetchOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FetchOptions")
+            .field("mirror", &self.mirror)
+            .field("retries", &self.retries)
+            .field("backoff", &self.backoff)
+            .finish_non_exhaustive()
     }
 }
 
@@ -82,11 +134,7 @@ pub fn fetch_file(
             Ok(()) => return Ok(target),
             // the bad copy is already moved aside: download a fresh one
             Err(DataError::DigestMismatch { moved_to, .. }) => {
-                eprintln!(
-                    "{}: existing copy failed verification, moved to {}; downloading again",
-                    target.display(),
-                    moved_to.display()
-                );
+                (opts.on_event)(&FetchEvent::Redownload { path: &target, moved_to: &moved_to });
             }
             Err(e) => return Err(e),
         },
@@ -96,43 +144,10 @@ pub fn fetch_file(
     std::fs::create_dir_all(&folder).map_err(|e| DataError::io(&folder, e))?;
     let partial = partial_path(&target);
     let url = mirror_url(&spec.url, opts.mirror.as_deref());
-    let bar = if opts.progress { ProgressBar::new(spec.size) } else { ProgressBar::hidden() };
-    bar.set_style(
-        ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}")
-            .expect("progress template")
-            .progress_chars("=> "),
-    );
-    bar.set_message(spec.name.clone());
-
-    let mut attempt = 0u32;
-    let (digest, size) = loop {
-        attempt += 1;
-        match transfer(client, &url, &partial, spec, &bar) {
-            Ok(done) => break done,
-            Err(Failure::Fatal(e)) => {
-                bar.abandon();
-                return Err(e);
-            }
-            Err(Failure::Retry(message)) if attempt > opts.retries => {
-                bar.abandon();
-                return Err(DataError::Network { url, attempts: attempt, message });
-            }
-            Err(Failure::Retry(message)) => {
-                let wait = opts.backoff * 2u32.saturating_pow(attempt - 1);
-                // said even when the bar is hidden (no terminal): a silent minute looks like a hang
-                bar.suspend(|| {
-                    eprintln!(
-                        "{}: attempt {attempt} of {}: {message}; retrying in {:.1} s",
-                        spec.name,
-                        opts.retries + 1,
-                        wait.as_secs_f64()
-                    )
-                });
-                std::thread::sleep(wait);
-            }
-        }
-    };
-    bar.finish_and_clear();
+    (opts.on_event)(&FetchEvent::Start { file: &spec.name, size: spec.size });
+    let transferred = transfer_with_retries(client, &url, &partial, spec, opts);
+    (opts.on_event)(&FetchEvent::End);
+    let (digest, size) = transferred?;
     match spec.digest_of {
         DigestOf::File if digest != spec.sha256 || size != spec.size => {
             let moved_to = move_aside(&partial, &target)?;
@@ -150,6 +165,39 @@ pub fn fetch_file(
     std::fs::rename(&partial, &target).map_err(|e| DataError::io(&target, e))?;
     mark_verified(&target, spec)?;
     Ok(target)
+}
+
+/// Transfers `spec` from `url` into `partial`, resuming after a broken connection up to
+/// `opts.retries` times with a doubling backoff. Returns the SHA-256 and size of the whole file.
+fn transfer_with_retries(
+    client: &reqwest::blocking::Client,
+    url: &str,
+    partial: &Path,
+    spec: &FileSpec,
+    opts: &FetchOptions,
+) -> Result<(String, u64)> {
+    let mut attempt = 0u32;
+    loop {
+        attempt += 1;
+        match transfer(client, url, partial, spec, &opts.on_event) {
+            Ok(done) => return Ok(done),
+            Err(Failure::Fatal(e)) => return Err(e),
+            Err(Failure::Retry(message)) if attempt > opts.retries => {
+                return Err(DataError::Network { url: url.to_string(), attempts: attempt, message });
+            }
+            Err(Failure::Retry(message)) => {
+                let wait = opts.backoff * 2u32.saturating_pow(attempt - 1);
+                (opts.on_event)(&FetchEvent::Retry {
+                    file: &spec.name,
+                    attempt,
+                    attempts: opts.retries + 1,
+                    message: &message,
+                    wait,
+                });
+                std::thread::sleep(wait);
+            }
+        }
+    }
 }
 
 /// Installs a local copy (e.g. a Debian package's) after checking it; returns the installed path.
@@ -208,7 +256,7 @@ fn transfer(
     url: &str,
     partial: &Path,
     spec: &FileSpec,
-    bar: &ProgressBar,
+    on_event: &FetchObserver,
 ) -> std::result::Result<(String, u64), Failure> {
     let have = std::fs::metadata(partial).map(|m| m.len()).unwrap_or(0);
     let mut request = client.get(url);
@@ -246,25 +294,10 @@ fn transfer(
     }
     let announced = response.content_length();
     let mut hasher = Sha256::new();
-    let mut file = if resumed {
-        // hash what is already there, then append
-        let existing = File::open(partial).map_err(|e| Failure::Fatal(DataError::io(partial, e)))?;
-        let mut reader = BufReader::new(existing);
-        let mut buf = vec![0u8; 1 << 16];
-        loop {
-            let n = reader.read(&mut buf).map_err(|e| Failure::Fatal(DataError::io(partial, e)))?;
-            if n == 0 {
-                break;
-            }
-            hasher.update(&buf[..n]);
-        }
-        OpenOptions::new().append(true).open(partial)
-    } else {
-        File::create(partial)
-    }
-    .map_err(|e| Failure::Fatal(DataError::io(partial, e)))?;
+    let mut file =
+        open_partial(partial, resumed, &mut hasher).map_err(|e| Failure::Fatal(DataError::io(partial, e)))?;
     let start = if resumed { have } else { 0 };
-    bar.set_position(start);
+    on_event(&FetchEvent::At(start));
     let mut received = 0u64;
     let mut reader = response;
     let mut buf = vec![0u8; 1 << 16];
@@ -282,7 +315,7 @@ fn transfer(
         file.write_all(&buf[..n]).map_err(|e| Failure::Fatal(DataError::io(partial, e)))?;
         hasher.update(&buf[..n]);
         received += n as u64;
-        bar.inc(n as u64);
+        on_event(&FetchEvent::Received(n as u64));
     }
     file.sync_all().map_err(|e| Failure::Fatal(DataError::io(partial, e)))?;
     if let Some(len) = announced
@@ -291,6 +324,24 @@ fn transfer(
         return Err(Failure::Retry(format!("connection closed after {} of {} bytes", start + received, start + len)));
     }
     Ok((hex::encode(hasher.finalize()), start + received))
+}
+
+/// The partial file a transfer writes to: appended to (its contents hashed first) when the
+/// server resumes it, else created empty.
+fn open_partial(partial: &Path, resumed: bool, hasher: &mut Sha256) -> std::io::Result<File> {
+    if !resumed {
+        return File::create(partial);
+    }
+    let mut reader = BufReader::new(File::open(partial)?);
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = reader.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    OpenOptions::new().append(true).open(partial)
 }
 
 #[cfg(test)]

@@ -38,7 +38,12 @@ fn manifest(bytes: &[u8]) -> Manifest {
 }
 
 fn options(server: &Server) -> FetchOptions {
-    FetchOptions { mirror: Some(server.url()), retries: 3, backoff: Duration::from_millis(10), progress: false }
+    FetchOptions {
+        mirror: Some(server.url()),
+        retries: 3,
+        backoff: Duration::from_millis(10),
+        ..FetchOptions::default()
+    }
 }
 
 #[test]
@@ -129,7 +134,7 @@ fn a_refused_connection_fails_at_once_and_says_so() {
         mirror: Some(format!("http://127.0.0.1:{port}")),
         retries: 5,
         backoff: Duration::from_secs(2),
-        progress: false,
+        ..FetchOptions::default()
     };
     let start = std::time::Instant::now();
     let err = fetch_dataset(&data, &manifest(&bytes), &opts).unwrap_err().to_string();

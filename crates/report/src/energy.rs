@@ -7,7 +7,6 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::ReportError;
-use crate::tables::data_shape;
 
 /// The constants of the energy model, in joules (see `baselines/energy/default.toml`).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -196,6 +195,15 @@ impl ModelCosts {
     pub fn has_converters(&self) -> bool {
         self.adc_bits.iter().any(Option::is_some)
     }
+}
+
+/// Image shape and class count of a data-set spec, for counting hardware (the class count only
+/// changes the floating-point classifier). Folder trees are counted as 32x32 RGB.
+/// The image shape [C, H, W] of a data set: its manifest's, or for a `folder:` tree (which the
+/// report does not read: it may be gone by then) 32 x 32 RGB, the CIFAR-10 JPEG tree the
+/// profiles use.
+pub(crate) fn data_shape(spec: &str) -> [usize; 3] {
+    data::find_manifest(spec).map_or([3, 32, 32], |m| m.image_shape)
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@ use std::path::Path;
 use std::sync::Once;
 
 use plotters::coord::Shift;
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 use study::Study;
 use train::RunConfig;
@@ -133,6 +134,22 @@ where
         .label_style(("sans-serif", 14))
         .draw()
         .map_err(|e| e.to_string())?;
+    draw_lines(&mut chart, lines, bands)?;
+    draw_legend(&legend_area, lines)?;
+    area.present().map_err(|e| e.to_string())
+}
+
+/// Every line of a figure: a band of its spread (where `bands`), the line of its means, and a
+/// marker per point (a cross for an ideal-ADC epoch, a square for one seed, a circle else,
+/// hollow for two-stage runs); the Pareto front dashed.
+fn draw_lines<DB: DrawingBackend>(
+    chart: &mut ChartContext<'_, DB, Cartesian2d<RangedCoordf64, RangedCoordf64>>,
+    lines: &[Line],
+    bands: bool,
+) -> Result<(), String>
+where
+    DB::ErrorType: 'static,
+{
     for line in lines {
         let color = line.color.unwrap_or_else(|| color_of(&line.method));
         let hollow = line.name.contains("two-stage");
@@ -166,6 +183,15 @@ where
             }
         }
     }
+    Ok(())
+}
+
+/// The legend in its own column: a line per method, then what the markers mean where a figure
+/// has them.
+fn draw_legend<DB: DrawingBackend>(legend_area: &DrawingArea<DB, Shift>, lines: &[Line]) -> Result<(), String>
+where
+    DB::ErrorType: 'static,
+{
     let mut y = 24;
     for line in lines {
         let color = line.color.unwrap_or_else(|| color_of(&line.method));
@@ -191,7 +217,7 @@ where
         legend_area.draw(&Cross::new((15, y), 5, grey.stroke_width(2))).map_err(|e| e.to_string())?;
         legend_area.draw(&Text::new("ideal-ADC epoch", (32, y - 7), ("sans-serif", 13))).map_err(|e| e.to_string())?;
     }
-    area.present().map_err(|e| e.to_string())
+    Ok(())
 }
 
 /// Draws one figure as SVG and PNG and stages both. Plotters writes files, so they are drawn

@@ -53,66 +53,7 @@ pub fn load_results(
     let results = study
         .cells()?
         .into_iter()
-        .map(|cell| {
-            let live = cell.dir(runs_root, &study.name);
-            let archived = archive.join("runs").join(cell.key());
-            let from_archive =
-                !RunDir::new(&live).summary_path().exists() && RunDir::new(&archived).summary_path().exists();
-            let dir = if from_archive { archived } else { live };
-            let run = RunDir::new(&dir);
-            // a damaged file marks its cell failed, with the reason, and never fails the report;
-            // the record names files relative to the run folder (it is archived with the report)
-            let prefix = format!("{}/", dir.display());
-            let record = |message: String| FailureRecord {
-                config_hash: cell.key(),
-                epoch: 0,
-                what: FailureRecord::FILE_CHECK.into(),
-                value: String::new(),
-                last_good_checkpoint: None,
-                message: message.replace(&prefix, ""),
-            };
-            let damaged = |e: String| record(format!("unreadable: {e}"));
-            let mut failure = match run.read_failure() {
-                Ok(f) => f,
-                Err(e) => Some(damaged(e.to_string())),
-            };
-            let mut archive_damaged = false;
-            if from_archive {
-                changed.extend(unowned_files(archive, &manifest, &dir)?);
-                if let Some(why) = config_problem(study, &dir, &cell) {
-                    failure = Some(record(why));
-                    archive_damaged = true;
-                }
-            }
-            let summary = run.read_summary().unwrap_or_else(|e| {
-                failure.get_or_insert_with(|| damaged(e.to_string()));
-                None
-            });
-            let history = match std::fs::read_to_string(run.metrics_path()) {
-                Ok(text) => text.lines().map(serde_json::from_str).collect::<Result<_, _>>().unwrap_or_else(|e| {
-                    failure.get_or_insert_with(|| damaged(format!("metrics.jsonl: {e}")));
-                    Vec::new()
-                }),
-                Err(_) => Vec::new(),
-            };
-            // a summary is a result only if it is the cell's own and agrees with its epochs
-            if let (Some(s), None) = (&summary, &failure)
-                && let Err(why) = s.check_against(&cell.config, &history)
-            {
-                failure = Some(record(format!("not a result of this cell: {why}")));
-            }
-            let summary = summary.filter(|_| failure.is_none());
-            let variation: Option<VariationReport> = read_json(&dir.join("variation.json")).ok().flatten();
-            let variation = variation.filter(|v| v.config_hash == cell.key() && summary.is_some());
-            let adc_quality: Option<AdcQualityReport> = read_json(&dir.join("adc-quality.json")).ok().flatten();
-            let adc_quality = adc_quality.filter(|q| q.config_hash == cell.key() && summary.is_some());
-            let state = match (&failure, &summary) {
-                (Some(_), _) => CellState::Failed,
-                (None, Some(_)) => CellState::Finished,
-                (None, None) => cell_state(&dir, &cell.config),
-            };
-            Ok(CellResult { state, summary, history, variation, adc_quality, failure, cell, dir, archive_damaged })
-        })
+        .map(|cell| load_result(study, cell, runs_root, archive, &manifest, &mut changed))
         .collect::<Result<Vec<_>, ReportError>>()?;
     if !changed.is_empty() && !adopt {
         return Err(ReportError::Invalid(format!(
@@ -127,6 +68,75 @@ pub fn load_results(
         )));
     }
     Ok(results)
+}
+
+/// The result of one `cell`: its live run folder, else its archived copy (whose files not as the
+/// report wrote them go into `changed`); a damaged file makes the cell failed, with the reason.
+fn load_result(
+    study: &Study,
+    cell: Cell,
+    runs_root: &Path,
+    archive: &Path,
+    manifest: &Manifest,
+    changed: &mut Vec<String>,
+) -> Result<CellResult, ReportError> {
+    let live = cell.dir(runs_root, &study.name);
+    let archived = archive.join("runs").join(cell.key());
+    let from_archive = !RunDir::new(&live).summary_path().exists() && RunDir::new(&archived).summary_path().exists();
+    let dir = if from_archive { archived } else { live };
+    let run = RunDir::new(&dir);
+    // a damaged file marks its cell failed, with the reason, and never fails the report;
+    // the record names files relative to the run folder (it is archived with the report)
+    let prefix = format!("{}/", dir.display());
+    let record = |message: String| FailureRecord {
+        config_hash: cell.key(),
+        epoch: 0,
+        what: FailureRecord::FILE_CHECK.into(),
+        value: String::new(),
+        last_good_checkpoint: None,
+        message: message.replace(&prefix, ""),
+    };
+    let damaged = |e: String| record(format!("unreadable: {e}"));
+    let mut failure = match run.read_failure() {
+        Ok(f) => f,
+        Err(e) => Some(damaged(e.to_string())),
+    };
+    let mut archive_damaged = false;
+    if from_archive {
+        changed.extend(unowned_files(archive, &manifest, &dir)?);
+        if let Some(why) = config_problem(study, &dir, &cell) {
+            failure = Some(record(why));
+            archive_damaged = true;
+        }
+    }
+    let summary = run.read_summary().unwrap_or_else(|e| {
+        failure.get_or_insert_with(|| damaged(e.to_string()));
+        None
+    });
+    let history = match std::fs::read_to_string(run.metrics_path()) {
+        Ok(text) => text.lines().map(serde_json::from_str).collect::<Result<_, _>>().unwrap_or_else(|e| {
+            failure.get_or_insert_with(|| damaged(format!("metrics.jsonl: {e}")));
+            Vec::new()
+        }),
+        Err(_) => Vec::new(),
+    };
+    // a summary is a result only if it is the cell's own and agrees with its epochs
+    if let (Some(s), None) = (&summary, &failure)
+        && let Err(why) = s.check_against(&cell.config, &history)
+    {
+        failure = Some(record(format!("not a result of this cell: {why}")));
+    }
+    let summary = summary.filter(|_| failure.is_none());
+    let variation: Option<VariationReport> = read_json(&dir.join("variation.json")).ok().flatten();
+    let variation = variation.filter(|v| v.config_hash == cell.key() && summary.is_some());
+    let adc_quality: Option<AdcQualityReport> = read_json(&dir.join("adc-quality.json")).ok().flatten();
+    let adc_quality = adc_quality.filter(|q| q.config_hash == cell.key() && summary.is_some());
+    let state = match (&failure, &summary) {
+        (Some(_), _) => CellState::Failed,
+        (None, Some(_)) => CellState::Finished,
+        (None, None) => cell_state(&dir, &cell.config),
+    };
+    Ok(CellResult { state, summary, history, variation, adc_quality, failure, cell, dir, archive_damaged })
 }
 
 /// The configuration file a report archives for `cell`: its data named by the study's input, not

@@ -248,6 +248,7 @@ fn reproduce_options(tmp: &Path, runs: &str, archive: Option<PathBuf>) -> study:
         filter: None,
         dry_run: false,
         progress: false,
+        on_train_event: train::events::silent(),
         retry_failed: false,
         device: Default::default(), // the CPU
         archive,
@@ -595,7 +596,7 @@ sweep = [{ lr = [0.05, 0.02] }]
         &dirs[0],
         &train::TrainOptions {
             data_dir: opts.data_dir.clone(),
-            progress: false,
+            on_event: train::events::silent(),
             stop_after: None,
             device: Default::default(),
             init_from: None,
@@ -627,7 +628,7 @@ fn write_run(runs: &Path, study: &Study, cell: &study::Cell, accs: &[f64], befor
             wall_seconds: (e + 1) as f64,
         })
         .collect();
-    let best = train::trainer::best_epoch(&history).unwrap().clone();
+    let best = train::best_epoch(&history).unwrap().clone();
     let summary = Summary {
         method: cell.config.method.clone(),
         dataset: cell.config.dataset.clone(),

@@ -197,6 +197,63 @@ pub fn study_path(reports_root: &Path, profile: &str) -> PathBuf {
     reports_root.join(profile).join("study.toml")
 }
 
+/// The pretraining cell of benchmark `b` (floating point, from scratch), if it has one.
+fn pretraining_cell(
+    b: &Benchmark,
+    base: &RunConfig,
+    origin: &str,
+    sizes: &mut SplitSizes,
+) -> Result<Option<Cell>, StudyError> {
+    let Some(table) = &b.pretrain else { return Ok(None) };
+    let origin = format!("{origin}, pretrain");
+    if table.contains_key("method") || table.contains_key("init_from") {
+        return Err(StudyError::Invalid(format!(
+            "{origin}: a pretraining is floating point and starts from scratch; leave out `method` and `init_from`"
+        )));
+    }
+    let mut config = overlay(base, table, &origin)?;
+    config.method = methods::FLOAT.name().into();
+    let config = canonical(config);
+    config.resolve().map_err(|e| StudyError::Invalid(format!("{origin}: {e}")))?;
+    check_dataset(&config, &origin, sizes)?;
+    Ok(Some(Cell { benchmark: b.name.clone(), config, pretraining: true }))
+}
+
+/// The cells of one sweep entry of benchmark `b`, in order (assignment, method, seed), each
+/// resolved.
+fn sweep_cells(
+    b: &Benchmark,
+    base: &RunConfig,
+    entry: &toml::Table,
+    origin: &str,
+    sizes: &mut SplitSizes,
+) -> Result<Vec<Cell>, StudyError> {
+    let mut entry = entry.clone();
+    let only: Option<Vec<String>> = match entry.remove("methods") {
+        None => None,
+        Some(v) => Some(v.try_into().map_err(|e| StudyError::Invalid(format!("{origin}: sweep `methods`: {e}")))?),
+    };
+    let seeds: Vec<u64> = match entry.remove("seeds") {
+        None => b.seeds.clone(),
+        Some(v) => v.try_into().map_err(|e| StudyError::Invalid(format!("{origin}: sweep `seeds`: {e}")))?,
+    };
+    let mut cells = Vec::new();
+    for assignment in assignments(&entry, origin)? {
+        for method in b.methods.iter().filter(|m| only.as_ref().is_none_or(|o| o.contains(m))) {
+            for &seed in &seeds {
+                let mut config = overlay(base, &assignment, origin)?;
+                config.method = method.clone();
+                config.seed = seed;
+                let config = canonical(config);
+                config.resolve().map_err(|e| StudyError::Invalid(format!("{origin}, method {method}: {e}")))?;
+                check_dataset(&config, origin, sizes)?;
+                cells.push(Cell { benchmark: b.name.clone(), config, pretraining: false });
+            }
+        }
+    }
+    Ok(cells)
+}
+
 fn overlay(config: &RunConfig, table: &toml::Table, origin: &str) -> Result<RunConfig, StudyError> {
     let mut merged = toml::Table::try_from(config).expect("a run config is a table");
     for (k, v) in table {
@@ -442,8 +499,45 @@ impl Study {
 
     /// The cells of every benchmark, in order (benchmark, sweep, method, seed), each resolved.
     pub fn cells(&self) -> Result<Vec<Cell>, StudyError> {
+        self.check_names()?;
         let mut cells: Vec<Cell> = Vec::new();
         let mut sizes = SplitSizes::new();
+        for b in self.benchmark.iter().filter(|b| b.is_runnable()) {
+            let origin = format!("benchmark `{}`", b.name);
+            let before = cells.len();
+            let mut base = overlay(&RunConfig::default(), &b.base, &origin)?;
+            if let Some(cell) = pretraining_cell(b, &base, &origin, &mut sizes)? {
+                base.init_from = Some(cell.key());
+                cells.push(cell);
+            }
+            let sweeps = if b.sweep.is_empty() { vec![toml::Table::new()] } else { b.sweep.clone() };
+            for entry in &sweeps {
+                for cell in sweep_cells(b, &base, entry, &origin, &mut sizes)? {
+                    if let Some(pre) = cells[before..].iter().find(|c| c.pretraining)
+                        && let Some(why) = train::init::activation_mismatch(&pre.config, &cell.config)
+                    {
+                        return Err(StudyError::Invalid(format!(
+                            "{origin}, method {}: it starts from the benchmark's pretraining, but {why}",
+                            cell.config.method
+                        )));
+                    }
+                    if !cells.iter().any(|c| c.key() == cell.key()) {
+                        cells.push(cell);
+                    }
+                }
+            }
+            if !cells[before..].iter().any(|c| !c.pretraining) {
+                return Err(StudyError::Invalid(format!(
+                    "{origin}: its sweep yields no cells (each entry's `methods` must name some of the benchmark's methods)"
+                )));
+            }
+        }
+        self.check_variation(&cells)?;
+        Ok(cells)
+    }
+
+    /// The study's name and its benchmarks' names, methods and seeds.
+    fn check_names(&self) -> Result<(), StudyError> {
         if self.benchmark.is_empty() {
             return Err(StudyError::Invalid("no [[benchmark]]".into()));
         }
@@ -479,103 +573,39 @@ impl Study {
                 )));
             }
         }
-        for b in self.benchmark.iter().filter(|b| b.is_runnable()) {
-            let origin = format!("benchmark `{}`", b.name);
-            let before = cells.len();
-            let mut base = overlay(&RunConfig::default(), &b.base, &origin)?;
-            if let Some(table) = &b.pretrain {
-                let origin = format!("{origin}, pretrain");
-                if table.contains_key("method") || table.contains_key("init_from") {
-                    return Err(StudyError::Invalid(format!(
-                        "{origin}: a pretraining is floating point and starts from scratch; leave out `method` and \
-                         `init_from`"
-                    )));
-                }
-                let mut config = overlay(&base, table, &origin)?;
-                config.method = methods::FLOAT.name().into();
-                let config = canonical(config);
-                config.resolve().map_err(|e| StudyError::Invalid(format!("{origin}: {e}")))?;
-                check_dataset(&config, &origin, &mut sizes)?;
-                let cell = Cell { benchmark: b.name.clone(), config, pretraining: true };
-                base.init_from = Some(cell.key());
-                cells.push(cell);
-            }
-            let sweeps = if b.sweep.is_empty() { vec![toml::Table::new()] } else { b.sweep.clone() };
-            for entry in &sweeps {
-                let mut entry = entry.clone();
-                let only: Option<Vec<String>> = match entry.remove("methods") {
-                    None => None,
-                    Some(v) => {
-                        Some(v.try_into().map_err(|e| StudyError::Invalid(format!("{origin}: sweep `methods`: {e}")))?)
-                    }
-                };
-                let seeds: Vec<u64> = match entry.remove("seeds") {
-                    None => b.seeds.clone(),
-                    Some(v) => {
-                        v.try_into().map_err(|e| StudyError::Invalid(format!("{origin}: sweep `seeds`: {e}")))?
-                    }
-                };
-                for assignment in assignments(&entry, &origin)? {
-                    for method in b.methods.iter().filter(|m| only.as_ref().is_none_or(|o| o.contains(m))) {
-                        for &seed in &seeds {
-                            let mut config = overlay(&base, &assignment, &origin)?;
-                            config.method = method.clone();
-                            config.seed = seed;
-                            let config = canonical(config);
-                            config
-                                .resolve()
-                                .map_err(|e| StudyError::Invalid(format!("{origin}, method {method}: {e}")))?;
-                            check_dataset(&config, &origin, &mut sizes)?;
-                            if let Some(pre) = cells[before..].iter().find(|c| c.pretraining)
-                                && let Some(why) = train::init::activation_mismatch(&pre.config, &config)
-                            {
-                                return Err(StudyError::Invalid(format!(
-                                    "{origin}, method {method}: it starts from the benchmark's pretraining, but {why}"
-                                )));
-                            }
-                            let cell = Cell { benchmark: b.name.clone(), config, pretraining: false };
-                            if !cells.iter().any(|c| c.key() == cell.key()) {
-                                cells.push(cell);
-                            }
-                        }
-                    }
-                }
-            }
-            if !cells[before..].iter().any(|c| !c.pretraining) {
-                return Err(StudyError::Invalid(format!(
-                    "{origin}: its sweep yields no cells (each entry's `methods` must name some of the benchmark's methods)"
-                )));
-            }
+        Ok(())
+    }
+
+    /// The `[variation]` table against the study's `cells`.
+    fn check_variation(&self, cells: &[Cell]) -> Result<(), StudyError> {
+        let Some(v) = &self.variation else { return Ok(()) };
+        let Some(b) = self.benchmark.iter().find(|b| b.name == v.benchmark && b.is_runnable()) else {
+            return Err(StudyError::Invalid(format!("[variation]: no benchmark named `{}`", v.benchmark)));
+        };
+        if v.chips == 0 || v.sigmas.is_empty() {
+            return Err(StudyError::Invalid("[variation]: expected chips >= 1 and at least one sigma".into()));
         }
-        if let Some(v) = &self.variation {
-            let Some(b) = self.benchmark.iter().find(|b| b.name == v.benchmark && b.is_runnable()) else {
-                return Err(StudyError::Invalid(format!("[variation]: no benchmark named `{}`", v.benchmark)));
-            };
-            if v.chips == 0 || v.sigmas.is_empty() {
-                return Err(StudyError::Invalid("[variation]: expected chips >= 1 and at least one sigma".into()));
-            }
-            if let Some(sigma) = v.sigmas.iter().find(|s| !(s.is_finite() && **s >= 0.0)) {
-                return Err(StudyError::Invalid(format!(
-                    "[variation]: sigma {sigma}: expected a non-negative number (the standard deviation of theta)"
-                )));
-            }
-            if let Some(m) = v.methods.iter().find(|m| !b.methods.contains(m)) {
-                return Err(StudyError::Invalid(format!(
-                    "[variation]: method `{m}` is not one of benchmark `{}`'s methods ({})",
-                    b.name,
-                    b.methods.join(", ")
-                )));
-            }
-            if variation_filter(v, &cells).is_empty() {
-                return Err(StudyError::Invalid(format!(
-                    "[variation]: no cell of benchmark `{}` is one of methods [{}] at {}: the study would vary nothing",
-                    b.name,
-                    v.methods.join(", "),
-                    v.at
-                )));
-            }
+        if let Some(sigma) = v.sigmas.iter().find(|s| !(s.is_finite() && **s >= 0.0)) {
+            return Err(StudyError::Invalid(format!(
+                "[variation]: sigma {sigma}: expected a non-negative number (the standard deviation of theta)"
+            )));
         }
-        Ok(cells)
+        if let Some(m) = v.methods.iter().find(|m| !b.methods.contains(m)) {
+            return Err(StudyError::Invalid(format!(
+                "[variation]: method `{m}` is not one of benchmark `{}`'s methods ({})",
+                b.name,
+                b.methods.join(", ")
+            )));
+        }
+        if variation_filter(v, cells).is_empty() {
+            return Err(StudyError::Invalid(format!(
+                "[variation]: no cell of benchmark `{}` is one of methods [{}] at {}: the study would vary nothing",
+                b.name,
+                v.methods.join(", "),
+                v.at
+            )));
+        }
+        Ok(())
     }
 
     /// The cells the variation study covers.

@@ -12,7 +12,7 @@ use train::{ComputeDevice, Holder, RunConfig, Summary, TrainOptions};
 use crate::{Cell, Study, StudyError};
 
 /// How to reproduce.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ReproduceOptions {
     /// Where run folders go: `<runs_root>/<profile>/<config hash>/`.
     pub runs_root: PathBuf,
@@ -22,8 +22,11 @@ pub struct ReproduceOptions {
     pub filter: Option<String>,
     /// List the cells, their state and an estimate; train nothing.
     pub dry_run: bool,
-    /// Progress bars.
+    /// Notes on every cell (held by another worker, its state before training, variation studies
+    /// started), not only those that need attention.
     pub progress: bool,
+    /// Receives what each training reports (epochs, steps), for a progress display.
+    pub on_train_event: train::Observer,
     /// Train failed cells again (their `failed.json` is removed first; they resume from their
     /// last good checkpoint).
     pub retry_failed: bool,
@@ -441,50 +444,14 @@ impl Worker<'_> {
     /// Trains `cell` (number `index` of the study's order) unless it is finished, failed or held
     /// by another worker; what happened goes into the outcome. An error is this cell's alone.
     fn run_cell(&mut self, index: usize, cell: &Cell, tag: &str) -> Result<(), StudyError> {
-        let (opts, archive) = (self.opts, self.opts.archive.as_deref());
+        let opts = self.opts;
         let dir = cell.dir(&opts.runs_root, &self.study.name);
         let (state, _) = cell_status(&dir, &cell.config);
-        if let Some(committed) = finished_dir(cell, &opts.runs_root, &self.study.name, archive)
-            .filter(|d| state != CellState::Finished && is_committed(d, archive))
-        {
-            // a committed result: nothing to train, inspect or study again here
-            self.out.cached += 1;
-            if let Some(summary) = RunDir::new(&committed).read_summary()? {
-                self.out.summaries.push((cell.label(), summary));
-            }
-            return Ok(());
-        }
-        if state == CellState::Finished && follow_up_done(&dir, cell) {
-            // nothing to write: no claim (the runs folder may be read-only)
-            self.out.cached += 1;
-            if let Some(summary) = RunDir::new(&dir).read_summary()? {
-                self.out.summaries.push((cell.label(), summary));
-            }
+        if self.take_finished(cell, &dir, state)? {
             return Ok(());
         }
         // what it starts from must be finished before it is claimed
-        let init_from = match cell.starts_from() {
-            None => None,
-            Some(key) => match self.start_of(key, tag, cell)? {
-                Some(d) => Some(d),
-                None if state == CellState::Finished => None,
-                None => {
-                    let start = self.all.iter().find(|c| c.key() == key);
-                    let what = start.map(Cell::label).unwrap_or_else(|| format!("the cell {key}"));
-                    let message = format!("it starts from {what}, which has not finished");
-                    if let CellPick::One(_) = opts.pick {
-                        return Err(StudyError::Invalid(format!(
-                            "--cell {index} ({}): {message}; train that cell first (a Slurm submission \
-                             makes this array wait for it)",
-                            cell.label()
-                        )));
-                    }
-                    self.note(tag, cell, format!(" skipped: {message}"));
-                    self.out.failed.push((cell.label(), message));
-                    return Ok(());
-                }
-            },
-        };
+        let Some(init_from) = self.starting_run(index, cell, tag, state)? else { return Ok(()) };
         let claimed = match claim(&dir, opts.claim_timeout)? {
             ClaimOutcome::Held(c) => c,
             ClaimOutcome::Busy(holder) => {
@@ -508,41 +475,114 @@ impl Worker<'_> {
             self.note(tag, cell, format!(" failed earlier (--retry-failed trains it again): {message}"));
             self.out.failed.push((cell.label(), message));
             return Ok(());
-        } else {
-            if state == CellState::Failed {
-                set_failure_aside(&dir)?;
-            }
-            if opts.progress || opts.pick != CellPick::All {
-                self.note(tag, cell, format!(" ({state})"));
-            }
-            let train_opts = TrainOptions {
-                data_dir: opts.data_dir.clone(),
-                progress: opts.progress,
-                stop_after: None,
-                device: opts.device,
-                init_from,
-            };
-            match train::train(&cell.config, &dir, &train_opts) {
-                Ok(_) => self.out.trained += 1,
-                Err(e) => {
-                    self.note(tag, cell, format!(" failed: {e}"));
-                    self.out.failed.push((cell.label(), e.to_string()));
-                    return Ok(());
-                }
-            }
+        } else if !self.train_cell(cell, &dir, state, init_from, tag)? {
+            return Ok(());
         }
-        if let Some(summary) = RunDir::new(&dir).read_summary()? {
-            self.out.summaries.push((cell.label(), summary));
-            // the ADC quality of the trained run, for the report (archived runs of older
-            // versions have no checkpoint to inspect)
-            if cell.config.uses_adc() && RunDir::new(&dir).latest_checkpoint()?.is_some() {
-                match train::inspect_run(&dir, train::DEFAULT_INSPECT_BATCHES, &opts.data_dir, opts.device) {
-                    Ok(_) => self.out.inspected += 1,
-                    Err(e) => self.out.failed.push((format!("inspect of {}", cell.label()), e.to_string())),
-                }
-            }
-        }
+        self.follow_up(cell, &dir)?;
         drop(claimed);
+        Ok(())
+    }
+
+    /// Whether `cell` needs nothing from this worker: its result is committed, or it is finished
+    /// here with everything `reproduce` adds after training (no claim is made: the runs folder
+    /// may be read-only). Its summary goes into the outcome.
+    fn take_finished(&mut self, cell: &Cell, dir: &Path, state: CellState) -> Result<bool, StudyError> {
+        let archive = self.opts.archive.as_deref();
+        let done = match finished_dir(cell, &self.opts.runs_root, &self.study.name, archive)
+            .filter(|d| state != CellState::Finished && is_committed(d, archive))
+        {
+            Some(committed) => Some(committed),
+            None if state == CellState::Finished && follow_up_done(dir, cell) => Some(dir.to_path_buf()),
+            None => None,
+        };
+        let Some(done) = done else { return Ok(false) };
+        self.out.cached += 1;
+        if let Some(summary) = RunDir::new(&done).read_summary()? {
+            self.out.summaries.push((cell.label(), summary));
+        }
+        Ok(true)
+    }
+
+    /// The folder of the finished run `cell` starts from (`Some(None)`: it starts from scratch, or
+    /// is finished and needs none); `None` when that run has not finished, which is noted as this
+    /// cell's failure (or refused, for a worker given this one cell).
+    fn starting_run(
+        &mut self,
+        index: usize,
+        cell: &Cell,
+        tag: &str,
+        state: CellState,
+    ) -> Result<Option<Option<PathBuf>>, StudyError> {
+        let Some(key) = cell.starts_from() else { return Ok(Some(None)) };
+        match self.start_of(key, tag, cell)? {
+            Some(d) => return Ok(Some(Some(d))),
+            None if state == CellState::Finished => return Ok(Some(None)),
+            None => {}
+        }
+        let start = self.all.iter().find(|c| c.key() == key);
+        let what = start.map(Cell::label).unwrap_or_else(|| format!("the cell {key}"));
+        let message = format!("it starts from {what}, which has not finished");
+        if let CellPick::One(_) = self.opts.pick {
+            return Err(StudyError::Invalid(format!(
+                "--cell {index} ({}): {message}; train that cell first (a Slurm submission makes this array wait for it)",
+                cell.label()
+            )));
+        }
+        self.note(tag, cell, format!(" skipped: {message}"));
+        self.out.failed.push((cell.label(), message));
+        Ok(None)
+    }
+
+    /// Trains the claimed `cell` in `dir` from its state; whether it finished (a failure is noted
+    /// as this cell's).
+    fn train_cell(
+        &mut self,
+        cell: &Cell,
+        dir: &Path,
+        state: CellState,
+        init_from: Option<PathBuf>,
+        tag: &str,
+    ) -> Result<bool, StudyError> {
+        let opts = self.opts;
+        if state == CellState::Failed {
+            set_failure_aside(dir)?;
+        }
+        if opts.progress || opts.pick != CellPick::All {
+            self.note(tag, cell, format!(" ({state})"));
+        }
+        let train_opts = TrainOptions {
+            data_dir: opts.data_dir.clone(),
+            on_event: opts.on_train_event.clone(),
+            stop_after: None,
+            device: opts.device,
+            init_from,
+        };
+        match train::train(&cell.config, dir, &train_opts) {
+            Ok(_) => {
+                self.out.trained += 1;
+                Ok(true)
+            }
+            Err(e) => {
+                self.note(tag, cell, format!(" failed: {e}"));
+                self.out.failed.push((cell.label(), e.to_string()));
+                Ok(false)
+            }
+        }
+    }
+
+    /// What `reproduce` adds to a finished run: its summary into the outcome, and the ADC quality
+    /// of a method with ADCs, for the report (archived runs of older versions have no checkpoint
+    /// to inspect).
+    fn follow_up(&mut self, cell: &Cell, dir: &Path) -> Result<(), StudyError> {
+        let opts = self.opts;
+        let Some(summary) = RunDir::new(dir).read_summary()? else { return Ok(()) };
+        self.out.summaries.push((cell.label(), summary));
+        if cell.config.uses_adc() && RunDir::new(dir).latest_checkpoint()?.is_some() {
+            match train::inspect_run(dir, train::DEFAULT_INSPECT_BATCHES, &opts.data_dir, opts.device) {
+                Ok(_) => self.out.inspected += 1,
+                Err(e) => self.out.failed.push((format!("inspect of {}", cell.label()), e.to_string())),
+            }
+        }
         Ok(())
     }
 

@@ -40,7 +40,7 @@ fn main() {
     flex_kernels::memory::reuse_freed_memory();
     let all_nets = std::env::var("TRAIN_STEP_NETS").is_err();
     let torch_before = if all_nets { pytorch_step(5) } else { Err("TRAIN_STEP_NETS is set".into()) };
-    let device = train::trainer::training_device(train::ComputeDevice::Cpu).expect("the CPU device");
+    let device = train::setup::training_device(train::ComputeDevice::Cpu).expect("the CPU device");
     // the setting (twos), and the run default (differential: twice the arrays) for scale
     let diff = StepCase::cim("CIM col/col P3 diff.", "columnwise", Encoding::Differential);
     let cases: Vec<StepCase> = [

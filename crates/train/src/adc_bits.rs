@@ -28,14 +28,16 @@ use serde::{Deserialize, Serialize};
 use crate::TrainError;
 use crate::config::RunConfig;
 use crate::eval::{evaluate, load_trained};
+use crate::events::{Observer, TrainEvent};
 use crate::run::RunDir;
-use crate::trainer::load_run_data;
+use crate::setup::load_run_data;
 
 /// The fewest bits a layer is given.
 pub const MIN_ADC_BITS: u32 = 1;
 
 /// The order in which the greedy search visits the layers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 #[serde(rename_all = "kebab-case")]
 pub enum SearchOrder {
     /// The most sensitive layer first: the layers that matter most are settled while the whole
@@ -234,32 +236,14 @@ pub fn check_within(within_points: f64) -> Result<(), TrainError> {
     }
 }
 
-/// Finds the fewest ADC bits per CIM layer of the run in `run_dir` whose test accuracy stays
-/// within `within_points` of the run's own (see the module's description); `progress` shows
-/// what is being tried on the terminal.
-pub fn search_adc_bits(
-    run_dir: &Path,
-    within_points: f64,
-    order: SearchOrder,
-    data_dir: &DataDir,
-    device: ComputeDevice,
-    progress: bool,
-) -> Result<AdcBitsSearch, TrainError> {
-    check_within(within_points)?;
-    let (mut trial, config) = Trial::open(run_dir, data_dir, device)?;
-    let bar = if progress { indicatif::ProgressBar::new_spinner() } else { indicatif::ProgressBar::hidden() };
-    bar.set_style(indicatif::ProgressStyle::with_template("{spinner} {msg} [{elapsed}]").expect("template"));
-    bar.enable_steady_tick(std::time::Duration::from_millis(200));
-    let images = trial.test.len();
+/// Per CIM layer, the accuracy points the model loses when that layer alone reads out one bit
+/// fewer than trained (`None` for a layer at the fewest bits already).
+fn sensitivities(trial: &mut Trial, reference: usize, say: &dyn Fn(String)) -> Result<Vec<Option<f64>>, TrainError> {
     let trained_bits = trial.trained_bits.clone();
-    let reference = trial.correct(&trained_bits)?;
-    // the tolerance as a number of images, rounded down: never a configuration outside it
-    let tolerance_images = (within_points / 100.0 * images as f64 + 1e-9).floor() as usize;
-    let good_enough = |correct: usize| correct + tolerance_images >= reference;
-
+    let images = trial.test.len();
     let mut sensitivity = vec![None; trained_bits.len()];
     for (i, &b) in trained_bits.iter().enumerate() {
-        bar.set_message(format!("sensitivity of layer {i} of {}", trained_bits.len()));
+        say(format!("sensitivity of layer {i} of {}", trained_bits.len()));
         if b > MIN_ADC_BITS {
             let mut bits = trained_bits.clone();
             bits[i] -= 1;
@@ -267,8 +251,13 @@ pub fn search_adc_bits(
             sensitivity[i] = Some(100.0 * lost / images as f64);
         }
     }
-    // by sensitivity; ties in forward order (layers that cannot lose a bit are not visited)
-    let mut visits: Vec<usize> = (0..trained_bits.len()).filter(|&i| sensitivity[i].is_some()).collect();
+    Ok(sensitivity)
+}
+
+/// The layers the search visits, by sensitivity in `order`; ties in forward order (layers that
+/// cannot lose a bit are not visited).
+fn visiting_order(sensitivity: &[Option<f64>], order: SearchOrder) -> Vec<usize> {
+    let mut visits: Vec<usize> = (0..sensitivity.len()).filter(|&i| sensitivity[i].is_some()).collect();
     visits.sort_by(|&a, &b| {
         let (sa, sb) = (sensitivity[a].unwrap_or_default(), sensitivity[b].unwrap_or_default());
         match order {
@@ -277,13 +266,39 @@ pub fn search_adc_bits(
         }
         .then(a.cmp(&b))
     });
+    visits
+}
+
+/// Finds the fewest ADC bits per CIM layer of the run in `run_dir` whose test accuracy stays
+/// within `within_points` of the run's own (see the module's description); `on_event` hears
+/// what is being tried ([`TrainEvent::Searching`]).
+pub fn search_adc_bits(
+    run_dir: &Path,
+    within_points: f64,
+    order: SearchOrder,
+    data_dir: &DataDir,
+    device: ComputeDevice,
+    on_event: &Observer,
+) -> Result<AdcBitsSearch, TrainError> {
+    check_within(within_points)?;
+    let (mut trial, config) = Trial::open(run_dir, data_dir, device)?;
+    let say = |what: String| on_event(&TrainEvent::Searching { what: &what });
+    let images = trial.test.len();
+    let trained_bits = trial.trained_bits.clone();
+    let reference = trial.correct(&trained_bits)?;
+    // the tolerance as a number of images, rounded down: never a configuration outside it
+    let tolerance_images = (within_points / 100.0 * images as f64 + 1e-9).floor() as usize;
+    let good_enough = |correct: usize| correct + tolerance_images >= reference;
+
+    let sensitivity = sensitivities(&mut trial, reference, &say)?;
+    let visits = visiting_order(&sensitivity, order);
     let mut bits = trained_bits.clone();
     let mut correct = reference;
     for &i in &visits {
         while bits[i] > MIN_ADC_BITS {
             let mut candidate = bits.clone();
             candidate[i] -= 1;
-            bar.set_message(format!("layer {i} at {} bits ({} configurations so far)", candidate[i], trial.seen.len()));
+            say(format!("layer {i} at {} bits ({} configurations so far)", candidate[i], trial.seen.len()));
             let c = trial.correct(&candidate)?;
             if !good_enough(c) {
                 break;
@@ -294,7 +309,7 @@ pub fn search_adc_bits(
 
     let unseen = match trial.unseen.clone() {
         Some(set) => {
-            bar.set_message(format!("both on the {} test images the search has not seen", set.len()));
+            say(format!("both on the {} test images the search has not seen", set.len()));
             Some(UnseenCheck {
                 images: set.len(),
                 trained_accuracy: trial.accuracy_on(&trained_bits, &set)?,
@@ -303,7 +318,7 @@ pub fn search_adc_bits(
         }
         None => None,
     };
-    bar.finish_and_clear();
+    on_event(&TrainEvent::Stopped);
     let layers = layer_rows(&trial.trained, &trained_bits, &bits, &sensitivity);
     let found = PsumBits::PerLayer(bits).canonical();
     Ok(AdcBitsSearch {

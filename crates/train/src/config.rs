@@ -14,141 +14,151 @@ use crate::TrainError;
 /// zero-anchored LSQ-initialised ADC of before, `twos` stayed at chance at P = 3 because every
 /// slice carries the large offset of the two's complement code: Fashion-MNIST, 2 epochs of 4000
 /// images, 10.3%; with learned windows the same run reaches 47.8%.)
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, clap::Args)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::Args))]
 #[serde(deny_unknown_fields, default)]
 pub struct RunConfig {
     /// The data set: a built-in name (`synthetic`, `fashion-mnist`, `cifar10`, `cifar100`,
     /// `imagenet`), a manifest `.toml`, or `folder:PATH` for an image-folder tree.
-    #[arg(long, required = false, value_name = "NAME|FILE.toml|folder:PATH")]
+    #[cfg_attr(feature = "cli", arg(long, required = false, value_name = "NAME|FILE.toml|folder:PATH"))]
     pub dataset: String,
     /// The content identity (`NAME@DIGEST`, [`data::source::folder_identity`]) of a `folder:`
     /// data set: where it is given, the run's hash keys the data by it instead of by the
     /// folder's path, and the folder is checked against it before training or testing. Not a
     /// flag: `train` and `reproduce` work it out from the folder.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[arg(skip)]
+    #[cfg_attr(feature = "cli", arg(skip))]
     pub dataset_id: Option<String>,
     /// Images per class held out (the last ones of each class) as the test split of a
     /// `folder:` data set.
-    #[arg(long, required = false)]
+    #[cfg_attr(feature = "cli", arg(long, required = false))]
     pub folder_holdout: usize,
     /// Input resolution of a `folder:` data set: every image resized so that its short side has
     /// this many pixels, then center-cropped to a square of that side (e.g. 64 to train
     /// ResNet-18 on ImageNet images on 2 cores). Without it every image keeps its size, which must
     /// be the same for all. Part of a run's identity only when given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[arg(long, value_name = "PIXELS")]
+    #[cfg_attr(feature = "cli", arg(long, value_name = "PIXELS"))]
     pub resolution: Option<u32>,
     /// The network: `resnet20` (pre-activation, CIFAR-sized) or `resnet18` (ImageNet-sized).
-    #[arg(long, required = false, value_name = "resnet20|resnet18")]
+    #[cfg_attr(feature = "cli", arg(long, required = false, value_name = "resnet20|resnet18"))]
     pub model: Arch,
     /// The input of the floating-point 3x3 convs (methods without arrays, such as `fp` and every
     /// pretraining): `relu` or `clamp`. Absent in stored configs written before it existed
     /// (they trained with `relu`), and `relu` is not written, so such runs keep their hash.
     #[serde(default, skip_serializing_if = "is_relu")]
-    #[arg(
-        long,
-        required = false,
-        value_name = "relu|clamp",
-        help = "Input of the floating-point 3x3 convs (fp and pretrainings): relu (the ReLU output as it is) or clamp \
+    #[cfg_attr(
+        feature = "cli",
+        arg(
+            long,
+            required = false,
+            value_name = "relu|clamp",
+            help = "Input of the floating-point 3x3 convs (fp and pretrainings): relu (the ReLU output as it is) or clamp \
                 (clamped to [0, 1], the CIM network with its quantizers off). Methods on arrays always clamp, as \
                 their activation codes require, and take no value. A run that starts from another (--init-from) must \
                 name the same value as that run"
+        )
     )]
     pub activation: Activation,
     /// The quantization method, by its registered name (`fp`, `ideal-adc`, `layerwise`,
     /// `layercol-2stage`, `arraywise`, `columnwise`, `saxena-roy-ternary`, ...).
-    #[arg(long, required = false, value_name = "NAME")]
+    #[cfg_attr(feature = "cli", arg(long, required = false, value_name = "NAME"))]
     pub method: String,
     /// Weight bits B_w: each weight is quantized to this many bits before it is sliced into
     /// cells.
-    #[arg(long, required = false)]
+    #[cfg_attr(feature = "cli", arg(long, required = false))]
     pub weight_bits: u32,
     /// Activation bits A: the inputs of every array are codes of this many bits.
-    #[arg(long, required = false)]
+    #[cfg_attr(feature = "cli", arg(long, required = false))]
     pub act_bits: u32,
     /// ADC bits P: the resolution at which every column's partial sum is read out (methods
     /// with the built-in ADC), one value for every CIM layer or one per CIM layer in forward
     /// order (3,4,2,...).
-    #[arg(long, required = false, value_name = "P|P,P,...")]
+    #[cfg_attr(feature = "cli", arg(long, required = false, value_name = "P|P,P,..."))]
     pub psum_bits: PsumBits,
     /// Bits per memory cell b_c: a weight occupies B_w / b_c cells (b_c must divide B_w).
-    #[arg(long, required = false)]
+    #[cfg_attr(feature = "cli", arg(long, required = false))]
     pub cell_bits: u32,
     /// Array size N: each array has N word lines (rows) and N bit lines (columns).
-    #[arg(long, required = false)]
+    #[cfg_attr(feature = "cli", arg(long, required = false))]
     pub array_size: usize,
     /// How a signed weight is stored: `differential` (w+ and w- on separate arrays, as in the
     /// authors' code) or `twos` (two's complement, the top slice signed).
-    #[arg(long, required = false, value_name = "twos|differential")]
+    #[cfg_attr(feature = "cli", arg(long, required = false, value_name = "twos|differential"))]
     pub encoding: Encoding,
     /// The ADC's reference window (methods with ADCs only). A stored run config without it was
     /// written before windows existed and trained with `zero`: absent means `zero`, and `zero`
     /// is not written, so such runs keep their hash.
     #[serde(default = "window_before_calibration", skip_serializing_if = "is_window_before_calibration")]
-    #[arg(
-        long,
-        required = false,
-        value_name = "learned|zero",
-        help = "The ADC's reference window: learned (offset calibrated, then trained with the step, LSQ+) or zero (a zero-anchored reference)"
+    #[cfg_attr(
+        feature = "cli",
+        arg(
+            long,
+            required = false,
+            value_name = "learned|zero",
+            help = "The ADC's reference window: learned (offset calibrated, then trained with the step, LSQ+) or zero (a zero-anchored reference)"
+        )
     )]
     pub adc_window: AdcWindow,
     /// How ADC windows are calibrated (methods with ADCs only); absent means `lsq`, as for
     /// `adc_window`.
     #[serde(default = "init_before_calibration", skip_serializing_if = "is_init_before_calibration")]
-    #[arg(
-        long,
-        required = false,
-        value_name = "mse|lsq",
-        help = "How ADC windows are calibrated on the first training batches: mse (per group, the least squared error) or lsq (LSQ's step rule)"
+    #[cfg_attr(
+        feature = "cli",
+        arg(
+            long,
+            required = false,
+            value_name = "mse|lsq",
+            help = "How ADC windows are calibrated on the first training batches: mse (per group, the least squared error) or lsq (LSQ's step rule)"
+        )
     )]
     pub adc_init: AdcInit,
     /// The training recipe, overriding the method's own: `one-stage` (ADCs on from the first
     /// step) or `two-stage` (ideal ADC first, then the ADCs calibrated and switched on).
-    #[arg(long, required = false, value_name = "one-stage|two-stage")]
+    #[cfg_attr(feature = "cli", arg(long, required = false, value_name = "one-stage|two-stage"))]
     pub recipe: Option<Recipe>,
     /// Training epochs in all (both stages of a two-stage recipe).
-    #[arg(long, required = false)]
+    #[cfg_attr(feature = "cli", arg(long, required = false))]
     pub epochs: usize,
     /// Images per training step.
-    #[arg(long, required = false)]
+    #[cfg_attr(feature = "cli", arg(long, required = false))]
     pub batch_size: usize,
     /// Peak learning rate of SGD (after the warm-up; cosine decay to 0 over the epochs).
-    #[arg(long, required = false)]
+    #[cfg_attr(feature = "cli", arg(long, required = false))]
     pub lr: f64,
     /// SGD momentum (no dampening, as in PyTorch).
-    #[arg(long, required = false)]
+    #[cfg_attr(feature = "cli", arg(long, required = false))]
     pub momentum: f64,
     /// L2 weight decay added to every parameter's gradient.
-    #[arg(long, required = false)]
+    #[cfg_attr(feature = "cli", arg(long, required = false))]
     pub weight_decay: f64,
     /// Epochs of linear warm-up before the cosine decay.
-    #[arg(long, required = false)]
+    #[cfg_attr(feature = "cli", arg(long, required = false))]
     pub warmup_epochs: usize,
     /// Two-stage: share of the epochs spent fine-tuning with partial-sum quantization on.
-    #[arg(long, required = false)]
+    #[cfg_attr(feature = "cli", arg(long, required = false))]
     pub finetune_fraction: f64,
     /// Two-stage: learning rate of the fine-tuning stage relative to `lr`.
-    #[arg(long, required = false)]
+    #[cfg_attr(feature = "cli", arg(long, required = false))]
     pub finetune_lr_scale: f64,
     /// Train on a seeded, class-balanced subset of this many images (all when absent).
-    #[arg(long, required = false)]
+    #[cfg_attr(feature = "cli", arg(long, required = false))]
     pub limit_train: Option<usize>,
     /// Test on a seeded, class-balanced subset of this many images (all when absent).
-    #[arg(long, required = false)]
+    #[cfg_attr(feature = "cli", arg(long, required = false))]
     pub limit_test: Option<usize>,
     /// Seed of the initialization, data order, augmentation, subsets and calibration batches.
-    #[arg(long, required = false)]
+    #[cfg_attr(feature = "cli", arg(long, required = false))]
     pub seed: u64,
     /// Variation-aware training: log-normal cell noise of this sigma in every training
     /// forward pass (0 trains without noise).
-    #[arg(long, required = false)]
+    #[cfg_attr(feature = "cli", arg(long, required = false))]
     pub train_variation_sigma: f64,
     /// The config hash of the finished run whose final weights this run starts from (a
     /// floating-point pretraining): part of the run's identity. Not a flag: `train
     /// --init-from RUN_DIR` sets it from the folder, a study from its benchmark's `pretrain`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[arg(skip)]
+    #[cfg_attr(feature = "cli", arg(skip))]
     pub init_from: Option<String>,
 }
 
@@ -308,6 +318,7 @@ impl RunConfig {
     /// The configuration with every flag of `matches` given on the command line (the flags
     /// [`clap::Args`] derives from this struct, `--weight-bits` for `weight_bits`) put over its
     /// values; ADC settings are rejected for a method without the built-in ADC.
+    #[cfg(feature = "cli")]
     pub fn with_flags(mut self, matches: &clap::ArgMatches) -> Result<Self, TrainError> {
         use clap::FromArgMatches;
         self.update_from_arg_matches(matches).map_err(|e| TrainError::Config(e.to_string()))?;
@@ -462,6 +473,21 @@ impl RunConfig {
     /// Checks every field and resolves the method; nothing is loaded or built yet.
     pub fn resolve(&self) -> Result<ResolvedRun, TrainError> {
         let method = methods::find(&self.method).map_err(TrainError::Config)?;
+        self.check_fields()?;
+        if method.scheme().is_some() && self.activation != Activation::Relu {
+            self.check_activation_applies(&format!("activation = {}", self.activation))?;
+        }
+        let recipe = self.recipe.unwrap_or(method.recipe());
+        let conv = self.conv_kind(method)?;
+        let stage1_epochs = self.stage1_epochs(method, recipe)?;
+        if !(self.finetune_lr_scale > 0.0 && self.finetune_lr_scale.is_finite()) {
+            return Err(invalid("finetune_lr_scale", self.finetune_lr_scale, "a positive number"));
+        }
+        Ok(ResolvedRun { config: self.clone(), method, recipe, conv, stage1_epochs })
+    }
+
+    /// The checks of single fields (and of fields that only make sense together).
+    fn check_fields(&self) -> Result<(), TrainError> {
         if let Some(side) = self.resolution {
             if !self.dataset.starts_with(data::source::FOLDER_PREFIX) {
                 return Err(invalid(
@@ -513,11 +539,13 @@ impl RunConfig {
                 return Err(invalid(field, 0, "at least 1 (or no limit)"));
             }
         }
-        if method.scheme().is_some() && self.activation != Activation::Relu {
-            self.check_activation_applies(&format!("activation = {}", self.activation))?;
-        }
-        let recipe = self.recipe.unwrap_or(method.recipe());
-        let conv = match method.scheme() {
+        Ok(())
+    }
+
+    /// The 3x3 convolutions `method` makes of the settings: floating point, or CIM layers with
+    /// the method's granularities and quantizers (validated against the model).
+    fn conv_kind(&self, method: &Method) -> Result<ConvKind, TrainError> {
+        Ok(match method.scheme() {
             None => ConvKind::Float(self.activation),
             Some(scheme) => {
                 let (psum_bits, psum_granularity) = match scheme.psum {
@@ -542,8 +570,13 @@ impl RunConfig {
                     .map_err(|e| TrainError::Config(format!("method {}: {e}", method.name())))?;
                 ConvKind::Cim(settings)
             }
-        };
-        let stage1_epochs = match recipe {
+        })
+    }
+
+    /// The epochs of the first stage: all of them for a one-stage recipe; before the fine-tuning
+    /// share for a two-stage one.
+    fn stage1_epochs(&self, method: &Method, recipe: Recipe) -> Result<usize, TrainError> {
+        Ok(match recipe {
             Recipe::OneStage => self.epochs,
             Recipe::TwoStage => {
                 if !self.uses_adc() {
@@ -562,11 +595,7 @@ impl RunConfig {
                     ((self.epochs as f64 * self.finetune_fraction).round() as usize).clamp(1, self.epochs - 1);
                 self.epochs - finetune
             }
-        };
-        if !(self.finetune_lr_scale > 0.0 && self.finetune_lr_scale.is_finite()) {
-            return Err(invalid("finetune_lr_scale", self.finetune_lr_scale, "a positive number"));
-        }
-        Ok(ResolvedRun { config: self.clone(), method, recipe, conv, stage1_epochs })
+        })
     }
 }
 

@@ -9,6 +9,7 @@ use burn::module::Module;
 use burn::store::ModuleRecord;
 use burn::tensor::{Bytes, Device, Tensor, TensorData};
 use cim_core::ComputeDevice;
+use data::source::Holdout;
 use data::{BatchLoader, DataDir, EpochBatches, ImageSet, Normalize};
 use models::Model;
 use serde::{Deserialize, Serialize};
@@ -16,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::TrainError;
 use crate::config::{ResolvedRun, RunConfig};
 use crate::run::{Checkpoint, RunDir, write_json};
-use crate::trainer::build_model;
+use crate::setup::build_model;
 
 /// Loss and accuracy on a set.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -165,34 +166,24 @@ fn check_input_shape(run_dir: &Path, config: &RunConfig, spec: &str) -> Result<(
     Ok(())
 }
 
-/// How the records `eval` writes into a run folder begin (`eval-<data set>.json`): the user's
-/// own outputs beside a run, which no report reads or archives.
-pub const EVAL_RECORD_PREFIX: &str = "eval-";
+/// Which data an evaluation reads and how: the spec, whether it is the run's own data, the
+/// test split's holdout, and (for another data set) the model's classes, by name, in the model's
+/// order.
+struct EvalSource {
+    spec: String,
+    own: bool,
+    holdout: Holdout,
+    classes: Option<Vec<String>>,
+}
 
-/// Evaluates the run in `run_dir` on the test split of `dataset` (default: the run's own, with
-/// its `limit_test`); writes `eval-<dataset>.json` into the run folder. `folder_holdout` is the
-/// test split of another `folder:` data set without its own (default: the run's own setting;
-/// [`data::source::Holdout::All`] for a tree of test images only). Another data set must give
-/// images of the shape the run trained on (at the run's `resolution`, never enlarged), and its
-/// classes are matched to the run's by name; both are checked before any image is decoded.
-pub fn evaluate_run(
+/// The [`EvalSource`] of an `eval` of the run in `run_dir` (configured as `config`), every check
+/// made before any image is read.
+fn eval_source(
     run_dir: &Path,
+    config: &RunConfig,
     dataset: Option<&str>,
-    folder_holdout: Option<data::source::Holdout>,
-    data_dir: &DataDir,
-    device: ComputeDevice,
-) -> Result<EvalResult, TrainError> {
-    let config: RunConfig = RunDir::new(run_dir)
-        .read_config()?
-        .ok_or_else(|| TrainError::io(run_dir.join("config.toml"), "missing: not a run folder"))?;
-    // a run stopped by non-finite values has no model worth a number
-    if let Some(failure) = RunDir::new(run_dir).read_failure()? {
-        return Err(TrainError::Config(format!(
-            "{}: the run failed ({}); eval takes finished runs, or the newest checkpoint of one still training",
-            run_dir.display(),
-            failure.message
-        )));
-    }
+    folder_holdout: Option<Holdout>,
+) -> Result<EvalSource, TrainError> {
     // the run's own data: no --dataset, the same spec, or a tree with the run's content identity
     // (a committed run names its tree by the study's input, the user by its path here)
     let same_tree = |d: &str| {
@@ -201,7 +192,6 @@ pub fn evaluate_run(
     };
     let identified = dataset.is_some_and(|d| d != config.dataset && same_tree(d));
     let own = identified || dataset.is_none_or(|d| d == config.dataset);
-    use data::source::Holdout;
     let holdout = folder_holdout.unwrap_or(Holdout::PerClass(config.folder_holdout));
     if own && holdout != Holdout::PerClass(config.folder_holdout) {
         return Err(TrainError::Config(format!(
@@ -238,10 +228,53 @@ pub fn evaluate_run(
     }
     // another data set's classes are matched to the model's by name, checked before any image
     // is read
-    let classes = if own { None } else { Some(matched_classes(run_dir, &config, spec)?) };
+    let classes = if own { None } else { Some(matched_classes(run_dir, config, spec)?) };
     if !own {
-        check_input_shape(run_dir, &config, spec)?;
+        check_input_shape(run_dir, config, spec)?;
     }
+    Ok(EvalSource { spec: spec.to_string(), own, holdout, classes })
+}
+
+/// The name of the record an `eval` on `spec` writes: a folder tree by its content, not by where
+/// it lies on this machine; any other data set by its name.
+fn record_name(spec: &str, loaded_name: &str) -> Result<String, TrainError> {
+    let name = match spec.strip_prefix(data::source::FOLDER_PREFIX) {
+        Some(root) => format!("folder-{}", data::source::folder_identity(Path::new(root), "tree")?),
+        None => loaded_name.to_string(),
+    };
+    Ok(name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect())
+}
+
+/// How the records `eval` writes into a run folder begin (`eval-<data set>.json`): the user's
+/// own outputs beside a run, which no report reads or archives.
+pub const EVAL_RECORD_PREFIX: &str = "eval-";
+
+/// Evaluates the run in `run_dir` on the test split of `dataset` (default: the run's own, with
+/// its `limit_test`); writes `eval-<dataset>.json` into the run folder. `folder_holdout` is the
+/// test split of another `folder:` data set without its own (default: the run's own setting;
+/// [`data::source::Holdout::All`] for a tree of test images only). Another data set must give
+/// images of the shape the run trained on (at the run's `resolution`, never enlarged), and its
+/// classes are matched to the run's by name; both are checked before any image is decoded.
+pub fn evaluate_run(
+    run_dir: &Path,
+    dataset: Option<&str>,
+    folder_holdout: Option<Holdout>,
+    data_dir: &DataDir,
+    device: ComputeDevice,
+) -> Result<EvalResult, TrainError> {
+    let config: RunConfig = RunDir::new(run_dir)
+        .read_config()?
+        .ok_or_else(|| TrainError::io(run_dir.join("config.toml"), "missing: not a run folder"))?;
+    // a run stopped by non-finite values has no model worth a number
+    if let Some(failure) = RunDir::new(run_dir).read_failure()? {
+        return Err(TrainError::Config(format!(
+            "{}: the run failed ({}); eval takes finished runs, or the newest checkpoint of one still training",
+            run_dir.display(),
+            failure.message
+        )));
+    }
+    let EvalSource { spec, own, holdout, classes } = eval_source(run_dir, &config, dataset, folder_holdout)?;
+    let spec = spec.as_str();
     let folder = data::source::FolderOptions { holdout, resolution: config.resolution };
     let loaded = data::load_dataset(spec, data_dir, folder)?;
     let test = match (own, config.limit_test) {
@@ -263,12 +296,6 @@ pub fn evaluate_run(
             loaded.name
         )));
     }
-    // a folder tree is named by its content, not by where it lies on this machine
-    let name = match spec.strip_prefix(data::source::FOLDER_PREFIX) {
-        Some(root) => format!("folder-{}", data::source::folder_identity(Path::new(root), "tree")?),
-        None => loaded.name.clone(),
-    };
-    let name: String = name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect();
-    write_json(&run_dir.join(format!("{EVAL_RECORD_PREFIX}{name}.json")), &result)?;
+    write_json(&run_dir.join(format!("{EVAL_RECORD_PREFIX}{}.json", record_name(spec, &loaded.name)?)), &result)?;
     Ok(result)
 }

@@ -11,7 +11,7 @@ use crate::TrainError;
 use crate::config::RunConfig;
 use crate::eval::load_model_record;
 use crate::run::{Checkpoint, RunDir};
-use crate::trainer::build_model;
+use crate::setup::build_model;
 
 /// A finished run a new run may start from, checked.
 #[derive(Debug, Clone)]

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::TrainError;
 use crate::eval::load_trained;
 use crate::run::{RunDir, read_json, write_atomic, write_json};
-use crate::trainer::load_run_data;
+use crate::setup::load_run_data;
 
 /// Test batches inspected when not told otherwise.
 pub const DEFAULT_INSPECT_BATCHES: usize = 8;

@@ -11,8 +11,10 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::TrainError;
+use cim_core::ComputeDevice;
+
 use crate::config::RunConfig;
+use crate::{CODE_VERSION, TrainError};
 
 /// One epoch's results.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -167,7 +169,7 @@ impl Summary {
                 self.final_test_acc, last.test_acc
             ));
         }
-        let best = crate::trainer::best_epoch(history).expect("at least one epoch");
+        let best = best_epoch(history).expect("at least one epoch");
         if (best.epoch, best.test_acc) != (self.best_epoch, self.best_test_acc) {
             return Err(format!(
                 "best_test_acc = {} (epoch {}) but metrics.jsonl's best is {} (epoch {})",
@@ -652,6 +654,46 @@ pub fn metrics_lines(history: &[EpochRecord]) -> String {
 }
 
 /// An epoch record with `test_acc` and placeholder values elsewhere, for the crate's tests.
+/// The epoch with the best test accuracy among those of the final stage (the earliest on a tie).
+/// The first stage of a two-stage recipe tests with an ideal ADC, so its accuracy is not the
+/// method's and must not count as its best.
+pub fn best_epoch(history: &[EpochRecord]) -> Option<&EpochRecord> {
+    let last = history.last()?;
+    history
+        .iter()
+        .filter(|r| r.stage == last.stage)
+        .max_by(|a, b| a.test_acc.total_cmp(&b.test_acc).then(b.epoch.cmp(&a.epoch)))
+}
+
+pub(crate) fn summarize(
+    config: &RunConfig,
+    history: &[EpochRecord],
+    train_images: usize,
+    test_images: usize,
+    device: ComputeDevice,
+) -> Summary {
+    let best = best_epoch(history).expect("at least one epoch");
+    let last = history.last().expect("at least one epoch");
+    Summary {
+        method: config.method.clone(),
+        dataset: config.dataset.clone(),
+        config_hash: config.hash(),
+        best_test_acc: best.test_acc,
+        best_epoch: best.epoch,
+        final_test_acc: last.test_acc,
+        epochs: history.len(),
+        seed: config.seed,
+        code_version: CODE_VERSION.to_string(),
+        train_images,
+        test_images,
+        wall_seconds: last.wall_seconds,
+        images_per_sec: history.iter().map(|r| r.images_per_sec).sum::<f64>() / history.len() as f64,
+        device,
+        before_training: None,
+        classes: Vec::new(),
+    }
+}
+
 #[cfg(test)]
 pub(crate) fn test_record(epoch: usize, stage: usize, test_acc: f64) -> EpochRecord {
     EpochRecord {
@@ -688,5 +730,14 @@ mod tests {
         assert_eq!(gain(&[epoch(1, 1, 0.8), epoch(2, 2, 0.7)], Some(&start)), None);
         assert_eq!(gain(&[epoch(1, 1, 0.8), epoch(2, 2, 0.7), epoch(3, 2, 0.72)], None), Some(0.02));
         assert_eq!(gain(&[], Some(&start)), None);
+    }
+
+    #[test]
+    fn best_epoch_ignores_the_ideal_adc_stage_of_a_two_stage_run() {
+        let two_stage = [epoch(1, 1, 0.6), epoch(2, 1, 0.8), epoch(3, 2, 0.5), epoch(4, 2, 0.55)];
+        assert_eq!(best_epoch(&two_stage).unwrap().epoch, 4);
+        let one_stage = [epoch(1, 1, 0.6), epoch(2, 1, 0.8), epoch(3, 1, 0.8), epoch(4, 1, 0.7)];
+        assert_eq!(best_epoch(&one_stage).unwrap().epoch, 2, "earliest on a tie");
+        assert!(best_epoch(&[]).is_none());
     }
 }

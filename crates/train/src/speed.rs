@@ -15,7 +15,7 @@ use flex_kernels::memory::{live_bytes, peak_bytes, reset_peak};
 use crate::TrainError;
 use crate::config::RunConfig;
 use crate::hooks::calibrate_adcs_on;
-use crate::trainer::{build_model, optimizer};
+use crate::setup::{build_model, optimizer};
 
 /// One network to time.
 #[derive(Debug, Clone)]

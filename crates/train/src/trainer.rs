@@ -1,37 +1,38 @@
-//! The training loop.
+//! The training loop: a run is claimed, checked and prepared (resumed from its checkpoint or
+//! started from its starting point), trained one epoch at a time (each tested, checked for
+//! non-finite values and saved), and finished with its summary.
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Instant;
 
-use burn::module::{Module, ModuleVisitor, Param};
+use burn::module::Module;
 use burn::nn::loss::CrossEntropyLossConfig;
-use burn::optim::decay::WeightDecayConfig;
-use burn::optim::momentum::MomentumConfig;
-use burn::optim::{GradientsParams, ModuleOptimizer, OptimizerRecord, SgdConfig};
+use burn::optim::{GradientsParams, ModuleOptimizer, OptimizerRecord};
 use burn::tensor::{Bytes, Device, Int, Tensor, TensorData};
 use cim_core::ComputeDevice;
-use data::{BatchLoader, DataDir, EpochBatches, ImageSet, LoadedData};
-use indicatif::{ProgressBar, ProgressStyle};
+use data::{BatchLoader, DataDir, EpochBatches};
 use models::Model;
 
+use crate::TrainError;
 use crate::claim::ClaimOutcome;
 use crate::config::{ResolvedRun, RunConfig};
 use crate::eval::{batch_loss, evaluate, load_model_record};
+use crate::events::{Observer, TrainEvent};
 use crate::hooks::TrainingHooks;
 use crate::init::StartingPoint;
 use crate::run::{
-    CheckpointState, EpochRecord, FailureRecord, RunDir, StartRecord, Summary, metrics_lines, write_atomic, write_json,
+    CheckpointState, EpochRecord, FailureRecord, RunDir, StartRecord, Summary, metrics_lines, summarize, write_atomic,
+    write_json,
 };
-use crate::{CODE_VERSION, TrainError};
+use crate::setup::{RunData, build_model, load_run_data, non_finite_parameter, optimizer, training_device};
 
 /// How to run.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct TrainOptions {
     /// Where data sets live.
     pub data_dir: DataDir,
-    /// Show a progress bar on stderr.
-    pub progress: bool,
+    /// Receives what the training reports (epochs, steps, the test before the first step).
+    pub on_event: Observer,
     /// Stop after this many epochs in this invocation (the run stays resumable); for tests and for
     /// splitting long runs.
     pub stop_after: Option<usize>,
@@ -44,87 +45,15 @@ pub struct TrainOptions {
     pub init_from: Option<std::path::PathBuf>,
 }
 
-/// The training data of a run: both splits after the configured limits.
-pub struct RunData {
-    /// Loaded data set.
-    pub data: LoadedData,
-    /// Training images.
-    pub train: Arc<ImageSet>,
-    /// Test images.
-    pub test: Arc<ImageSet>,
-    /// Where `test` lies in the data set's test split, when `limit_test` took a subset.
-    pub test_indices: Option<Vec<usize>>,
-}
-
-impl RunData {
-    /// The test images of the data set that the run's test subset left out (`None` when the
-    /// run tests on all of them): images no choice made on the run's own test images has seen.
-    pub fn unseen_test(&self) -> Option<ImageSet> {
-        let taken: std::collections::HashSet<usize> = self.test_indices.as_ref()?.iter().copied().collect();
-        let rest: Vec<usize> = (0..self.data.test.len()).filter(|i| !taken.contains(i)).collect();
-        (!rest.is_empty()).then(|| self.data.test.select(&rest))
+impl std::fmt::Debug for TrainOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TrainOptions")
+            .field("data_dir", &self.data_dir)
+            .field("stop_after", &self.stop_after)
+            .field("device", &self.device)
+            .field("init_from", &self.init_from)
+            .finish_non_exhaustive()
     }
-}
-
-/// Loads the data of a configuration, applying `limit_train` and `limit_test` as seeded,
-/// class-balanced subsets.
-pub fn load_run_data(config: &RunConfig, dir: &DataDir) -> Result<RunData, TrainError> {
-    if let Some(id) = &config.dataset_id {
-        data::source::check_folder_identity(&config.dataset, id)?;
-    }
-    let folder = data::source::FolderOptions {
-        holdout: data::source::Holdout::PerClass(config.folder_holdout),
-        resolution: config.resolution,
-    };
-    let data = data::load_dataset(&config.dataset, dir, folder)?;
-    let subset =
-        |set: &ImageSet, limit: Option<usize>, seed: u64, field: &str| -> Result<Option<Vec<usize>>, TrainError> {
-            match limit {
-                Some(n) if n > set.len() => Err(TrainError::Config(format!(
-                    "{field} = {n} (--{}): the {} split of {} has only {} images",
-                    field.replace('_', "-"),
-                    if field == "limit_train" { "training" } else { "test" },
-                    data.name,
-                    set.len()
-                ))),
-                Some(n) => Ok(Some(set.balanced_subset(n, seed)?)),
-                None => Ok(None),
-            }
-        };
-    let select = |set: &ImageSet, indices: &Option<Vec<usize>>| match indices {
-        Some(i) => set.select(i),
-        None => set.clone(),
-    };
-    let train = Arc::new(select(&data.train, &subset(&data.train, config.limit_train, config.seed, "limit_train")?));
-    let test_indices = subset(&data.test, config.limit_test, config.seed.wrapping_add(1), "limit_test")?;
-    let test = Arc::new(select(&data.test, &test_indices));
-    Ok(RunData { data, train, test, test_indices })
-}
-
-/// The device runs train on, with autodiff.
-pub fn training_device(device: ComputeDevice) -> Result<Device, TrainError> {
-    Ok(device.open()?.autodiff())
-}
-
-/// Builds the model of a resolved run for a data set's images.
-pub fn build_model(run: &ResolvedRun, shape: [usize; 3], classes: usize, device: &Device) -> Result<Model, TrainError> {
-    let [c, h, w] = shape;
-    if h < 8 || w < 8 {
-        return Err(TrainError::Config(format!(
-            "images of {h}x{w} pixels are too small for {}: at least 8x8",
-            run.config.model.name()
-        )));
-    }
-    Model::new(run.config.model, c, classes, &run.conv, run.config.seed, device)
-        .map_err(|e| TrainError::Config(e.to_string()))
-}
-
-/// SGD with momentum (no dampening, as PyTorch) and weight decay, as the run configures it.
-pub fn optimizer(config: &RunConfig) -> ModuleOptimizer {
-    SgdConfig::new()
-        .with_momentum(Some(MomentumConfig::new().with_momentum(config.momentum).with_dampening(0.0)))
-        .with_weight_decay((config.weight_decay > 0.0).then(|| WeightDecayConfig::new(config.weight_decay as f32)))
-        .init()
 }
 
 /// Trains (or resumes, or just reports) the run of `config` in `out`. Returns the summary, or
@@ -154,7 +83,8 @@ pub fn train(config: &RunConfig, out: &Path, opts: &TrainOptions) -> Result<Opti
             )));
         }
     };
-    let result = train_claimed(&run, config, &dir, opts);
+    let result = train_claimed(&run, &dir, opts);
+    (opts.on_event)(&TrainEvent::Stopped);
     drop(claim);
     if created && result.is_err() {
         // nothing was written: the folder made for the claim goes again (if it is empty)
@@ -163,212 +93,277 @@ pub fn train(config: &RunConfig, out: &Path, opts: &TrainOptions) -> Result<Opti
     result
 }
 
-/// [`train`] once the run folder is claimed.
-fn train_claimed(
-    run: &ResolvedRun,
-    config: &RunConfig,
-    dir: &RunDir,
-    opts: &TrainOptions,
-) -> Result<Option<Summary>, TrainError> {
-    let out = dir.root();
+/// [`train`] once the run folder is claimed: prepare, one epoch at a time, finish.
+fn train_claimed(run: &ResolvedRun, dir: &RunDir, opts: &TrainOptions) -> Result<Option<Summary>, TrainError> {
+    if let Some(summary) = finished_run(run, dir)? {
+        return Ok(Some(summary));
+    }
+    let (mut training, mut model) = Training::prepare(run, dir, opts)?;
+    for epoch in training.start..run.config.epochs {
+        if opts.stop_after.is_some_and(|n| epoch - training.start >= n) {
+            return Ok(None);
+        }
+        model = training.epoch(model, epoch)?;
+    }
+    training.finish().map(Some)
+}
+
+/// The summary of the run in `dir` if it is finished; refused when the folder belongs to another
+/// configuration, holds a failed run, or a summary that its files contradict.
+fn finished_run(run: &ResolvedRun, dir: &RunDir) -> Result<Option<Summary>, TrainError> {
+    let config = &run.config;
     dir.check_owner(config)?;
     if let Some(failure) = dir.read_failure()? {
         return Err(TrainError::Failed { path: dir.failure_path(), message: failure.message });
     }
     match dir.read_result(config) {
-        Ok(Some(summary)) => return Ok(Some(summary)),
-        Ok(None) => {}
-        Err(e) => {
-            return Err(TrainError::Config(format!(
-                "{e}; the run is not finished: move summary.json aside to finish it from its last checkpoint"
-            )));
-        }
+        Ok(found) => Ok(found),
+        Err(e) => Err(TrainError::Config(format!(
+            "{e}; the run is not finished: move summary.json aside to finish it from its last checkpoint"
+        ))),
     }
-    if out.is_dir() {
-        dir.remove_leftovers()?;
-    }
-    let resume = dir.latest_checkpoint()?;
-    // a run that resumes has its weights; one that starts needs its starting point, checked now
-    let starting_point = match (&config.init_from, &opts.init_from, &resume) {
-        (Some(_), Some(from), None) => Some(StartingPoint::check(config, from)?),
-        (Some(hash), None, None) => {
-            return Err(TrainError::Config(format!(
-                "init_from = {hash}: the run starts from the final weights of the run with that config \
-                 hash; give its folder (train --init-from RUN_DIR)"
-            )));
-        }
-        (None, Some(from), _) => {
-            return Err(TrainError::Config(format!(
-                "--init-from {}: the run's configuration names no init_from (the hash of the run it starts from)",
-                from.display()
-            )));
-        }
-        _ => None,
-    };
+}
 
-    let device = training_device(opts.device)?;
-    let data = load_run_data(config, &opts.data_dir)?;
-    let mut model = build_model(run, data.train.shape, data.train.classes.len(), &device)?;
-    if let Some(start) = &starting_point {
-        model = start.apply(model, data.train.shape, data.train.classes.len(), &device)?;
+/// Where a run that has not finished starts: its latest checkpoint, else the finished run its
+/// `init_from` names (checked now), else fresh weights.
+fn starting_point(config: &RunConfig, dir: &RunDir, opts: &TrainOptions) -> Result<Option<StartingPoint>, TrainError> {
+    let resumes = dir.latest_checkpoint()?.is_some();
+    match (&config.init_from, &opts.init_from, resumes) {
+        (Some(_), Some(from), false) => Ok(Some(StartingPoint::check(config, from)?)),
+        (Some(hash), None, false) => Err(TrainError::Config(format!(
+            "init_from = {hash}: the run starts from the final weights of the run with that config \
+             hash; give its folder (train --init-from RUN_DIR)"
+        ))),
+        (None, Some(from), _) => Err(TrainError::Config(format!(
+            "--init-from {}: the run's configuration names no init_from (the hash of the run it starts from)",
+            from.display()
+        ))),
+        _ => Ok(None),
     }
-    let mut optim = optimizer(config);
-    let (mut history, mut before_training, start) = match resume {
-        Some(ckpt) => {
-            ckpt.check_config(config, &dir.config_path())?;
-            model = load_model_record(model, &ckpt)?;
-            if let Some((param, value)) = non_finite_parameter(&model) {
-                return Err(TrainError::io(
-                    ckpt.dir.join("model.bpk"),
-                    format!("holds a non-finite value ({value}) in {param}: not a checkpoint to resume from"),
-                ));
+}
+
+/// A run being trained: its optimizer, the epochs done, and what it needs for the next (the
+/// model travels through the epochs by value, so that the optimizer updates it in place).
+struct Training<'a> {
+    run: &'a ResolvedRun,
+    dir: &'a RunDir,
+    opts: &'a TrainOptions,
+    device: Device,
+    data: RunData,
+    optim: ModuleOptimizer,
+    history: Vec<EpochRecord>,
+    before_training: Option<StartRecord>,
+    /// The first epoch this invocation trains.
+    start: usize,
+    /// Wall time of the epochs before this invocation.
+    wall_before: f64,
+    started: Instant,
+}
+
+impl<'a> Training<'a> {
+    /// Loads the data, builds the model, resumes it from its latest checkpoint (or starts it from
+    /// its starting point) and writes the run's config; nothing is written before every check.
+    fn prepare(run: &'a ResolvedRun, dir: &'a RunDir, opts: &'a TrainOptions) -> Result<(Self, Model), TrainError> {
+        let config = &run.config;
+        if dir.root().is_dir() {
+            dir.remove_leftovers()?;
+        }
+        let starting_point = starting_point(config, dir, opts)?;
+        let resume = dir.latest_checkpoint()?;
+        let device = training_device(opts.device)?;
+        let data = load_run_data(config, &opts.data_dir)?;
+        let mut model = build_model(run, data.train.shape, data.train.classes.len(), &device)?;
+        if let Some(start) = &starting_point {
+            model = start.apply(model, data.train.shape, data.train.classes.len(), &device)?;
+        }
+        let mut optim = optimizer(config);
+        let (history, before_training, start) = match resume {
+            Some(ckpt) => {
+                ckpt.check_config(config, &dir.config_path())?;
+                model = load_model_record(model, &ckpt)?;
+                if let Some((param, value)) = non_finite_parameter(&model) {
+                    return Err(TrainError::io(
+                        ckpt.dir.join("model.bpk"),
+                        format!("holds a non-finite value ({value}) in {param}: not a checkpoint to resume from"),
+                    ));
+                }
+                let path = ckpt.dir.join("optim.bpk");
+                let record = OptimizerRecord::from_bytes(Bytes::from_bytes_vec(ckpt.read_verified("optim.bpk")?))
+                    .map_err(|e| TrainError::io(&path, format!("{e:?}")))?;
+                optim = optim.load_record(record);
+                (ckpt.state.history, ckpt.state.before_training, ckpt.state.epochs_done)
             }
-            let path = ckpt.dir.join("optim.bpk");
-            let record = OptimizerRecord::from_bytes(Bytes::from_bytes_vec(ckpt.read_verified("optim.bpk")?))
-                .map_err(|e| TrainError::io(&path, format!("{e:?}")))?;
-            optim = optim.load_record(record);
-            (ckpt.state.history, ckpt.state.before_training, ckpt.state.epochs_done)
-        }
-        None => (Vec::new(), None, 0),
-    };
-    std::fs::create_dir_all(out).map_err(|e| TrainError::io(out, e))?;
-    if !dir.config_path().exists() {
-        write_atomic(&dir.config_path(), config.to_toml().as_bytes())?;
-    }
-    let loss_fn = CrossEntropyLossConfig::new().init(&device);
-    let train_indices: Vec<usize> = (0..data.train.len()).collect();
-    let wall_before = history.last().map(|r| r.wall_seconds).unwrap_or(0.0);
-    let started = Instant::now();
-    let bar = if opts.progress { ProgressBar::new(0) } else { ProgressBar::hidden() };
-    bar.set_style(
-        ProgressStyle::with_template("{prefix} [{bar:25}] {pos}/{len} {msg} ETA {eta}")
-            .expect("template")
-            .progress_chars("=> "),
-    );
-
-    for epoch in start..config.epochs {
-        if opts.stop_after.is_some_and(|n| epoch - start >= n) {
-            bar.finish_and_clear();
-            return Ok(None);
-        }
-        let epoch_start = Instant::now();
-        if epoch == run.stage1_epochs && epoch > 0 && epoch != start {
-            optim = optimizer(config); // the fine-tuning stage starts with fresh momentum
-        }
-        let loader = || {
-            let batch_size = config.batch_size.min(data.train.len());
-            let plan =
-                EpochBatches::training(batch_size, data.data.augment, data.data.normalize.clone(), config.seed, epoch);
-            BatchLoader::new(data.train.clone(), &train_indices, plan)
+            None => (Vec::new(), None, 0),
         };
-        model.start_epoch(run, epoch, &loader, &device)?;
-        if epoch == 0 && config.init_from.is_some() {
-            // where the run starts from: the network it was given, quantized and calibrated
-            let test =
-                evaluate(&model.valid(), &data.test, config.batch_size, &data.data.normalize, &device.clone().inner());
-            if !test.loss.is_finite() {
-                bar.abandon();
-                return Err(fail(dir, config, &history, epoch, "the test loss before the first step", test.loss));
-            }
-            if opts.progress {
-                bar.println(format!(
-                    "{} before training: test loss {:.4} acc {:.2}%{}",
-                    config.method,
-                    test.loss,
-                    100.0 * test.accuracy,
-                    if run.adc_enabled(0) || !config.uses_crossbar() { "" } else { " (ideal ADC)" }
-                ));
-            }
-            before_training = Some(StartRecord {
-                stage: run.stage(0),
-                adc: run.adc_enabled(0),
-                test_loss: test.loss,
-                test_acc: test.accuracy,
-            });
+        std::fs::create_dir_all(dir.root()).map_err(|e| TrainError::io(dir.root(), e))?;
+        if !dir.config_path().exists() {
+            write_atomic(&dir.config_path(), config.to_toml().as_bytes())?;
         }
-        let loader = loader();
+        let wall_before = history.last().map(|r| r.wall_seconds).unwrap_or(0.0);
+        let training = Training {
+            run,
+            dir,
+            opts,
+            device,
+            data,
+            optim,
+            history,
+            before_training,
+            start,
+            wall_before,
+            started: Instant::now(),
+        };
+        Ok((training, model))
+    }
+
+    /// Trains, tests and saves one epoch (`epoch` counted from 0) of `model`.
+    fn epoch(&mut self, mut model: Model, epoch: usize) -> Result<Model, TrainError> {
+        let (run, config) = (self.run, &self.run.config);
+        let epoch_start = Instant::now();
+        if epoch == run.stage1_epochs && epoch > 0 && epoch != self.start {
+            self.optim = optimizer(config); // the fine-tuning stage starts with fresh momentum
+        }
+        let train_indices: Vec<usize> = (0..self.data.train.len()).collect();
+        let (train, augment, normalize) =
+            (self.data.train.clone(), self.data.data.augment, self.data.data.normalize.clone());
+        let loader = || {
+            let batch_size = config.batch_size.min(train.len());
+            let plan = EpochBatches::training(batch_size, augment, normalize.clone(), config.seed, epoch);
+            BatchLoader::new(train.clone(), &train_indices, plan)
+        };
+        model.start_epoch(run, epoch, &loader, &self.device)?;
+        if epoch == 0 && config.init_from.is_some() {
+            self.test_before_training(&model)?;
+        }
+        let (model, sums) = self.train_steps(model, epoch, loader(), epoch_start)?;
+        let train_seconds = epoch_start.elapsed().as_secs_f64();
+        if let Some((param, value)) = non_finite_parameter(&model) {
+            return Err(self.fail(epoch, &format!("parameter {param}"), value));
+        }
+        let test = self.test(&model);
+        if !test.loss.is_finite() {
+            return Err(self.fail(epoch, "the test loss", test.loss));
+        }
+        let record = EpochRecord {
+            epoch: epoch + 1,
+            stage: run.stage(epoch),
+            train_loss: sums.loss / sums.seen.max(1) as f64,
+            train_acc: sums.correct as f64 / sums.seen.max(1) as f64,
+            test_loss: test.loss,
+            test_acc: test.accuracy,
+            lr: sums.last_lr,
+            images_per_sec: sums.seen as f64 / train_seconds,
+            epoch_seconds: epoch_start.elapsed().as_secs_f64(),
+            wall_seconds: self.wall_before + self.started.elapsed().as_secs_f64(),
+        };
+        (self.opts.on_event)(&TrainEvent::EpochEnd { method: &config.method, epochs: config.epochs, record: &record });
+        self.history.push(record);
+        save_checkpoint(self.dir, config, &model, &self.optim, &self.history, &self.before_training)?;
+        Ok(model)
+    }
+
+    /// The training steps of one epoch: the model after them, and what they add up to.
+    fn train_steps(
+        &mut self,
+        mut model: Model,
+        epoch: usize,
+        loader: BatchLoader,
+        epoch_start: Instant,
+    ) -> Result<(Model, EpochSums), TrainError> {
+        let (run, config) = (self.run, &self.run.config);
+        let loss_fn = CrossEntropyLossConfig::new().init(&self.device);
         let steps = loader.len();
-        bar.set_length(steps as u64);
-        bar.set_position(0);
-        bar.set_prefix(format!("{} epoch {}/{}", config.method, epoch + 1, config.epochs));
-        // losses summed on the host in a fixed order (see `batch_loss`)
-        let (mut loss_sum, mut correct, mut seen, mut lr) = (0f64, 0usize, 0usize, 0f64);
+        let method = &config.method;
+        (self.opts.on_event)(&TrainEvent::EpochStart { method, epoch: epoch + 1, epochs: config.epochs, steps });
+        let mut sums = EpochSums::default();
         for (step, batch) in loader.enumerate() {
             let b = batch.labels.len();
             let labels = batch.labels.clone();
-            let x = Tensor::<4>::from_data(TensorData::new(batch.images, batch.shape), &device);
-            let y = Tensor::<1, Int>::from_data(TensorData::new(batch.labels, [b]), &device);
+            let x = Tensor::<4>::from_data(TensorData::new(batch.images, batch.shape), &self.device);
+            let y = Tensor::<1, Int>::from_data(TensorData::new(batch.labels, [b]), &self.device);
             model.before_step(run, epoch, step);
             let logits = model.forward(x);
             let loss = loss_fn.forward(logits.clone(), y);
             let host = logits.into_data().convert::<f32>().try_to_vec::<f32>().expect("f32 logits");
             let (batch_loss_sum, batch_correct) = batch_loss(&host, &labels);
             if !batch_loss_sum.is_finite() {
-                bar.abandon();
                 let what = format!("the training loss at step {}", step + 1);
-                return Err(fail(dir, config, &history, epoch, &what, batch_loss_sum / b as f64));
+                return Err(self.fail(epoch, &what, batch_loss_sum / b as f64));
             }
             let grads = GradientsParams::from_grads(loss.backward(), &model);
-            lr = run.learning_rate(epoch, step, steps);
-            model = optim.step(lr, model, grads);
-            loss_sum += batch_loss_sum;
-            correct += batch_correct;
-            seen += b;
-            bar.inc(1);
-            bar.set_message(format!(
-                "loss {:.3} acc {:.1}% {:.0} img/s",
-                loss_sum / seen as f64,
-                100.0 * correct as f64 / seen as f64,
-                seen as f64 / epoch_start.elapsed().as_secs_f64()
-            ));
+            sums.last_lr = run.learning_rate(epoch, step, steps);
+            model = self.optim.step(sums.last_lr, model, grads);
+            sums.loss += batch_loss_sum;
+            sums.correct += batch_correct;
+            sums.seen += b;
+            (self.opts.on_event)(&TrainEvent::Step {
+                loss: sums.loss / sums.seen as f64,
+                accuracy: sums.correct as f64 / sums.seen as f64,
+                images_per_sec: sums.seen as f64 / epoch_start.elapsed().as_secs_f64(),
+            });
         }
-        let train_seconds = epoch_start.elapsed().as_secs_f64();
-        if let Some(param) = non_finite_parameter(&model) {
-            bar.abandon();
-            return Err(fail(dir, config, &history, epoch, &format!("parameter {}", param.0), param.1));
-        }
-        let test =
-            evaluate(&model.valid(), &data.test, config.batch_size, &data.data.normalize, &device.clone().inner());
-        if !test.loss.is_finite() {
-            bar.abandon();
-            return Err(fail(dir, config, &history, epoch, "the test loss", test.loss));
-        }
-        let record = EpochRecord {
-            epoch: epoch + 1,
-            stage: run.stage(epoch),
-            train_loss: loss_sum / seen.max(1) as f64,
-            train_acc: correct as f64 / seen.max(1) as f64,
-            test_loss: test.loss,
-            test_acc: test.accuracy,
-            lr,
-            images_per_sec: seen as f64 / train_seconds,
-            epoch_seconds: epoch_start.elapsed().as_secs_f64(),
-            wall_seconds: wall_before + started.elapsed().as_secs_f64(),
-        };
-        if opts.progress {
-            bar.println(format!(
-                "{} epoch {}/{}: train loss {:.4} acc {:.2}% | test loss {:.4} acc {:.2}% | {:.0} img/s",
-                config.method,
-                record.epoch,
-                config.epochs,
-                record.train_loss,
-                100.0 * record.train_acc,
-                record.test_loss,
-                100.0 * record.test_acc,
-                record.images_per_sec
-            ));
-        }
-        history.push(record);
-        save_checkpoint(dir, config, &model, &optim, &history, &before_training)?;
+        Ok((model, sums))
     }
-    bar.finish_and_clear();
-    // the epochs as the checkpoint has them (a run whose last metrics write failed gets them now)
-    write_atomic(&dir.metrics_path(), metrics_lines(&history).as_bytes())?;
-    let mut summary = summarize(config, &history, data.train.len(), data.test.len(), opts.device);
-    summary.before_training = before_training;
-    summary.classes = data.train.classes.clone();
-    write_json(&dir.summary_path(), &summary)?;
-    Ok(Some(summary))
+
+    /// Where the run starts from: the network it was given, quantized and calibrated, tested
+    /// once before the first step and recorded.
+    fn test_before_training(&mut self, model: &Model) -> Result<(), TrainError> {
+        let (run, config) = (self.run, &self.run.config);
+        let test = self.test(model);
+        if !test.loss.is_finite() {
+            return Err(self.fail(0, "the test loss before the first step", test.loss));
+        }
+        let record =
+            StartRecord { stage: run.stage(0), adc: run.adc_enabled(0), test_loss: test.loss, test_acc: test.accuracy };
+        let ideal_adc = !run.adc_enabled(0) && config.uses_crossbar();
+        (self.opts.on_event)(&TrainEvent::BeforeTraining { method: &config.method, record: &record, ideal_adc });
+        self.before_training = Some(record);
+        Ok(())
+    }
+
+    /// The model's loss and accuracy on the run's test images.
+    fn test(&self, model: &Model) -> crate::EvalResult {
+        let data = &self.data;
+        evaluate(
+            &model.valid(),
+            &data.test,
+            self.run.config.batch_size,
+            &data.data.normalize,
+            &self.device.clone().inner(),
+        )
+    }
+
+    /// Records the run as failed: see [`fail`].
+    fn fail(&self, epoch: usize, what: &str, value: f64) -> TrainError {
+        fail(self.dir, &self.run.config, &self.history, epoch, what, value)
+    }
+
+    /// Writes the epochs and the summary of the finished run.
+    fn finish(self) -> Result<Summary, TrainError> {
+        let config = &self.run.config;
+        // the epochs as the checkpoint has them (a run whose last metrics write failed gets them now)
+        write_atomic(&self.dir.metrics_path(), metrics_lines(&self.history).as_bytes())?;
+        let mut summary =
+            summarize(config, &self.history, self.data.train.len(), self.data.test.len(), self.opts.device);
+        summary.before_training = self.before_training;
+        summary.classes = self.data.train.classes.clone();
+        write_json(&self.dir.summary_path(), &summary)?;
+        Ok(summary)
+    }
+}
+
+/// What the training steps of one epoch add up to. Losses are summed on the host in a fixed
+/// order (see `batch_loss`).
+#[derive(Default)]
+struct EpochSums {
+    /// Summed training loss.
+    loss: f64,
+    /// Correct predictions.
+    correct: usize,
+    /// Images seen.
+    seen: usize,
+    /// The learning rate of the last step.
+    last_lr: f64,
 }
 
 /// Marks the run failed (`failed.json`) and returns the error that says what was not finite and
@@ -407,36 +402,6 @@ fn fail(dir: &RunDir, config: &RunConfig, history: &[EpochRecord], epoch: usize,
     }
 }
 
-/// The first parameter or running statistic of `model` (by module path) holding a value that
-/// is not finite, with one such value.
-pub fn non_finite_parameter(model: &Model) -> Option<(String, f64)> {
-    struct Finder {
-        path: Vec<String>,
-        found: Option<(String, f64)>,
-    }
-    impl ModuleVisitor for Finder {
-        fn enter_module(&mut self, name: &str, _: &str) {
-            self.path.push(name.to_string());
-        }
-        fn exit_module(&mut self, _: &str, _: &str) {
-            self.path.pop();
-        }
-        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-            if self.found.is_some() {
-                return;
-            }
-            let values = param.val().into_data().convert::<f32>().try_to_vec::<f32>().unwrap_or_default();
-            if let Some(v) = values.iter().find(|v| !v.is_finite()) {
-                let path = self.path.iter().filter(|p| !p.is_empty()).cloned().collect::<Vec<_>>().join(".");
-                self.found = Some((format!("{path} ({:?})", param.id), *v as f64));
-            }
-        }
-    }
-    let mut finder = Finder { path: Vec::new(), found: None };
-    model.visit(&mut finder);
-    finder.found
-}
-
 fn save_checkpoint(
     dir: &RunDir,
     config: &RunConfig,
@@ -462,46 +427,6 @@ fn save_checkpoint(
     };
     dir.write_checkpoint(state, &[("model.bpk", &model_bytes[..]), ("optim.bpk", &optim_bytes[..])])?;
     write_atomic(&dir.metrics_path(), metrics_lines(history).as_bytes())
-}
-
-/// The epoch with the best test accuracy among those of the final stage (the earliest on a tie).
-/// The first stage of a two-stage recipe tests with an ideal ADC, so its accuracy is not the
-/// method's and must not count as its best.
-pub fn best_epoch(history: &[EpochRecord]) -> Option<&EpochRecord> {
-    let last = history.last()?;
-    history
-        .iter()
-        .filter(|r| r.stage == last.stage)
-        .max_by(|a, b| a.test_acc.total_cmp(&b.test_acc).then(b.epoch.cmp(&a.epoch)))
-}
-
-fn summarize(
-    config: &RunConfig,
-    history: &[EpochRecord],
-    train_images: usize,
-    test_images: usize,
-    device: ComputeDevice,
-) -> Summary {
-    let best = best_epoch(history).expect("at least one epoch");
-    let last = history.last().expect("at least one epoch");
-    Summary {
-        method: config.method.clone(),
-        dataset: config.dataset.clone(),
-        config_hash: config.hash(),
-        best_test_acc: best.test_acc,
-        best_epoch: best.epoch,
-        final_test_acc: last.test_acc,
-        epochs: history.len(),
-        seed: config.seed,
-        code_version: CODE_VERSION.to_string(),
-        train_images,
-        test_images,
-        wall_seconds: last.wall_seconds,
-        images_per_sec: history.iter().map(|r| r.images_per_sec).sum::<f64>() / history.len() as f64,
-        device,
-        before_training: None,
-        classes: Vec::new(),
-    }
 }
 
 #[cfg(test)]
@@ -539,14 +464,5 @@ mod tests {
         // the kept checkpoint is intact and verifies
         let ckpt = dir.latest_checkpoint().unwrap().unwrap();
         assert_eq!(ckpt.read_verified("model.bpk").unwrap(), b"weights");
-    }
-
-    #[test]
-    fn best_epoch_ignores_the_ideal_adc_stage_of_a_two_stage_run() {
-        let two_stage = [record(1, 1, 0.6), record(2, 1, 0.8), record(3, 2, 0.5), record(4, 2, 0.55)];
-        assert_eq!(best_epoch(&two_stage).unwrap().epoch, 4);
-        let one_stage = [record(1, 1, 0.6), record(2, 1, 0.8), record(3, 1, 0.8), record(4, 1, 0.7)];
-        assert_eq!(best_epoch(&one_stage).unwrap().epoch, 2, "earliest on a tie");
-        assert!(best_epoch(&[]).is_none());
     }
 }

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use crate::TrainError;
 use crate::eval::{evaluate, load_trained};
 use crate::run::{RunDir, read_json, write_json};
-use crate::trainer::load_run_data;
+use crate::setup::load_run_data;
 
 /// Accuracy statistics over chips at one sigma.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

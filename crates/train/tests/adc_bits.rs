@@ -11,7 +11,7 @@ use train::{ComputeDevice, RunConfig, SearchOrder, TrainOptions};
 fn train_run(config: &RunConfig, data: &Path, out: &Path) {
     let options = TrainOptions {
         data_dir: DataDir::new(data),
-        progress: false,
+        on_event: train::events::silent(),
         stop_after: None,
         device: ComputeDevice::Cpu,
         init_from: None,
@@ -48,7 +48,8 @@ fn the_search_never_returns_bits_outside_the_tolerance() {
     let mut seen = Vec::new();
     let orders = [SearchOrder::MostSensitive, SearchOrder::LeastSensitive, SearchOrder::MostSensitive];
     for (within, order) in [0.0, 4.0, 100.0].into_iter().zip(orders) {
-        let r = train::search_adc_bits(&run, within, order, &dir, ComputeDevice::Cpu, false).unwrap();
+        let r =
+            train::search_adc_bits(&run, within, order, &dir, ComputeDevice::Cpu, &train::events::silent()).unwrap();
         assert_eq!(r.images, 50);
         assert_eq!(r.trained_accuracy, trained, "the reference is the run as trained");
         // within the tolerance, counted in images (4 points of 50 images: 2 images)
@@ -75,9 +76,16 @@ fn the_search_never_returns_bits_outside_the_tolerance() {
 
     // bad input, before any work
     for bad in [-1.0, f64::NAN, f64::INFINITY, 1e9] {
-        let e = train::search_adc_bits(&run, bad, SearchOrder::MostSensitive, &dir, ComputeDevice::Cpu, false)
-            .unwrap_err()
-            .to_string();
+        let e = train::search_adc_bits(
+            &run,
+            bad,
+            SearchOrder::MostSensitive,
+            &dir,
+            ComputeDevice::Cpu,
+            &train::events::silent(),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("--within") && e.contains("accuracy points from 0 to 100"), "{e}");
     }
     let e = train::evaluate_adc_bits(&run, &PsumBits::PerLayer(vec![3; 4]), &dir, ComputeDevice::Cpu)
@@ -96,9 +104,16 @@ fn the_search_never_returns_bits_outside_the_tolerance() {
     assert!(stored.contains("psum_bits = [2, 2, 2, 2, 2, 2, 3,"), "{stored}");
     let ideal = tmp.path().join("ideal");
     train_run(&RunConfig { method: "ideal-adc".into(), epochs: 1, ..config.clone() }, &data, &ideal);
-    let e = train::search_adc_bits(&ideal, 1.0, SearchOrder::MostSensitive, &dir, ComputeDevice::Cpu, false)
-        .unwrap_err()
-        .to_string();
+    let e = train::search_adc_bits(
+        &ideal,
+        1.0,
+        SearchOrder::MostSensitive,
+        &dir,
+        ComputeDevice::Cpu,
+        &train::events::silent(),
+    )
+    .unwrap_err()
+    .to_string();
     assert!(e.contains("method ideal-adc, which has no built-in ADC"), "{e}");
 }
 
@@ -112,14 +127,21 @@ fn an_unfinished_or_failed_run_is_refused() {
     let config = RunConfig { limit_train: Some(32), limit_test: Some(16), seed: 0, ..small_columnwise_run() };
     let options = TrainOptions {
         data_dir: DataDir::new(&data),
-        progress: false,
+        on_event: train::events::silent(),
         stop_after: Some(1),
         device: ComputeDevice::Cpu,
         init_from: None,
     };
     assert!(train::train(&config, &run, &options).unwrap().is_none());
     let search = || {
-        train::search_adc_bits(&run, 1.0, SearchOrder::MostSensitive, &DataDir::new(&data), ComputeDevice::Cpu, false)
+        train::search_adc_bits(
+            &run,
+            1.0,
+            SearchOrder::MostSensitive,
+            &DataDir::new(&data),
+            ComputeDevice::Cpu,
+            &train::events::silent(),
+        )
     };
     let e = search().unwrap_err().to_string();
     assert!(e.contains("has not finished (1 of 2 epochs") && e.contains("adc-bits takes only finished runs"), "{e}");

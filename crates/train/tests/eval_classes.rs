@@ -43,7 +43,7 @@ fn eval_on_another_tree_matches_classes_by_name() {
     let run = tmp.path().join("run");
     let opts = TrainOptions {
         data_dir: data_dir.clone(),
-        progress: false,
+        on_event: train::events::silent(),
         stop_after: None,
         device: ComputeDevice::Cpu,
         init_from: None,

@@ -27,7 +27,7 @@ fn tiny() -> RunConfig {
 fn options(data: &Path) -> TrainOptions {
     TrainOptions {
         data_dir: DataDir::new(data),
-        progress: false,
+        on_event: train::events::silent(),
         stop_after: None,
         device: ComputeDevice::Cpu,
         init_from: None,

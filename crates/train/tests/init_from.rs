@@ -22,7 +22,7 @@ fn pretraining() -> RunConfig {
 fn options(data: &Path, init_from: Option<PathBuf>) -> TrainOptions {
     TrainOptions {
         data_dir: DataDir::new(data),
-        progress: false,
+        on_event: train::events::silent(),
         stop_after: None,
         device: ComputeDevice::Cpu,
         init_from,

@@ -24,7 +24,7 @@ fn config() -> RunConfig {
 fn options(data: &Path, stop_after: Option<usize>) -> TrainOptions {
     TrainOptions {
         data_dir: DataDir::new(data),
-        progress: false,
+        on_event: train::events::silent(),
         stop_after,
         device: ComputeDevice::Cpu,
         init_from: None,

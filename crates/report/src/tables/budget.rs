@@ -3,10 +3,10 @@
 //! changed, and the smallest budget that doubling no longer moves by more than
 //! [`CONVERGED_GAIN_POINTS`] for any method.
 
-use polars::prelude::*;
 use study::Study;
 
-use super::{CONVERGED_GAIN_POINTS, Table, benchmark_results, markdown, mean_last_gain, mean_std};
+use super::common::{Frame, Kind, Table, benchmark_results, markdown, mean_std};
+use super::compare::{CONVERGED_GAIN_POINTS, mean_last_gain};
 use crate::ReportError;
 use crate::results::CellResult;
 
@@ -85,8 +85,16 @@ pub(super) fn budget_table(
         "last-epoch gain",
     ];
     let mut rows = Vec::new();
-    let (mut bc, mut mc, mut sc, mut ec, mut ic) = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    let (mut ac, mut dc, mut gc) = (Vec::new(), Vec::new(), Vec::new());
+    let mut frame = Frame::new(&[
+        ("benchmark", Kind::Text),
+        ("method", Kind::Text),
+        ("setting", Kind::Text),
+        ("epochs", Kind::Count),
+        ("images_per_epoch", Kind::MaybeCount),
+        ("accuracy_points", Kind::MaybeNumber),
+        ("change_from_half_points", Kind::MaybeNumber),
+        ("last_epoch_gain_points", Kind::MaybeNumber),
+    ]);
     for b in study.benchmark.iter().filter(|b| b.is_runnable()) {
         let rs = benchmark_results(results, &b.name);
         let groups = budget_groups(&rs);
@@ -114,28 +122,21 @@ pub(super) fn budget_table(
                     change.map_or("—".into(), |d| format!("{d:+.2}")),
                     gain.map_or("—".into(), |d| format!("{d:+.2}")),
                 ]);
-                bc.push(b.name.clone());
-                mc.push(g.method.clone());
-                sc.push(g.setting.clone());
-                ec.push(*epochs as u64);
-                ic.push(images.map(|n| n as u64));
-                ac.push(mean);
-                dc.push(change);
-                gc.push(gain);
+                frame.push([
+                    b.name.clone().into(),
+                    g.method.clone().into(),
+                    g.setting.clone().into(),
+                    (*epochs).into(),
+                    images.map(|n| n as u64).into(),
+                    mean.into(),
+                    change.into(),
+                    gain.into(),
+                ]);
             }
         }
         findings.push(budget_finding(&b.name, &groups));
     }
-    let df = DataFrame::new_infer_height(vec![
-        Column::new("benchmark".into(), bc),
-        Column::new("method".into(), mc),
-        Column::new("setting".into(), sc),
-        Column::new("epochs".into(), ec),
-        Column::new("images_per_epoch".into(), ic),
-        Column::new("accuracy_points".into(), ac),
-        Column::new("change_from_half_points".into(), dc),
-        Column::new("last_epoch_gain_points".into(), gc),
-    ])?;
+    let df = frame.finish()?;
     let md = if rows.is_empty() {
         "No method of this profile was fine-tuned at more than one budget.\n".to_string()
     } else {

@@ -268,6 +268,67 @@ struct Place {
 type BlockKernel =
     unsafe fn(a: &[i32], b: &[i32], steps: usize, sink: Sink, place: Place, n: usize, outputs: &mut [f32]);
 
+/// The byte offset in the channels-last codes of every (block, tap, pixel) 4-channel word run of
+/// row tile 0, for the `blocks` blocks of `pixels_per_block` output pixels from pixel `first`;
+/// `None` in the zero padding and past the last pixel. `pixel` is the bytes of one input pixel.
+fn word_offsets(
+    offsets: &mut Vec<Option<usize>>,
+    d: Dims,
+    first: usize,
+    blocks: usize,
+    pixels_per_block: usize,
+    pixel: usize,
+) {
+    let (n, k) = (d.columns(), d.geo.kernel);
+    offsets.clear();
+    offsets.resize(blocks * k * k * pixels_per_block, None);
+    for block in 0..blocks {
+        for j in 0..pixels_per_block {
+            let p = first + block * pixels_per_block + j;
+            if p >= n {
+                break;
+            }
+            let (b, oy, ox) = (p / (d.ho * d.wo), p / d.wo % d.ho, p % d.wo);
+            for kh in 0..k {
+                let Some(y) = (oy * d.geo.stride + kh).checked_sub(d.geo.padding).filter(|&y| y < d.h) else {
+                    continue;
+                };
+                for kw in 0..k {
+                    if let Some(x) = (ox * d.geo.stride + kw).checked_sub(d.geo.padding).filter(|&x| x < d.w) {
+                        offsets[((block * k + kh) * k + kw) * pixels_per_block + j] =
+                            Some(((b * d.h + y) * d.w + x) * pixel);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Packs the codes of row tile `g` at `offsets` ([`word_offsets`]) per (block, tap, word,
+/// pixel) into `packed`: every entry of it is written (zeros in the padding).
+fn pack_row_tile(
+    packed: &mut [i32],
+    offsets: &[Option<usize>],
+    input: &ChannelsLast,
+    g: usize,
+    pixels_per_block: usize,
+) {
+    let quads = input.quad_channels / 4;
+    for (i, o) in offsets.iter().enumerate() {
+        let (block_tap, j) = (i / pixels_per_block, i % pixels_per_block);
+        let dst = &mut packed[block_tap * quads * pixels_per_block + j..];
+        match o {
+            Some(o) => {
+                let src = &input.bytes[o + g * input.quad_channels..][..input.quad_channels];
+                for (q, word) in src.chunks_exact(4).enumerate() {
+                    dst[q * pixels_per_block] = i32::from_le_bytes(word.try_into().expect("4 bytes"));
+                }
+            }
+            None => (0..quads).for_each(|q| dst[q * pixels_per_block] = 0),
+        }
+    }
+}
+
 /// Every register block of the layer on `path`: parallel tasks over the output pixels, each
 /// packing its pixels' code words once per row tile and running the path's block kernel on them.
 ///
@@ -283,8 +344,7 @@ unsafe fn run(path: PsumPath, input: &ChannelsLast, weights: &PackedPlanes, d: D
     let shape = block_shape(path);
     let (pixels_per_block, task_pixels) = (shape.pixels(), shape.task_pixels());
     let n = d.columns();
-    let k = d.geo.kernel;
-    let steps = k * k * input.quad_channels / 4;
+    let steps = d.geo.kernel * d.geo.kernel * input.quad_channels / 4;
     let pixel = d.groups * input.quad_channels;
     // the per-task buffers live once per worker thread, not once per task: the word offsets, the
     // packed codes and, with the ADC, the task's outputs [C_out, task pixels]
@@ -296,47 +356,11 @@ unsafe fn run(path: PsumPath, input: &ChannelsLast, weights: &PackedPlanes, d: D
             outputs.clear();
             outputs.resize(adc.out_channels * task_pixels, 0.0);
         }
-        // byte offset of every (block, tap, pixel) 4-channel word run of row tile 0; None in the
-        // zero padding and past the last pixel
-        offsets.clear();
-        offsets.resize(blocks * k * k * pixels_per_block, None);
-        for block in 0..blocks {
-            for j in 0..pixels_per_block {
-                let p = first + block * pixels_per_block + j;
-                if p >= n {
-                    break;
-                }
-                let (b, oy, ox) = (p / (d.ho * d.wo), p / d.wo % d.ho, p % d.wo);
-                for kh in 0..k {
-                    let Some(y) = (oy * d.geo.stride + kh).checked_sub(d.geo.padding).filter(|&y| y < d.h) else {
-                        continue;
-                    };
-                    for kw in 0..k {
-                        if let Some(x) = (ox * d.geo.stride + kw).checked_sub(d.geo.padding).filter(|&x| x < d.w) {
-                            offsets[((block * k + kh) * k + kw) * pixels_per_block + j] =
-                                Some(((b * d.h + y) * d.w + x) * pixel);
-                        }
-                    }
-                }
-            }
-        }
+        word_offsets(offsets, d, first, blocks, pixels_per_block, pixel);
         // the codes of one row tile, per (block, tap, word, pixel): a register per `lanes` pixels
         packed.resize(blocks * steps * pixels_per_block, 0); // every entry is written below, per row tile
-        let quads = input.quad_channels / 4;
         for g in 0..d.groups {
-            for (i, o) in offsets.iter().enumerate() {
-                let (block_tap, j) = (i / pixels_per_block, i % pixels_per_block);
-                let dst = &mut packed[block_tap * quads * pixels_per_block + j..];
-                match o {
-                    Some(o) => {
-                        let src = &input.bytes[o + g * input.quad_channels..][..input.quad_channels];
-                        for (q, word) in src.chunks_exact(4).enumerate() {
-                            dst[q * pixels_per_block] = i32::from_le_bytes(word.try_into().expect("4 bytes"));
-                        }
-                    }
-                    None => (0..quads).for_each(|q| dst[q * pixels_per_block] = 0),
-                }
-            }
+            pack_row_tile(packed, offsets, input, g, pixels_per_block);
             for mb in 0..weights.plane_blocks {
                 let a = &weights.words[(g * weights.plane_blocks + mb) * weights.block..][..weights.block];
                 let planes = (d.planes - mb * shape.planes).min(shape.planes);
