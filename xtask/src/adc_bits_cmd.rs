@@ -1,39 +1,11 @@
 //! `adc-bits`: the fewest ADC bits per CIM layer of a trained run within a tolerance of its
 //! accuracy ([`train::adc_bits`]), and the energy that saves ([`report::energy`]).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{Result, bail};
-use clap::Args;
 
-#[derive(Args)]
-pub struct AdcBitsArgs {
-    /// A trained run folder of a method with the built-in ADC.
-    #[arg(long)]
-    run: PathBuf,
-    /// The tolerance: accuracy points the network may lose against the run's own test
-    /// accuracy (e.g. 1.0).
-    #[arg(long, allow_negative_numbers = true)]
-    within: f64,
-    /// The order the greedy search visits the layers in, by their sensitivity (the accuracy a
-    /// layer alone loses with one bit fewer).
-    #[arg(long, value_enum, default_value_t = train::SearchOrder::MostSensitive)]
-    order: train::SearchOrder,
-    /// The energy model (default: baselines/energy/default.toml).
-    #[arg(long, value_name = "FILE")]
-    energy: Option<PathBuf>,
-    /// Also write the result (bits, accuracies, energies) as JSON to this file.
-    #[arg(long, value_name = "FILE")]
-    out: Option<PathBuf>,
-    /// No progress display.
-    #[arg(long)]
-    quiet: bool,
-    /// Data directory (default: $CIM_DATA_DIR, else ./data).
-    #[arg(long)]
-    data_dir: Option<PathBuf>,
-    #[command(flatten)]
-    device: crate::DeviceArg,
-}
+use crate::flags::AdcBitsArgs;
 
 /// What `--out` writes.
 #[derive(serde::Serialize)]
@@ -76,99 +48,102 @@ fn check_out(out: &Path) -> Result<()> {
     Ok(())
 }
 
-pub fn adc_bits(args: AdcBitsArgs) -> Result<()> {
-    // every check before any work: the tolerance, the output file, the energy file, the run
-    train::adc_bits::check_within(args.within)?;
-    if let Some(out) = &args.out {
-        check_out(out)?;
-    }
-    let energy_path = args.energy.clone().unwrap_or_else(crate::study_cmd::default_energy_model);
-    let model = report::EnergyModel::load(&energy_path)?;
-    let trained = train::RunDir::new(&args.run)
-        .read_config()?
-        .ok_or_else(|| anyhow::anyhow!("{}: no config.toml: not a run folder", args.run.display()))?;
-    let before_costs = report::ModelCosts::of(&trained)?;
-    let data_dir = crate::data_dir(args.data_dir.as_deref(), "--data-dir")?;
-    let r = train::search_adc_bits(
-        &args.run,
-        args.within,
-        args.order,
-        &data_dir,
-        args.device.checked()?,
-        &crate::progress::observer(args.quiet),
-    )?;
-    let after_costs = report::ModelCosts::of(&r.config(&trained))?;
-    let (before, after) = (model.per_image(&before_costs), model.per_image(&after_costs));
+impl AdcBitsArgs {
+    /// Runs the command.
+    pub fn run(self) -> Result<()> {
+        // every check before any work: the tolerance, the output file, the energy file, the run
+        train::adc_bits::check_within(self.within)?;
+        if let Some(out) = &self.out {
+            check_out(out)?;
+        }
+        let energy_path = self.energy.clone().unwrap_or_else(crate::profile::default_energy_model);
+        let model = report::EnergyModel::load(&energy_path)?;
+        let trained = train::RunDir::new(&self.run)
+            .read_config()?
+            .ok_or_else(|| anyhow::anyhow!("{}: no config.toml: not a run folder", self.run.display()))?;
+        let before_costs = report::ModelCosts::of(&trained)?;
+        let data_dir = self.data_dir.resolve()?;
+        let r = train::search_adc_bits(
+            &self.run,
+            self.within,
+            self.order,
+            &data_dir,
+            self.device.checked()?,
+            &crate::progress::observer(self.quiet),
+        )?;
+        let after_costs = report::ModelCosts::of(&r.config(&trained))?;
+        let (before, after) = (model.per_image(&before_costs), model.per_image(&after_costs));
 
-    println!(
-        "{} (config {}), {} test images, within {:.2} points ({} images), {}: trained P{} {:.2}%, found {:.2}% ({} configurations evaluated)",
-        r.method,
-        r.config_hash,
-        r.images,
-        r.within_points,
-        r.tolerance_images,
-        r.order.label(),
-        trained.psum_bits,
-        100.0 * r.trained_accuracy,
-        100.0 * r.accuracy,
-        r.evaluations
-    );
-    println!(
-        "{:>5} {:>10} {:>14} {:>13} {:>7} {:>5} {:>14} {:>12}",
-        "layer", "shape", "conversions", "sensitivity", "trained", "found", "ADC nJ trained", "ADC nJ found"
-    );
-    let (before_layers, after_layers) = (model.per_layer(&before_costs), model.per_layer(&after_costs));
-    for (((row, counts), b), a) in r.layers.iter().zip(&before_costs.layers).zip(before_layers).zip(after_layers) {
         println!(
-            "{:>5} {:>10} {:>14} {:>13} {:>7} {:>5} {:>14.2} {:>12.2}",
-            row.layer,
-            row.shape,
-            counts.adc_conversions,
-            row.sensitivity_points.map_or("-".into(), |p| format!("{p:.2} pt")),
-            row.trained_bits,
-            row.bits,
-            b.adc * 1e9,
-            a.adc * 1e9,
-        );
-    }
-    let saved = |b: f64, a: f64| if b > 0.0 { format!("{:.1}%", 100.0 * (b - a) / b) } else { "-".into() };
-    println!(
-        "energy per image ({}): ADC {:.1} -> {:.1} nJ (saves {}); periphery total {:.1} -> {:.1} nJ (saves {})",
-        energy_path.display(),
-        before.adc * 1e9,
-        after.adc * 1e9,
-        saved(before.adc, after.adc),
-        before.total() * 1e9,
-        after.total() * 1e9,
-        saved(before.total(), after.total())
-    );
-    println!("the setting found: psum_bits = {}", toml::Value::try_from(&r.psum_bits)?);
-    match &r.unseen {
-        Some(u) => println!(
-            "on the {} test images the search has not seen: trained {:.2}%, found {:.2}% ({:+.2} points; the \
-             search chose on the run's {} test images, so {:.2}% there is the accuracy of the selection)",
-            u.images,
-            100.0 * u.trained_accuracy,
-            100.0 * u.accuracy,
-            100.0 * (u.accuracy - u.trained_accuracy),
+            "{} (config {}), {} test images, within {:.2} points ({} images), {}: trained P{} {:.2}%, found {:.2}% ({} configurations evaluated)",
+            r.method,
+            r.config_hash,
             r.images,
-            100.0 * r.accuracy
-        ),
-        None => println!(
-            "note: the bits are chosen on the run's whole test split, so {:.2}% is the accuracy of the \
-             selection; expect somewhat less on images it has not seen",
-            100.0 * r.accuracy
-        ),
+            r.within_points,
+            r.tolerance_images,
+            r.order.label(),
+            trained.psum_bits,
+            100.0 * r.trained_accuracy,
+            100.0 * r.accuracy,
+            r.evaluations
+        );
+        println!(
+            "{:>5} {:>10} {:>14} {:>13} {:>7} {:>5} {:>14} {:>12}",
+            "layer", "shape", "conversions", "sensitivity", "trained", "found", "ADC nJ trained", "ADC nJ found"
+        );
+        let (before_layers, after_layers) = (model.per_layer(&before_costs), model.per_layer(&after_costs));
+        for (((row, counts), b), a) in r.layers.iter().zip(&before_costs.layers).zip(before_layers).zip(after_layers) {
+            println!(
+                "{:>5} {:>10} {:>14} {:>13} {:>7} {:>5} {:>14.2} {:>12.2}",
+                row.layer,
+                row.shape,
+                counts.adc_conversions,
+                row.sensitivity_points.map_or("-".into(), |p| format!("{p:.2} pt")),
+                row.trained_bits,
+                row.bits,
+                b.adc * 1e9,
+                a.adc * 1e9,
+            );
+        }
+        let saved = |b: f64, a: f64| if b > 0.0 { format!("{:.1}%", 100.0 * (b - a) / b) } else { "-".into() };
+        println!(
+            "energy per image ({}): ADC {:.1} -> {:.1} nJ (saves {}); periphery total {:.1} -> {:.1} nJ (saves {})",
+            energy_path.display(),
+            before.adc * 1e9,
+            after.adc * 1e9,
+            saved(before.adc, after.adc),
+            before.total() * 1e9,
+            after.total() * 1e9,
+            saved(before.total(), after.total())
+        );
+        println!("the setting found: psum_bits = {}", toml::Value::try_from(&r.psum_bits)?);
+        match &r.unseen {
+            Some(u) => println!(
+                "on the {} test images the search has not seen: trained {:.2}%, found {:.2}% ({:+.2} points; the \
+                 search chose on the run's {} test images, so {:.2}% there is the accuracy of the selection)",
+                u.images,
+                100.0 * u.trained_accuracy,
+                100.0 * u.accuracy,
+                100.0 * (u.accuracy - u.trained_accuracy),
+                r.images,
+                100.0 * r.accuracy
+            ),
+            None => println!(
+                "note: the bits are chosen on the run's whole test split, so {:.2}% is the accuracy of the \
+                 selection; expect somewhat less on images it has not seen",
+                100.0 * r.accuracy
+            ),
+        }
+        if let Some(out) = &self.out {
+            let written = Written {
+                search: &r,
+                energy_model: energy_path.display().to_string(),
+                trained_nj_per_image: Energy { adc: before.adc * 1e9, total: before.total() * 1e9 },
+                found_nj_per_image: Energy { adc: after.adc * 1e9, total: after.total() * 1e9 },
+            };
+            train::run::write_json(out, &written)?;
+            println!("written to {}", out.display());
+        }
+        Ok(())
     }
-    if let Some(out) = &args.out {
-        let written = Written {
-            search: &r,
-            energy_model: energy_path.display().to_string(),
-            trained_nj_per_image: Energy { adc: before.adc * 1e9, total: before.total() * 1e9 },
-            found_nj_per_image: Energy { adc: after.adc * 1e9, total: after.total() * 1e9 },
-        };
-        train::run::write_json(out, &written)?;
-        println!("written to {}", out.display());
-    }
-    Ok(())
 }

@@ -4,60 +4,11 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use clap::{Args, Subcommand};
 use data::download::{FetchOptions, fetch_dataset, import_file};
 use data::manifest::{builtin, find_manifest};
 use data::{DataDir, FileStatus};
 
-#[derive(Args, Clone)]
-pub struct DirArg {
-    /// Data directory (default: $CIM_DATA_DIR, else ./data).
-    #[arg(long, visible_alias = "data-dir")]
-    pub dir: Option<PathBuf>,
-}
-
-#[derive(Subcommand)]
-pub enum DataCommand {
-    /// Status of every data set: missing, downloaded or verified, with sizes.
-    List(DirArg),
-    /// Download a data set's files (resumable, SHA-256 checked).
-    Fetch {
-        /// Data-set name (or manifest .toml).
-        name: String,
-        #[command(flatten)]
-        dir: DirArg,
-        /// Replace scheme and host of every URL, e.g. http://127.0.0.1:8000.
-        #[arg(long)]
-        mirror: Option<String>,
-    },
-    /// Re-check the SHA-256 of installed files.
-    Verify {
-        /// Data-set name.
-        name: String,
-        #[command(flatten)]
-        dir: DirArg,
-    },
-    /// Install verified copies from a local folder (e.g. the Debian package's).
-    Import {
-        /// Data-set name.
-        name: String,
-        /// Folder holding the files (default: the manifest's import_from).
-        #[arg(long)]
-        from: Option<PathBuf>,
-        #[command(flatten)]
-        dir: DirArg,
-    },
-    /// Load a data set (a name, or folder:PATH) and print its images per class and the time taken.
-    Load {
-        /// Data-set name, manifest .toml or folder:PATH.
-        spec: String,
-        #[command(flatten)]
-        dir: DirArg,
-        /// Images per class held out as the test split of a folder tree.
-        #[arg(long, default_value_t = 500)]
-        holdout: usize,
-    },
-}
+use crate::flags::DataCommand;
 
 pub fn run(cmd: DataCommand) -> Result<()> {
     match cmd {

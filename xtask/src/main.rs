@@ -2,46 +2,17 @@
 
 mod adc_bits_cmd;
 mod data_cmd;
+mod flags;
+mod inspect_cmd;
+mod profile;
 mod progress;
+mod report_cmd;
+mod reproduce_cmd;
 mod speed_cmd;
-mod study_cmd;
 mod train_cmd;
 
-use clap::{Parser, Subcommand};
-
-#[derive(Parser)]
-#[command(name = "cargo xtask", about = "Column-wise CIM quantization harness", version)]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Data sets: list, fetch, verify, import, load.
-    #[command(subcommand)]
-    Data(data_cmd::DataCommand),
-    /// Train one run (flags or a TOML run config).
-    Train(train_cmd::TrainArgs),
-    /// Evaluate a trained run on its own or another data set: a finished run's final model, or the
-    /// newest checkpoint of a run still training (said so); a failed run is refused.
-    Eval(train_cmd::EvalArgs),
-    /// Train every cell of a study profile that has no finished result (resumable).
-    Reproduce(study_cmd::ReproduceArgs),
-    /// Tables, figures and README of a profile from its finished runs.
-    Report(study_cmd::ReportArgs),
-    /// Monte-Carlo accuracy of a trained run under memory-cell variation.
-    Variation(study_cmd::VariationArgs),
-    /// The fewest ADC bits per CIM layer of a trained run within a tolerance of its accuracy,
-    /// and the energy that saves.
-    AdcBits(adc_bits_cmd::AdcBitsArgs),
-    /// ADC quality of a trained run: SQNR, clipping, codes used, digit levels per layer and slice.
-    Inspect(study_cmd::InspectArgs),
-    /// Run the benchmarks (CIM layer vs conv2d, CIM vs FP training step).
-    Bench,
-    /// Train-step speed (ResNet-20, fp and CIM) on the CPU and/or the GPU.
-    Speed(speed_cmd::SpeedArgs),
-}
+use clap::Parser;
+use flags::{Cli, Command};
 
 /// The data directory of a command: the flag's folder (checked), else $CIM_DATA_DIR or ./data.
 /// A folder that does not exist yet is announced, since it will be created.
@@ -51,28 +22,6 @@ pub fn data_dir(explicit: Option<&std::path::Path>, flag: &str) -> anyhow::Resul
         eprintln!("{flag} {}: does not exist yet; it is created on first use", dir.root().display());
     }
     Ok(dir)
-}
-
-/// `--device cpu|gpu`, shared by every command that computes.
-#[derive(clap::Args, Clone, Copy)]
-pub struct DeviceArg {
-    /// Where to compute: `cpu` (burn's Flex backend with the hand-written kernels) or `gpu`
-    /// (burn's wgpu backend: Vulkan, else OpenGL; needs a build with `--features gpu`). Not part
-    /// of a run's identity: the same run on either device is the same experiment.
-    #[arg(long, default_value_t = cim_core::ComputeDevice::Cpu)]
-    pub device: cim_core::ComputeDevice,
-}
-
-impl DeviceArg {
-    /// Opens the device before any work (a binary without the `gpu` feature, or a machine
-    /// without an adapter, fails here with what to do) and says which hardware runs.
-    pub fn checked(self) -> anyhow::Result<cim_core::ComputeDevice> {
-        self.device.open()?;
-        if self.device == cim_core::ComputeDevice::Gpu {
-            eprintln!("device: {}", self.device.describe()?);
-        }
-        Ok(self.device)
-    }
 }
 
 /// Ctrl-C (SIGINT) and SIGTERM (`kill`, `scancel`, a shutdown): says what is kept before ending
@@ -111,15 +60,15 @@ fn main() {
     }
     let result = match cli.command {
         Command::Data(cmd) => data_cmd::run(cmd),
-        Command::Train(args) => train_cmd::train(args),
-        Command::Eval(args) => train_cmd::eval(args),
-        Command::Reproduce(args) => study_cmd::reproduce(args),
-        Command::Report(args) => study_cmd::report(args),
-        Command::Variation(args) => study_cmd::variation(args),
-        Command::Inspect(args) => study_cmd::inspect(args),
-        Command::AdcBits(args) => adc_bits_cmd::adc_bits(args),
-        Command::Bench => study_cmd::bench(),
-        Command::Speed(args) => speed_cmd::speed(args),
+        Command::Train(args) => args.run(),
+        Command::Eval(args) => args.run(),
+        Command::Reproduce(args) => args.run(),
+        Command::Report(args) => args.run(),
+        Command::Variation(args) => args.run(),
+        Command::Inspect(args) => args.run(),
+        Command::AdcBits(args) => args.run(),
+        Command::Bench => speed_cmd::bench(),
+        Command::Speed(args) => args.run(),
     };
     if let Err(e) = result {
         eprintln!("error: {}", error_text(&e));

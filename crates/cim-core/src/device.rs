@@ -31,6 +31,7 @@ pub enum DeviceError {
          `cargo run --release -p xtask --features gpu -- ...` (needs a Vulkan driver and \
          Debian's `libvulkan1`, or Mesa's OpenGL for a CPU-emulated adapter)"
     )]
+    /// The binary was built without the `gpu` feature.
     NotBuilt,
     #[error(
         "`--device gpu`: wgpu found no usable adapter ({0}). On a GPU machine install the Vulkan \
@@ -38,7 +39,9 @@ pub enum DeviceError {
          JSON if the loader does not find it); without a GPU, Mesa's OpenGL (`libegl1 \
          libegl-mesa0 libgl1-mesa-dri`) gives a slow CPU-emulated adapter"
     )]
+    /// wgpu found no adapter (its message).
     NoAdapter(String),
+    /// A device name that is neither `cpu` nor `gpu`.
     #[error("`--device`: {0:?} is not a device; expected `cpu` or `gpu`")]
     Unknown(String),
 }

@@ -312,9 +312,9 @@ impl CimConv2d {
 
     /// Switches partial-sum quantization on or off (two-stage training starts with it off).
     /// Switching it on for a config without ADC bits is an error.
-    pub fn set_adc_enabled(&mut self, enabled: bool) -> Result<(), String> {
+    pub fn set_adc_enabled(&mut self, enabled: bool) -> Result<(), CimConfigError> {
         if enabled && !self.has_adc() {
-            return Err("cannot enable partial-sum quantization: psum_bits is not set (ideal ADC)".into());
+            return Err(CimConfigError::NoAdc);
         }
         self.adc_enabled = enabled;
         Ok(())
@@ -330,10 +330,14 @@ impl CimConv2d {
     }
 
     /// Replaces the float weights (shape checked) and re-initializes the weight steps from them.
-    pub fn with_weight(mut self, weight: Tensor<4>) -> Result<Self, String> {
+    pub fn with_weight(mut self, weight: Tensor<4>) -> Result<Self, CimConfigError> {
         let expected = self.weight.val().dims();
         if weight.dims() != expected {
-            return Err(format!("weight shape {:?} does not match the layer's {:?}", weight.dims(), expected));
+            return Err(CimConfigError::ShapeMismatch {
+                what: "weight",
+                got: weight.dims().to_vec(),
+                expected: expected.to_vec(),
+            });
         }
         self.weight = Param::from_tensor(weight.detach());
         self.init_weight_scale();
@@ -341,25 +345,25 @@ impl CimConv2d {
     }
 
     /// Sets the weight steps (flat, row-major over [`Self::weight_scale_shape`]).
-    pub fn with_weight_scale(mut self, steps: Tensor<1>) -> Result<Self, String> {
+    pub fn with_weight_scale(mut self, steps: Tensor<1>) -> Result<Self, CimConfigError> {
         check_len("weight_scale", steps.dims()[0], self.plan.weight_grad_scale.len())?;
         self.weight_scale = Param::from_tensor(steps.detach());
         Ok(self)
     }
 
     /// Sets the ADC steps (flat, row-major over [`Self::psum_scale_shape`]).
-    pub fn with_psum_scale(mut self, steps: Tensor<1>) -> Result<Self, String> {
+    pub fn with_psum_scale(mut self, steps: Tensor<1>) -> Result<Self, CimConfigError> {
         check_len("psum_scale", steps.dims()[0], self.plan.psum_range.len())?;
         self.psum_scale = Param::from_tensor(steps.detach());
         Ok(self)
     }
 
     /// Sets the ADC offsets (same layout as the steps). A `zero` window accepts only zeros.
-    pub fn with_psum_offset(mut self, offsets: Tensor<1>) -> Result<Self, String> {
+    pub fn with_psum_offset(mut self, offsets: Tensor<1>) -> Result<Self, CimConfigError> {
         check_len("psum_offset", offsets.dims()[0], self.plan.psum_range.len())?;
         let learned = self.adc_window().is_learned();
         if !learned && offsets.clone().abs().max().into_scalar::<f32>() != 0.0 {
-            return Err("psum_offset: a `zero` ADC window has z = 0; use adc_window = learned".into());
+            return Err(CimConfigError::OffsetOnZeroWindow);
         }
         self.psum_offset = Param::from_tensor(offsets.detach()).set_require_grad(learned);
         Ok(self)
@@ -492,15 +496,15 @@ impl CimConv2d {
 
     /// The variation hook: a conductance multiplier for every cell ([`Self::cell_shape`]), applied
     /// in every forward until cleared with `None`. The trained parameters are not touched.
-    pub fn set_cell_gain(&mut self, gain: Option<Tensor<4>>) -> Result<(), String> {
+    pub fn set_cell_gain(&mut self, gain: Option<Tensor<4>>) -> Result<(), CimConfigError> {
         if let Some(g) = &gain
             && g.dims() != self.cell_shape()
         {
-            return Err(format!(
-                "cell gain shape {:?} does not match the layer's cells {:?}",
-                g.dims(),
-                self.cell_shape()
-            ));
+            return Err(CimConfigError::ShapeMismatch {
+                what: "cell gain",
+                got: g.dims().to_vec(),
+                expected: self.cell_shape().to_vec(),
+            });
         }
         self.cell_gain = gain;
         Ok(())
@@ -796,6 +800,6 @@ fn replace_value(param: &mut Param<Tensor<1>>, values: Vec<f32>, require_grad: b
     *param = fresh;
 }
 
-fn check_len(what: &str, got: usize, expected: usize) -> Result<(), String> {
-    if got == expected { Ok(()) } else { Err(format!("{what} has {got} steps, expected {expected}")) }
+fn check_len(what: &'static str, got: usize, expected: usize) -> Result<(), CimConfigError> {
+    if got == expected { Ok(()) } else { Err(CimConfigError::StepCount { what, got, expected }) }
 }

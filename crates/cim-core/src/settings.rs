@@ -150,6 +150,32 @@ pub enum CimConfigError {
         /// The plug-in's name.
         quantizer: &'static str,
     },
+    /// Partial-sum quantization was switched on for a layer without ADC bits.
+    #[error("cannot enable partial-sum quantization: psum_bits is not set (ideal ADC)")]
+    NoAdc,
+    /// A tensor given to a layer does not have the layer's shape.
+    #[error("{what} shape {got:?} does not match the layer's {expected:?}")]
+    ShapeMismatch {
+        /// Which tensor (`weight`, `cell gain`).
+        what: &'static str,
+        /// Its shape.
+        got: Vec<usize>,
+        /// The layer's.
+        expected: Vec<usize>,
+    },
+    /// A layer's steps or offsets were given in another number than the layer has.
+    #[error("{what} has {got} steps, expected {expected}")]
+    StepCount {
+        /// Which (`weight_scale`, `psum_scale`, `psum_offset`).
+        what: &'static str,
+        /// How many were given.
+        got: usize,
+        /// How many the layer has.
+        expected: usize,
+    },
+    /// Non-zero ADC offsets were given to a layer whose ADC window is anchored at zero.
+    #[error("psum_offset: a `zero` ADC window has z = 0; use adc_window = learned")]
+    OffsetOnZeroWindow,
     /// The largest possible partial sum is not exactly representable in f32.
     #[error(
         "partial sums can reach {bound} (rows {rows} x max activation code {act_max} x max digit {digit_max}), above f32's exact integer range 2^24: use smaller arrays, fewer activation bits or fewer cell bits"

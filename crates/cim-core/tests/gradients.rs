@@ -163,7 +163,7 @@ fn calibration_is_deterministic_and_skipped_with_an_ideal_adc() {
     }
     assert_eq!(steps[0], steps[1]);
     let mut ideal = CimConvConfig::new(5, 11, 3).with_array_size(18).init(&d).unwrap();
-    assert!(ideal.set_adc_enabled(true).unwrap_err().contains("psum_bits"));
+    assert!(ideal.set_adc_enabled(true).unwrap_err().to_string().contains("psum_bits"));
 }
 
 /// The variation hook: gains of 1 change nothing, a chip's gains stay fixed from batch to batch,
@@ -198,6 +198,12 @@ fn cell_gains_perturb_only_the_forward_pass() {
         assert_eq!(Dense::from_tensor(layer.weight.val()).data, params, "parameters untouched");
         layer.set_cell_gain(None).unwrap();
         assert_eq!(run(&layer, &a), clean, "clearing the hook restores the exact arrays");
-        assert!(layer.set_cell_gain(Some(Tensor::ones([1, 1, 1, 1], &d))).unwrap_err().contains("cell gain shape"));
+        assert!(
+            layer
+                .set_cell_gain(Some(Tensor::ones([1, 1, 1, 1], &d)))
+                .unwrap_err()
+                .to_string()
+                .contains("cell gain shape")
+        );
     }
 }

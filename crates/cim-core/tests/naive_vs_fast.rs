@@ -16,7 +16,7 @@ fn compare(cfg: &CimConvConfig, batch: usize, size: usize, seed: u64) -> Result<
     let input = rng.dense(vec![batch, cfg.in_channels, size, size], -0.2, 1.2);
     let weight = rng.dense(vec![cfg.out_channels, cfg.in_channels, cfg.kernel_size, cfg.kernel_size], -1.0, 1.0);
     let mut layer = cfg.init(&device).map_err(|e| e.to_string())?;
-    layer = layer.with_weight(weight.tensor::<4>(&device))?;
+    layer = layer.with_weight(weight.tensor::<4>(&device)).map_err(|e| e.to_string())?;
     let x: Tensor<4> = input.tensor(&device);
     let naive = Naive::new(cfg);
 
@@ -110,8 +110,10 @@ fn check_calibration(
         AdcWindow::Learned => steps.iter().map(|&s| (s as f64 * rng.uniform(-6.0, 6.0)).round() as f32).collect(),
     };
     let device = x.device();
-    let mut injected = layer.clone().with_psum_scale(Tensor::from_floats(steps.as_slice(), &device))?;
-    injected = injected.with_psum_offset(Tensor::from_floats(offsets.as_slice(), &device))?;
+    let mut injected =
+        layer.clone().with_psum_scale(Tensor::from_floats(steps.as_slice(), &device)).map_err(|e| e.to_string())?;
+    injected =
+        injected.with_psum_offset(Tensor::from_floats(offsets.as_slice(), &device)).map_err(|e| e.to_string())?;
     *layer = injected;
     Ok(Windows { steps, offsets })
 }

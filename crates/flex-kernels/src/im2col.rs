@@ -35,14 +35,20 @@ impl ConvGeometry {
 /// One input plane [H, W] against its output plane [H', W'].
 #[derive(Debug, Clone, Copy)]
 pub struct PlaneShape {
+    /// Input height H.
     pub h: usize,
+    /// Input width W.
     pub w: usize,
+    /// Output height H'.
     pub ho: usize,
+    /// Output width W'.
     pub wo: usize,
+    /// Kernel, stride and padding.
     pub geo: ConvGeometry,
 }
 
 impl PlaneShape {
+    /// An input plane of `h` x `w` pixels under `geo`.
     pub fn new(h: usize, w: usize, geo: ConvGeometry) -> Self {
         Self { h, w, ho: geo.out_size(h), wo: geo.out_size(w), geo }
     }
@@ -120,7 +126,9 @@ impl PlaneShape {
 /// Whether a product overwrites its destination or adds to it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Write {
+    /// The destination takes the product.
     Over,
+    /// The product is added to the destination.
     Add,
 }
 

@@ -276,11 +276,15 @@ impl Conv3x3 {
 
     /// The same conv with `weight` in place of its weights (shape checked); a CIM layer
     /// re-initializes its weight steps from them.
-    pub fn with_weight(self, weight: Tensor<4>) -> Result<Self, String> {
+    pub fn with_weight(self, weight: Tensor<4>) -> Result<Self, CimConfigError> {
         let with = |mut c: Conv2d| {
             let expected = c.weight.val().dims();
             if weight.dims() != expected {
-                return Err(format!("weight shape {:?} does not match the conv's {expected:?}", weight.dims()));
+                return Err(CimConfigError::ShapeMismatch {
+                    what: "weight",
+                    got: weight.dims().to_vec(),
+                    expected: expected.to_vec(),
+                });
             }
             c.weight = burn::module::Param::from_tensor(weight.clone().detach());
             Ok(c)

@@ -43,9 +43,25 @@ pub enum StudyError {
     /// The study file is invalid.
     #[error("{0}")]
     Invalid(String),
+    /// A file or folder could not be read or written: the operating system's error.
+    #[error("{}: {what}{source}", .path.display())]
+    Io {
+        /// The file or folder.
+        path: std::path::PathBuf,
+        /// What was being done, with a separator (`cannot move aside: `), or empty.
+        what: &'static str,
+        /// The operating system's error.
+        source: std::io::Error,
+    },
     /// A run failed.
     #[error(transparent)]
     Train(#[from] train::TrainError),
+}
+
+impl StudyError {
+    pub(crate) fn io(path: &std::path::Path, what: &'static str, source: std::io::Error) -> Self {
+        StudyError::Io { path: path.to_path_buf(), what, source }
+    }
 }
 
 /// One benchmark of a study: a data set and model, the methods, seeds and settings to run.
@@ -489,8 +505,7 @@ impl Study {
 
     /// Reads and checks a study file.
     pub fn load(path: &Path) -> Result<Self, StudyError> {
-        let text =
-            std::fs::read_to_string(path).map_err(|e| StudyError::Invalid(format!("{}: {e}", path.display())))?;
+        let text = std::fs::read_to_string(path).map_err(|e| StudyError::io(path, "", e))?;
         let study: Study =
             toml::from_str(&text).map_err(|e| StudyError::Invalid(format!("{}: {e}", path.display())))?;
         study.cells().map_err(|e| StudyError::Invalid(format!("{}: {e}", path.display())))?;

@@ -115,7 +115,12 @@ pub enum CellPick {
     /// Cell K alone (`--cell K`): a Slurm array task.
     One(usize),
     /// Every N-th cell starting at I (`--shard I/N`).
-    Shard { index: usize, count: usize },
+    Shard {
+        /// I: the first cell, and this worker's shard.
+        index: usize,
+        /// N: the shards in all.
+        count: usize,
+    },
 }
 
 impl CellPick {
@@ -663,12 +668,11 @@ fn set_failure_aside(dir: &Path) -> Result<(), StudyError> {
     let run = RunDir::new(dir);
     if run.failure_path().exists() {
         let path = run.failure_path();
-        std::fs::remove_file(&path).map_err(|e| StudyError::Invalid(format!("{}: {e}", path.display())))?;
+        std::fs::remove_file(&path).map_err(|e| StudyError::io(&path, "", e))?;
     }
     if run.summary_path().exists() {
         let (from, to) = (run.summary_path(), dir.join("summary.json.rejected"));
-        std::fs::rename(&from, &to)
-            .map_err(|e| StudyError::Invalid(format!("{}: cannot move aside: {e}", from.display())))?;
+        std::fs::rename(&from, &to).map_err(|e| StudyError::io(&from, "cannot move aside: ", e))?;
     }
     Ok(())
 }

@@ -141,7 +141,7 @@ pub fn write_scripts(
     }
     let logs = dir.join("logs");
     let (logs_value, workdir_value) = (directive_path(&logs.join("%A_%a.out"))?, directive_path(workdir)?);
-    let io = |p: &Path, e: std::io::Error| StudyError::Invalid(format!("{}: {e}", p.display()));
+    let io = |p: &Path, e: std::io::Error| StudyError::io(p, "", e);
     std::fs::create_dir_all(&logs).map_err(|e| io(&logs, e))?;
     let mut scripts = Vec::new();
     for array in &plan.arrays {

@@ -131,7 +131,7 @@ pub fn claim(dir: &Path, stale_after: Duration) -> Result<ClaimOutcome, TrainErr
         std::fs::write(&staged, text.as_bytes())
             .and_then(|()| std::fs::File::open(&staged)?.sync_all())
             // named by the claim it was for, not by the temporary name nobody knows
-            .map_err(|e| TrainError::io(&path, format!("cannot claim the run folder: {e}")))?;
+            .map_err(|e| TrainError::file(&path, format!("cannot claim the run folder: {e}")))?;
         let linked = std::fs::hard_link(&staged, &path);
         let _ = std::fs::remove_file(&staged);
         match linked {
@@ -157,7 +157,7 @@ pub fn claim(dir: &Path, stale_after: Duration) -> Result<ClaimOutcome, TrainErr
     }
     match read_claim(&path)? {
         Some((holder, _)) => Ok(ClaimOutcome::Busy(holder)),
-        None => Err(TrainError::io(&path, "the claim file keeps changing: another worker is claiming the folder")),
+        None => Err(TrainError::file(&path, "the claim file keeps changing: another worker is claiming the folder")),
     }
 }
 
@@ -201,7 +201,7 @@ fn read_claim(path: &Path) -> Result<Option<(Holder, Duration)>, TrainError> {
         .unwrap_or_default();
     match serde_json::from_str::<Holder>(&text) {
         Ok(h) if h.claim == MARK => Ok(Some((h, age))),
-        _ => Err(TrainError::io(
+        _ => Err(TrainError::file(
             path,
             "is not a claim of this tool: it is left alone; remove it if no process of yours uses the folder",
         )),

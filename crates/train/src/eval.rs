@@ -124,11 +124,11 @@ pub fn load_trained(
     let dir = RunDir::new(run_dir);
     let config = dir
         .read_config()?
-        .ok_or_else(|| TrainError::io(dir.config_path(), "missing: not a run folder (train into it first)"))?;
+        .ok_or_else(|| TrainError::file(dir.config_path(), "missing: not a run folder (train into it first)"))?;
     let run = config.resolve()?;
     let ckpt = dir
         .latest_checkpoint()?
-        .ok_or_else(|| TrainError::io(dir.pointer_path(), "missing: the run has no checkpoint yet"))?;
+        .ok_or_else(|| TrainError::file(dir.pointer_path(), "missing: the run has no checkpoint yet"))?;
     ckpt.check_config(&config, &dir.config_path())?;
     let model = build_model(&run, shape, classes, device)?;
     let model = load_model_record(model, &ckpt)?;
@@ -139,9 +139,9 @@ pub fn load_trained(
 pub(crate) fn load_model_record(model: Model, ckpt: &Checkpoint) -> Result<Model, TrainError> {
     let path = ckpt.dir.join("model.bpk");
     let bytes = ckpt.read_verified("model.bpk")?;
-    let record =
-        ModuleRecord::from_bytes(Bytes::from_bytes_vec(bytes)).map_err(|e| TrainError::io(&path, format!("{e:?}")))?;
-    model.try_load_record(record).map_err(|e| TrainError::io(&path, format!("{e:?}")))
+    let record = ModuleRecord::from_bytes(Bytes::from_bytes_vec(bytes))
+        .map_err(|e| TrainError::file(&path, format!("{e:?}")))?;
+    model.try_load_record(record).map_err(|e| TrainError::file(&path, format!("{e:?}")))
 }
 
 /// Refuses a data set `spec` whose images would reach the run's model in another shape than its
@@ -264,7 +264,7 @@ pub fn evaluate_run(
 ) -> Result<EvalResult, TrainError> {
     let config: RunConfig = RunDir::new(run_dir)
         .read_config()?
-        .ok_or_else(|| TrainError::io(run_dir.join("config.toml"), "missing: not a run folder"))?;
+        .ok_or_else(|| TrainError::file(run_dir.join("config.toml"), "missing: not a run folder"))?;
     // a run stopped by non-finite values has no model worth a number
     if let Some(failure) = RunDir::new(run_dir).read_failure()? {
         return Err(TrainError::Config(format!(

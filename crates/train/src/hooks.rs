@@ -36,7 +36,7 @@ impl TrainingHooks for Model {
         device: &Device,
     ) -> Result<(), TrainError> {
         for layer in self.cim_layers_mut() {
-            layer.set_adc_enabled(run.adc_enabled(epoch)).map_err(TrainError::Config)?;
+            layer.set_adc_enabled(run.adc_enabled(epoch))?;
         }
         if run.calibrates_at(epoch) {
             calibrate_adcs(self, loader().take(cim_core::calibration::CALIBRATION_BATCHES), device);

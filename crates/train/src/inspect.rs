@@ -136,7 +136,7 @@ pub fn inspect_run(
         return Err(TrainError::Config("--batches 0: expected at least 1 test batch".into()));
     }
     let dir = RunDir::new(run_dir);
-    let config = dir.read_config()?.ok_or_else(|| TrainError::io(dir.config_path(), "missing: not a run folder"))?;
+    let config = dir.read_config()?.ok_or_else(|| TrainError::file(dir.config_path(), "missing: not a run folder"))?;
     if !config.uses_adc() {
         return Err(TrainError::Config(format!(
             "{}: method {} has no ADC to inspect (an ideal ADC or floating point)",

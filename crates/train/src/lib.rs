@@ -41,16 +41,35 @@ pub enum TrainError {
     /// Data could not be loaded.
     #[error(transparent)]
     Data(#[from] data::DataError),
+    /// A CIM layer refused what it was given (a setting, a tensor of another shape).
+    #[error(transparent)]
+    Layer(#[from] cim_core::CimConfigError),
     /// The device asked for (`--device`) cannot be opened.
     #[error(transparent)]
     Device(#[from] cim_core::DeviceError),
-    /// A file of the run folder could not be read or written.
-    #[error("{path}: {message}")]
+    /// A file or folder could not be read or written: the operating system's error.
+    #[error("{path}: {source}")]
     Io {
+        /// The file or folder.
+        path: std::path::PathBuf,
+        /// The operating system's error.
+        source: std::io::Error,
+    },
+    /// A file of a run folder is not what it must be (missing, damaged, of another run).
+    #[error("{path}: {message}")]
+    File {
         /// The file.
         path: std::path::PathBuf,
-        /// What failed.
+        /// What is wrong with it.
         message: String,
+    },
+    /// Another process holds the claim of the run folder.
+    #[error("--out {}: claimed by {holder}, which is working on this run; run the command again when it is done", .out.display())]
+    ClaimHeld {
+        /// The run folder.
+        out: std::path::PathBuf,
+        /// Who holds it.
+        holder: Box<crate::claim::Holder>,
     },
     /// A loss, parameter or scale became NaN or infinite: the run stopped, is marked failed,
     /// and its last good checkpoint (if any) is kept.
@@ -72,7 +91,11 @@ pub enum TrainError {
 }
 
 impl TrainError {
-    pub(crate) fn io(path: impl Into<std::path::PathBuf>, message: impl std::fmt::Display) -> Self {
-        TrainError::Io { path: path.into(), message: message.to_string() }
+    pub(crate) fn io(path: impl Into<std::path::PathBuf>, source: std::io::Error) -> Self {
+        TrainError::Io { path: path.into(), source }
+    }
+
+    pub(crate) fn file(path: impl Into<std::path::PathBuf>, message: impl std::fmt::Display) -> Self {
+        TrainError::File { path: path.into(), message: message.to_string() }
     }
 }

@@ -239,7 +239,7 @@ impl Checkpoint {
     pub fn read_verified(&self, name: &str) -> Result<Vec<u8>, TrainError> {
         let path = self.dir.join(name);
         let Some(expected) = self.state.files.get(name) else {
-            return Err(TrainError::io(
+            return Err(TrainError::file(
                 self.dir.join("state.json"),
                 format!(
                     "records no checksum of {name} (written by an older version, or incomplete): \
@@ -250,7 +250,7 @@ impl Checkpoint {
         let bytes = std::fs::read(&path).map_err(|e| TrainError::io(&path, e))?;
         let actual = sha256_hex(&bytes);
         if &actual != expected {
-            return Err(TrainError::io(
+            return Err(TrainError::file(
                 &path,
                 format!(
                     "SHA-256 mismatch: the checkpoint recorded {expected}, the file now has {actual} \
@@ -363,7 +363,7 @@ impl RunDir {
                 .lines()
                 .enumerate()
                 .map(|(i, l)| {
-                    serde_json::from_str(l).map_err(|e| TrainError::io(&path, format!("line {}: {e}", i + 1)))
+                    serde_json::from_str(l).map_err(|e| TrainError::file(&path, format!("line {}: {e}", i + 1)))
                 })
                 .collect(),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
@@ -406,7 +406,7 @@ impl RunDir {
         match self.read_config()? {
             Some(stored) if stored.hash() == config.hash() => {}
             Some(stored) => {
-                return Err(TrainError::io(
+                return Err(TrainError::file(
                     self.config_path(),
                     format!(
                         "has config hash {}, the run {}: it was edited after training",
@@ -416,11 +416,11 @@ impl RunDir {
                 ));
             }
             None => {
-                return Err(TrainError::io(self.config_path(), "missing beside summary.json: the run is incomplete"));
+                return Err(TrainError::file(self.config_path(), "missing beside summary.json: the run is incomplete"));
             }
         }
         let history = self.read_history()?;
-        summary.check_against(config, &history).map_err(|why| TrainError::io(self.summary_path(), why))?;
+        summary.check_against(config, &history).map_err(|why| TrainError::file(self.summary_path(), why))?;
         Ok(Some(summary))
     }
 
@@ -429,7 +429,7 @@ impl RunDir {
     /// is refused, saying which; `command` names the taker in the message.
     pub fn finished(&self, command: &str) -> Result<(RunConfig, Summary), TrainError> {
         let config =
-            self.read_config()?.ok_or_else(|| TrainError::io(self.config_path(), "missing: not a run folder"))?;
+            self.read_config()?.ok_or_else(|| TrainError::file(self.config_path(), "missing: not a run folder"))?;
         if let Some(failure) = self.read_failure()? {
             return Err(TrainError::Config(format!(
                 "{}: the run failed ({}); {command} takes only finished runs",
@@ -458,7 +458,7 @@ impl RunDir {
             return Ok(None);
         };
         if pointer.dir.contains(['/', '\\']) || !pointer.dir.starts_with("ckpt-") {
-            return Err(TrainError::io(
+            return Err(TrainError::file(
                 self.pointer_path(),
                 format!("points at `{}`, expected a ckpt-NNNN folder of the run", pointer.dir),
             ));
@@ -468,13 +468,13 @@ impl RunDir {
         let bytes = match std::fs::read(&path) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(TrainError::io(path, "missing: the checkpoint folder is incomplete"));
+                return Err(TrainError::file(path, "missing: the checkpoint folder is incomplete"));
             }
             Err(e) => return Err(TrainError::io(path, e)),
         };
         match &pointer.state_sha256 {
             Some(expected) if *expected != sha256_hex(&bytes) => {
-                return Err(TrainError::io(
+                return Err(TrainError::file(
                     &path,
                     format!(
                         "SHA-256 mismatch: {} recorded {expected}, the file has {}: it was changed or \
@@ -486,7 +486,7 @@ impl RunDir {
             }
             Some(_) => {}
             None => {
-                return Err(TrainError::io(
+                return Err(TrainError::file(
                     self.pointer_path(),
                     "records no checksum of the checkpoint (written by an older version): it cannot be \
                      verified; train the run again",
@@ -494,7 +494,7 @@ impl RunDir {
             }
         }
         let state = serde_json::from_slice(&bytes)
-            .map_err(|e| TrainError::io(&path, format!("not valid JSON for this file: {e}")))?;
+            .map_err(|e| TrainError::file(&path, format!("not valid JSON for this file: {e}")))?;
         Ok(Some(Checkpoint { state, dir }))
     }
 
@@ -627,7 +627,7 @@ struct Pointer {
 
 /// Writes bytes through a temporary sibling and a rename.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), TrainError> {
-    data::store::write_atomic(path, bytes).map_err(|e| TrainError::io(path, e))
+    data::store::write_atomic(path, bytes).map_err(TrainError::from)
 }
 
 /// Writes a value as pretty JSON, atomically.
@@ -642,7 +642,7 @@ pub fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Option<T>,
     match std::fs::read_to_string(path) {
         Ok(text) => serde_json::from_str(&text)
             .map(Some)
-            .map_err(|e| TrainError::io(path, format!("not valid JSON for this file: {e}"))),
+            .map_err(|e| TrainError::file(path, format!("not valid JSON for this file: {e}"))),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(TrainError::io(path, e)),
     }

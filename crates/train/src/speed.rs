@@ -29,6 +29,7 @@ pub struct StepCase {
 }
 
 impl StepCase {
+    /// A case named `name` that times the steps of `config` on the fastest partial-sum path.
     pub fn new(name: impl Into<String>, config: RunConfig) -> Self {
         Self { name: name.into(), config, psum_path: None }
     }
@@ -58,6 +59,7 @@ impl StepCase {
 /// The measured steps of one case.
 #[derive(Debug, Clone)]
 pub struct StepTiming {
+    /// The case's name.
     pub name: String,
     /// Seconds of every measured step, in order.
     pub seconds: Vec<f64>,

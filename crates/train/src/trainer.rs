@@ -77,10 +77,7 @@ pub fn train(config: &RunConfig, out: &Path, opts: &TrainOptions) -> Result<Opti
     let claim = match crate::claim::claim(out, crate::claim::DEFAULT_STALE_AFTER)? {
         ClaimOutcome::Held(c) => c,
         ClaimOutcome::Busy(holder) => {
-            return Err(TrainError::Config(format!(
-                "--out {}: claimed by {holder}, which is working on this run; run the command again when it is done",
-                out.display()
-            )));
+            return Err(TrainError::ClaimHeld { out: out.to_path_buf(), holder: Box::new(holder) });
         }
     };
     let result = train_claimed(&run, &dir, opts);
@@ -182,14 +179,14 @@ impl<'a> Training<'a> {
                 ckpt.check_config(config, &dir.config_path())?;
                 model = load_model_record(model, &ckpt)?;
                 if let Some((param, value)) = non_finite_parameter(&model) {
-                    return Err(TrainError::io(
+                    return Err(TrainError::file(
                         ckpt.dir.join("model.bpk"),
                         format!("holds a non-finite value ({value}) in {param}: not a checkpoint to resume from"),
                     ));
                 }
                 let path = ckpt.dir.join("optim.bpk");
                 let record = OptimizerRecord::from_bytes(Bytes::from_bytes_vec(ckpt.read_verified("optim.bpk")?))
-                    .map_err(|e| TrainError::io(&path, format!("{e:?}")))?;
+                    .map_err(|e| TrainError::file(&path, format!("{e:?}")))?;
                 optim = optim.load_record(record);
                 (ckpt.state.history, ckpt.state.before_training, ckpt.state.epochs_done)
             }
@@ -416,8 +413,8 @@ fn save_checkpoint(
         .clone()
         .into_record()
         .into_bytes()
-        .map_err(|e| TrainError::io(ckpt.join("model.bpk"), format!("{e:?}")))?;
-    let optim_bytes = optim.into_bytes().map_err(|e| TrainError::io(ckpt.join("optim.bpk"), format!("{e:?}")))?;
+        .map_err(|e| TrainError::file(ckpt.join("model.bpk"), format!("{e:?}")))?;
+    let optim_bytes = optim.into_bytes().map_err(|e| TrainError::file(ckpt.join("optim.bpk"), format!("{e:?}")))?;
     let state = CheckpointState {
         config_hash: config.hash(),
         epochs_done: done,

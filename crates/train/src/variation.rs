@@ -120,7 +120,7 @@ pub fn variation_study(
     }
     let dir = RunDir::new(run_dir);
     let path = run_dir.join("variation.json");
-    let config = dir.read_config()?.ok_or_else(|| TrainError::io(dir.config_path(), "missing: not a run folder"))?;
+    let config = dir.read_config()?.ok_or_else(|| TrainError::file(dir.config_path(), "missing: not a run folder"))?;
     // an edited configuration is named as such before anything else is said of it
     if let Some(ckpt) = dir.latest_checkpoint()? {
         ckpt.check_config(&config, &dir.config_path())?;

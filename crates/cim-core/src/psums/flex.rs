@@ -146,11 +146,17 @@ pub(super) fn backward_by_images(
             },
         )
         .collect();
-    let mut total = vec![0f32; partial_len + adc_len];
-    for part in &partials {
+    (grad_codes, sum_in_order(&partials, partial_len + adc_len))
+}
+
+/// The element-wise sum of `len`-long `parts`, added in their order (the same bits on every run,
+/// whatever the threads did).
+fn sum_in_order(parts: &[Vec<f32>], len: usize) -> Vec<f32> {
+    let mut total = vec![0f32; len];
+    for part in parts {
         total.iter_mut().zip(part).for_each(|(t, p)| *t += p);
     }
-    (grad_codes, total)
+    total
 }
 
 /// The forward partial sums [G*P, B*H'*W']: in integers where the CPU and the values allow

@@ -75,13 +75,14 @@ fn accuracy_section(study: &Study, b: &study::Benchmark, rs: &[&CellResult], fra
     let pretraining: Vec<&CellResult> = rs.iter().copied().filter(|r| r.cell.pretraining).collect();
     if let Some(first) = pretraining.first() {
         let setting = first.cell.config.setting_label();
+        let label = format!("{} (pretraining)", methods::FLOAT.name());
         single_rows.push(vec![
-            "fp (pretraining)".to_string(),
+            label.clone(),
             "the floating-point network every other run starts from".to_string(),
             setting.clone(),
             agg_text(&aggregate(&pretraining)),
         ]);
-        push_cells("fp (pretraining)", setting, &pretraining);
+        push_cells(&label, setting, &pretraining);
     }
     let ideal_best = best_ideal_adc(study, b, rs);
     let mut above_ideal = false;
@@ -155,32 +156,37 @@ fn best_ideal_adc(study: &Study, b: &study::Benchmark, rs: &[&CellResult]) -> Op
         .fold(None, |best: Option<f64>, m| Some(best.map_or(m, |b| b.max(m))))
 }
 
+/// The Markdown columns of the PTQ table.
+const PTQ_HEADERS: &[&str] = &[
+    "benchmark",
+    "method",
+    "setting",
+    "pretraining",
+    "before fine-tuning",
+    "after fine-tuning",
+    "fine-tuning adds [95% CI]",
+    "seeds",
+];
+
+/// The CSV columns of the PTQ table.
+const PTQ_COLUMNS: &[(&str, Kind)] = &[
+    ("benchmark", Kind::Text),
+    ("method", Kind::Text),
+    ("setting", Kind::Text),
+    ("pretraining_points", Kind::MaybeNumber),
+    ("before_fine_tuning_points", Kind::Number),
+    ("after_fine_tuning_points", Kind::Number),
+    ("adc_on_before", Kind::Flag),
+    ("seeds", Kind::Count),
+];
+
 /// Post-training quantization beside fine-tuning: for every method and setting that starts from
 /// its benchmark's pretraining, the test accuracy before the first step (the pretrained weights
 /// quantized, ADCs calibrated as the method calibrates them) and after the last epoch, over the
 /// seeds that recorded both.
 pub(super) fn ptq_table(study: &Study, results: &[CellResult]) -> Result<Table, ReportError> {
-    let headers = [
-        "benchmark",
-        "method",
-        "setting",
-        "pretraining",
-        "before fine-tuning",
-        "after fine-tuning",
-        "fine-tuning adds [95% CI]",
-        "seeds",
-    ];
     let mut rows = Vec::new();
-    let mut frame = Frame::new(&[
-        ("benchmark", Kind::Text),
-        ("method", Kind::Text),
-        ("setting", Kind::Text),
-        ("pretraining_points", Kind::MaybeNumber),
-        ("before_fine_tuning_points", Kind::Number),
-        ("after_fine_tuning_points", Kind::Number),
-        ("adc_on_before", Kind::Flag),
-        ("seeds", Kind::Count),
-    ]);
+    let mut frame = Frame::new(PTQ_COLUMNS);
     for b in study.benchmark.iter().filter(|b| b.is_runnable()) {
         let rs = benchmark_results(results, &b.name);
         let pretraining: Vec<f64> = rs
@@ -194,16 +200,7 @@ pub(super) fn ptq_table(study: &Study, results: &[CellResult]) -> Result<Table, 
             rs.iter().copied().filter(|r| !r.cell.pretraining && r.cell.starts_from().is_some()).collect();
         for template in one_per_setting(&started) {
             let (method, label) = (&template.cell.config.method, template.cell.config.setting_label());
-            // (seed, before, after, whether the ADCs were on before the first step)
-            let pairs: Vec<(u64, f64, f64, bool)> = started
-                .iter()
-                .filter(|r| &r.cell.config.method == method && r.cell.config.setting_label() == label)
-                .filter_map(|r| {
-                    let s = r.summary.as_ref()?;
-                    let before = s.before_training.as_ref()?;
-                    Some((r.cell.config.seed, 100.0 * before.test_acc, 100.0 * s.final_test_acc, before.adc))
-                })
-                .collect();
+            let pairs = before_and_after(&started, method, &label);
             if pairs.is_empty() {
                 continue;
             }
@@ -248,8 +245,24 @@ pub(super) fn ptq_table(study: &Study, results: &[CellResult]) -> Result<Table, 
          record existed, or a profile without a pretraining).\n"
             .to_string()
     } else {
-        markdown(&headers, &rows)
-            + "\nBefore fine-tuning: the pretrained network with the method's quantizers, its ADC windows calibrated as the method calibrates them (post-training quantization), on the run's test images; a two-stage recipe starts with an ideal ADC (marked). After: the final epoch. Mean ± sample standard deviation over seeds; what fine-tuning adds is the mean of per-seed differences with its 95% Student-t interval (points).\n"
+        markdown(PTQ_HEADERS, &rows) + PTQ_NOTE
     };
     Ok(Table::new("ptq", df, md))
+}
+
+/// What the PTQ table's columns mean.
+const PTQ_NOTE: &str = "\nBefore fine-tuning: the pretrained network with the method's quantizers, its ADC windows calibrated as the method calibrates them (post-training quantization), on the run's test images; a two-stage recipe starts with an ideal ADC (marked). After: the final epoch. Mean ± sample standard deviation over seeds; what fine-tuning adds is the mean of per-seed differences with its 95% Student-t interval (points).\n";
+
+/// The finished cells of `method` at setting `label` among `started` that recorded their accuracy
+/// before the first step: (seed, before, after, whether the ADCs were on before), in points.
+fn before_and_after(started: &[&CellResult], method: &str, label: &str) -> Vec<(u64, f64, f64, bool)> {
+    started
+        .iter()
+        .filter(|r| r.cell.config.method == method && r.cell.config.setting_label() == label)
+        .filter_map(|r| {
+            let s = r.summary.as_ref()?;
+            let before = s.before_training.as_ref()?;
+            Some((r.cell.config.seed, 100.0 * before.test_acc, 100.0 * s.final_test_acc, before.adc))
+        })
+        .collect()
 }

@@ -140,16 +140,20 @@ pub(super) fn budget_table(
     let md = if rows.is_empty() {
         "No method of this profile was fine-tuned at more than one budget.\n".to_string()
     } else {
-        markdown(&headers, &rows)
-            + &format!(
-                "\nEach budget is a run of its own (its own cosine schedule), not an epoch of a longer one. Accuracy: \
-                 final test accuracy (points; mean ± sample standard deviation where several seeds). Change from half \
-                 the budget: this budget's accuracy minus that of the run with half as many epochs. A budget has \
-                 converged for a method when doubling it moves the accuracy by at most {CONVERGED_GAIN_POINTS} \
-                 points; a benchmark's budget is the smallest that has converged for every method.\n"
-            )
+        markdown(&headers, &rows) + &budget_note()
     };
     Ok(Table::new("budget", df, md))
+}
+
+/// What the budget table's columns mean.
+fn budget_note() -> String {
+    format!(
+        "\nEach budget is a run of its own (its own cosine schedule), not an epoch of a longer one. Accuracy: \
+         final test accuracy (points; mean ± sample standard deviation where several seeds). Change from half \
+         the budget: this budget's accuracy minus that of the run with half as many epochs. A budget has \
+         converged for a method when doubling it moves the accuracy by at most {CONVERGED_GAIN_POINTS} \
+         points; a benchmark's budget is the smallest that has converged for every method.\n"
+    )
 }
 
 /// `ResNet-20 / X: the smallest budget whose doubling moves no method by more than 0.5 points is

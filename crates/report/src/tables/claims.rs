@@ -5,7 +5,7 @@ use method_api::Recipe;
 use study::{Cell, Study};
 
 use crate::results::CellResult;
-use crate::stats::paired_differences;
+use crate::stats::{PairedInterval, paired_differences};
 use crate::{Claims, ReportError};
 
 use super::common::*;
@@ -31,24 +31,44 @@ pub(super) fn claimed_text(
     Ok((text, Some(claim.gain_points)))
 }
 
+/// The Markdown columns of the claim table.
+const CLAIM_HEADERS: &[&str] = &[
+    "benchmark",
+    "setting",
+    "column/column",
+    "related method",
+    "gain [95% CI]",
+    "seeds",
+    "last-epoch gain (column/column / related)",
+    "column/column better",
+    "Holm-adjusted",
+    "claimed gain (over the best)",
+];
+
+/// The CSV columns of the claim table.
+const CLAIM_COLUMNS: &[(&str, Kind)] = &[
+    ("benchmark", Kind::Text),
+    ("setting", Kind::Text),
+    ("related_method", Kind::MaybeText),
+    ("best_related", Kind::Flag),
+    ("gain_points", Kind::MaybeNumber),
+    ("gain_ci95_low", Kind::MaybeNumber),
+    ("gain_ci95_high", Kind::MaybeNumber),
+    ("seeds", Kind::Count),
+    ("proposed_last_epoch_gain_points", Kind::MaybeNumber),
+    ("related_last_epoch_gain_points", Kind::MaybeNumber),
+    ("verdict", Kind::Text),
+    ("holm_p", Kind::MaybeNumber),
+    ("holm_verdict", Kind::Text),
+    ("claimed_gain_points", Kind::MaybeNumber),
+];
+
 pub(super) fn claim_table(
     study: &Study,
     results: &[CellResult],
     claims: &Claims,
     findings: &mut Vec<String>,
 ) -> Result<Table, ReportError> {
-    let headers = [
-        "benchmark",
-        "setting",
-        "column/column",
-        "related method",
-        "gain [95% CI]",
-        "seeds",
-        "last-epoch gain (column/column / related)",
-        "column/column better",
-        "Holm-adjusted",
-        "claimed gain (over the best)",
-    ];
     let comparisons = claim_comparisons(study, results);
     // the family: every comparison with an interval (two seeds or more)
     let tested: Vec<usize> = (0..comparisons.len()).filter(|&i| comparisons[i].interval.is_some()).collect();
@@ -56,76 +76,25 @@ pub(super) fn claim_table(
     let adjusted = crate::stats::holm_adjust(&p_values);
     let adjusted_of = |i: usize| tested.iter().position(|&t| t == i).map(|k| adjusted[k]);
     let mut rows = Vec::new();
-    let mut frame = Frame::new(&[
-        ("benchmark", Kind::Text),
-        ("setting", Kind::Text),
-        ("related_method", Kind::MaybeText),
-        ("best_related", Kind::Flag),
-        ("gain_points", Kind::MaybeNumber),
-        ("gain_ci95_low", Kind::MaybeNumber),
-        ("gain_ci95_high", Kind::MaybeNumber),
-        ("seeds", Kind::Count),
-        ("proposed_last_epoch_gain_points", Kind::MaybeNumber),
-        ("related_last_epoch_gain_points", Kind::MaybeNumber),
-        ("verdict", Kind::Text),
-        ("holm_p", Kind::MaybeNumber),
-        ("holm_verdict", Kind::Text),
-        ("claimed_gain_points", Kind::MaybeNumber),
-    ]);
+    let mut frame = Frame::new(CLAIM_COLUMNS);
     // finding parts as (benchmark, text): with an interval, and from a single seed
     let (mut parts, mut single) = (Vec::<(String, String)>::new(), Vec::<(String, String)>::new());
     for (i, c) in comparisons.iter().enumerate() {
         let b = c.benchmark;
         let rs = benchmark_results(results, &b.name);
         let ours_cells = method_cells(&rs, methods::PROPOSED.name(), c.col);
-        let (gain, verdict) = match (&c.baseline, c.interval) {
-            (Some(_), Some(i)) => (i.text(), i.verdict().text().to_string()),
-            (Some(_), None) if c.pairs() == 1 => {
-                (format!("{:+.2}", paired_differences(&c.ours, &c.theirs)[0]), "n/a (one seed)".to_string())
-            }
-            _ => ("—".to_string(), "—".to_string()),
-        };
-        let verdict = converged_verdict(&verdict, c.gains);
         let adjusted = adjusted_of(i);
-        let holm = match (c.interval, adjusted) {
-            (Some(interval), Some(p)) => {
-                let holm =
-                    if verdict.starts_with("unconverged") { "unconverged" } else { interval.verdict_at(p).text() };
-                format!("{holm} (p = {p:.3})")
-            }
-            _ => "—".to_string(),
-        };
+        let (gain, verdict, holm) = claim_verdicts(c, adjusted);
         let (claimed, claimed_points) = if c.best { claimed_text(b, c.col, claims)? } else { ("".into(), None) };
         let baseline = match &c.baseline {
             Some(m) if c.best => format!("**{m}** (best): {:.2}", mean_of(&c.theirs)),
             Some(m) => format!("{m}: {:.2}", mean_of(&c.theirs)),
             None => "missing".to_string(),
         };
-        if let (true, Some(m), Some(interval)) = (c.best, &c.baseline, c.interval) {
-            let holm_note = match adjusted {
-                Some(p) if interval.verdict_at(p) != interval.verdict() && !verdict.starts_with("unconverged") => {
-                    format!("; Holm-adjusted: {}", interval.verdict_at(p).text())
-                }
-                _ => String::new(),
-            };
-            parts.push((
-                b.name.clone(),
-                format!(
-                    "{:+.2} points [{:+.2}, {:+.2}] over {m} at {} ({}{holm_note})",
-                    interval.mean,
-                    interval.low,
-                    interval.high,
-                    short_setting(c.col),
-                    finding_verdict(&verdict)
-                ),
-            ));
-        } else if let (true, Some(m), 1) = (c.best, &c.baseline, c.pairs()) {
-            let diff = paired_differences(&c.ours, &c.theirs)[0];
-            let unconverged = verdict.starts_with("unconverged").then(|| format!(" ({})", finding_verdict(&verdict)));
-            single.push((
-                b.name.clone(),
-                format!("{diff:+.2} points over {m} at {}{}", short_setting(c.col), unconverged.unwrap_or_default()),
-            ));
+        match finding_part(c, &verdict, adjusted) {
+            Some(FindingPart::Interval(text)) => parts.push((b.name.clone(), text)),
+            Some(FindingPart::OneSeed(text)) => single.push((b.name.clone(), text)),
+            None => {}
         }
         rows.push(vec![
             b.name.clone(),
@@ -160,9 +129,68 @@ pub(super) fn claim_table(
     let md = if rows.is_empty() {
         "No benchmark of this profile has column/column and a related method with quantized partial sums.\n".to_string()
     } else {
-        markdown(&headers, &rows) + &gain_note(tested.len())
+        markdown(CLAIM_HEADERS, &rows) + &gain_note(tested.len())
     };
     Ok(Table::new("claims", frame.finish()?, md))
+}
+
+/// What the claim table says of comparison `c`: its gain, its verdict ("unconverged" where a
+/// compared cell still learned) and its Holm-adjusted verdict (`adjusted`: its adjusted p-value).
+fn claim_verdicts(c: &Comparison, adjusted: Option<f64>) -> (String, String, String) {
+    let (gain, verdict) = match (&c.baseline, c.interval) {
+        (Some(_), Some(i)) => (i.text(), i.verdict().text().to_string()),
+        (Some(_), None) if c.pairs() == 1 => {
+            (format!("{:+.2}", paired_differences(&c.ours, &c.theirs)[0]), "n/a (one seed)".to_string())
+        }
+        _ => ("—".to_string(), "—".to_string()),
+    };
+    let verdict = converged_verdict(&verdict, c.gains);
+    let holm = match (c.interval, adjusted) {
+        (Some(interval), Some(p)) => {
+            let holm = if verdict.starts_with("unconverged") { "unconverged" } else { interval.verdict_at(p).text() };
+            format!("{holm} (p = {p:.3})")
+        }
+        _ => "—".to_string(),
+    };
+    (gain, verdict, holm)
+}
+
+/// What the finding says of a comparison with the best related method.
+enum FindingPart {
+    /// The gain with its interval and verdict.
+    Interval(String),
+    /// The gain of a single seed (no interval).
+    OneSeed(String),
+}
+
+/// The finding's words on comparison `c` (none unless its baseline is the best related method).
+fn finding_part(c: &Comparison, verdict: &str, adjusted: Option<f64>) -> Option<FindingPart> {
+    if let (true, Some(m), Some(interval)) = (c.best, &c.baseline, c.interval) {
+        let holm_note = match adjusted {
+            Some(p) if interval.verdict_at(p) != interval.verdict() && !verdict.starts_with("unconverged") => {
+                format!("; Holm-adjusted: {}", interval.verdict_at(p).text())
+            }
+            _ => String::new(),
+        };
+        return Some(FindingPart::Interval(format!(
+            "{:+.2} points [{:+.2}, {:+.2}] over {m} at {} ({}{holm_note})",
+            interval.mean,
+            interval.low,
+            interval.high,
+            short_setting(c.col),
+            finding_verdict(verdict)
+        )));
+    }
+    if let (true, Some(m), 1) = (c.best, &c.baseline, c.pairs()) {
+        let diff = paired_differences(&c.ours, &c.theirs)[0];
+        let unconverged = verdict.starts_with("unconverged").then(|| format!(" ({})", finding_verdict(verdict)));
+        return Some(FindingPart::OneSeed(format!(
+            "{diff:+.2} points over {m} at {}{}",
+            short_setting(c.col),
+            unconverged.unwrap_or_default()
+        )));
+    }
+    None
 }
 
 /// The claim table's finding sentences, per benchmark: the gains over the best related method
@@ -247,21 +275,7 @@ pub(super) fn stage_table(
             let verdict = converged_verdict(&verdict, gains);
             let pairs = paired_differences(&ov, &tv).len();
             if let Some(i) = interval {
-                let reading = match i.verdict() {
-                    crate::stats::Verdict::Yes => "one-stage better",
-                    crate::stats::Verdict::No => "two-stage better",
-                    crate::stats::Verdict::WithinNoise => "within noise",
-                };
-                findings.push(format!(
-                    "{}: {} trained in one stage minus two stages at {} is {:+.2} points [{:+.2}, {:+.2}] ({}).",
-                    b.name,
-                    one.method,
-                    short_setting(&two_stage.cell),
-                    i.mean,
-                    i.low,
-                    i.high,
-                    if verdict.starts_with("unconverged") { finding_verdict(&verdict) } else { reading.to_string() }
-                ));
+                findings.push(stage_finding(&b.name, &one.method, &two_stage.cell, i, &verdict));
             }
             rows.push(vec![
                 b.name.clone(),
@@ -292,10 +306,29 @@ pub(super) fn stage_table(
     let md = if rows.is_empty() {
         "No cell of this profile is trained both ways (add a sweep with `recipe = [\"two-stage\"]`).\n".to_string()
     } else {
-        markdown(&headers, &rows)
-            + "\nBoth recipes train the same total epochs. The difference is the mean over seeds of the per-seed difference (points) with its 95% Student-t interval; verdict and last-epoch gains as in the claim table (yes: one-stage is better beyond the noise; a two-stage run's single fine-tuning epoch follows its ideal-ADC epoch, so it has no last-epoch gain to show).\n"
+        markdown(&headers, &rows) + STAGE_NOTE
     };
     Ok(Table::new("stages", frame.finish()?, md))
+}
+
+/// What the stage table's columns mean.
+const STAGE_NOTE: &str = "\nBoth recipes train the same total epochs. The difference is the mean over seeds of the per-seed difference (points) with its 95% Student-t interval; verdict and last-epoch gains as in the claim table (yes: one-stage is better beyond the noise; a two-stage run's single fine-tuning epoch follows its ideal-ADC epoch, so it has no last-epoch gain to show).\n";
+
+/// The finding's sentence on `method` at the setting of `cell`, one stage minus two stages.
+fn stage_finding(benchmark: &str, method: &str, cell: &Cell, i: PairedInterval, verdict: &str) -> String {
+    let reading = match i.verdict() {
+        crate::stats::Verdict::Yes => "one-stage better",
+        crate::stats::Verdict::No => "two-stage better",
+        crate::stats::Verdict::WithinNoise => "within noise",
+    };
+    format!(
+        "{benchmark}: {method} trained in one stage minus two stages at {} is {:+.2} points [{:+.2}, {:+.2}] ({}).",
+        short_setting(cell),
+        i.mean,
+        i.low,
+        i.high,
+        if verdict.starts_with("unconverged") { finding_verdict(verdict) } else { reading.to_string() }
+    )
 }
 
 /// A configuration trained both ways: its first two-stage cell, the configuration in one stage,

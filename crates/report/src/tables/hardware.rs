@@ -86,41 +86,46 @@ pub(super) fn hardware_table(study: &Study, results: &[CellResult]) -> Result<Ta
     Ok(Table::new("hardware", df, md))
 }
 
+/// The Markdown columns of the energy table.
+const ENERGY_HEADERS: &[&str] = &[
+    "benchmark",
+    "method",
+    "setting",
+    "accuracy %",
+    "seeds",
+    "ADC bits",
+    "ADC nJ",
+    "dequant. nJ",
+    "accumulation nJ",
+    "window nJ",
+    "total nJ / image",
+    "scale registers",
+];
+
+/// The CSV columns of the energy table.
+const ENERGY_COLUMNS: &[(&str, Kind)] = &[
+    ("benchmark", Kind::Text),
+    ("method", Kind::Text),
+    ("setting", Kind::Text),
+    ("accuracy", Kind::Number),
+    ("seeds", Kind::Count),
+    ("adc_nj", Kind::MaybeNumber),
+    ("dequant_nj", Kind::Number),
+    ("accumulate_nj", Kind::Number),
+    ("window_nj", Kind::Number),
+    ("total_nj", Kind::MaybeNumber),
+    ("lossless_adc_bits", Kind::MaybeCount),
+    ("lossless_adc_nj", Kind::MaybeNumber),
+    ("scale_registers", Kind::Count),
+];
+
 /// Median and worst ADC SQNR per method and setting, over every (layer, polarity, slice) ADC and
 /// every seed's run, from the runs' `adc-quality.json` (written by `inspect`, which `reproduce`
 /// runs after training).
 /// Energy per image of every method and setting, beside its accuracy ([`EnergyModel`]).
 pub(super) fn energy_table(study: &Study, results: &[CellResult], model: &EnergyModel) -> Result<Table, ReportError> {
-    let headers = [
-        "benchmark",
-        "method",
-        "setting",
-        "accuracy %",
-        "seeds",
-        "ADC bits",
-        "ADC nJ",
-        "dequant. nJ",
-        "accumulation nJ",
-        "window nJ",
-        "total nJ / image",
-        "scale registers",
-    ];
     let mut rows = Vec::new();
-    let mut frame = Frame::new(&[
-        ("benchmark", Kind::Text),
-        ("method", Kind::Text),
-        ("setting", Kind::Text),
-        ("accuracy", Kind::Number),
-        ("seeds", Kind::Count),
-        ("adc_nj", Kind::MaybeNumber),
-        ("dequant_nj", Kind::Number),
-        ("accumulate_nj", Kind::Number),
-        ("window_nj", Kind::Number),
-        ("total_nj", Kind::MaybeNumber),
-        ("lossless_adc_bits", Kind::MaybeCount),
-        ("lossless_adc_nj", Kind::MaybeNumber),
-        ("scale_registers", Kind::Count),
-    ]);
+    let mut frame = Frame::new(ENERGY_COLUMNS);
     let nj = |j: f64| format!("{:.1}", j * 1e9);
     for b in &study.benchmark {
         let rs = benchmark_results(results, &b.name);
@@ -176,19 +181,24 @@ pub(super) fn energy_table(study: &Study, results: &[CellResult], model: &Energy
         }
     }
     let df = frame.finish()?;
+    let md = markdown(ENERGY_HEADERS, &rows) + &energy_note(model);
+    Ok(Table::new("energy", df, md))
+}
+
+/// What the energy table counts and from which model: the constants, what an ideal ADC shows,
+/// and what is left out.
+fn energy_note(model: &EnergyModel) -> String {
     let source = model
         .source
         .file_name()
         .map_or_else(|| model.source.display().to_string(), |f| f.to_string_lossy().into_owned());
-    let md = markdown(&headers, &rows)
-        + &format!(
-            "\nEnergy of the digital periphery per classified image, in nJ, from the counts of the hardware table and the energy model `{source}` ({} node; every constant and its source in the file): ADC conversions at adc_floor + adc_fom x 2^bits each ({:.0} fJ + {:.0} fJ x 2^bits), {:.2} pJ per dequantization multiply, {:.2} pJ per accumulating add (one per ADC output) and {:.2} pJ per window add. An ideal ADC is no converter: its row has no ADC energy and no total; beside it, the conversions of the lossless ADC it stands for (the resolution that holds every partial sum of the layer's arrays, the largest over the layers). Scale registers: the weight steps, ADC steps and learned window constants the model stores (their storage is not in the energy). The arrays' read energy, the drivers and the layers off the arrays are not counted. Accuracy: mean final test accuracy over the seeds. How the conclusions depend on the ADC's figure of merit: the energy sensitivity figures.\n",
-            model.node,
-            model.adc_floor * 1e15,
-            model.adc_fom * 1e15,
-            model.dequant_multiply * 1e12,
-            model.accumulate_add * 1e12,
-            model.window_add * 1e12,
-        );
-    Ok(Table::new("energy", df, md))
+    format!(
+        "\nEnergy of the digital periphery per classified image, in nJ, from the counts of the hardware table and the energy model `{source}` ({} node; every constant and its source in the file): ADC conversions at adc_floor + adc_fom x 2^bits each ({:.0} fJ + {:.0} fJ x 2^bits), {:.2} pJ per dequantization multiply, {:.2} pJ per accumulating add (one per ADC output) and {:.2} pJ per window add. An ideal ADC is no converter: its row has no ADC energy and no total; beside it, the conversions of the lossless ADC it stands for (the resolution that holds every partial sum of the layer's arrays, the largest over the layers). Scale registers: the weight steps, ADC steps and learned window constants the model stores (their storage is not in the energy). The arrays' read energy, the drivers and the layers off the arrays are not counted. Accuracy: mean final test accuracy over the seeds. How the conclusions depend on the ADC's figure of merit: the energy sensitivity figures.\n",
+        model.node,
+        model.adc_floor * 1e15,
+        model.adc_fom * 1e15,
+        model.dequant_multiply * 1e12,
+        model.accumulate_add * 1e12,
+        model.window_add * 1e12,
+    )
 }

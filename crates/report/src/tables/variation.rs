@@ -152,6 +152,79 @@ fn drops(studied: &[&CellResult], method: &str, col: &Cell, sigmas: &[f64]) -> V
     out
 }
 
+/// The variation finding's parts, keyed by (setting, related method): the differences with an
+/// interval, and those from a single seed.
+type Parts = Vec<((String, String), Vec<String>, Vec<String>)>;
+
+/// What a difference in accuracy drop means, in the finding's words.
+fn robustness_words(verdict: crate::stats::Verdict) -> &'static str {
+    match verdict {
+        crate::stats::Verdict::Yes => "column/column more robust",
+        crate::stats::Verdict::No => "column/column less robust",
+        crate::stats::Verdict::WithinNoise => "within noise",
+    }
+}
+
+/// Adds row `r`'s words (`adjusted`: its Holm-adjusted p-value) to the finding's parts.
+fn add_finding_part(parts: &mut Parts, r: &RobustnessRow, adjusted: Option<f64>) {
+    let key = (r.setting.clone(), r.baseline.clone());
+    if !parts.iter().any(|(k, _, _)| *k == key) {
+        parts.push((key.clone(), Vec::new(), Vec::new()));
+    }
+    let slot = parts.iter_mut().find(|(k, _, _)| *k == key).expect("pushed");
+    if let Some(iv) = r.interval {
+        let holm_note = match adjusted {
+            Some(p) if iv.verdict_at(p) != iv.verdict() => {
+                format!("; Holm-adjusted: {}", robustness_words(iv.verdict_at(p)))
+            }
+            _ => String::new(),
+        };
+        slot.1.push(format!(
+            "{:+.2} [{:+.2}, {:+.2}] at σ = {} ({}{holm_note})",
+            iv.mean,
+            iv.low,
+            iv.high,
+            r.sigma,
+            robustness_words(iv.verdict())
+        ));
+    } else if r.sigma > 0.0 && r.diffs.len() == 1 {
+        slot.2.push(format!("{:+.2} at σ = {}", r.diffs[0], r.sigma));
+    }
+}
+
+/// The variation finding's sentences, per (setting, related method) of `parts`: the differences
+/// with intervals (`tested` comparisons in the table), and those from a single seed.
+fn variation_findings(
+    parts: Parts,
+    table_rows: &[RobustnessRow],
+    benchmark_name: &str,
+    chips: usize,
+    tested: usize,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    for ((setting, baseline), with_interval, one_seed) in parts {
+        let short = table_rows.iter().find(|r| r.setting == setting).map(|r| r.short.clone()).unwrap_or_default();
+        if !with_interval.is_empty() {
+            out.push(format!(
+                "{benchmark_name}: under cell variation at {short}, {baseline}'s accuracy drop minus column/column's \
+                 is {} points (chips averaged within each seed, then a 95% t-interval over seeds; the variation \
+                 table makes {} such comparisons).",
+                join_and(&with_interval),
+                tested
+            ));
+        }
+        if !one_seed.is_empty() {
+            out.push(format!(
+                "{benchmark_name}: under cell variation at {short}, {baseline}'s accuracy drop minus column/column's \
+                 is {} points, from one trained network each ({chips} simulated chips): one seed gives no interval, \
+                 so this shows that the variation study runs, not which method is more robust.",
+                join_and(&one_seed)
+            ));
+        }
+    }
+    out
+}
+
 /// One row of the variation claim table: a related method's accuracy drop minus
 /// column/column's at one sigma.
 pub(super) struct RobustnessRow {
@@ -167,6 +240,36 @@ pub(super) struct RobustnessRow {
     interval: Option<PairedInterval>,
 }
 
+/// The Markdown columns of the variation claim table.
+const VARIATION_CLAIM_HEADERS: &[&str] = &[
+    "benchmark",
+    "setting",
+    "σ",
+    "column/column drop",
+    "related method",
+    "its drop",
+    "drop difference [95% CI]",
+    "seeds",
+    "column/column more robust",
+    "Holm-adjusted",
+];
+
+/// The CSV columns of the variation claim table.
+const VARIATION_CLAIM_COLUMNS: &[(&str, Kind)] = &[
+    ("benchmark", Kind::Text),
+    ("setting", Kind::Text),
+    ("sigma", Kind::Number),
+    ("related_method", Kind::Text),
+    ("best_related", Kind::Flag),
+    ("drop_difference_points", Kind::MaybeNumber),
+    ("ci95_low", Kind::MaybeNumber),
+    ("ci95_high", Kind::MaybeNumber),
+    ("seeds", Kind::Count),
+    ("verdict", Kind::Text),
+    ("holm_p", Kind::MaybeNumber),
+    ("holm_verdict", Kind::Text),
+];
+
 /// Per sigma of the variation study and per studied related method: its accuracy drop minus
 /// column/column's (positive: column/column loses less), each run's drop averaged over its
 /// chips (chip k of every run draws the same cell variations) and paired by seed, the unit of
@@ -177,45 +280,12 @@ pub(super) fn variation_claim_table(
     results: &[CellResult],
     findings: &mut Vec<String>,
 ) -> Result<Table, ReportError> {
-    let headers = [
-        "benchmark",
-        "setting",
-        "σ",
-        "column/column drop",
-        "related method",
-        "its drop",
-        "drop difference [95% CI]",
-        "seeds",
-        "column/column more robust",
-        "Holm-adjusted",
-    ];
     let Robustness { benchmark_name, chips, rows: table_rows } = robustness(study, results)?;
     let tested: Vec<usize> = (0..table_rows.len()).filter(|&i| table_rows[i].interval.is_some()).collect();
     let p_values: Vec<f64> = tested.iter().map(|&i| table_rows[i].interval.expect("tested").p_value()).collect();
     let adjusted = crate::stats::holm_adjust(&p_values);
-    let robustness = |verdict: crate::stats::Verdict| match verdict {
-        crate::stats::Verdict::Yes => "column/column more robust",
-        crate::stats::Verdict::No => "column/column less robust",
-        crate::stats::Verdict::WithinNoise => "within noise",
-    };
-    let mut frame = Frame::new(&[
-        ("benchmark", Kind::Text),
-        ("setting", Kind::Text),
-        ("sigma", Kind::Number),
-        ("related_method", Kind::Text),
-        ("best_related", Kind::Flag),
-        ("drop_difference_points", Kind::MaybeNumber),
-        ("ci95_low", Kind::MaybeNumber),
-        ("ci95_high", Kind::MaybeNumber),
-        ("seeds", Kind::Count),
-        ("verdict", Kind::Text),
-        ("holm_p", Kind::MaybeNumber),
-        ("holm_verdict", Kind::Text),
-    ]);
+    let mut frame = Frame::new(VARIATION_CLAIM_COLUMNS);
     let mut rows = Vec::new();
-    // finding parts per (setting, related method): intervals, and single-seed differences
-    // finding parts keyed by (setting, related method): with an interval, from a single seed
-    type Parts = Vec<((String, String), Vec<String>, Vec<String>)>;
     let mut parts: Parts = Vec::new();
     for (i, r) in table_rows.iter().enumerate() {
         let adjusted = tested.iter().position(|&t| t == i).map(|k| adjusted[k]);
@@ -229,29 +299,7 @@ pub(super) fn variation_claim_table(
             (Some(iv), Some(p)) => format!("{} (p = {p:.3})", iv.verdict_at(p).text()),
             _ => "—".to_string(),
         };
-        let key = (r.setting.clone(), r.baseline.clone());
-        if !parts.iter().any(|(k, _, _)| *k == key) {
-            parts.push((key.clone(), Vec::new(), Vec::new()));
-        }
-        let slot = parts.iter_mut().find(|(k, _, _)| *k == key).expect("pushed");
-        if let Some(iv) = r.interval {
-            let holm_note = match adjusted {
-                Some(p) if iv.verdict_at(p) != iv.verdict() => {
-                    format!("; Holm-adjusted: {}", robustness(iv.verdict_at(p)))
-                }
-                _ => String::new(),
-            };
-            slot.1.push(format!(
-                "{:+.2} [{:+.2}, {:+.2}] at σ = {} ({}{holm_note})",
-                iv.mean,
-                iv.low,
-                iv.high,
-                r.sigma,
-                robustness(iv.verdict())
-            ));
-        } else if r.sigma > 0.0 && r.diffs.len() == 1 {
-            slot.2.push(format!("{:+.2} at σ = {}", r.diffs[0], r.sigma));
-        }
+        add_finding_part(&mut parts, r, adjusted);
         let show = |x: Option<f64>| x.map(|x| format!("{x:.2}")).unwrap_or_else(|| "—".into());
         let difference = match (r.interval, r.diffs.len()) {
             (Some(iv), _) => iv.text(),
@@ -285,31 +333,12 @@ pub(super) fn variation_claim_table(
             holm.into(),
         ]);
     }
-    for ((setting, baseline), with_interval, one_seed) in parts {
-        let short = table_rows.iter().find(|r| r.setting == setting).map(|r| r.short.clone()).unwrap_or_default();
-        if !with_interval.is_empty() {
-            findings.push(format!(
-                "{benchmark_name}: under cell variation at {short}, {baseline}'s accuracy drop minus column/column's \
-                 is {} points (chips averaged within each seed, then a 95% t-interval over seeds; the variation \
-                 table makes {} such comparisons).",
-                join_and(&with_interval),
-                tested.len()
-            ));
-        }
-        if !one_seed.is_empty() {
-            findings.push(format!(
-                "{benchmark_name}: under cell variation at {short}, {baseline}'s accuracy drop minus column/column's \
-                 is {} points, from one trained network each ({chips} simulated chips): one seed gives no interval, \
-                 so this shows that the variation study runs, not which method is more robust.",
-                join_and(&one_seed)
-            ));
-        }
-    }
+    findings.extend(variation_findings(parts, &table_rows, &benchmark_name, chips, tested.len()));
     let df = frame.finish()?;
     let md = if rows.is_empty() {
         "No variation study of column/column and a baseline in this profile.\n".to_string()
     } else {
-        markdown(&headers, &rows)
+        markdown(VARIATION_CLAIM_HEADERS, &rows)
             + &format!(
                 "\nA drop is a run's accuracy without variation minus its accuracy on one simulated chip (points). The difference is a related method's drop minus column/column's: each run's drop is averaged over its chips (chip k of every run has the same cell variations), and the per-seed differences give the mean and its 95% Student-t interval over seeds, the seed being the unit of replication (the chips of one seed share one trained network); one seed gives the difference without an interval. Every studied related method with the built-in ADC is compared; in bold, the one with the best accuracy without variation at that setting. Yes: column/column loses less accuracy beyond the noise. Comparisons with an interval in this table: {}; the Holm-adjusted verdict (paired t-test p-values adjusted over all of them) keeps the chance of any false verdict at 5%.\n",
                 tested.len()
