@@ -12,7 +12,7 @@ use burn::tensor::module::conv2d;
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Device, Distribution, Tensor};
 use cim_core::{AdcWindow, CimConv2d, CimConvConfig, Encoding, Granularity};
-use criterion::{Criterion, criterion_group};
+use criterion::Criterion;
 use flex_kernels::memory::{TrackingAllocator, mib, peak_bytes, peak_rss_bytes, reset_peak};
 
 #[global_allocator]
@@ -114,11 +114,15 @@ fn ratio_report() {
     }
 }
 
-criterion_group!(benches, criterion_benches);
+// criterion's macro writes a public function without documentation
+#[allow(missing_docs)]
+mod group {
+    criterion::criterion_group!(benches, super::criterion_benches);
+}
 
 fn main() {
     flex_kernels::memory::reuse_freed_memory();
-    benches();
+    group::benches();
     ratio_report();
     Criterion::default().configure_from_args().final_summary();
 }

@@ -103,7 +103,7 @@ fn load_result(
     };
     let mut archive_damaged = false;
     if from_archive {
-        changed.extend(unowned_files(archive, &manifest, &dir)?);
+        changed.extend(unowned_files(archive, manifest, &dir)?);
         if let Some(why) = config_problem(study, &dir, &cell) {
             failure = Some(record(why));
             archive_damaged = true;
