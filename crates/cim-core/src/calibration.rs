@@ -336,6 +336,10 @@ pub fn uniform_window(samples: &GroupSamples, range: LsqRange, init: AdcInit, wi
 /// group's samples, for any code function (a plug-in's levels, which [`mse_window`]'s closed
 /// form does not know): offsets at quantiles of the samples (z = 0 for a zero window) times a
 /// geometric grid of steps, then a pattern search in (z, log2 s).
+///
+/// # Panics
+/// If `samples` holds no value: a group is calibrated on the partial sums its arrays produced,
+/// of which every calibration batch gives at least one.
 pub fn search_window(samples: &GroupSamples, window: AdcWindow, code: impl Fn(f32) -> f32) -> Window {
     let (lo_v, hi_v) = (samples.values[0], *samples.values.last().expect("samples"));
     let scale = (hi_v - lo_v).max(samples.quantile(0.5).abs()).max(1.0);

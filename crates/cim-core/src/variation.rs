@@ -11,6 +11,10 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Normal};
 
 /// exp(theta) for every cell of `shape`, theta ~ Normal(0, sigma^2), from `seed`.
+///
+/// # Panics
+/// If `sigma` is negative or not finite: run configurations (`train_variation_sigma`) and
+/// variation studies (`sigmas`) refuse such values before any work.
 pub fn lognormal_gains(shape: [usize; 4], sigma: f64, seed: u64, device: &Device) -> Tensor<4> {
     let n: usize = shape.iter().product();
     let values: Vec<f32> = if sigma == 0.0 {
