@@ -61,7 +61,10 @@ impl AdcBitsArgs {
         let trained = train::RunDir::new(&self.run)
             .read_config()?
             .ok_or_else(|| anyhow::anyhow!("{}: no config.toml: not a run folder", self.run.display()))?;
-        let before_costs = report::ModelCosts::of(&trained)?;
+        // the images the run trained on: as it recorded them, else as its configuration says
+        let summary = train::RunDir::new(&self.run).read_summary()?;
+        let shape = summary.and_then(|s| s.input_shape).unwrap_or_else(|| report::energy::input_shape(&trained));
+        let before_costs = report::ModelCosts::at(&trained, shape)?;
         let data_dir = self.data_dir.resolve()?;
         let r = train::search_adc_bits(
             &self.run,
@@ -71,7 +74,7 @@ impl AdcBitsArgs {
             self.device.checked()?,
             &crate::progress::observer(self.quiet),
         )?;
-        let after_costs = report::ModelCosts::of(&r.config(&trained))?;
+        let after_costs = report::ModelCosts::at(&r.config(&trained), shape)?;
         let (before, after) = (model.per_image(&before_costs), model.per_image(&after_costs));
 
         println!(

@@ -371,7 +371,7 @@ fn energy_points(study: &Study, bench: &str, results: &[CellResult], model: &Ene
             {
                 continue;
             }
-            let Ok(costs) = ModelCosts::of(&r.cell.config) else { continue };
+            let Ok(costs) = ModelCosts::at(&r.cell.config, r.input_shape()) else { continue };
             if !costs.has_converters() {
                 continue; // no converter: no ADC energy to weigh
             }

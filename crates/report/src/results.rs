@@ -33,6 +33,17 @@ pub struct CellResult {
     pub archive_damaged: bool,
 }
 
+impl CellResult {
+    /// The shape [C, H, W] of the images its model sees: as its run recorded it, else as its
+    /// configuration says ([`crate::energy::input_shape`]).
+    pub fn input_shape(&self) -> [usize; 3] {
+        self.summary
+            .as_ref()
+            .and_then(|s| s.input_shape)
+            .unwrap_or_else(|| crate::energy::input_shape(&self.cell.config))
+    }
+}
+
 /// Reads the run folder of every cell of `study`: `<runs_root>/<profile>/<hash>/`, or, where that
 /// has no finished run, the copy an earlier report archived in `<archive>/runs/<hash>/` (a fresh
 /// clone has no run folders but the committed report's archive: its results are still

@@ -129,6 +129,7 @@ fn write_fixtures(study: &Study, runs: &Path) {
             device: Default::default(),
             before_training: None,
             classes: Vec::new(),
+            input_shape: None,
         };
         write_json(&dir.join("summary.json"), &summary).unwrap();
         if c.uses_adc() {
@@ -645,6 +646,7 @@ fn write_run(runs: &Path, study: &Study, cell: &study::Cell, accs: &[f64], befor
         images_per_sec: 100.0,
         device: Default::default(),
         classes: Vec::new(),
+        input_shape: None,
         before_training: before.map(|acc| train::run::StartRecord {
             stage: 1,
             adc: true,

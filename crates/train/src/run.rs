@@ -128,6 +128,10 @@ pub struct Summary {
     /// classes by name (empty in summaries written before they were recorded).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub classes: Vec<String>,
+    /// The shape [C, H, W] in which the run's images reached its model (after `resolution`):
+    /// what its hardware is counted for. Absent in summaries written before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_shape: Option<[usize; 3]>,
 }
 
 impl Summary {
@@ -691,6 +695,7 @@ pub(crate) fn summarize(
         device,
         before_training: None,
         classes: Vec::new(),
+        input_shape: None,
     }
 }
 

@@ -344,6 +344,7 @@ impl<'a> Training<'a> {
             summarize(config, &self.history, self.data.train.len(), self.data.test.len(), self.opts.device);
         summary.before_training = self.before_training;
         summary.classes = self.data.train.classes.clone();
+        summary.input_shape = Some(self.data.train.shape);
         write_json(&self.dir.summary_path(), &summary)?;
         Ok(summary)
     }

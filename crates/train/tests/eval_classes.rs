@@ -55,6 +55,8 @@ fn eval_on_another_tree_matches_classes_by_name() {
     sorted.sort();
     assert_eq!(classes.len(), 10);
     assert_ne!(classes, sorted);
+    // the shape its model saw, for counting its hardware
+    assert_eq!(summary.input_shape, Some([3, 32, 32]));
 
     // the run's own test images, as a tree named by class
     let loaded = data::load_dataset("synthetic", &data_dir, data::source::FolderOptions::holdout(0)).unwrap();

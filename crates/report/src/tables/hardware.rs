@@ -41,7 +41,7 @@ pub(super) fn hardware_table(study: &Study, results: &[CellResult]) -> Result<Ta
     for b in &study.benchmark {
         for r in one_per_setting(&benchmark_results(results, &b.name)) {
             let c = &r.cell.config;
-            let costs = ModelCosts::of(c)?;
+            let costs = ModelCosts::at(c, r.input_shape())?;
             let (counts, adc_bits) = (costs.counts, costs.adc_label);
             let sum = counts.per_layer_sum;
             // in the Markdown's order
@@ -133,7 +133,7 @@ pub(super) fn energy_table(study: &Study, results: &[CellResult], model: &Energy
             let c = &r.cell.config;
             let setting = c.setting_label();
             let finals: Vec<f64> = finals_by_seed(&rs, &c.method, &r.cell).iter().map(|(_, acc)| acc / 100.0).collect();
-            let costs = ModelCosts::of(c)?;
+            let costs = ModelCosts::at(c, r.input_shape())?;
             let e = model.per_image(&costs);
             let accuracy = if finals.is_empty() { f64::NAN } else { mean_std(&finals).0 };
             // an ideal ADC is no converter: no energy of its own, beside what the lossless
