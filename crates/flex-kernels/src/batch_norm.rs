@@ -21,9 +21,10 @@ use burn::backend::{Autodiff, Backend, Flex, backend_extension};
 use burn::tensor::Tensor;
 use burn::tensor::activation::relu;
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 use crate::autodiff::{AutodiffTensor, backward_with, tracked};
-use crate::host::{f32_slice, flex_tensor, fused_available, zeros};
+use crate::host::{f32_slice, flex_tensor, fused_available, written_by};
 
 /// What follows the normalization in the same pass.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -149,19 +150,20 @@ fn affine(gamma: &[f32], beta: &[f32], stats: &[f32], epsilon: f64) -> Vec<(f32,
 
 fn forward(x: &[f32], gamma: &[f32], beta: &[f32], stats: &[f32], epsilon: f64, rectify: Rectify, d: Dims) -> Vec<f32> {
     let maps = affine(gamma, beta, stats, epsilon);
-    let mut out = zeros(x.len());
-    out.par_chunks_mut(d.plane).zip(x.par_chunks(d.plane)).enumerate().for_each(|(p, (o, xs))| {
-        let (scale, shift, _) = maps[p % d.channels];
-        // one loop per rectifier, so that each vectorizes without a branch inside
-        match rectify {
-            Rectify::Off => o.iter_mut().zip(xs).for_each(|(o, &v)| *o = v * scale + shift),
-            Rectify::Relu => o.iter_mut().zip(xs).for_each(|(o, &v)| *o = Rectify::Relu.apply(v * scale + shift)),
-            Rectify::UnitClamp => {
-                o.iter_mut().zip(xs).for_each(|(o, &v)| *o = Rectify::UnitClamp.apply(v * scale + shift))
+    let fill = |out: &mut [MaybeUninit<f32>]| {
+        out.par_chunks_mut(d.plane).zip(x.par_chunks(d.plane)).enumerate().for_each(|(p, (o, xs))| {
+            let (scale, shift, _) = maps[p % d.channels];
+            let o = o.iter_mut().zip(xs);
+            // one loop per rectifier, so that each vectorizes without a branch inside
+            match rectify {
+                Rectify::Off => o.for_each(|(o, &v)| _ = o.write(v * scale + shift)),
+                Rectify::Relu => o.for_each(|(o, &v)| _ = o.write(Rectify::Relu.apply(v * scale + shift))),
+                Rectify::UnitClamp => o.for_each(|(o, &v)| _ = o.write(Rectify::UnitClamp.apply(v * scale + shift))),
             }
-        }
-    });
-    out
+        })
+    };
+    // SAFETY: the planes cover the output, and each plane's loop writes every value of it.
+    unsafe { written_by(x.len(), fill) }
 }
 
 /// The backward given the forward's per-channel `maps` ([`affine`]) and batch `stats`.
@@ -190,17 +192,20 @@ fn backward(
         })
         .collect();
     let n = d.count();
-    let mut grad_x = zeros(x.len());
-    grad_x.par_chunks_mut(d.plane).enumerate().for_each(|(p, gx)| {
-        let c = p % d.channels;
-        let (scale, shift, inv_std) = maps[c];
-        let (mean, mean_g, mean_gx) = (stats[c], (sums[c].0 / n) as f32, (sums[c].1 / n) as f32);
-        let (xs, gs) = (&x[p * d.plane..][..d.plane], &grad[p * d.plane..][..d.plane]);
-        for ((o, &v), &g) in gx.iter_mut().zip(xs).zip(gs) {
-            let g = rectify.passed(g, v * scale + shift);
-            *o = scale * (g - mean_g - (v - mean) * inv_std * mean_gx);
-        }
-    });
+    let fill = |grad_x: &mut [MaybeUninit<f32>]| {
+        grad_x.par_chunks_mut(d.plane).enumerate().for_each(|(p, gx)| {
+            let c = p % d.channels;
+            let (scale, shift, inv_std) = maps[c];
+            let (mean, mean_g, mean_gx) = (stats[c], (sums[c].0 / n) as f32, (sums[c].1 / n) as f32);
+            let (xs, gs) = (&x[p * d.plane..][..d.plane], &grad[p * d.plane..][..d.plane]);
+            for ((o, &v), &g) in gx.iter_mut().zip(xs).zip(gs) {
+                let g = rectify.passed(g, v * scale + shift);
+                o.write(scale * (g - mean_g - (v - mean) * inv_std * mean_gx));
+            }
+        })
+    };
+    // SAFETY: the planes cover the gradient, and each plane's loop writes every value of it.
+    let grad_x = unsafe { written_by(x.len(), fill) };
     let grad_gamma = sums.iter().map(|s| s.1 as f32).collect();
     let grad_beta = sums.iter().map(|s| s.0 as f32).collect();
     (grad_x, grad_gamma, grad_beta)

@@ -21,10 +21,11 @@ use burn::backend::{Autodiff, Backend, Flex, backend_extension};
 use burn::tensor::Tensor;
 use burn::tensor::ops::ConvOptions;
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 use crate::autodiff::{AutodiffTensor, backward_with, tracked};
-use crate::host::{f32_slice, flex_tensor, fused_available, zeros};
-use crate::im2col::{ConvGeometry, PlaneShape, Write, matmul};
+use crate::host::{f32_slice, flex_tensor, fused_available, written_by, zeros};
+use crate::im2col::{ConvGeometry, PlaneShape, Write, matmul, matmul_into};
 
 /// Images per partial weight gradient: the chunks, not the threads, fix the summation order.
 const IMAGES_PER_CHUNK: usize = 8;
@@ -102,14 +103,16 @@ fn columns_of<'a>(image: &'a [f32], d: Dims, cols: &'a mut Vec<f32>) -> &'a [f32
 
 fn forward(x: &[f32], weight: &[f32], d: Dims) -> Vec<f32> {
     let n = d.plane.out_pixels();
-    let mut out = zeros(d.batch * d.out_len());
-    out.par_chunks_mut(d.out_len()).enumerate().for_each_init(Vec::new, |cols, (b, out_b)| {
-        let cols = columns_of(&x[b * d.image_len()..][..d.image_len()], d, cols);
-        // out_b [C_out, n] = weights [C_out, rows] x cols [rows, n]
-        let (rows, oc) = (d.rows(), d.out_channels);
-        matmul(oc, n, rows, (out_b, n, Write::Over), (weight, rows as isize, 1), (cols, n as isize, 1), false);
-    });
-    out
+    let fill = |out: &mut [MaybeUninit<f32>]| {
+        out.par_chunks_mut(d.out_len()).enumerate().for_each_init(Vec::new, |cols, (b, out_b)| {
+            let cols = columns_of(&x[b * d.image_len()..][..d.image_len()], d, cols);
+            // out_b [C_out, n] = weights [C_out, rows] x cols [rows, n], every value written
+            let (rows, oc) = (d.rows(), d.out_channels);
+            matmul_into(oc, n, rows, (out_b, n), (weight, rows as isize, 1), (cols, n as isize, 1), false);
+        })
+    };
+    // SAFETY: the images' products cover the output: C_out rows of n values each, per image.
+    unsafe { written_by(d.batch * d.out_len(), fill) }
 }
 
 fn backward(grad: &[f32], x: &[f32], weight: &[f32], d: Dims) -> (Vec<f32>, Vec<f32>) {

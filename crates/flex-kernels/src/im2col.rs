@@ -140,11 +140,42 @@ pub fn matmul(
     n: usize,
     k: usize,
     (dst, dst_rs, write): (&mut [f32], usize, Write),
+    lhs: (&[f32], isize, isize),
+    rhs: (&[f32], isize, isize),
+    threads: bool,
+) {
+    // SAFETY: a slice of initialized f32 is a valid destination whether it is read or not.
+    unsafe { product(m, n, k, (dst.as_mut_ptr(), dst.len(), dst_rs, write), lhs, rhs, threads) }
+}
+
+/// [`matmul`] with [`Write::Over`] into memory not yet written: every one of the m rows of n
+/// values at row stride `dst_rs` is written (and nothing between them), so an output made only
+/// of such products needs no zeroing first.
+pub fn matmul_into(
+    m: usize,
+    n: usize,
+    k: usize,
+    (dst, dst_rs): (&mut [std::mem::MaybeUninit<f32>], usize),
+    lhs: (&[f32], isize, isize),
+    rhs: (&[f32], isize, isize),
+    threads: bool,
+) {
+    // SAFETY: with Write::Over the product never reads its destination (gemm's read_dst = false).
+    unsafe { product(m, n, k, (dst.as_mut_ptr().cast(), dst.len(), dst_rs, Write::Over), lhs, rhs, threads) }
+}
+
+/// # Safety
+/// `dst` points to `dst_len` f32 slots, initialized unless `write` is [`Write::Over`].
+unsafe fn product(
+    m: usize,
+    n: usize,
+    k: usize,
+    (dst, dst_len, dst_rs, write): (*mut f32, usize, usize, Write),
     (lhs, lhs_rs, lhs_cs): (&[f32], isize, isize),
     (rhs, rhs_rs, rhs_cs): (&[f32], isize, isize),
     threads: bool,
 ) {
-    assert!(dst_rs >= n && dst.len() >= (m.max(1) - 1) * dst_rs + n);
+    assert!(dst_rs >= n && dst_len >= (m.max(1) - 1) * dst_rs + n);
     let reach = |rs: isize, cs: isize, r: usize, c: usize| {
         (r.max(1) - 1) * rs.unsigned_abs() + (c.max(1) - 1) * cs.unsigned_abs() + 1
     };
@@ -154,13 +185,14 @@ pub fn matmul(
         Write::Over => (false, 0.0),
         Write::Add => (true, 1.0),
     };
-    // SAFETY: every index the (non-negative) strides reach lies inside the slices, checked above.
+    // SAFETY: every index the (non-negative) strides reach lies inside the slices, checked above;
+    // gemm reads dst only with read_dst, where the caller vouches that it is initialized.
     unsafe {
         gemm::gemm(
             m,
             n,
             k,
-            dst.as_mut_ptr(),
+            dst,
             1,
             dst_rs as isize,
             read_dst,
