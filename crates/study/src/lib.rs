@@ -594,8 +594,13 @@ impl Study {
     /// The `[variation]` table against the study's `cells`.
     fn check_variation(&self, cells: &[Cell]) -> Result<(), StudyError> {
         let Some(v) = &self.variation else { return Ok(()) };
-        let Some(b) = self.benchmark.iter().find(|b| b.name == v.benchmark && b.is_runnable()) else {
-            return Err(StudyError::Invalid(format!("[variation]: no benchmark named `{}`", v.benchmark)));
+        let Some(b) = self.benchmark.iter().find(|b| b.name == v.benchmark) else {
+            let names: Vec<&str> = self.benchmark.iter().map(|b| b.name.as_str()).collect();
+            return Err(StudyError::Invalid(format!(
+                "[variation]: no benchmark named `{}` (the study's: {})",
+                v.benchmark,
+                names.join(", ")
+            )));
         };
         if v.chips == 0 || v.sigmas.is_empty() {
             return Err(StudyError::Invalid("[variation]: expected chips >= 1 and at least one sigma".into()));
@@ -612,7 +617,9 @@ impl Study {
                 b.methods.join(", ")
             )));
         }
-        if variation_filter(v, cells).is_empty() {
+        // a benchmark waiting for its input (`requires`) has no cells yet: what it varies is
+        // checked once the input is given
+        if b.is_runnable() && variation_filter(v, cells).is_empty() {
             return Err(StudyError::Invalid(format!(
                 "[variation]: no cell of benchmark `{}` is one of methods [{}] at {}: the study would vary nothing",
                 b.name,
@@ -744,6 +751,45 @@ chips = 2
         }
         let e = toml::from_str::<Study>(&with("{ activation = \"tanh\" }")).unwrap().cells().unwrap_err().to_string();
         assert!(e.contains("pretrain") && e.contains("activation = \"tanh\": expected \"relu\" or \"clamp\""), "{e}");
+    }
+
+    /// A variation study of a benchmark that needs an input loads without it (the benchmark is
+    /// skipped, and so are its chips); given the input, it varies that benchmark's cells. A
+    /// benchmark name the study lacks is refused, naming the study's.
+    #[test]
+    fn a_variation_study_waits_for_its_benchmarks_input() {
+        let text = r#"
+name = "t"
+description = "test"
+[[benchmark]]
+name = "B"
+requires = "tree"
+methods = ["fp", "columnwise"]
+base = { dataset = "folder:{tree}", epochs = 1 }
+sweep = [{ psum_bits = [3] }]
+[variation]
+benchmark = "B"
+methods = ["columnwise"]
+at = { psum_bits = 3 }
+sigmas = [0.1]
+chips = 2
+"#;
+        let study: Study = toml::from_str(text).unwrap();
+        assert!(study.cells().unwrap().is_empty() && study.variation_cells().unwrap().is_empty());
+        let mut given = study.clone();
+        given.provide("tree", "/a/tree", Some("tree@0123456789abcdef"));
+        let varied = given.variation_cells().unwrap();
+        assert_eq!(varied.len(), 1, "{varied:?}");
+        assert_eq!(varied[0].config.method, "columnwise");
+
+        let unknown: Study =
+            toml::from_str(&text.replace(
+                "benchmark = \"B\"\nmethods = [\"columnwise\"]",
+                "benchmark = \"C\"\nmethods = [\"columnwise\"]",
+            ))
+            .unwrap();
+        let e = unknown.cells().unwrap_err().to_string();
+        assert!(e.contains("no benchmark named `C` (the study's: B)"), "{e}");
     }
 
     /// A `folder:` input is keyed by its content identity, not its path: the same tree given at
