@@ -193,6 +193,51 @@ base = { dataset = "synthetic", model = "resnet20", epochs = 1, batch_size = 32,
     assert!(std::fs::read_to_string(tmp.path().join("accuracy.md")).unwrap().contains("| fp |"));
 }
 
+/// A run another profile finished is the same run (its folder is named by its configuration):
+/// the dry run says so, and `reproduce` copies it, whole and byte for byte, instead of training
+/// it again; the cells only this profile has are trained.
+#[test]
+fn a_run_another_profile_finished_is_copied_not_trained() {
+    let tmp = tempfile::tempdir().unwrap();
+    let study = |name: &str, seeds: &str| {
+        let path = tmp.path().join(format!("{name}.toml"));
+        let text = format!(
+            "name = \"{name}\"\ndescription = \"shared cells\"\n[[benchmark]]\nname = \"tiny\"\nmethods = [\"fp\"]\n\
+             seeds = {seeds}\nbase = {{ dataset = \"synthetic\", model = \"resnet20\", epochs = 1, batch_size = 32, \
+             limit_train = 64, limit_test = 32 }}\n"
+        );
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let (first, second) = (study("first", "[0]"), study("second", "[0, 1]"));
+    let reproduce = |study: &Path, extra: &[&str]| {
+        let mut c = xtask();
+        c.args(["reproduce", "--quiet", "--profile"]).arg(study).arg("--runs").arg(tmp.path().join("runs"));
+        c.arg("--data-dir").arg(tmp.path().join("data")).args(extra).output().unwrap()
+    };
+    let o = reproduce(&first, &[]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let trained = finished_cells(&tmp.path().join("runs/first"));
+    assert_eq!(trained.len(), 1);
+    let key = trained[0].0.parent().unwrap().file_name().unwrap().to_owned();
+
+    let dry = reproduce(&second, &["--dry-run"]);
+    let listing = String::from_utf8_lossy(&dry.stdout);
+    assert!(dry.status.success() && listing.contains("finished in first (copied)"), "{listing}");
+    assert_eq!(listing.matches("pending").count(), 1, "{listing}");
+
+    let o = reproduce(&second, &[]);
+    let (stdout, stderr) = (String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert!(o.status.success(), "{stdout}{stderr}");
+    assert!(format!("{stdout}{stderr}").contains("the same run finished in"), "{stdout}{stderr}");
+    assert!(stdout.contains("2 cells selected, 1 already finished, 1 trained now"), "{stdout}");
+    let (from, to) = (tmp.path().join("runs/first").join(&key), tmp.path().join("runs/second").join(&key));
+    for file in ["summary.json", "metrics.jsonl", "config.toml"] {
+        assert_eq!(std::fs::read(from.join(file)).unwrap(), std::fs::read(to.join(file)).unwrap(), "{file}");
+    }
+    assert!(!to.join("claim.lock").exists(), "the claim is released after the copy");
+}
+
 #[test]
 fn bad_flags_are_named() {
     let out = xtask().args(["train", "--method", "rowwise", "--out", "/nonexistent/x"]).output().unwrap();

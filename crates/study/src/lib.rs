@@ -29,6 +29,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use train::RunConfig;
 
+mod elsewhere;
 mod reproduce;
 pub mod slurm;
 

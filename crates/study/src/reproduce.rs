@@ -9,6 +9,7 @@ use train::claim::{ClaimOutcome, claim, live_holder};
 use train::run::RunDir;
 use train::{ComputeDevice, Holder, RunConfig, Summary, TrainOptions};
 
+use crate::elsewhere::{copy_finished_run, finished_elsewhere};
 use crate::{Cell, Study, StudyError};
 
 /// How to reproduce.
@@ -344,6 +345,11 @@ pub fn finished_dir(cell: &Cell, runs_root: &Path, profile: &str, archive: Optio
     (cell_state(&committed, &cell.config) == CellState::Finished).then_some(committed)
 }
 
+/// The profile folder a run folder lies in (`runs/<profile>/<hash>`).
+fn profile_of(run: &Path) -> String {
+    run.parent().and_then(Path::file_name).map(|p| p.to_string_lossy().to_string()).unwrap_or_default()
+}
+
 fn is_committed(dir: &Path, archive: Option<&Path>) -> bool {
     archive.is_some_and(|a| dir.starts_with(a))
 }
@@ -368,13 +374,21 @@ pub fn reproduce(study: &Study, opts: &ReproduceOptions) -> Result<ReproduceOutc
         for (index, cell) in &cells {
             let live = cell.dir(&opts.runs_root, &study.name);
             let done = finished_dir(cell, &opts.runs_root, &study.name, opts.archive.as_deref());
-            let state = if done.is_some() { CellState::Finished } else { cell_state(&live, &cell.config) };
+            let mut state = if done.is_some() { CellState::Finished } else { cell_state(&live, &cell.config) };
+            let elsewhere = match state {
+                CellState::Pending => finished_elsewhere(cell, &opts.runs_root, &study.name),
+                _ => None,
+            };
+            if elsewhere.is_some() {
+                state = CellState::Finished;
+            }
             let holder = match state {
                 CellState::Finished => Ok(None),
                 _ => live_holder(&live, opts.claim_timeout),
             };
             let shown = match (&done, &holder) {
                 (Some(dir), _) if is_committed(dir, opts.archive.as_deref()) => "finished (committed)".to_string(),
+                _ if let Some(from) = &elsewhere => format!("finished in {} (copied)", profile_of(from)),
                 (_, Ok(Some(h))) => format!("running ({state}) on {h}"),
                 // a claim file this tool cannot read fails the cell when it is trained, not the list
                 (_, Err(e)) => format!("{state}, claim unreadable: {e}"),
@@ -468,7 +482,14 @@ impl Worker<'_> {
             }
         };
         // read again under the claim: another worker may have finished it meanwhile
-        let (state, failure) = cell_status(&dir, &cell.config);
+        let (mut state, failure) = cell_status(&dir, &cell.config);
+        if state == CellState::Pending
+            && let Some(from) = finished_elsewhere(cell, &opts.runs_root, &self.study.name)
+        {
+            copy_finished_run(&from, &dir)?;
+            self.note(tag, cell, format!(": the same run finished in {}: copied", from.display()));
+            state = CellState::Finished;
+        }
         if let Some(h) = &claimed.took_over {
             self.note(tag, cell, format!(": took over the claim of {h}, which is gone ({state})"));
             self.out.taken_over += 1;

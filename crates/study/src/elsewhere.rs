@@ -1,0 +1,61 @@
+//! Runs another profile already finished. A cell's folder is named by its configuration's
+//! hash, so a run that two profiles share (the `budget` and `real` profiles' pretrainings, say)
+//! is the same run in both: `reproduce` copies the finished one into the profile that asks for it
+//! instead of training it again, and the dry run says where it will come from.
+
+use std::path::{Path, PathBuf};
+
+use data::store::{TEMPORARY_MARK, temporary_sibling};
+use train::claim::is_claim_file;
+
+use crate::reproduce::{CellState, cell_state};
+use crate::{Cell, StudyError};
+
+/// The finished run of `cell` in the folder of a profile other than `profile` under
+/// `runs_root` (profiles in name order; the first found), whose configuration is the cell's own.
+pub fn finished_elsewhere(cell: &Cell, runs_root: &Path, profile: &str) -> Option<PathBuf> {
+    let mut profiles: Vec<PathBuf> = std::fs::read_dir(runs_root)
+        .ok()?
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name() != profile && e.path().is_dir())
+        .map(|e| e.path())
+        .collect();
+    profiles.sort();
+    let key = cell.key();
+    profiles.into_iter().map(|p| p.join(&key)).find(|dir| cell_state(dir, &cell.config) == CellState::Finished)
+}
+
+/// Copies the finished run folder `from` into `to` (which may hold this worker's claim and
+/// nothing of the run yet): every file but the claims and files half written, each under a
+/// temporary name and then renamed, the summary last, so that `to` reads as finished only once
+/// the whole run is there.
+pub fn copy_finished_run(from: &Path, to: &Path) -> Result<(), StudyError> {
+    let summary = train::run::RunDir::new(from).summary_path();
+    copy_tree(from, to, &summary)?;
+    copy_file(&summary, &to.join(summary.file_name().expect("a summary file name")))
+}
+
+fn copy_tree(from: &Path, to: &Path, skip: &Path) -> Result<(), StudyError> {
+    std::fs::create_dir_all(to).map_err(|e| StudyError::io(to, "cannot create: ", e))?;
+    let mut entries: Vec<_> =
+        std::fs::read_dir(from).map_err(|e| StudyError::io(from, "cannot list: ", e))?.filter_map(|e| e.ok()).collect();
+    entries.sort_by_key(|e| e.file_name());
+    for entry in entries {
+        let (path, name) = (entry.path(), entry.file_name().to_string_lossy().to_string());
+        if path == skip || is_claim_file(&name) || name.contains(TEMPORARY_MARK) {
+            continue;
+        }
+        if path.is_dir() {
+            copy_tree(&path, &to.join(&name), skip)?;
+        } else {
+            copy_file(&path, &to.join(&name))?;
+        }
+    }
+    Ok(())
+}
+
+fn copy_file(from: &Path, to: &Path) -> Result<(), StudyError> {
+    let tmp = temporary_sibling(to);
+    std::fs::copy(from, &tmp).map_err(|e| StudyError::io(from, "cannot copy: ", e))?;
+    std::fs::rename(&tmp, to).map_err(|e| StudyError::io(to, "cannot rename into place: ", e))
+}
