@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use data::store::{TEMPORARY_MARK, temporary_sibling};
+use data::store::TEMPORARY_MARK;
 use train::claim::is_claim_file;
 
 use crate::reproduce::{CellState, cell_state};
@@ -54,8 +54,9 @@ fn copy_tree(from: &Path, to: &Path, skip: &Path) -> Result<(), StudyError> {
     Ok(())
 }
 
+/// A run's files are small (the largest, a ResNet's weights, a few MiB): read whole, written
+/// by the run store's atomic write.
 fn copy_file(from: &Path, to: &Path) -> Result<(), StudyError> {
-    let tmp = temporary_sibling(to);
-    std::fs::copy(from, &tmp).map_err(|e| StudyError::io(from, "cannot copy: ", e))?;
-    std::fs::rename(&tmp, to).map_err(|e| StudyError::io(to, "cannot rename into place: ", e))
+    let bytes = std::fs::read(from).map_err(|e| StudyError::io(from, "cannot copy: ", e))?;
+    Ok(train::run::write_atomic(to, &bytes)?)
 }

@@ -374,14 +374,10 @@ pub fn reproduce(study: &Study, opts: &ReproduceOptions) -> Result<ReproduceOutc
         for (index, cell) in &cells {
             let live = cell.dir(&opts.runs_root, &study.name);
             let done = finished_dir(cell, &opts.runs_root, &study.name, opts.archive.as_deref());
-            let mut state = if done.is_some() { CellState::Finished } else { cell_state(&live, &cell.config) };
-            let elsewhere = match state {
-                CellState::Pending => finished_elsewhere(cell, &opts.runs_root, &study.name),
-                _ => None,
-            };
-            if elsewhere.is_some() {
-                state = CellState::Finished;
-            }
+            let state = if done.is_some() { CellState::Finished } else { cell_state(&live, &cell.config) };
+            let elsewhere =
+                (state == CellState::Pending).then(|| finished_elsewhere(cell, &opts.runs_root, &study.name)).flatten();
+            let state = if elsewhere.is_some() { CellState::Finished } else { state };
             let holder = match state {
                 CellState::Finished => Ok(None),
                 _ => live_holder(&live, opts.claim_timeout),
