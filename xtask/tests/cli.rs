@@ -238,6 +238,75 @@ fn a_run_another_profile_finished_is_copied_not_trained() {
     assert!(!to.join("claim.lock").exists(), "the claim is released after the copy");
 }
 
+/// A run still training when its profile's report was written: the report archives its newest
+/// checkpoint whole, and on a machine without the run folder `reproduce` copies it and resumes
+/// from there, to the result of a run trained straight through; the next report keeps only the
+/// final model.
+#[test]
+fn a_committed_unfinished_run_resumes_where_it_stopped() {
+    let tmp = tempfile::tempdir().unwrap();
+    let study = tmp.path().join("carried").join("study.toml");
+    std::fs::create_dir_all(study.parent().unwrap()).unwrap();
+    std::fs::write(
+        &study,
+        "name = \"carried\"\ndescription = \"a run carried between machines\"\narchive_weights = true\n\
+         [[benchmark]]\nname = \"tiny\"\nmethods = [\"fp\"]\nseeds = [0]\nbase = { dataset = \"synthetic\", \
+         model = \"resnet20\", epochs = 2, batch_size = 32, limit_train = 64, limit_test = 32 }\n",
+    )
+    .unwrap();
+    let data = tmp.path().join("data");
+    let run = |args: &[&str], runs: &str| {
+        let mut c = xtask();
+        c.args(args).arg("--profile").arg(&study).arg("--runs").arg(tmp.path().join(runs));
+        if args[0] == "reproduce" {
+            c.arg("--data-dir").arg(&data);
+        }
+        let o = c.output().unwrap();
+        let text = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+        assert!(o.status.success(), "{args:?}: {text}");
+        text
+    };
+    // the reference: trained straight through
+    run(&["reproduce", "--quiet"], "straight");
+    let straight = finished_cells(&tmp.path().join("straight/carried"));
+    assert_eq!(straight.len(), 1);
+    let whole = straight[0].0.parent().unwrap().to_path_buf();
+    let key = whole.file_name().unwrap().to_owned();
+
+    // the same cell stopped after its first epoch, and the report written meanwhile
+    let partial = tmp.path().join("first/carried").join(&key);
+    let o = xtask()
+        .args(["train", "--quiet", "--stop-after", "1", "--config"])
+        .arg(whole.join("config.toml"))
+        .arg("--out")
+        .arg(&partial)
+        .arg("--data-dir")
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    run(&["report", "--no-figures"], "first");
+    let archived = study.parent().unwrap().join("runs").join(&key);
+    for file in ["checkpoint.json", "ckpt-0001/state.json", "ckpt-0001/model.bpk", "ckpt-0001/optim.bpk"] {
+        assert!(archived.join(file).is_file(), "{file} archived");
+    }
+
+    // another machine: no run folder, the committed report
+    let listing = run(&["reproduce", "--dry-run"], "second");
+    assert!(listing.contains("partial (1 epochs), committed checkpoint"), "{listing}");
+    let text = run(&["reproduce", "--quiet"], "second");
+    assert!(text.contains("checkpoint after epoch 1") && text.contains("resumed from there"), "{text}");
+    let resumed = tmp.path().join("second/carried").join(&key);
+    assert_eq!(summary_without_timing(&resumed), summary_without_timing(&whole));
+    let model = |dir: &Path| std::fs::read(dir.join("ckpt-0002/model.bpk")).unwrap();
+    assert_eq!(model(&resumed), model(&whole), "the resumed run ends with the same weights");
+
+    // the next report archives the final model alone; the superseded checkpoint goes
+    run(&["report", "--no-figures"], "second");
+    assert!(archived.join("ckpt-0002/model.bpk").is_file() && !archived.join("ckpt-0002/optim.bpk").exists());
+    assert!(!archived.join("ckpt-0001").exists(), "the superseded checkpoint is removed");
+}
+
 #[test]
 fn bad_flags_are_named() {
     let out = xtask().args(["train", "--method", "rowwise", "--out", "/nonexistent/x"]).output().unwrap();

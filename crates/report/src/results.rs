@@ -93,7 +93,12 @@ fn load_result(
 ) -> Result<CellResult, ReportError> {
     let live = cell.dir(runs_root, &study.name);
     let archived = archive.join("runs").join(cell.key());
-    let from_archive = !RunDir::new(&live).summary_path().exists() && RunDir::new(&archived).summary_path().exists();
+    // a run still training counts where it has come furthest: the archive's copy of it (with its
+    // checkpoint) stands while this machine has no run folder of the cell
+    let (live_run, archived_run) = (RunDir::new(&live), RunDir::new(&archived));
+    let from_archive = !live_run.summary_path().exists()
+        && (archived_run.summary_path().exists()
+            || (!live_run.metrics_path().exists() && archived_run.metrics_path().exists()));
     let dir = if from_archive { archived } else { live };
     let run = RunDir::new(&dir);
     // a damaged file marks its cell failed, with the reason, and never fails the report;
@@ -212,7 +217,8 @@ fn unowned_files(archive: &Path, manifest: &Manifest, dir: &Path) -> Result<Vec<
 /// Copies every cell's configuration and results into `<out>/runs/<hash>/`, so that the
 /// committed report carries the runs behind its numbers; where the study keeps weights
 /// ([`Study::archive_weights`]), the final model of every finished pretraining and seed-0 cell
-/// as well (no optimizer state).
+/// as well (no optimizer state), and the newest whole checkpoint of such a cell still training
+/// (which `reproduce` resumes on a machine without its run folder).
 pub fn archive(study: &Study, results: &[CellResult], out: &mut ReportWriter) -> Result<(), ReportError> {
     for r in results {
         let dir = Path::new("runs").join(r.cell.key());
@@ -246,11 +252,17 @@ pub fn archive(study: &Study, results: &[CellResult], out: &mut ReportWriter) ->
             out.add(&dir.join("adc-quality.csv"), q.csv());
         }
         let keeps_weights = study.archive_weights && (r.cell.pretraining || r.cell.config.seed == 0);
-        if keeps_weights && r.summary.is_some() {
-            let files = RunDir::new(&r.dir).model_only_checkpoint().map_err(|e| ReportError::io(&r.dir, e))?;
-            for (rel, bytes) in files.into_iter().flatten() {
-                out.add(&dir.join(rel), bytes);
-            }
+        // a finished run keeps its final model; one still training its newest checkpoint whole,
+        // so that `reproduce` resumes it from there on a machine without its run folder
+        let run = RunDir::new(&r.dir);
+        let files = match (&r.summary, &r.failure) {
+            _ if !keeps_weights => Ok(None),
+            (Some(_), _) => run.model_only_checkpoint(),
+            (None, None) => run.resumable_checkpoint(),
+            (None, Some(_)) => Ok(None),
+        };
+        for (rel, bytes) in files.map_err(|e| ReportError::io(&r.dir, e))?.into_iter().flatten() {
+            out.add(&dir.join(rel), bytes);
         }
     }
     Ok(())

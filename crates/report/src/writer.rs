@@ -126,6 +126,20 @@ impl ReportWriter {
         Ok(refused)
     }
 
+    /// Whether `rel` is a file of an archived checkpoint (`runs/<hash>/ckpt-NNNN/...`) of a run
+    /// whose checkpoint pointer this report writes anew: a checkpoint the run has since replaced.
+    fn supersedes(&self, rel: &str) -> bool {
+        let parts: Vec<&str> = rel.split('/').collect();
+        match parts[..] {
+            ["runs", run, ckpt, _] if ckpt.starts_with("ckpt-") => {
+                let pointer = format!("runs/{run}/checkpoint.json");
+                let newest = format!("runs/{run}/{ckpt}/state.json");
+                self.files.contains_key(&pointer) && !self.files.contains_key(&newest)
+            }
+            _ => false,
+        }
+    }
+
     /// Checks every staged file, then writes them all (each atomically) and the manifest, the
     /// manifest first naming what is about to change (see the module's notes). Returns the paths
     /// written.
@@ -179,14 +193,19 @@ impl ReportWriter {
             written.push(path);
         }
         // a failure record an earlier report archived for a run this one finds good (the user
-        // repaired a file) is removed, if nobody edited it since; archived results are never
-        // removed (a report without one of the inputs must not lose the committed runs)
+        // repaired a file), and a checkpoint of a run whose newer one this report archived, are
+        // removed, if nobody edited them since; archived results are never removed (a report
+        // without one of the inputs must not lose the committed runs)
         let root = self.root.clone();
         for (rel, sha) in &manifest.files {
             let path = root.join(rel);
-            let stale_failure = rel.ends_with("/failed.json") && !self.files.contains_key(rel);
-            if stale_failure && std::fs::read(&path).is_ok_and(|b| sha256_hex(&b) == *sha) {
+            let stale = !self.files.contains_key(rel) && (rel.ends_with("/failed.json") || self.supersedes(rel));
+            if stale && std::fs::read(&path).is_ok_and(|b| sha256_hex(&b) == *sha) {
                 std::fs::remove_file(&path).map_err(|e| ReportError::io(&path, e))?;
+                // the checkpoint's folder goes with its last file
+                if let Some(folder) = path.parent().filter(|_| rel.contains("/ckpt-")) {
+                    let _ = std::fs::remove_dir(folder);
+                }
             }
         }
         // files of earlier reports that are gone, or that someone else now owns, are forgotten;
@@ -245,6 +264,35 @@ mod tests {
         assert!(e.contains("changed since the report wrote it"), "{e}");
         let manifest: Manifest = serde_json::from_str(&std::fs::read_to_string(root.join(MANIFEST)).unwrap()).unwrap();
         assert!(manifest.files.contains_key("runs/abc/summary.json"));
+    }
+
+    /// An archived checkpoint goes when a later report archives a newer one of the same run, and
+    /// only then: another run's checkpoint, a run this report does not archive anew, and a file
+    /// edited by hand stay.
+    #[test]
+    fn a_superseded_checkpoint_is_removed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        let mut w = ReportWriter::new(root);
+        for run in ["a", "b"] {
+            w.add(Path::new(&format!("runs/{run}/checkpoint.json")), "ckpt-0001\n");
+            w.add(Path::new(&format!("runs/{run}/ckpt-0001/state.json")), "{}\n");
+            w.add(Path::new(&format!("runs/{run}/ckpt-0001/optim.bpk")), "optimizer\n");
+        }
+        w.add(Path::new("runs/c/ckpt-0001/state.json"), "{}\n");
+        w.commit().unwrap();
+        std::fs::write(root.join("runs/b/ckpt-0001/optim.bpk"), "edited by hand\n").unwrap();
+        let mut w = ReportWriter::new(root).adopting(true);
+        for run in ["a", "b"] {
+            w.add(Path::new(&format!("runs/{run}/checkpoint.json")), "ckpt-0002\n");
+            w.add(Path::new(&format!("runs/{run}/ckpt-0002/state.json")), "{}\n");
+        }
+        w.commit().unwrap();
+        assert!(!root.join("runs/a/ckpt-0001").exists(), "a's old checkpoint is gone, folder and all");
+        assert!(root.join("runs/a/ckpt-0002/state.json").exists());
+        assert!(root.join("runs/b/ckpt-0001/optim.bpk").exists(), "a file edited by hand stays");
+        assert!(!root.join("runs/b/ckpt-0001/state.json").exists());
+        assert!(root.join("runs/c/ckpt-0001/state.json").exists(), "a run not archived anew keeps its checkpoint");
     }
 
     /// A report stopped between its files (here by a file it cannot write) leaves the folder in

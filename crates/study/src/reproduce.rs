@@ -9,7 +9,7 @@ use train::claim::{ClaimOutcome, claim, live_holder};
 use train::run::RunDir;
 use train::{ComputeDevice, Holder, RunConfig, Summary, TrainOptions};
 
-use crate::elsewhere::{copy_finished_run, finished_elsewhere};
+use crate::elsewhere::{copy_finished_run, copy_unfinished_run, finished_elsewhere, unfinished_committed};
 use crate::{Cell, Study, StudyError};
 
 /// How to reproduce.
@@ -378,6 +378,13 @@ pub fn reproduce(study: &Study, opts: &ReproduceOptions) -> Result<ReproduceOutc
             let elsewhere =
                 (state == CellState::Pending).then(|| finished_elsewhere(cell, &opts.runs_root, &study.name)).flatten();
             let state = if elsewhere.is_some() { CellState::Finished } else { state };
+            let carried = (state == CellState::Pending)
+                .then(|| opts.archive.as_deref().and_then(|a| unfinished_committed(cell, a)))
+                .flatten();
+            let state = match carried {
+                Some((_, done)) => CellState::Partial(done),
+                None => state,
+            };
             let holder = match state {
                 CellState::Finished => Ok(None),
                 _ => live_holder(&live, opts.claim_timeout),
@@ -385,14 +392,22 @@ pub fn reproduce(study: &Study, opts: &ReproduceOptions) -> Result<ReproduceOutc
             let shown = match (&done, &holder) {
                 (Some(dir), _) if is_committed(dir, opts.archive.as_deref()) => "finished (committed)".to_string(),
                 _ if let Some(from) = &elsewhere => format!("finished in {} (copied)", profile_of(from)),
+                _ if carried.is_some() => format!("{state}, committed checkpoint (copied, resumed)"),
                 (_, Ok(Some(h))) => format!("running ({state}) on {h}"),
                 // a claim file this tool cannot read fails the cell when it is trained, not the list
                 (_, Err(e)) => format!("{state}, claim unreadable: {e}"),
                 _ => state.to_string(),
             };
+            // a partial run has only its remaining epochs to train
+            let left = match state {
+                CellState::Partial(done) => {
+                    cell.config.epochs.saturating_sub(done) as f64 / cell.config.epochs.max(1) as f64
+                }
+                _ => 1.0,
+            };
             let estimate = match state {
                 CellState::Finished => None,
-                _ => estimator.estimate(cell, opts.device),
+                _ => estimator.estimate(cell, opts.device).map(|(seconds, basis)| (seconds * left, basis)),
             };
             if let Some((seconds, basis)) = estimate {
                 total += seconds;
@@ -485,6 +500,20 @@ impl Worker<'_> {
             copy_finished_run(&from, &dir)?;
             self.note(tag, cell, format!(": the same run finished in {}: copied", from.display()));
             state = CellState::Finished;
+        }
+        if state == CellState::Pending
+            && let Some((from, done)) = opts.archive.as_deref().and_then(|a| unfinished_committed(cell, a))
+        {
+            copy_unfinished_run(&from, &dir)?;
+            self.note(
+                tag,
+                cell,
+                format!(
+                    ": the committed report holds its checkpoint after epoch {done} ({}): copied, resumed from there",
+                    from.display()
+                ),
+            );
+            state = cell_state(&dir, &cell.config);
         }
         if let Some(h) = &claimed.took_over {
             self.note(tag, cell, format!(": took over the claim of {h}, which is gone ({state})"));

@@ -538,21 +538,45 @@ impl RunDir {
     /// be resumed: there is no optimizer state, and a finished run needs none). `None` without
     /// a checkpoint.
     pub fn model_only_checkpoint(&self) -> Result<Option<Vec<RunFile>>, TrainError> {
+        self.checkpoint_files(Some("model.bpk"))
+    }
+
+    /// The newest checkpoint whole (weights, optimizer state, every file it recorded), as files
+    /// relative to the run folder, each verified first: a folder holding them beside the run's
+    /// `config.toml` and `metrics.jsonl` resumes where the run stopped, on any machine. `None`
+    /// without a checkpoint.
+    pub fn resumable_checkpoint(&self) -> Result<Option<Vec<RunFile>>, TrainError> {
+        self.checkpoint_files(None)
+    }
+
+    /// The newest checkpoint's files (`only` one tensor file, or all), its state recording
+    /// the checksums of those alone, and a pointer to it.
+    fn checkpoint_files(&self, only: Option<&str>) -> Result<Option<Vec<RunFile>>, TrainError> {
         let Some(ckpt) = self.latest_checkpoint()? else { return Ok(None) };
-        let model = ckpt.read_verified("model.bpk")?;
+        let names: Vec<String> = match only {
+            Some(name) => vec![name.to_string()],
+            None => ckpt.state.files.keys().cloned().collect(),
+        };
+        let name = format!("ckpt-{:04}", ckpt.state.epochs_done);
         let mut state = ckpt.state.clone();
-        state.files = BTreeMap::from([("model.bpk".to_string(), sha256_hex(&model))]);
-        let name = format!("ckpt-{:04}", state.epochs_done);
+        state.files.clear();
+        let mut tensors = Vec::with_capacity(names.len());
+        for file in &names {
+            let bytes = ckpt.read_verified(file)?;
+            state.files.insert(file.clone(), sha256_hex(&bytes));
+            tensors.push((Path::new(&name).join(file), bytes));
+        }
         let mut state_text = serde_json::to_string_pretty(&state).expect("serializable");
         state_text.push('\n');
         let pointer = Pointer { dir: name.clone(), state_sha256: Some(sha256_hex(state_text.as_bytes())) };
         let mut pointer_text = serde_json::to_string_pretty(&pointer).expect("serializable");
         pointer_text.push('\n');
-        Ok(Some(vec![
+        let mut files = vec![
             (PathBuf::from("checkpoint.json"), pointer_text.into_bytes()),
             (Path::new(&name).join("state.json"), state_text.into_bytes()),
-            (Path::new(&name).join("model.bpk"), model),
-        ]))
+        ];
+        files.extend(tensors);
+        Ok(Some(files))
     }
 
     /// Whether `root` may receive a run of `config`: it is absent or empty, or a run folder of
