@@ -94,11 +94,11 @@ fn load_result(
     let live = cell.dir(runs_root, &study.name);
     let archived = archive.join("runs").join(cell.key());
     // a run still training counts where it has come furthest: the archive's copy of it (with its
-    // checkpoint) stands while this machine has no run folder of the cell
+    // checkpoint) stands while this machine's run folder has fewer epochs, or none
     let (live_run, archived_run) = (RunDir::new(&live), RunDir::new(&archived));
+    let epochs = |run: &RunDir| std::fs::read_to_string(run.metrics_path()).map_or(0, |t| t.lines().count());
     let from_archive = !live_run.summary_path().exists()
-        && (archived_run.summary_path().exists()
-            || (!live_run.metrics_path().exists() && archived_run.metrics_path().exists()));
+        && (archived_run.summary_path().exists() || epochs(&archived_run) > epochs(&live_run));
     let dir = if from_archive { archived } else { live };
     let run = RunDir::new(&dir);
     // a damaged file marks its cell failed, with the reason, and never fails the report;
@@ -217,7 +217,7 @@ fn unowned_files(archive: &Path, manifest: &Manifest, dir: &Path) -> Result<Vec<
 /// Copies every cell's configuration and results into `<out>/runs/<hash>/`, so that the
 /// committed report carries the runs behind its numbers; where the study keeps weights
 /// ([`Study::archive_weights`]), the final model of every finished pretraining and seed-0 cell
-/// as well (no optimizer state), and the newest whole checkpoint of such a cell still training
+/// as well (no optimizer state), and the newest whole checkpoint of every cell still training
 /// (which `reproduce` resumes on a machine without its run folder).
 pub fn archive(study: &Study, results: &[CellResult], out: &mut ReportWriter) -> Result<(), ReportError> {
     for r in results {
@@ -251,15 +251,16 @@ pub fn archive(study: &Study, results: &[CellResult], out: &mut ReportWriter) ->
             out.add(&dir.join("adc-quality.json"), serde_json::to_string_pretty(q).expect("json") + "\n");
             out.add(&dir.join("adc-quality.csv"), q.csv());
         }
-        let keeps_weights = study.archive_weights && (r.cell.pretraining || r.cell.config.seed == 0);
-        // a finished run keeps its final model; one still training its newest checkpoint whole,
-        // so that `reproduce` resumes it from there on a machine without its run folder
+        // a finished pretraining or seed-0 run keeps its final model; any run still training
+        // its newest checkpoint whole, so that `reproduce` resumes it from there on a machine
+        // without its run folder (the next report removes it: see `ReportWriter::supersedes`)
+        let keeps_final = study.archive_weights && (r.cell.pretraining || r.cell.config.seed == 0);
         let run = RunDir::new(&r.dir);
         let files = match (&r.summary, &r.failure) {
-            _ if !keeps_weights => Ok(None),
-            (Some(_), _) => run.model_only_checkpoint(),
+            _ if !study.archive_weights => Ok(None),
+            (Some(_), _) if keeps_final => run.model_only_checkpoint(),
             (None, None) => run.resumable_checkpoint(),
-            (None, Some(_)) => Ok(None),
+            _ => Ok(None),
         };
         for (rel, bytes) in files.map_err(|e| ReportError::io(&r.dir, e))?.into_iter().flatten() {
             out.add(&dir.join(rel), bytes);

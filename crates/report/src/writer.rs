@@ -126,18 +126,18 @@ impl ReportWriter {
         Ok(refused)
     }
 
-    /// Whether `rel` is a file of an archived checkpoint (`runs/<hash>/ckpt-NNNN/...`) of a run
-    /// whose checkpoint pointer this report writes anew: a checkpoint the run has since replaced.
+    /// Whether `rel`, a file this report does not write, is part of an archived checkpoint
+    /// (`runs/<hash>/checkpoint.json`, `runs/<hash>/ckpt-NNNN/...`) of a run that this report
+    /// archives anew with a newer checkpoint or as finished: a checkpoint the run has replaced
+    /// (a finished run keeps only what this report writes of it).
     fn supersedes(&self, rel: &str) -> bool {
         let parts: Vec<&str> = rel.split('/').collect();
-        match parts[..] {
-            ["runs", run, ckpt, _] if ckpt.starts_with("ckpt-") => {
-                let pointer = format!("runs/{run}/checkpoint.json");
-                let newest = format!("runs/{run}/{ckpt}/state.json");
-                self.files.contains_key(&pointer) && !self.files.contains_key(&newest)
-            }
-            _ => false,
-        }
+        let run = match parts[..] {
+            ["runs", run, "checkpoint.json"] => run,
+            ["runs", run, ckpt, _] if ckpt.starts_with("ckpt-") => run,
+            _ => return false,
+        };
+        ["checkpoint.json", "summary.json"].iter().any(|f| self.files.contains_key(&format!("runs/{run}/{f}")))
     }
 
     /// Checks every staged file, then writes them all (each atomically) and the manifest, the
@@ -266,9 +266,9 @@ mod tests {
         assert!(manifest.files.contains_key("runs/abc/summary.json"));
     }
 
-    /// An archived checkpoint goes when a later report archives a newer one of the same run, and
-    /// only then: another run's checkpoint, a run this report does not archive anew, and a file
-    /// edited by hand stay.
+    /// An archived checkpoint goes when a later report archives a newer one of the same run, or
+    /// the run as finished, and only then: a run this report does not archive anew keeps its
+    /// checkpoint, and a file edited by hand stays.
     #[test]
     fn a_superseded_checkpoint_is_removed() {
         let tmp = tempfile::tempdir().unwrap();
@@ -280,6 +280,8 @@ mod tests {
             w.add(Path::new(&format!("runs/{run}/ckpt-0001/optim.bpk")), "optimizer\n");
         }
         w.add(Path::new("runs/c/ckpt-0001/state.json"), "{}\n");
+        w.add(Path::new("runs/d/checkpoint.json"), "ckpt-0001\n");
+        w.add(Path::new("runs/d/ckpt-0001/optim.bpk"), "optimizer\n");
         w.commit().unwrap();
         std::fs::write(root.join("runs/b/ckpt-0001/optim.bpk"), "edited by hand\n").unwrap();
         let mut w = ReportWriter::new(root).adopting(true);
@@ -287,8 +289,11 @@ mod tests {
             w.add(Path::new(&format!("runs/{run}/checkpoint.json")), "ckpt-0002\n");
             w.add(Path::new(&format!("runs/{run}/ckpt-0002/state.json")), "{}\n");
         }
+        // d finished, archived without weights
+        w.add(Path::new("runs/d/summary.json"), "{}\n");
         w.commit().unwrap();
         assert!(!root.join("runs/a/ckpt-0001").exists(), "a's old checkpoint is gone, folder and all");
+        assert!(!root.join("runs/d/checkpoint.json").exists() && !root.join("runs/d/ckpt-0001").exists());
         assert!(root.join("runs/a/ckpt-0002/state.json").exists());
         assert!(root.join("runs/b/ckpt-0001/optim.bpk").exists(), "a file edited by hand stays");
         assert!(!root.join("runs/b/ckpt-0001/state.json").exists());

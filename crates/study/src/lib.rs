@@ -146,7 +146,9 @@ pub struct Study {
     pub variation: Option<VariationSpec>,
     /// The report archives the final model weights (weights and quantizer state, no optimizer)
     /// of every pretraining and every seed-0 cell beside their results, so that a committed
-    /// model can be evaluated (`eval --run reports/<profile>/runs/<cell>`) and fine-tuned from.
+    /// model can be evaluated (`eval --run reports/<profile>/runs/<cell>`) and fine-tuned from;
+    /// and the newest whole checkpoint of every cell still training, which `reproduce` resumes
+    /// on a machine without its run folder.
     #[serde(default)]
     pub archive_weights: bool,
 }
