@@ -288,6 +288,8 @@ fn a_committed_unfinished_run_resumes_where_it_stopped() {
     let config = |dir: &Path| std::fs::read_to_string(dir.join("config.toml")).unwrap();
     assert_eq!(config(&partial), config(&whole), "the same cell, stopped early");
     run(&["report", "--no-figures"], "first");
+    let accuracy = std::fs::read_to_string(study.parent().unwrap().join("accuracy.md")).unwrap();
+    assert!(accuracy.contains("1 partial (epoch 1 of 2: "), "{accuracy}");
     let archived = study.parent().unwrap().join("runs").join(&key);
     for file in ["checkpoint.json", "ckpt-0001/state.json", "ckpt-0001/model.bpk", "ckpt-0001/optim.bpk"] {
         assert!(archived.join(file).is_file(), "{file} archived");

@@ -90,24 +90,35 @@ pub(super) struct Agg {
 
 pub(super) fn aggregate(cells: &[&CellResult]) -> Agg {
     let mut a = Agg { finals: Vec::new(), bests: Vec::new(), expected: cells.len(), note: None };
-    let (mut partial, mut failed) = (0, 0);
+    let (mut partial, mut failed) = (Vec::new(), 0);
     for r in cells {
         match (&r.summary, r.state) {
             (Some(s), _) => {
                 a.finals.push(s.final_test_acc);
                 a.bests.push(s.best_test_acc);
             }
-            (None, CellState::Partial(_)) => partial += 1,
+            (None, CellState::Partial(_)) => partial.push(*r),
             (None, CellState::Failed) => failed += 1,
             _ => {}
         }
     }
-    let missing = cells.len() - a.finals.len() - partial - failed;
-    let notes: Vec<String> = [(failed, "failed"), (partial, "partial"), (missing, "missing")]
-        .iter()
-        .filter(|(n, _)| *n > 0)
-        .map(|(n, what)| format!("{n} {what}"))
-        .collect();
+    let missing = cells.len() - a.finals.len() - partial.len() - failed;
+    // a run still training that is the cell's whole story says how far it has come (a long one
+    // spans several reports)
+    let partial_note = match (&partial[..], partial.first().and_then(|r| r.history.last())) {
+        ([r], Some(last)) if a.finals.is_empty() => {
+            format!("1 partial (epoch {} of {}: {})", last.epoch, r.cell.config.epochs, pct(last.test_acc))
+        }
+        _ => format!("{} partial", partial.len()),
+    };
+    let notes: Vec<String> = [
+        (failed > 0).then(|| format!("{failed} failed")),
+        (!partial.is_empty()).then_some(partial_note),
+        (missing > 0).then(|| format!("{missing} missing")),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
     if !notes.is_empty() {
         a.note = Some(notes.join(", "));
     }
