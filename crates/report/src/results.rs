@@ -254,7 +254,7 @@ pub fn archive(study: &Study, results: &[CellResult], out: &mut ReportWriter) ->
         // a finished pretraining or seed-0 run keeps its final model; any run still training
         // its newest checkpoint whole, so that `reproduce` resumes it from there on a machine
         // without its run folder (the next report removes it: see `ReportWriter::supersedes`)
-        let keeps_final = study.archive_weights && (r.cell.pretraining || r.cell.config.seed == 0);
+        let keeps_final = r.cell.pretraining || r.cell.config.seed == 0;
         let run = RunDir::new(&r.dir);
         let files = match (&r.summary, &r.failure) {
             _ if !study.archive_weights => Ok(None),

@@ -105,11 +105,13 @@ pub(super) fn aggregate(cells: &[&CellResult]) -> Agg {
     let missing = cells.len() - a.finals.len() - partial.len() - failed;
     // a run still training that is the cell's whole story says how far it has come (a long one
     // spans several reports)
-    let partial_note = match (&partial[..], partial.first().and_then(|r| r.history.last())) {
-        ([r], Some(last)) if a.finals.is_empty() => {
-            format!("1 partial (epoch {} of {}: {})", last.epoch, r.cell.config.epochs, pct(last.test_acc))
-        }
-        _ => format!("{} partial", partial.len()),
+    let lone = match &partial[..] {
+        [r] if a.finals.is_empty() => r.history.last().map(|last| (last, r.cell.config.epochs)),
+        _ => None,
+    };
+    let partial_note = match lone {
+        Some((last, epochs)) => format!("1 partial (epoch {} of {epochs}: {})", last.epoch, pct(last.test_acc)),
+        None => format!("{} partial", partial.len()),
     };
     let notes: Vec<String> = [
         (failed > 0).then(|| format!("{failed} failed")),
